@@ -1,0 +1,164 @@
+"""The Engine facade: everything the UI and the CLI do goes through these methods."""
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from .chat import ChatChunk, LoadedModels, stream_reply
+from .configs import GenerationParams, JobConfig, PrepareModelConfig
+from .errors import Busy, InvalidInput, NotFound, OfflineError
+from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
+                     inspect_hf_folder, slugify)
+from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
+from .runner import Runner
+from .settings import Settings, hub_reachable
+from .store import Store
+
+
+class Engine:
+    """One workspace. Safe to share between threads: the store opens a connection per thread."""
+
+    def __init__(self, settings: Settings | None = None, recover: bool = True):
+        self.settings = settings or Settings.from_env()
+        self.settings.prepare()
+        self.store = Store(self.settings.db_path)
+        self.runner = Runner(self.settings, self.store)
+        self._models = LoadedModels(self.settings.max_loaded_models)
+        if recover:
+            self.runner.recover()
+
+    # ---- models -------------------------------------------------------------------------------------------
+    def list_models(self) -> list[ModelRecord]:
+        return self.store.list_models()
+
+    def get_model(self, model_id: str) -> ModelRecord:
+        return self.store.get_model(model_id)
+
+    def add_model(self, ref: str, name: str | None = None, source: str = "auto") -> ModelRecord:
+        """Register a local HF folder at once, or start a `prepare_model` run for a GGUF file or a Hub id."""
+        ref = (ref or "").strip()
+        if not ref:
+            raise InvalidInput("Give a model folder, a .gguf file or a Hugging Face Hub id (owner/name).")
+        source = guess_source(ref) if source == "auto" else source
+        if source not in {"local", "gguf", "hub"}:
+            raise InvalidInput(f"Unknown source '{source}': use local, gguf or hub.")
+        default_name = Path(ref).stem if source != "hub" else ref.split("/")[-1]
+        model_id = check_model_id((name or "").strip() or slugify(default_name))
+        if self.store.has_model(model_id):
+            raise InvalidInput(f"A model named '{model_id}' is already registered: choose another name.")
+        if source == "local":
+            folder = Path(ref).expanduser().resolve()
+            facts = inspect_hf_folder(folder)
+            return self.store.add_model(id=model_id, format="hf", path=str(folder), source="local",
+                                        source_ref=str(folder), status=ModelStatus.READY.value, owned=False, **facts)
+        if source == "gguf":
+            path = Path(ref).expanduser().resolve()
+            check_gguf(path)
+            ref = str(path)
+        else:
+            self._check_online(ref)
+        return self._prepare(model_id, source, ref)
+
+    def _check_online(self, repo_id: str) -> None:
+        if self.settings.offline:
+            raise OfflineError(f"'{repo_id}' is a Hub id, but SLMOps runs offline (SLMOPS_OFFLINE/HF_HUB_OFFLINE "
+                               "is set). Download the model elsewhere and register its folder instead.")
+        if not hub_reachable():
+            raise OfflineError(f"'{repo_id}' looks like a Hub id, but huggingface.co cannot be reached from this "
+                               "machine. Register a local folder or .gguf file instead, or connect and retry.")
+
+    def _prepare(self, model_id: str, source: str, ref: str, record_source: str | None = None) -> ModelRecord:
+        config = PrepareModelConfig(model_id=model_id, source=source, source_ref=ref)
+        self.store.add_model(id=model_id, format="hf", path=str(self.settings.models_dir / model_id),
+                             source=record_source or source, source_ref=ref, status=ModelStatus.PREPARING.value,
+                             owned=True)
+        run_id = self.runner.start(config)
+        self.store.update_model(model_id, run_id=run_id)
+        return self.store.get_model(model_id)
+
+    def ensure_default_model(self) -> ModelRecord:
+        """Register the bundled SmolLM2 (converted once from its GGUF); later calls reuse what is there."""
+        if self.store.has_model(DEFAULT_MODEL_ID):
+            model = self.store.get_model(DEFAULT_MODEL_ID)
+            if model.status != ModelStatus.FAILED.value:
+                return model
+            self.store.delete_model(DEFAULT_MODEL_ID)  # an earlier conversion failed or was interrupted: redo it
+        return self._prepare(DEFAULT_MODEL_ID, "gguf", str(bundled_gguf_path()), record_source="bundled")
+
+    def delete_model(self, model_id: str) -> None:
+        """Delete the record, and the files when the workspace owns them (a registered local folder stays)."""
+        model = self.store.get_model(model_id)
+        active = [r.id for r in self.store.active_runs() if r.model_id == model_id]
+        if active:
+            raise Busy(f"Model '{model_id}' is used by active run(s) {active}: cancel them first.")
+        self._models.drop(model_id)
+        self.store.delete_model(model_id)
+        if model.owned and Path(model.path).resolve().is_relative_to(self.settings.models_dir):
+            shutil.rmtree(model.path, ignore_errors=True)
+
+    def ready_model(self, model_id: str) -> ModelRecord:
+        model = self.store.get_model(model_id)
+        if model.status == ModelStatus.PREPARING.value:
+            raise Busy(f"Model '{model_id}' is still being prepared (run {model.run_id}); try again when it is ready.")
+        if model.status != ModelStatus.READY.value:
+            raise InvalidInput(f"Model '{model_id}' failed to prepare: {model.error}. Delete it and register again.")
+        return model
+
+    # ---- chat ---------------------------------------------------------------------------------------------
+    def chat(self, model_id: str, messages: list[dict], params: GenerationParams | None = None,
+             stop: threading.Event | None = None) -> Iterator[ChatChunk]:
+        """Stream a reply to `messages` (the whole conversation) from a registered model."""
+        params = params or GenerationParams()
+        if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
+            raise InvalidInput("Type a message first: the conversation must end with a non-empty user message.")
+        model = self.ready_model(model_id)
+        lm, tokenizer = self._models.get(model.id, model.path)
+        return stream_reply(lm, tokenizer, messages, params, stop)
+
+    def loaded_models(self) -> list[str]:
+        return self._models.loaded()
+
+    # ---- runs ---------------------------------------------------------------------------------------------
+    def start_run(self, config: JobConfig) -> int:
+        model_id = config.model_ref()
+        if model_id is not None and config.kind != PrepareModelConfig.kind:
+            self.ready_model(model_id)
+        return self.runner.start(config)
+
+    def cancel_run(self, run_id: int) -> RunRecord:
+        return self.runner.cancel(run_id)
+
+    def wait_run(self, run_id: int, timeout: float | None = None) -> RunRecord:
+        return self.runner.wait(run_id, timeout)
+
+    def get_run(self, run_id: int) -> RunRecord:
+        return self.store.get_run(run_id)
+
+    def list_runs(self, limit: int = 200) -> list[RunRecord]:
+        return self.store.list_runs(limit)
+
+    def active_runs(self) -> list[RunRecord]:
+        return self.store.active_runs()
+
+    def run_metrics(self, run_id: int) -> list[MetricPoint]:
+        return self.store.metrics(run_id)
+
+    def run_logs(self, run_id: int, tail: int = 200) -> list[LogLine]:
+        return self.store.logs(run_id, tail)
+
+    def run_artifacts(self, run_id: int) -> list[ArtifactRecord]:
+        return self.store.artifacts(run_id)
+
+    def delete_run(self, run_id: int) -> None:
+        run = self.store.get_run(run_id)
+        if not run.status.final:
+            raise Busy(f"Run {run_id} is {run.status.value}: cancel it before deleting it.")
+        self.store.delete_run(run_id)  # a model the run produced stays registered; only the history goes
+        shutil.rmtree(self.settings.runs_dir / str(run_id), ignore_errors=True)
+
+    def close(self) -> None:
+        self.runner.shutdown()
+        self.store.close()
+

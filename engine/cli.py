@@ -1,0 +1,195 @@
+"""`python -m engine`: the headless client. Every command is a thin call into the Engine API."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+from .api import Engine
+from .configs import JOB_CONFIGS, GenerationParams
+from .errors import SlmopsError
+from .records import ModelStatus
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+def _follow(engine: Engine, run_id: int) -> int:
+    """Print a run's stage changes until it ends; exit code 0 only when it succeeded."""
+    last = None
+    while True:
+        run = engine.wait_run(run_id, timeout=0.5)
+        line = f"run {run_id}: {run.status.value} {run.progress:.0%} {run.stage}"
+        if line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        if run.status.final:
+            if run.error:
+                print(f"run {run_id}: {run.error}", file=sys.stderr)
+            return 0 if run.status.value == "succeeded" else 1
+
+
+def cmd_models_list(engine: Engine, args) -> int:
+    _print_table([{"name": m.id, "status": m.status, "format": m.format, "arch": m.architecture or "",
+                   "params_m": f"{m.params / 1e6:.1f}" if m.params else "", "size_mb":
+                   f"{m.size_bytes / 1e6:.0f}" if m.size_bytes else "", "source": m.source, "path": m.path}
+                  for m in engine.list_models()])
+    return 0
+
+
+def cmd_models_add(engine: Engine, args) -> int:
+    model = engine.add_model(args.ref, name=args.name, source=args.source)
+    print(f"registered '{model.id}' ({model.status})")
+    if model.status == ModelStatus.PREPARING.value and not args.no_wait:
+        return _follow(engine, model.run_id)
+    return 0
+
+
+def cmd_models_default(engine: Engine, args) -> int:
+    model = engine.ensure_default_model()
+    if model.status == ModelStatus.PREPARING.value:
+        return _follow(engine, model.run_id)
+    print(f"'{model.id}' is {model.status} at {model.path}")
+    return 0
+
+
+def cmd_models_delete(engine: Engine, args) -> int:
+    engine.delete_model(args.name)
+    print(f"deleted '{args.name}'")
+    return 0
+
+
+def cmd_chat(engine: Engine, args) -> int:
+    params = GenerationParams(system_prompt=args.system, temperature=args.temperature, top_p=args.top_p,
+                              max_new_tokens=args.max_new_tokens)
+    shown = ""
+    last = None
+    for last in engine.chat(args.model, [{"role": "user", "content": args.prompt}], params, threading.Event()):
+        sys.stdout.write(last.text[len(shown):])
+        sys.stdout.flush()
+        shown = last.text
+    print()
+    if last is not None and last.tokens_per_s:
+        print(f"[{last.new_tokens} tokens, {last.tokens_per_s:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def cmd_runs_list(engine: Engine, args) -> int:
+    _print_table([{"id": r.id, "kind": r.kind, "status": r.status.value, "model": r.model_id or "",
+                   "created": r.created_at[:19], "progress": f"{r.progress:.0%}", "summary": json.dumps(r.summary)}
+                  for r in engine.list_runs(args.limit)])
+    return 0
+
+
+def cmd_runs_show(engine: Engine, args) -> int:
+    run = engine.get_run(args.id)
+    print(json.dumps({"id": run.id, "kind": run.kind, "status": run.status.value, "model": run.model_id,
+                      "created": run.created_at, "started": run.started_at, "finished": run.finished_at,
+                      "stage": run.stage, "error": run.error, "config": run.config, "summary": run.summary},
+                     indent=2))
+    for m in engine.run_metrics(run.id):
+        print(f"metric {m.name}[{m.step}] = {m.value:.4g}")
+    for a in engine.run_artifacts(run.id):
+        print(f"artifact {a.kind}: {a.path} ({a.size_bytes / 1e6:.1f} MB)")
+    for line in engine.run_logs(run.id, args.tail):
+        print(f"{line.time[11:19]} {line.level:7} {line.message}")
+    return 0
+
+
+def cmd_runs_cancel(engine: Engine, args) -> int:
+    run = engine.cancel_run(args.id)
+    print(f"run {run.id}: cancel requested ({run.status.value})")
+    return 0
+
+
+def cmd_runs_delete(engine: Engine, args) -> int:
+    engine.delete_run(args.id)
+    print(f"deleted run {args.id}")
+    return 0
+
+
+def cmd_run(engine: Engine, args) -> int:
+    """Start a job from a JSON or YAML config file (`kind:` selects the job) and follow it."""
+    import yaml
+
+    text = open(args.config, encoding="utf-8").read()
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or data.get("kind") not in JOB_CONFIGS:
+        raise SlmopsError(f"{args.config}: needs a 'kind:' field, one of {', '.join(JOB_CONFIGS)}.")
+    config = JOB_CONFIGS[data.pop("kind")].model_validate(data)
+    run_id = engine.start_run(config)
+    print(f"started run {run_id}")
+    return _follow(engine, run_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="SLMOps Studio, headless. The workspace "
+                                     "is $SLMOPS_HOME (default: workspace/ beside app.py).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list, add, delete models").add_subparsers(dest="action", required=True)
+    p = models.add_parser("list", help="registered models")
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("add", help="register a local HF folder, a .gguf file or a Hub id (online only)")
+    p.add_argument("ref", help="folder, .gguf file, or owner/name")
+    p.add_argument("--name", help="name to register under (default: from the path or id)")
+    p.add_argument("--source", choices=["auto", "local", "gguf", "hub"], default="auto")
+    p.add_argument("--no-wait", action="store_true", help="return once a preparation run has started")
+    p.set_defaults(func=cmd_models_add)
+    p = models.add_parser("default", help="prepare the bundled SmolLM2 model (once)")
+    p.set_defaults(func=cmd_models_default)
+    p = models.add_parser("delete", help="delete a model (files only when the workspace owns them)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_delete)
+
+    p = sub.add_parser("chat", help="one chat turn, streamed to stdout")
+    p.add_argument("--model", required=True)
+    p.add_argument("--prompt", required=True)
+    defaults = GenerationParams()
+    p.add_argument("--system", default=defaults.system_prompt)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default here) = greedy")
+    p.add_argument("--top-p", type=float, default=defaults.top_p)
+    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    p.set_defaults(func=cmd_chat)
+
+    runs = sub.add_parser("runs", help="run history").add_subparsers(dest="action", required=True)
+    p = runs.add_parser("list", help="recent runs")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_runs_list)
+    for name, func, text in (("show", cmd_runs_show, "config, metrics, artifacts and log of a run"),
+                             ("cancel", cmd_runs_cancel, "ask an active run to stop"),
+                             ("delete", cmd_runs_delete, "delete a finished run's history")):
+        p = runs.add_parser(name, help=text)
+        p.add_argument("id", type=int)
+        if name == "show":
+            p.add_argument("--tail", type=int, default=50, help="log lines to show")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_CONFIGS)}) and follow it")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    read_only = (args.command, getattr(args, "action", None)) in {("models", "list"), ("runs", "list"),
+                                                                   ("runs", "show")}
+    try:
+        engine = Engine(recover=not read_only)
+        return args.func(engine, args)
+    except SlmopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,25 @@
+"""Typed errors raised by the engine. The UI turns them into messages; none of them is ever swallowed."""
+
+
+class SlmopsError(Exception):
+    """Base class: every error the engine raises on purpose. The message says what is wrong and how to fix it."""
+
+
+class InvalidInput(SlmopsError):
+    """A path, id, config value or file that cannot work; nothing was changed."""
+
+
+class NotFound(SlmopsError):
+    """A model or run id that is not in the store."""
+
+
+class UnsupportedModel(InvalidInput):
+    """A model the engine refuses to load (architecture, pickle-only weights, remote code, no tokenizer)."""
+
+
+class OfflineError(SlmopsError):
+    """A Hugging Face Hub id was given while the machine is offline."""
+
+
+class Busy(SlmopsError):
+    """The object is in use (a model being prepared, a run still active)."""

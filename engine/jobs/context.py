@@ -1,0 +1,70 @@
+"""What a job sees of the world inside its worker process: progress, logs, metrics, artifacts and cancellation."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from ..settings import Settings
+from ..store import Store
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its run was asked to stop."""
+
+
+class JobContext:
+    def __init__(self, run_id: int, store: Store, settings: Settings, poll_s: float = 0.25):
+        self.run_id = run_id
+        self.store = store
+        self.settings = settings
+        self.workdir = settings.runs_dir / str(run_id)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._cancel = threading.Event()
+        self._t0 = time.monotonic()
+        self._watch = threading.Thread(target=self._watch_cancel, args=(poll_s,), daemon=True)
+        self._watch.start()
+
+    # A background thread polls the store so that jobs can check a flag between steps without any I/O.
+    def _watch_cancel(self, poll_s: float) -> None:
+        store = Store(self.store.path)
+        while not self._cancel.is_set():
+            if store.cancel_requested(self.run_id):
+                self._cancel.set()
+                break
+            time.sleep(poll_s)
+        store.close()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        return self._cancel
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("cancelled by request")
+
+    def progress(self, fraction: float, stage: str) -> None:
+        """Report progress in [0, 1] with a stage text; the ETA follows from the elapsed time."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        elapsed = time.monotonic() - self._t0
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
+        self.store.update_run(self.run_id, progress=fraction, stage=stage, eta_s=eta)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.store.add_log(self.run_id, message, level)
+
+    def metric(self, name: str, value: float, step: int = 0) -> None:
+        self.store.add_metric(self.run_id, name, value, step)
+
+    def summary(self, **values) -> None:
+        """Key results shown in the run history table."""
+        self.store.merge_summary(self.run_id, values)
+
+    def artifact(self, kind: str, path: Path, model_id: str | None = None) -> None:
+        path = Path(path)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+        self.store.add_artifact(self.run_id, kind, str(path), size, model_id)

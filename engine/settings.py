@@ -1,0 +1,88 @@
+"""Where the engine keeps its state, and the environment every process of it runs with."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One workspace: the SQLite store, models, run folders and every cache live under `home`."""
+
+    home: Path = field(default_factory=lambda: PROJECT_ROOT / "workspace")
+    offline: bool = False  # True: never touch the network (Hub ids are refused at once)
+    max_loaded_models: int = 2  # chat keeps this many models in memory per process (2: side-by-side)
+    cancel_grace_s: float = 2.0  # after a cancel request a worker gets this long to stop by itself
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        home = Path(os.environ.get("SLMOPS_HOME") or PROJECT_ROOT / "workspace")
+        offline = _truthy(os.environ.get("SLMOPS_OFFLINE")) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
+        values = {"home": home.expanduser().resolve(), "offline": offline}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "slmops.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    def cache_env(self) -> dict[str, str]:
+        """Environment that keeps every library cache inside the workspace (nothing in the user's home)."""
+        c = self.cache_dir
+        env = {
+            "HF_HOME": str(c / "huggingface"),
+            "HF_DATASETS_CACHE": str(c / "datasets"),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "GRADIO_TEMP_DIR": str(c / "gradio"),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "MPLCONFIGDIR": str(c / "matplotlib"),
+            "TORCHINDUCTOR_CACHE_DIR": str(c / "torchinductor"),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        if self.offline:
+            env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        return env
+
+    def prepare(self) -> None:
+        """Create the workspace folders and point every cache into them (call before importing HF libraries)."""
+        for d in (self.home, self.models_dir, self.runs_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        os.environ.update(self.cache_env())
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """A quick check that the Hugging Face Hub answers; never waits longer than `timeout_s` (DNS included)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])

@@ -1,0 +1,195 @@
+"""The one shared state: a SQLite file (WAL) over sqlite-utils, one connection per thread and process."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from .errors import NotFound
+from .records import ACTIVE_STATUSES, ArtifactRecord, LogLine, MetricPoint, ModelRecord, RunRecord, RunStatus
+
+migrations = Migrations("slmops")
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["models"].create(
+        {"id": str, "format": str, "path": str, "source": str, "source_ref": str, "status": str, "params": int,
+         "size_bytes": int, "architecture": str, "parent_id": str, "run_id": int, "created_at": str, "owned": int,
+         "error": str},
+        pk="id",
+    )
+    db["runs"].create(
+        {"id": int, "kind": str, "status": str, "model_id": str, "config_json": str, "target": str,
+         "created_at": str, "started_at": str, "finished_at": str, "progress": float, "stage": str,
+         "eta_s": float, "error": str, "pid": int, "pid_started": float, "cancel_requested": int,
+         "summary_json": str},
+        pk="id",
+    )
+    db["runs"].create_index(["status"])
+    db["metrics"].create({"run_id": int, "step": int, "name": str, "value": float, "time": str})
+    db["metrics"].create_index(["run_id", "name", "step"])
+    db["logs"].create({"id": int, "run_id": int, "time": str, "level": str, "message": str}, pk="id")
+    db["logs"].create_index(["run_id"])
+    db["artifacts"].create(
+        {"id": int, "run_id": int, "kind": str, "path": str, "size_bytes": int, "model_id": str, "created_at": str},
+        pk="id",
+    )
+    db["artifacts"].create_index(["run_id"])
+
+
+class Store:
+    """Thread-safe access to the workspace database: each thread gets its own connection."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        db = self.db
+        db.execute("PRAGMA journal_mode=WAL")
+        migrations.apply(db)
+
+    @property
+    def db(self) -> Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(str(self.path), timeout=30.0)
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            db = Database(conn)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ---- models -------------------------------------------------------------------------------------------
+    def add_model(self, **row) -> ModelRecord:
+        row.setdefault("created_at", utcnow())
+        row["owned"] = int(bool(row.get("owned")))
+        self.db["models"].insert(row, pk="id")
+        return self.get_model(row["id"])
+
+    def update_model(self, model_id: str, **values) -> None:
+        self.db["models"].update(model_id, values)
+
+    def get_model(self, model_id: str) -> ModelRecord:
+        rows = list(self.db["models"].rows_where("id = ?", [model_id]))
+        if not rows:
+            raise NotFound(f"No model named '{model_id}'. `python -m engine models list` shows the registered ones.")
+        return ModelRecord.from_row(rows[0])
+
+    def has_model(self, model_id: str) -> bool:
+        return bool(list(self.db["models"].rows_where("id = ?", [model_id], select="id")))
+
+    def list_models(self) -> list[ModelRecord]:
+        return [ModelRecord.from_row(r) for r in self.db["models"].rows_where(order_by="created_at")]
+
+    def delete_model(self, model_id: str) -> None:
+        self.db["models"].delete_where("id = ?", [model_id])
+
+    # ---- runs ---------------------------------------------------------------------------------------------
+    def add_run(self, kind: str, config_json: str, target: str, model_id: str | None) -> int:
+        row = {"kind": kind, "status": RunStatus.QUEUED.value, "model_id": model_id, "config_json": config_json,
+               "target": target, "created_at": utcnow(), "progress": 0.0, "stage": "queued",
+               "cancel_requested": 0, "summary_json": "{}"}
+        return self.db["runs"].insert(row).last_pk
+
+    def run_row(self, run_id: int) -> dict:
+        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
+        if not rows:
+            raise NotFound(f"No run with id {run_id}. `python -m engine runs list` shows the runs.")
+        return rows[0]
+
+    def get_run(self, run_id: int) -> RunRecord:
+        return RunRecord.from_row(self.run_row(run_id))
+
+    def list_runs(self, limit: int = 200) -> list[RunRecord]:
+        rows = self.db["runs"].rows_where(order_by="id desc", limit=limit)
+        return [RunRecord.from_row(r) for r in rows]
+
+    def active_runs(self) -> list[RunRecord]:
+        rows = self.db["runs"].rows_where(f"status in ({','.join('?' * len(ACTIVE_STATUSES))})",
+                                          list(ACTIVE_STATUSES), order_by="id")
+        return [RunRecord.from_row(r) for r in rows]
+
+    def update_run(self, run_id: int, **values) -> None:
+        self.db["runs"].update(run_id, values)
+
+    def finish_run(self, run_id: int, status: RunStatus, error: str | None = None) -> bool:
+        """Move a run into a final state exactly once; returns False when it was already final."""
+        db = self.db
+        with db.atomic():
+            cur = db.execute(
+                "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ?, "
+                "stage = CASE WHEN ? = 'succeeded' THEN 'done' ELSE ? END, "
+                "progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END "
+                f"WHERE id = ? AND status IN ({','.join('?' * len(ACTIVE_STATUSES))})",
+                [status.value, error, utcnow(), status.value, status.value, status.value, run_id,
+                 *ACTIVE_STATUSES],
+            )
+            changed = cur.rowcount == 1
+            if changed and status is not RunStatus.SUCCEEDED:
+                # A model this run was preparing can never become ready now: say why on the model too.
+                db.execute("UPDATE models SET status = 'failed', error = ? WHERE run_id = ? AND status = 'preparing'",
+                           [f"run {run_id} {status.value}: {error or ''}".strip(), run_id])
+            return changed
+
+    def request_cancel(self, run_id: int) -> None:
+        self.db["runs"].update(run_id, {"cancel_requested": 1})
+
+    def cancel_requested(self, run_id: int) -> bool:
+        row = self.db.execute("SELECT cancel_requested FROM runs WHERE id = ?", [run_id]).fetchone()
+        return bool(row and row[0])
+
+    def merge_summary(self, run_id: int, values: dict) -> None:
+        db = self.db
+        with db.atomic():
+            row = db.execute("SELECT summary_json FROM runs WHERE id = ?", [run_id]).fetchone()
+            summary = json.loads(row[0] or "{}") if row else {}
+            summary.update(values)
+            db.execute("UPDATE runs SET summary_json = ? WHERE id = ?", [json.dumps(summary), run_id])
+
+    def delete_run(self, run_id: int) -> None:
+        db = self.db
+        with db.atomic():
+            for table in ("metrics", "logs", "artifacts"):
+                db[table].delete_where("run_id = ?", [run_id])
+            db["runs"].delete_where("id = ?", [run_id])
+
+    # ---- metrics, logs, artifacts -------------------------------------------------------------------------
+    def add_metric(self, run_id: int, name: str, value: float, step: int = 0) -> None:
+        self.db["metrics"].insert({"run_id": run_id, "step": step, "name": name, "value": float(value),
+                                   "time": utcnow()})
+
+    def metrics(self, run_id: int) -> list[MetricPoint]:
+        return [MetricPoint(**r) for r in self.db["metrics"].rows_where("run_id = ?", [run_id],
+                                                                           order_by="name, step")]
+
+    def add_log(self, run_id: int, message: str, level: str = "info") -> None:
+        self.db["logs"].insert({"run_id": run_id, "time": utcnow(), "level": level, "message": message})
+
+    def logs(self, run_id: int, tail: int = 200) -> list[LogLine]:
+        rows = self.db.execute(
+            "SELECT run_id, time, level, message FROM (SELECT * FROM logs WHERE run_id = ? ORDER BY id DESC LIMIT ?)"
+            " ORDER BY id", [run_id, tail]).fetchall()
+        return [LogLine(*r) for r in rows]
+
+    def add_artifact(self, run_id: int, kind: str, path: str, size_bytes: int, model_id: str | None = None) -> None:
+        self.db["artifacts"].insert({"run_id": run_id, "kind": kind, "path": path, "size_bytes": size_bytes,
+                                     "model_id": model_id, "created_at": utcnow()})
+
+    def artifacts(self, run_id: int) -> list[ArtifactRecord]:
+        return [ArtifactRecord(**r) for r in self.db["artifacts"].rows_where("run_id = ?", [run_id], order_by="id")]

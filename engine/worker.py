@@ -1,0 +1,59 @@
+"""Entry point of a worker process: `python -m engine.worker RUN_ID` runs one job and records how it ended.
+
+The parent (runner.py) only spawns and watches; everything the job reports goes through the store.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import traceback
+
+from .records import RunStatus
+from .settings import Settings
+from .store import Store, utcnow
+
+
+def _on_sigterm(signum, frame):  # turn a polite kill into an exception so `finally` blocks run
+    from .jobs.context import Cancelled
+
+    raise Cancelled("stopped by SIGTERM")
+
+
+def main(run_id: int) -> int:
+    settings = Settings.from_env()
+    settings.prepare()
+    store = Store(settings.db_path)
+    row = store.run_row(run_id)
+    if row["status"] != RunStatus.QUEUED.value:
+        print(f"run {run_id} is {row['status']}, not queued; nothing to do", file=sys.stderr)
+        return 1
+    store.update_run(run_id, status=RunStatus.RUNNING.value, started_at=utcnow(), stage="starting")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    from .jobs.context import Cancelled, JobContext
+
+    ctx = JobContext(run_id, store, settings)
+    ctx.log(f"worker pid {os.getpid()} started {row['kind']} run")
+    try:
+        module_name, func_name = row["target"].split(":")
+        module = importlib.import_module(module_name)
+        config = module.CONFIG.model_validate_json(row["config_json"])
+        getattr(module, func_name)(ctx, config)
+    except Cancelled as exc:
+        ctx.log(f"cancelled: {exc}", "warning")
+        store.finish_run(run_id, RunStatus.CANCELLED, "cancelled by request")
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must end the run, then propagate as exit code
+        ctx.log(traceback.format_exc(), "error")
+        message = f"{type(exc).__name__}: {exc}"
+        store.finish_run(run_id, RunStatus.FAILED, message)
+        return 1
+    store.finish_run(run_id, RunStatus.SUCCEEDED)
+    ctx.log("finished")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
