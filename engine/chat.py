@@ -86,7 +86,8 @@ def stream_reply(model, tokenizer, messages: list[dict], params: GenerationParam
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-    stop = stop or threading.Event()
+    stop = stop or threading.Event()  # set by the caller (stop button, cancelled run)
+    abandoned = threading.Event()  # set here when the consumer stops reading (closed tab, generator closed)
     input_ids = build_prompt_ids(tokenizer, messages, params.system_prompt)
     context = getattr(model.config, "max_position_embeddings", None)
     if context and input_ids.shape[1] + 1 > context:
@@ -98,7 +99,7 @@ def stream_reply(model, tokenizer, messages: list[dict], params: GenerationParam
     class _Stop(StoppingCriteria):
         def __call__(self, ids, scores, **kwargs):
             times.append(time.perf_counter())  # called once per generated token
-            return torch.full((ids.shape[0],), stop.is_set(), dtype=torch.bool)
+            return torch.full((ids.shape[0],), stop.is_set() or abandoned.is_set(), dtype=torch.bool)
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
     sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} \
@@ -128,7 +129,7 @@ def stream_reply(model, tokenizer, messages: list[dict], params: GenerationParam
             text += piece
             yield ChatChunk(text, len(times), (times[0] - t0) if times else None, None)
     finally:
-        stop.set()  # the consumer went away (stop button, closed tab): end generation at the next token
+        abandoned.set()  # if the consumer went away early, generation ends at the next token
         thread.join()
     if errors:
         raise errors[0]

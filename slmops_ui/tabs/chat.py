@@ -1,0 +1,157 @@
+"""Chat tab: talk to any registered model, alone or two side by side. History lives in gr.State per session."""
+from __future__ import annotations
+
+import queue
+import threading
+
+import gradio as gr
+
+from engine import DEFAULT_MODEL_ID, GenerationParams
+
+from ..forms import model_choices, slider, ui_errors
+
+
+def _speed(chunk) -> str:
+    if chunk is None:
+        return ""
+    parts = [f"{chunk.new_tokens} tokens"]
+    if chunk.seconds_to_first_token is not None:
+        parts.append(f"first token after {chunk.seconds_to_first_token:.2f} s")
+    if chunk.tokens_per_s:
+        parts.append(f"**{chunk.tokens_per_s:.1f} tokens/s**")
+    return " · ".join(parts)
+
+
+def build_chat_tab(engine) -> dict:
+    stop_events: dict[str, threading.Event] = {}  # one per browser session, set by its Stop button
+
+    def session_stop(request: gr.Request) -> threading.Event:
+        event = threading.Event()
+        stop_events[request.session_hash] = event
+        return event
+
+    def params(system, temperature, top_p, max_new) -> GenerationParams:
+        return GenerationParams(system_prompt=system or "", temperature=temperature, top_p=top_p,
+                                max_new_tokens=int(max_new))
+
+    with gr.Row():
+        model = gr.Dropdown(label="Model", choices=[], value=None, allow_custom_value=False, scale=3,
+                            info="Any registered, ready model. Loaded once, then kept in memory.")
+        refresh = gr.Button("↻ Refresh models", scale=0, min_width=140)
+    with gr.Accordion("Generation settings", open=False):
+        system = gr.Textbox(label="System prompt", lines=2, placeholder="Optional, e.g. 'Answer briefly.'")
+        with gr.Row():
+            temperature = slider(GenerationParams, "temperature", 0.05, value=0.0, label="Temperature")
+            top_p = slider(GenerationParams, "top_p", 0.05, label="Top-p")
+            max_new = slider(GenerationParams, "max_new_tokens", 1, value=256, maximum=1024,
+                             label="Max new tokens")
+
+    with gr.Tab("Chat"):
+        history = gr.State([])
+        chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
+        with gr.Row():
+            message = gr.Textbox(label="Message", placeholder="Ask something and press Enter", scale=5,
+                                 elem_id="chat-input")
+            send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+            stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
+            clear = gr.Button("Clear", scale=1)
+        stats = gr.Markdown("", elem_id="chat-stats")
+
+    with gr.Tab("Side by side"):
+        with gr.Row():
+            model_b = gr.Dropdown(label="Second model", choices=[], value=None, info="Compared with the model above.")
+        prompt2 = gr.Textbox(label="Prompt sent to both models", lines=2)
+        with gr.Row():
+            send2 = gr.Button("Send to both", variant="primary")
+            stop2 = gr.Button("Stop", variant="stop")
+        with gr.Row():
+            with gr.Column():
+                out_a = gr.Markdown(label="Model A", elem_id="side-a", container=True)
+                stats_a = gr.Markdown("")
+            with gr.Column():
+                out_b = gr.Markdown(label="Model B", elem_id="side-b", container=True)
+                stats_b = gr.Markdown("")
+
+    @ui_errors
+    def respond(model_id, text, past, system_, temp, top_p_, max_new_, request: gr.Request):
+        if not model_id:
+            raise gr.Error("Pick a model first (the list fills once a model is ready).")
+        text = (text or "").strip()
+        if not text:
+            raise gr.Error("Type a message first.")
+        p = params(system_, temp, top_p_, max_new_)
+        messages = past + [{"role": "user", "content": text}]
+        stop_event = session_stop(request)
+        shown = messages + [{"role": "assistant", "content": ""}]
+        yield shown, past, "", "generating…"
+        last = None
+        for last in engine.chat(model_id, messages, p, stop_event):
+            shown[-1] = {"role": "assistant", "content": last.text}
+            yield shown, past, "", "generating…"
+        new_history = messages + [{"role": "assistant", "content": last.text if last else ""}]
+        yield new_history, new_history, "", _speed(last)
+
+    def do_stop(request: gr.Request):
+        event = stop_events.get(request.session_hash)
+        if event is not None:
+            event.set()
+
+    chat_inputs = [model, message, history, system, temperature, top_p, max_new]
+    chat_outputs = [chatbot, history, message, stats]
+    send.click(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
+    message.submit(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
+    stop.click(do_stop, None, None, queue=False)
+    clear.click(lambda: ([], [], ""), None, [chatbot, history, stats])
+
+    @ui_errors
+    def respond_both(model_a, model_b_, text, system_, temp, top_p_, max_new_, request: gr.Request):
+        if not model_a or not model_b_:
+            raise gr.Error("Pick two models: the one at the top and the second one here.")
+        text = (text or "").strip()
+        if not text:
+            raise gr.Error("Type a prompt first.")
+        p = params(system_, temp, top_p_, max_new_)
+        stop_event = session_stop(request)
+        updates: queue.Queue = queue.Queue()
+        latest = {0: None, 1: None}
+        errors: list[BaseException] = []
+
+        def work(side: int, model_id: str):
+            try:
+                for chunk in engine.chat(model_id, [{"role": "user", "content": text}], p, stop_event):
+                    updates.put((side, chunk))
+            except BaseException as exc:  # noqa: BLE001 - shown to the user below
+                errors.append(exc)
+            finally:
+                updates.put((side, None))
+
+        threads = [threading.Thread(target=work, args=(i, m), daemon=True) for i, m in enumerate((model_a, model_b_))]
+        for t in threads:
+            t.start()
+        finished = 0
+        while finished < 2:
+            side, chunk = updates.get()
+            if chunk is None:
+                finished += 1
+            else:
+                latest[side] = chunk
+            if errors:
+                stop_event.set()
+                raise errors[0]
+            yield tuple(c.text if c else "…" for c in latest.values()) + tuple(_speed(c) for c in latest.values())
+        for t in threads:
+            t.join()
+
+    send2.click(respond_both, [model, model_b, prompt2, system, temperature, top_p, max_new],
+                [out_a, out_b, stats_a, stats_b], concurrency_limit=2, concurrency_id="chat")
+    stop2.click(do_stop, None, None, queue=False)
+
+    def refresh_choices(current_a, current_b):
+        choices = model_choices(engine)
+        default = DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in choices else (choices[0] if choices else None)
+        a = current_a if current_a in choices else default
+        b = current_b if current_b in choices else a
+        return gr.update(choices=choices, value=a), gr.update(choices=choices, value=b)
+
+    refresh.click(refresh_choices, [model, model_b], [model, model_b])
+    return {"refresh": (refresh_choices, [model, model_b], [model, model_b])}

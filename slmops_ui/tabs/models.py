@@ -1,0 +1,80 @@
+"""Models tab: the registered models, registering another one, deleting one, and a quick self-test run."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engine import SelfTestConfig
+
+from ..forms import model_choices, ui_errors
+from ..tables import MODEL_HEADERS, model_rows
+
+SOURCES = {"Local HF folder": "local", "GGUF file": "gguf", "Hugging Face Hub id (online only)": "hub",
+           "Detect from the text": "auto"}
+
+
+def build_models_tab(engine) -> dict:
+    table = gr.Dataframe(headers=MODEL_HEADERS, value=model_rows(engine.list_models()), interactive=False,
+                         label="Registered models", wrap=False, elem_id="models-table")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Register a model")
+            source = gr.Radio(list(SOURCES), value="Detect from the text", label="Source")
+            ref = gr.Textbox(label="Folder, .gguf file or Hub id", placeholder="/path/to/model or owner/name",
+                             info="Folders need config.json, *.safetensors and a tokenizer. GGUF files are converted "
+                                  "to safetensors in a background run.")
+            name = gr.Textbox(label="Name (optional)", placeholder="defaults to the folder/file name")
+            register = gr.Button("Register", variant="primary")
+            result = gr.Markdown("")
+        with gr.Column():
+            gr.Markdown("### Manage")
+            selected = gr.Dropdown(label="Model", choices=model_choices(engine, ready_only=False))
+            with gr.Row():
+                selftest = gr.Button("Run self-test")
+                delete = gr.Button("Delete…", variant="stop")
+            with gr.Row(visible=False) as confirm_row:
+                confirm = gr.Button("Yes, delete it", variant="stop")
+                keep = gr.Button("Keep it")
+            manage_result = gr.Markdown("")
+
+    def refresh():
+        models = engine.list_models()
+        return model_rows(models), gr.update(choices=[m.id for m in models])
+
+    @ui_errors
+    def do_register(source_label, ref_, name_):
+        model = engine.add_model(ref_, name=name_ or None, source=SOURCES[source_label])
+        if model.status == "preparing":
+            text = f"Registered **{model.id}**; it is being prepared in run {model.run_id} (see the Runs tab)."
+        else:
+            text = f"Registered **{model.id}** ({model.architecture}, {model.params / 1e6:.1f} M parameters)."
+        return (text, *refresh())
+
+    register.click(do_register, [source, ref, name], [result, table, selected])
+
+    @ui_errors
+    def ask_delete(model_id):
+        if not model_id:
+            raise gr.Error("Pick a model to delete.")
+        model = engine.get_model(model_id)
+        where = "its files in the workspace and its record" if model.owned else \
+            "its record only (the folder outside the workspace stays)"
+        return gr.update(visible=True), f"Delete **{model_id}**? This removes {where}."
+
+    @ui_errors
+    def do_delete(model_id):
+        engine.delete_model(model_id)
+        return (gr.update(visible=False), f"Deleted **{model_id}**.", *refresh())
+
+    delete.click(ask_delete, [selected], [confirm_row, manage_result])
+    confirm.click(do_delete, [selected], [confirm_row, manage_result, table, selected])
+    keep.click(lambda: (gr.update(visible=False), "Kept."), None, [confirm_row, manage_result])
+
+    @ui_errors
+    def do_selftest(model_id):
+        if not model_id:
+            raise gr.Error("Pick a model to test.")
+        run_id = engine.start_run(SelfTestConfig(model_id=model_id))
+        return f"Self-test started as run {run_id}: follow it in the Runs tab."
+
+    selftest.click(do_selftest, [selected], [manage_result])
+    return {"refresh": (refresh, None, [table, selected])}

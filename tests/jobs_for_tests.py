@@ -1,0 +1,34 @@
+"""A job used only by the runner tests: it exercises success, progress, failures and cancellation on purpose."""
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar, Literal
+
+from engine.configs import JobConfig
+
+
+class ProbeJob(JobConfig):
+    kind: ClassVar[str] = "test_probe"
+    target: ClassVar[str] = "tests.jobs_for_tests:run"
+    behaviour: Literal["succeed", "raise", "exit", "stubborn"] = "succeed"
+    steps: int = 5
+    step_s: float = 0.05
+
+
+CONFIG = ProbeJob
+
+
+def run(ctx, config: ProbeJob) -> None:
+    for i in range(config.steps):
+        if config.behaviour == "stubborn":
+            time.sleep(60)  # never looks at the cancel flag: only a signal can stop it
+        ctx.check_cancelled()
+        if config.behaviour == "raise" and i == 1:
+            raise ValueError("boom on purpose at step 1")
+        if config.behaviour == "exit" and i == 1:
+            os._exit(3)
+        ctx.metric("value", i * 2.0, step=i)
+        ctx.progress((i + 1) / config.steps, f"step {i + 1}/{config.steps}")
+        time.sleep(config.step_s)
+    ctx.summary(last_value=(config.steps - 1) * 2.0)

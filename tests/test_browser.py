@@ -1,0 +1,98 @@
+"""Drives the real UI in headless Chromium (Debian's /usr/bin/chromium) against the bundled model."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+pytestmark = [pytest.mark.browser, pytest.mark.real]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(real_home, tmp_path):
+    port = free_port()
+    env = dict(os.environ, SLMOPS_HOME=str(real_home), SLMOPS_OFFLINE="1")
+    log = open(tmp_path / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(url, timeout=2).status == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("app did not start:\n" + (tmp_path / "app.log").read_text())
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+def send(page, text):
+    page.fill("#chat-input textarea", text)
+    page.click("#chat-send")
+
+
+def wait_reply(page):
+    page.wait_for_function("document.querySelector('#chat-stats')?.innerText.includes('tokens/s')", timeout=120_000)
+    return page.inner_text("#chatbot")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (installed by .ci/run)")
+def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # two independent browser sessions chatting at once must keep their own histories
+        first = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        second = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        for page in (first, second):
+            page.goto(app_url)
+            page.wait_for_function("document.querySelector('#chat-input textarea') && "
+                                   "document.querySelector('#chat-stats') !== null", timeout=60_000)
+            page.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                                   "i.value === 'smollm2-135m-instruct')", timeout=60_000)
+        send(first, "What is the capital of France?")
+        send(second, "Name one colour of the rainbow.")
+        first_text, second_text = wait_reply(first), wait_reply(second)
+        assert "Paris" in first_text
+        assert "rainbow" not in first_text and "France" not in second_text
+        first.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
+        first.get_by_role("tab", name="Runs").click()
+        first.wait_for_function("document.querySelector('#runs-table')?.innerText.includes('prepare_model')",
+                                timeout=30_000)
+        first.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+        first.get_by_role("tab", name="Models").click()
+        first.wait_for_function("document.querySelector('#models-table')?.innerText.includes('LlamaForCausalLM')",
+                                timeout=30_000)
+        first.screenshot(path=str(tmp_path / "models.png"), full_page=True)
+        browser.close()
+    for name in ("chat.png", "runs.png", "models.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    keep = os.environ.get("SLMOPS_SCREENSHOTS")  # optional: copy the pictures somewhere to look at them
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for name in ("chat.png", "runs.png", "models.png"):
+            shutil.copy(tmp_path / name, keep)

@@ -1,0 +1,62 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli import build_parser
+from tests.conftest import ROOT
+
+
+def cli(home, *args, timeout=180):
+    env = dict(os.environ, SLMOPS_HOME=str(home), SLMOPS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_lists_every_command(tmp_path):
+    result = cli(tmp_path, "--help")
+    assert result.returncode == 0
+    for command in ("models", "chat", "runs", "run"):
+        assert command in result.stdout
+
+
+def test_every_subcommand_has_help_text():
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            assert sub.description or action._choices_actions, name
+            for choice in action._choices_actions:
+                assert choice.help, f"{choice.dest} has no help"
+
+
+def test_models_add_list_chat_runs(tmp_path, tiny_model_dir):
+    home = tmp_path / "ws"
+    added = cli(home, "models", "add", str(tiny_model_dir), "--name", "tiny")
+    assert added.returncode == 0, added.stderr
+    listed = cli(home, "models", "list")
+    assert "tiny" in listed.stdout and "LlamaForCausalLM" in listed.stdout
+    chat = cli(home, "chat", "--model", "tiny", "--prompt", "Hello", "--max-new-tokens", "5")
+    assert chat.returncode == 0, chat.stderr
+    assert "tok/s" in chat.stderr
+    config = tmp_path / "selftest.yaml"
+    config.write_text("kind: selftest\nmodel_id: tiny\nprompts: [Hi]\nmax_new_tokens: 3\n")
+    ran = cli(home, "run", "--config", str(config))
+    assert ran.returncode == 0, ran.stderr
+    assert "succeeded" in ran.stderr
+    runs = cli(home, "runs", "list")
+    assert "selftest" in runs.stdout and "succeeded" in runs.stdout
+    shown = cli(home, "runs", "show", "1")
+    assert '"kind": "selftest"' in shown.stdout and "decode_tok_s" in shown.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("models", "add", "/no/such/folder"), "neither an existing folder"),
+    (("models", "add", "someone/some-model"), "offline"),
+    (("runs", "show", "99"), "No run with id 99"),
+    (("chat", "--model", "ghost", "--prompt", "hi"), "No model named 'ghost'"),
+])
+def test_errors_are_one_clear_line(tmp_path, args, message):
+    result = cli(tmp_path / "ws", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,59 @@
+import threading
+
+from engine.records import RunStatus
+from engine.store import Store, migrations
+
+
+def test_migrations_are_idempotent_and_wal_is_on(tmp_path):
+    db_path = tmp_path / "s.db"
+    Store(db_path)
+    store = Store(db_path)  # a second open applies nothing again
+    applied = [m.name for m in migrations.applied(store.db)]
+    assert applied == ["m001_initial"]
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"models", "runs", "metrics", "logs", "artifacts"} <= set(store.db.table_names())
+
+
+def test_run_lifecycle_rows_and_single_final_state(tmp_path):
+    store = Store(tmp_path / "s.db")
+    rid = store.add_run("selftest", '{"model_id": "m"}', "engine.jobs.selftest:run", "m")
+    assert store.get_run(rid).status is RunStatus.QUEUED
+    store.add_metric(rid, "loss", 1.5, step=3)
+    store.add_log(rid, "hello")
+    store.merge_summary(rid, {"a": 1})
+    store.merge_summary(rid, {"b": 2})
+    assert store.finish_run(rid, RunStatus.SUCCEEDED) is True
+    assert store.finish_run(rid, RunStatus.FAILED, "late") is False  # a final state is never overwritten
+    run = store.get_run(rid)
+    assert run.status is RunStatus.SUCCEEDED and run.error is None and run.progress == 1.0
+    assert run.summary == {"a": 1, "b": 2}
+    assert [(m.name, m.step, m.value) for m in store.metrics(rid)] == [("loss", 3, 1.5)]
+    assert [line.message for line in store.logs(rid)] == ["hello"]
+    store.delete_run(rid)
+    assert store.list_runs() == [] and store.metrics(rid) == []
+
+
+def test_failed_run_marks_the_model_it_was_preparing(tmp_path):
+    store = Store(tmp_path / "s.db")
+    rid = store.add_run("prepare_model", "{}", "x:y", "m1")
+    store.add_model(id="m1", format="hf", path="/nowhere", source="gguf", source_ref="x", status="preparing",
+                    run_id=rid, owned=True)
+    store.finish_run(rid, RunStatus.INTERRUPTED, "server stopped")
+    model = store.get_model("m1")
+    assert model.status == "failed" and "interrupted" in model.error
+
+
+def test_concurrent_writers_from_threads(tmp_path):
+    store = Store(tmp_path / "s.db")
+    rid = store.add_run("selftest", "{}", "x:y", None)
+
+    def write(k):
+        for i in range(50):
+            store.add_metric(rid, f"m{k}", i, step=i)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.metrics(rid)) == 200
