@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check
-QUIET_PIP := grep -v -E "^WARNING: Location .* is ignored" || true
+# pip warns about every package missing from this machine's local indexes; drop those lines, keep pip's exit code
+QUIET_PIP := sed -u '/^WARNING: Location .* is ignored/d'
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-dev browser clean

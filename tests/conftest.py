@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the project root, so `engine` and `tests.*` import
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -80,19 +80,31 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         assert "rainbow" not in first_text and "France" not in second_text
         first.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
 
+        first.get_by_role("tab", name="Side by side").click()
+        first.fill("#side-prompt textarea", "What is the capital of France?")
+        first.click("#side-send")
+        first.wait_for_function("['#side-stats-a', '#side-stats-b'].every(s => "
+                                "document.querySelector(s)?.innerText.includes('tokens/s'))", timeout=120_000)
+        assert "Paris" in first.inner_text("#side-a") and "Paris" in first.inner_text("#side-b")
+        first.screenshot(path=str(tmp_path / "side.png"), full_page=True)
+
         first.get_by_role("tab", name="Runs").click()
         first.wait_for_function("document.querySelector('#runs-table')?.innerText.includes('prepare_model')",
                                 timeout=30_000)
+        first.locator("#runs-table [role=gridcell]").filter(has_text="prepare_model").first.click()  # opens the run
+        first.wait_for_function("document.body.innerText.includes('Run 1 · prepare_model')", timeout=30_000)
+        first.wait_for_function("[...document.querySelectorAll('textarea')].some(t => "
+                                "t.value.includes('dequantizing'))", timeout=30_000)  # the log tail
         first.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
         first.get_by_role("tab", name="Models").click()
         first.wait_for_function("document.querySelector('#models-table')?.innerText.includes('LlamaForCausalLM')",
                                 timeout=30_000)
         first.screenshot(path=str(tmp_path / "models.png"), full_page=True)
         browser.close()
-    for name in ("chat.png", "runs.png", "models.png"):
+    for name in ("chat.png", "side.png", "runs.png", "models.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     keep = os.environ.get("SLMOPS_SCREENSHOTS")  # optional: copy the pictures somewhere to look at them
     if keep:
         os.makedirs(keep, exist_ok=True)
-        for name in ("chat.png", "runs.png", "models.png"):
+        for name in ("chat.png", "side.png", "runs.png", "models.png"):
             shutil.copy(tmp_path / name, keep)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from engine.cli import build_parser
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def cli(home, *args, timeout=180):

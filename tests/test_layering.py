@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_import_engine_loads_no_ui_and_no_torch():

@@ -60,17 +60,17 @@ def build_chat_tab(engine) -> dict:
     with gr.Tab("Side by side"):
         with gr.Row():
             model_b = gr.Dropdown(label="Second model", choices=[], value=None, info="Compared with the model above.")
-        prompt2 = gr.Textbox(label="Prompt sent to both models", lines=2)
+        prompt2 = gr.Textbox(label="Prompt sent to both models", lines=2, elem_id="side-prompt")
         with gr.Row():
-            send2 = gr.Button("Send to both", variant="primary")
+            send2 = gr.Button("Send to both", variant="primary", elem_id="side-send")
             stop2 = gr.Button("Stop", variant="stop")
         with gr.Row():
             with gr.Column():
                 out_a = gr.Markdown(label="Model A", elem_id="side-a", container=True)
-                stats_a = gr.Markdown("")
+                stats_a = gr.Markdown("", elem_id="side-stats-a")
             with gr.Column():
                 out_b = gr.Markdown(label="Model B", elem_id="side-b", container=True)
-                stats_b = gr.Markdown("")
+                stats_b = gr.Markdown("", elem_id="side-stats-b")
 
     @ui_errors
     def respond(model_id, text, past, system_, temp, top_p_, max_new_, request: gr.Request):
@@ -114,6 +114,7 @@ def build_chat_tab(engine) -> dict:
         stop_event = session_stop(request)
         updates: queue.Queue = queue.Queue()
         latest = {0: None, 1: None}
+        names = (model_a, model_b_)
         errors: list[BaseException] = []
 
         def work(side: int, model_id: str):
@@ -125,7 +126,7 @@ def build_chat_tab(engine) -> dict:
             finally:
                 updates.put((side, None))
 
-        threads = [threading.Thread(target=work, args=(i, m), daemon=True) for i, m in enumerate((model_a, model_b_))]
+        threads = [threading.Thread(target=work, args=(i, m), daemon=True) for i, m in enumerate(names)]
         for t in threads:
             t.start()
         finished = 0
@@ -138,12 +139,13 @@ def build_chat_tab(engine) -> dict:
             if errors:
                 stop_event.set()
                 raise errors[0]
-            yield tuple(c.text if c else "…" for c in latest.values()) + tuple(_speed(c) for c in latest.values())
+            yield (*(f"**{name}**\n\n{c.text if c else '…'}" for name, c in zip(names, latest.values())),
+                   *(_speed(c) for c in latest.values()))
         for t in threads:
             t.join()
 
     send2.click(respond_both, [model, model_b, prompt2, system, temperature, top_p, max_new],
-                [out_a, out_b, stats_a, stats_b], concurrency_limit=2, concurrency_id="chat")
+                [out_a, out_b, stats_a, stats_b], concurrency_limit=2, concurrency_id="chat-side")
     stop2.click(do_stop, None, None, queue=False)
 
     def refresh_choices(current_a, current_b):
