@@ -53,7 +53,8 @@ def start_once(home: Path) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"http_200_s": http_s, "model_ready_s": ready_s}
+    # the model can be used once the server answers and the model is ready, whichever comes last
+    return {"http_200_s": http_s, "model_ready_s": ready_s, "usable_s": max(http_s, ready_s)}
 
 
 def main() -> None:
@@ -64,10 +65,10 @@ def main() -> None:
     first = start_once(home)
     second = start_once(home)
     print(f"workspace: {home}")
-    print(f"{'start':<8}{'HTTP 200 (s)':>14}{'model ready (s)':>18}")
+    print(f"{'start':<8}{'HTTP 200 (s)':>14}{'model ready (s)':>18}{'ready to chat (s)':>20}")
     for name, r in (("first", first), ("second", second)):
-        print(f"{name:<8}{r['http_200_s']:>14.1f}{r['model_ready_s']:>18.1f}")
-    print(f"second/first, time to a ready model: {second['model_ready_s'] / first['model_ready_s']:.2f}")
+        print(f"{name:<8}{r['http_200_s']:>14.1f}{r['model_ready_s']:>18.1f}{r['usable_s']:>20.1f}")
+    print(f"second/first, time until ready to chat: {second['usable_s'] / first['usable_s']:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def banner_text(engine) -> str:
         if m.status == "preparing" and m.run_id:
             run = engine.get_run(m.run_id)
             eta = f", about {run.eta_s:.0f} s left" if run.eta_s else ""
-            lines.append(f"⏳ Preparing model **{m.id}** (run {run.id}): {run.stage} — {run.progress:.0%}{eta}")
+            lines.append(f"Preparing model **{m.id}** (run {run.id}): {run.stage} — {run.progress:.0%}{eta}")
     return "\n\n".join(lines)
 
 
