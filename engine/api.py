@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .chat import ChatChunk, LoadedModels, stream_reply
-from .configs import GenerationParams, JobConfig, PrepareModelConfig
+from .configs import FineTuneConfig, GenerationParams, JobConfig, PrepareModelConfig
 from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
@@ -93,6 +93,9 @@ class Engine:
         active = [r.id for r in self.store.active_runs() if r.model_id == model_id]
         if active:
             raise Busy(f"Model '{model_id}' is used by active run(s) {active}: cancel them first.")
+        adapters = [m.id for m in self.store.list_models() if m.parent_id == model_id and m.format == "hf-adapter"]
+        if adapters:
+            raise Busy(f"Adapters {', '.join(adapters)} load on top of '{model_id}': delete them first.")
         self._models.drop(model_id)
         self.store.delete_model(model_id)
         if model.owned and Path(model.path).resolve().is_relative_to(self.settings.models_dir):
@@ -114,18 +117,82 @@ class Engine:
         if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
             raise InvalidInput("Type a message first: the conversation must end with a non-empty user message.")
         model = self.ready_model(model_id)
-        lm, tokenizer = self._models.get(model.id, model.path)
+        base_path, adapter_path = self.weights_of(model)
+        lm, tokenizer = self._models.get(model.id, base_path, adapter_path)
         return stream_reply(lm, tokenizer, messages, params, stop)
+
+    def weights_of(self, model: ModelRecord) -> tuple[str, str | None]:
+        """(base folder, adapter folder or None): an adapter model loads on top of its parent's weights."""
+        if model.format != "hf-adapter":
+            return model.path, None
+        if not model.parent_id or not self.store.has_model(model.parent_id):
+            raise InvalidInput(f"Adapter '{model.id}' needs its base model '{model.parent_id}', which is no longer "
+                               "registered. Register the base again under that name, or delete the adapter.")
+        return self.ready_model(model.parent_id).path, model.path
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
 
     # ---- runs ---------------------------------------------------------------------------------------------
     def start_run(self, config: JobConfig) -> int:
+        """Validate what can be validated up front, then hand the run to a worker process."""
         model_id = config.model_ref()
         if model_id is not None and config.kind != PrepareModelConfig.kind:
             self.ready_model(model_id)
+        if isinstance(config, FineTuneConfig):
+            self.check_finetune(config)
         return self.runner.start(config)
+
+    def check_finetune(self, config: FineTuneConfig, max_length: int | None = None) -> dict:
+        """Everything that can be known before a fine-tune starts: the dataset report and the memory estimate.
+        Raises InvalidInput when the run cannot work (bad data, no room in memory)."""
+        import psutil
+
+        from .data import validate_dataset
+        from .training import estimate_memory_bytes, qlora_unavailable_reason
+
+        model = self.ready_model(config.model_id)
+        if model.format != "hf":
+            raise InvalidInput(f"'{model.id}' is a {model.format} model; fine-tune its base or a merged model.")
+        if config.method == "qlora" and (reason := qlora_unavailable_reason()):
+            raise InvalidInput(reason + " Use method 'lora' instead.")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=False)
+        reports = [validate_dataset(config.train_path, tokenizer, config.max_length, config.columns or None)]
+        if config.eval_path:
+            reports.append(validate_dataset(config.eval_path, tokenizer, config.max_length, config.columns or None))
+        errors = [f"{r.path}: {e}" for r in reports for e in r.errors]
+        if errors:
+            raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
+        memory = estimate_memory_bytes(config, model.path, model.params or 0)
+        available = psutil.virtual_memory().available
+        if memory["total"] > available:
+            raise InvalidInput(f"This run needs about {memory['total'] / 2**30:.1f} GiB of memory but "
+                               f"{available / 2**30:.1f} GiB are free. Lower batch size or max length, or use "
+                               "LoRA instead of full fine-tuning.")
+        return {"reports": reports, "memory": memory, "available_bytes": available}
+
+    def resume_run(self, run_id: int, extra_epochs: float | None = None) -> int:
+        """Start a new run that continues `run_id` from its last checkpoint: a cancelled, interrupted or failed run
+        resumes where it stopped; a finished one continues for `extra_epochs` more."""
+        from .training import last_checkpoint
+
+        run = self.store.get_run(run_id)
+        if run.kind != FineTuneConfig.kind:
+            raise InvalidInput(f"Run {run_id} is a {run.kind} run; only fine-tune runs can be resumed.")
+        if not run.status.final:
+            raise Busy(f"Run {run_id} is still {run.status.value}.")
+        if last_checkpoint(self.settings.runs_dir / str(run_id)) is None:
+            raise InvalidInput(f"Run {run_id} left no checkpoint (it stopped before its first save); start it again "
+                               "instead.")
+        config = FineTuneConfig.model_validate_json(run.config_json)
+        changes = {"resume_from_run": run_id}
+        if run.status.value == "succeeded":
+            if not extra_epochs or extra_epochs <= 0:
+                raise InvalidInput(f"Run {run_id} finished: say how many more epochs to train.")
+            changes.update(epochs=config.epochs + extra_epochs, max_steps=0)
+        return self.start_run(config.model_copy(update=changes))
 
     def cancel_run(self, run_id: int) -> RunRecord:
         return self.runner.cancel(run_id)

@@ -27,14 +27,18 @@ class ChatChunk:
     done: bool = False
 
 
-def load_causal_lm(path: str | Path):
-    """Load a registered HF folder: safetensors only, never remote code."""
+def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):
+    """Load a registered HF folder (and optionally a PEFT LoRA adapter on top): safetensors only, no remote code."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_path or path, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
                                                  trust_remote_code=False)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
     model.eval()
     return model, tokenizer
 
@@ -47,15 +51,15 @@ class LoadedModels:
         self._items: OrderedDict[str, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str, path: str):
+    def get(self, model_id: str, path: str, adapter_path: str | None = None):
         with self._lock:
-            key = f"{model_id}@{path}"
+            key = f"{model_id}@{path}+{adapter_path}"
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
             while len(self._items) >= self.capacity:
                 self._items.popitem(last=False)
-            self._items[key] = load_causal_lm(path)
+            self._items[key] = load_causal_lm(path, adapter_path)
             return self._items[key]
 
     def drop(self, model_id: str) -> None:

@@ -6,6 +6,8 @@ import json
 import sys
 import threading
 
+from pydantic import ValidationError
+
 from .api import Engine
 from .configs import JOB_CONFIGS, GenerationParams
 from .errors import SlmopsError
@@ -119,15 +121,47 @@ def cmd_runs_delete(engine: Engine, args) -> int:
 
 def cmd_run(engine: Engine, args) -> int:
     """Start a job from a JSON or YAML config file (`kind:` selects the job) and follow it."""
-    import yaml
-
-    text = open(args.config, encoding="utf-8").read()
-    data = yaml.safe_load(text)
-    if not isinstance(data, dict) or data.get("kind") not in JOB_CONFIGS:
-        raise SlmopsError(f"{args.config}: needs a 'kind:' field, one of {', '.join(JOB_CONFIGS)}.")
-    config = JOB_CONFIGS[data.pop("kind")].model_validate(data)
+    config = _load_config(args.config)
     run_id = engine.start_run(config)
     print(f"started run {run_id}")
+    return _follow(engine, run_id)
+
+
+def _load_config(path: str, kind: str | None = None):
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict):
+        raise SlmopsError(f"{path}: expected a mapping of settings (YAML or JSON object).")
+    kind = data.pop("kind", None) or kind
+    if kind not in JOB_CONFIGS:
+        raise SlmopsError(f"{path}: needs a 'kind:' field, one of {', '.join(JOB_CONFIGS)}.")
+    return JOB_CONFIGS[kind].model_validate(data)
+
+
+def cmd_finetune(engine: Engine, args) -> int:
+    """Fine-tune from a config file: in a worker normally, in this process on every rank under torchrun."""
+    from .jobs.launch import run_in_process, world
+
+    config = _load_config(args.config, "finetune")
+    rank, size = world()
+    if size == 1 and not args.in_process:
+        run_id = engine.start_run(config)
+        print(f"started run {run_id}")
+        return _follow(engine, run_id)
+    if rank == 0:
+        engine.check_finetune(config)
+    run_id = run_in_process(engine, config)
+    if rank == 0:
+        run = engine.get_run(run_id)
+        print(f"run {run_id}: {run.status.value} {json.dumps(run.summary)}")
+    return 0
+
+
+def cmd_runs_resume(engine: Engine, args) -> int:
+    run_id = engine.resume_run(args.id, args.epochs)
+    print(f"started run {run_id} (continues run {args.id})")
     return _follow(engine, run_id)
 
 
@@ -174,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tail", type=int, default=50, help="log lines to show")
         p.set_defaults(func=func)
 
+    p = runs.add_parser("resume", help="continue a fine-tune run from its last checkpoint, as a new run")
+    p.add_argument("id", type=int)
+    p.add_argument("--epochs", type=float, default=None, help="more epochs (for a run that finished)")
+    p.set_defaults(func=cmd_runs_resume)
+
+    p = sub.add_parser("finetune", help="fine-tune from a YAML/JSON config; data-parallel under torchrun")
+    p.add_argument("--config", required=True)
+    p.add_argument("--in-process", action="store_true", help="run here instead of in a worker process")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_CONFIGS)}) and follow it")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_run)
@@ -189,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(engine, args)
     except SlmopsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"error: invalid config: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

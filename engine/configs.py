@@ -58,4 +58,50 @@ class GenerationParams(BaseModel):
     max_new_tokens: int = Field(default=256, ge=1, le=4096, description="Longest reply, in tokens.")
 
 
-JOB_CONFIGS: dict[str, type[JobConfig]] = {c.kind: c for c in (PrepareModelConfig, SelfTestConfig)}
+class FineTuneConfig(JobConfig):
+    """Fine-tune a registered model on a dataset with LoRA or full fine-tuning (HF Trainer + peft)."""
+
+    kind: ClassVar[str] = "finetune"
+    target: ClassVar[str] = "engine.jobs.finetune:run"
+    model_id: str = Field(description="Registered base model (safetensors folder) to fine-tune.")
+    train_path: str = Field(min_length=1, description="Training data: .jsonl, .json, .csv or .parquet.")
+    eval_path: str | None = Field(default=None, description="Separate eval file; empty: split off eval_ratio.")
+    eval_ratio: float = Field(default=0.15, gt=0.0, le=0.5, description="Share of the train file held out for "
+                              "eval when there is no eval file.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Column mapping when names differ, e.g. "
+                                    "{'prompt': 'question', 'completion': 'answer'}.")
+    method: Literal["lora", "full", "qlora"] = Field(default="lora", description="lora: train small adapters; "
+                                                     "full: all weights; qlora: 4-bit base (CUDA + bitsandbytes).")
+    lora_r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, le=1024, description="LoRA scaling (alpha / r multiplies updates).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA path.")
+    target_modules: str = Field(default="q_proj,v_proj", min_length=1, description="Comma-separated module names, "
+                                "or 'all-linear'.")
+    epochs: float = Field(default=1.0, gt=0.0, le=100.0, description="Passes over the training data.")
+    max_steps: int = Field(default=0, ge=0, le=1_000_000, description="Stop after this many optimizer steps "
+                           "(0: use epochs).")
+    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="linear", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(default=0.0, ge=0.0, le=0.5, description="Share of steps spent warming up.")
+    batch_size: int = Field(default=4, ge=1, le=512, description="Examples per step per process.")
+    grad_accum: int = Field(default=1, ge=1, le=1024, description="Steps accumulated per optimizer update.")
+    max_length: int = Field(default=128, ge=8, le=32768, description="Tokens per example (longer ones are cut).")
+    packing: bool = Field(default=False, description="Concatenate examples into full max_length blocks.")
+    eval_steps: int = Field(default=25, ge=1, le=1_000_000, description="Evaluate every N optimizer steps.")
+    save_steps: int = Field(default=25, ge=1, le=1_000_000, description="Checkpoint every N optimizer steps.")
+    save_total_limit: int = Field(default=2, ge=1, le=50, description="Checkpoints kept (oldest deleted).")
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for init, shuffling and the split.")
+    score: Literal["auto", "json", "exact", "none"] = Field(default="auto", description="Held-out score: json "
+                                                            "(parsed JSON equal), exact (text equal), auto: json "
+                                                            "when references are JSON objects.")
+    eval_max_examples: int = Field(default=100, ge=0, le=100_000, description="Held-out examples scored by "
+                                   "generation (0: skip the score).")
+    eval_max_new_tokens: int = Field(default=64, ge=1, le=2048, description="Tokens generated per scored example.")
+    merge: bool = Field(default=False, description="Also save a merged model (LoRA folded into the weights).")
+    output_name: str | None = Field(default=None, description="Name of the produced model (default: from the run).")
+    resume_from_run: int | None = Field(default=None, ge=1, description="Continue from this run's last checkpoint.")
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads (0: the library default).")
+
+
+JOB_CONFIGS: dict[str, type[JobConfig]] = {c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig)}

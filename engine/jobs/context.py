@@ -54,6 +54,10 @@ class JobContext:
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
         self.store.update_run(self.run_id, progress=fraction, stage=stage, eta_s=eta)
 
+    def stage(self, text: str) -> None:
+        """Say what is happening without moving the progress bar."""
+        self.store.update_run(self.run_id, stage=text)
+
     def log(self, message: str, level: str = "info") -> None:
         self.store.add_log(self.run_id, message, level)
 

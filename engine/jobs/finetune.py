@@ -1,0 +1,153 @@
+"""Job `finetune`: LoRA or full fine-tuning with HF Trainer + peft, held-out eval before and after, adapters and
+merged models registered with lineage. Runs in a worker, or data-parallel under torchrun (see `train`)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..configs import FineTuneConfig
+from ..jobs.context import Cancelled
+from ..records import ModelStatus
+from ..training import build_model, count_params, last_checkpoint, make_callback, prepare_data
+
+CONFIG = FineTuneConfig
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> dict:
+    """Eval loss and the generation score on the held-out split; stored as `<metric>_<label>`."""
+    results = {}
+    ctx.stage(f"eval ({label}): loss")
+    results[f"eval_loss_{label}"] = float(trainer.evaluate()["eval_loss"])
+    if config.eval_max_examples and data.eval_conversations and _is_main_process():
+        from ..scoring import score_by_generation
+
+        convs = data.eval_conversations[:config.eval_max_examples]
+        result = score_by_generation(
+            model, tokenizer, convs, config.score, config.eval_max_new_tokens,
+            on_batch=lambda done, total: (ctx.check_cancelled(), ctx.stage(f"eval ({label}): {done}/{total}")))
+        results[f"score_{label}"] = result.score
+        ctx.log(f"{label} score ({result.mode} match): {result.correct}/{result.total}")
+        for pred, ref, ok in result.samples[:3]:
+            ctx.log(f"  {'ok ' if ok else 'BAD'} got {pred[:120]!r} want {ref[:120]!r}")
+    for name, value in results.items():
+        ctx.metric(name, value)
+    return results
+
+
+def run(ctx, config: FineTuneConfig) -> None:
+    import torch
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    t_start = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    base = ctx.store.get_model(config.model_id)
+    if base.format != "hf":
+        raise ValueError(f"'{base.id}' is a {base.format} model; fine-tune a full model (its base or a merged one).")
+    set_seed(config.seed)
+    ctx.progress(0.01, "loading tokenizer and data")
+    tokenizer = AutoTokenizer.from_pretrained(base.path, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data = prepare_data(config, tokenizer)
+    ctx.log(f"data: {len(data.train)} train / {len(data.eval)} eval examples ({data.shape}); "
+            f"{data.truncated} truncated to {config.max_length} tokens")
+    ctx.progress(0.02, "loading model")
+    model = build_model(config, base.path)
+    trainable, total = count_params(model)
+    ctx.metric("trainable_params", trainable)
+    ctx.summary(trainable_pct=round(100 * trainable / total, 3), train_examples=len(data.train))
+    ctx.log(f"{config.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f} %)")
+
+    resume_from = None
+    if config.resume_from_run is not None:
+        resume_from = last_checkpoint(ctx.settings.runs_dir / str(config.resume_from_run))
+        if resume_from is None:
+            raise ValueError(f"run {config.resume_from_run} left no checkpoint to resume from")
+        ctx.log(f"resuming from {resume_from}")
+    out_dir = ctx.workdir / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs, max_steps=config.max_steps or -1, learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, logging_steps=1,
+        eval_strategy="steps", eval_steps=config.eval_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed, report_to="none",
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        ddp_find_unused_parameters=False if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
+    reporter = make_callback(ctx)
+    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                      data_collator=collator, processing_class=tokenizer, callbacks=[reporter])
+
+    before = {}
+    if resume_from is None:
+        before = evaluate_all(ctx, trainer, model, tokenizer, data, config, "before")
+    else:  # the base numbers were measured by the run we continue
+        old = ctx.store.get_run(config.resume_from_run).summary
+        before = {k: v for k, v in old.items() if k.endswith("_before")}
+    ctx.summary(**{k: round(v, 4) for k, v in before.items()})
+
+    t_train = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_s = time.perf_counter() - t_train
+    if reporter.cancelled:
+        raise Cancelled(f"cancelled at step {trainer.state.global_step}; checkpoint kept for resume")
+    tokens = trainer.state.num_input_tokens_seen or 0
+    ctx.summary(train_s=round(train_s, 1), steps=trainer.state.global_step,
+                train_tokens_per_s=round(tokens / train_s, 1) if train_s else None,
+                train_loss=round(result.training_loss, 4))
+
+    after = evaluate_all(ctx, trainer, model, tokenizer, data, config, "after")
+    ctx.summary(**{k: round(v, 4) for k, v in after.items()})
+    if _is_main_process():
+        ctx.progress(0.98, "saving")
+        save_outputs(ctx, config, base, model, tokenizer)
+    ctx.summary(wall_s=round(time.perf_counter() - t_start, 1))
+
+
+def _publish(ctx, folder_tmp: Path, model_id: str, fmt: str, parent_id: str) -> None:
+    """Move a finished folder into place and register it (files complete before the record exists)."""
+    from ..models import dir_size, safetensors_params
+
+    final = ctx.settings.models_dir / model_id
+    shutil.rmtree(final, ignore_errors=True)
+    folder_tmp.rename(final)
+    arch = ctx.store.get_model(parent_id).architecture
+    ctx.store.add_model(id=model_id, format=fmt, path=str(final), source="run", source_ref=f"run {ctx.run_id}",
+                        status=ModelStatus.READY.value, params=safetensors_params(final),
+                        size_bytes=dir_size(final), architecture=arch, parent_id=parent_id, run_id=ctx.run_id,
+                        owned=True)
+    ctx.artifact("adapter" if fmt == "hf-adapter" else "model", final, model_id=model_id)
+    ctx.log(f"registered '{model_id}' ({fmt})")
+
+
+def output_names(ctx, config: FineTuneConfig) -> tuple[str, str]:
+    name = config.output_name or f"{config.model_id}-{config.method}-run{ctx.run_id}"
+    return name, f"{name}-merged"
+
+
+def save_outputs(ctx, config: FineTuneConfig, base, model, tokenizer) -> None:
+    name, merged_name = output_names(ctx, config)
+    for model_id in (name, merged_name) if config.merge and config.method != "full" else (name,):
+        if ctx.store.has_model(model_id):
+            raise ValueError(f"a model named '{model_id}' already exists; choose another output name")
+    tmp = ctx.workdir / f"{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    _publish(ctx, tmp, name, "hf" if config.method == "full" else "hf-adapter", base.id)
+    if config.merge and config.method != "full":
+        merged = model.merge_and_unload()
+        tmp = ctx.workdir / f"{merged_name}.partial"
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        _publish(ctx, tmp, merged_name, "hf", base.id)

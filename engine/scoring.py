@@ -1,0 +1,85 @@
+"""Held-out scoring by generation: greedy answers to eval prompts compared with the references."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+def _as_json_object(text: str):
+    try:
+        value = json.loads(text.strip())
+    except (json.JSONDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def pick_mode(references: list[str], mode: str) -> str:
+    """'auto' becomes 'json' when every reference is a JSON object, else 'exact'."""
+    if mode != "auto":
+        return mode
+    return "json" if references and all(_as_json_object(r) is not None for r in references) else "exact"
+
+
+def matches(prediction: str, reference: str, mode: str) -> bool:
+    if mode == "json":
+        got = _as_json_object(prediction)
+        return got is not None and got == _as_json_object(reference)
+    return prediction.strip() == reference.strip()
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    mode: str
+    correct: int
+    total: int
+    samples: list[tuple[str, str, bool]]  # (prediction, reference, ok) for the first few, to show in the log
+
+    @property
+    def score(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+def split_conversation(conversation: list[dict]) -> tuple[list[dict], str]:
+    """Prompt messages (everything before the last assistant turn) and that turn's text."""
+    last = max(i for i, m in enumerate(conversation) if m["role"] == "assistant")
+    return conversation[:last], conversation[last]["content"]
+
+
+def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy replies for several chat prompts at once (left padding, so every row ends where generation starts)."""
+    import torch
+
+    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                             temperature=None, top_p=None, top_k=None)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def score_by_generation(model, tokenizer, conversations: list[list[dict]], mode: str, max_new_tokens: int,
+                        batch_size: int = 16, on_batch=None) -> ScoreResult:
+    pairs = [split_conversation(c) for c in conversations]
+    mode = pick_mode([ref for _, ref in pairs], mode)
+    was_training = model.training
+    model.eval()
+    correct, samples = 0, []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        replies = generate_batch(model, tokenizer, [p for p, _ in chunk], max_new_tokens)
+        for reply, (_, ref) in zip(replies, chunk):
+            ok = matches(reply, ref, mode)
+            correct += ok
+            if len(samples) < 5:
+                samples.append((reply.strip(), ref, ok))
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(pairs)), len(pairs))
+    if was_training:
+        model.train()
+    return ScoreResult(mode, correct, len(pairs), samples)

@@ -1,0 +1,202 @@
+"""Pieces of the fine-tuning recipe: data -> tokenized datasets, the model (LoRA or full), the Trainer callback
+that reports to the run, checkpoints, and the up-front memory estimate."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .configs import FineTuneConfig
+from .errors import InvalidInput
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    train: object  # datasets.Dataset with input_ids / labels / attention_mask
+    eval: object
+    eval_conversations: list  # the held-out conversations, for the generation score
+    shape: str
+    truncated: int
+
+
+def _conversations(path: str, columns: dict):
+    from .data import detect_shape, read_dataset, to_conversation
+
+    ds = read_dataset(path)
+    shape, mapping = detect_shape(ds.column_names, columns or None)
+    return ds, shape, [to_conversation(row, shape, mapping) for row in ds]
+
+
+def prepare_data(config: FineTuneConfig, tokenizer) -> PreparedData:
+    """Load, split (seeded), tokenize with prompt masking, optionally pack."""
+    from datasets import Dataset
+
+    from .data import encode_example, split_dataset
+
+    train_ds, shape, train_conv = _conversations(config.train_path, config.columns)
+    if config.eval_path:
+        _, _, eval_conv = _conversations(config.eval_path, config.columns)
+    else:
+        indexed = Dataset.from_dict({"i": list(range(len(train_conv)))})
+        tr, ev = split_dataset(indexed, config.eval_ratio, config.seed)
+        eval_conv = [train_conv[i] for i in ev["i"]]
+        train_conv = [train_conv[i] for i in tr["i"]]
+    encoded_train = [encode_example(tokenizer, c, config.max_length) for c in train_conv]
+    encoded_eval = [encode_example(tokenizer, c, config.max_length) for c in eval_conv]
+    truncated = sum(e["truncated"] for e in encoded_train)
+    if config.packing:
+        encoded_train = pack(encoded_train, config.max_length)
+    keep = ("input_ids", "labels", "attention_mask")
+
+    def to_ds(rows):
+        rows = [r for r in rows if any(label != -100 for label in r["labels"])]  # nothing to learn: drop
+        return Dataset.from_dict({k: [r[k] for r in rows] for k in keep})
+
+    train, evald = to_ds(encoded_train), to_ds(encoded_eval)
+    if len(train) == 0:
+        raise InvalidInput(f"{config.train_path}: no example has a trainable (assistant) part within "
+                           f"{config.max_length} tokens. Raise max_length or check the data.")
+    scored = [c for c in eval_conv if isinstance(c, list)]
+    return PreparedData(train, evald, scored, shape.value if hasattr(shape, "value") else str(shape), truncated)
+
+
+def pack(encoded: list[dict], max_length: int) -> list[dict]:
+    """Concatenate examples (labels keep their masks) and cut into blocks of max_length."""
+    ids, labels = [], []
+    for e in encoded:
+        ids.extend(e["input_ids"])
+        labels.extend(e["labels"])
+    blocks = []
+    for start in range(0, len(ids), max_length):
+        chunk_ids, chunk_labels = ids[start:start + max_length], labels[start:start + max_length]
+        blocks.append({"input_ids": chunk_ids, "labels": chunk_labels, "attention_mask": [1] * len(chunk_ids),
+                       "truncated": False})
+    return blocks
+
+
+# ---- model ------------------------------------------------------------------------------------------------------
+def qlora_unavailable_reason() -> str | None:
+    """Why QLoRA cannot run here, or None when it can (it needs a CUDA GPU and bitsandbytes)."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "QLoRA needs a CUDA GPU; none is available on this machine."
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "QLoRA needs the bitsandbytes package (pip install bitsandbytes)."
+    return None
+
+
+def build_model(config: FineTuneConfig, base_path: str):
+    """The base model, wrapped with LoRA adapters unless this is full fine-tuning."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": torch.float32, "use_safetensors": True, "trust_remote_code": False}
+    if config.method == "qlora":
+        reason = qlora_unavailable_reason()
+        if reason:
+            raise InvalidInput(reason + " Use method 'lora' instead.")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+    model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    if config.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.target_modules.strip()
+    target = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=target, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # e.g. target modules not found in the model
+        names = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise InvalidInput(f"LoRA target modules '{targets}' do not fit this model ({exc}). Linear layers it has: "
+                           f"{', '.join(names)}; or use 'all-linear'.") from None
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+# ---- estimates --------------------------------------------------------------------------------------------------
+def estimate_memory_bytes(config: FineTuneConfig, model_dir: str | Path, params: int) -> dict:
+    """A formula, not a measurement: fp32 weights + gradients and Adam state of what trains + activations."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    hidden = cfg.get("hidden_size", 1024)
+    layers = cfg.get("num_hidden_layers", 12)
+    vocab = cfg.get("vocab_size", 32000)
+    inter = cfg.get("intermediate_size", 4 * hidden)
+    if config.method == "full":
+        trainable = params
+    else:
+        per_layer = 2 * config.lora_r * hidden * (7 if config.target_modules == "all-linear" else
+                                                 len(config.target_modules.split(",")))
+        trainable = per_layer * layers
+    tokens = config.batch_size * config.max_length
+    # per token and layer: attention and MLP activations kept for backward (fp32), roughly 8*hidden + 3*inter floats
+    activations = tokens * layers * (8 * hidden + 3 * inter) * 4
+    logits = tokens * vocab * 4 * 3  # logits, their softmax and gradient
+    weights = params * 4
+    optimizer = trainable * 4 * 3  # gradient + two Adam moments
+    total = int(1.2 * (weights + optimizer + activations + logits))  # 20 % for the allocator and the runtime
+    return {"weights": weights, "optimizer": optimizer, "activations": activations + logits, "total": total,
+            "trainable_estimate": trainable}
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------------------
+def last_checkpoint(run_dir: Path) -> Path | None:
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+# ---- progress reporting -----------------------------------------------------------------------------------------
+def make_callback(ctx, total_steps_hint: int | None = None):
+    """A TrainerCallback that writes progress, losses and tokens/s to the run, and stops on cancel (checkpointing
+    first, so a cancelled run can be resumed)."""
+    from transformers import TrainerCallback
+
+    class RunReporter(TrainerCallback):
+        def __init__(self):
+            self.t0 = None
+            self.tokens0 = 0
+            self.cancelled = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.perf_counter()
+            self.tokens0 = state.num_input_tokens_seen or 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            total = state.max_steps or total_steps_hint or 1
+            elapsed = time.perf_counter() - self.t0
+            ctx.progress(state.global_step / total, f"step {state.global_step}/{total}")
+            seen = (state.num_input_tokens_seen or 0) - self.tokens0
+            if elapsed > 0 and seen:
+                ctx.metric("train_tokens_per_s", seen / elapsed, state.global_step)
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_save = True  # always checkpoint the last step, so a finished run can be continued
+            if ctx.cancelled:
+                self.cancelled = True
+                control.should_save = True  # checkpoint now, then stop: the run stays resumable
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+                if logs and key in logs:
+                    ctx.metric(key if key != "loss" else "train_loss", float(logs[key]), state.global_step)
+
+    return RunReporter()

@@ -1,0 +1,149 @@
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import FineTuneConfig, GenerationParams, InvalidInput, RunStatus
+from tests.helpers import ROOT
+
+TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
+EVAL = ROOT / "assets" / "datasets" / "request_to_json.eval.jsonl"
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("data")
+    train, evals = folder / "train.jsonl", folder / "eval.jsonl"
+    train.write_text("".join(TRAIN.read_text().splitlines(keepends=True)[:48]))
+    evals.write_text("".join(EVAL.read_text().splitlines(keepends=True)[:8]))
+    return train, evals
+
+
+def tiny_config(data, **overrides) -> FineTuneConfig:
+    train, evals = data
+    values = dict(model_id="tiny", train_path=str(train), eval_path=str(evals), max_steps=12, batch_size=4,
+                  learning_rate=5e-3, max_length=96, eval_steps=6, save_steps=6, eval_max_examples=4,
+                  eval_max_new_tokens=8, lora_r=4, lora_alpha=8)
+    values.update(overrides)
+    return FineTuneConfig(**values)
+
+
+def series(engine, run_id, name):
+    return [m.value for m in engine.run_metrics(run_id) if m.name == name]
+
+
+def test_lora_trains_saves_merges_and_chats(tiny_engine, small_data):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rid = tiny_engine.start_run(tiny_config(small_data, merge=True, output_name="tiny-json"))
+    run = tiny_engine.wait_run(rid, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [l.message for l in tiny_engine.run_logs(rid)][-5:])
+    losses = series(tiny_engine, rid, "train_loss")
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # it learns
+    s = run.summary
+    assert {"eval_loss_before", "eval_loss_after", "score_before", "score_after", "trainable_pct"} <= set(s)
+    assert s["eval_loss_after"] < s["eval_loss_before"] and 0 < s["trainable_pct"] < 10
+
+    adapter, merged = tiny_engine.get_model("tiny-json"), tiny_engine.get_model("tiny-json-merged")
+    assert adapter.format == "hf-adapter" and adapter.parent_id == "tiny" and adapter.run_id == rid
+    assert merged.format == "hf" and merged.parent_id == "tiny"
+    base = AutoModelForCausalLM.from_pretrained(tiny_engine.get_model("tiny").path)
+    with_adapter = PeftModel.from_pretrained(base, adapter.path).eval()
+    merged_model = AutoModelForCausalLM.from_pretrained(merged.path).eval()
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(with_adapter(ids).logits, merged_model(ids).logits, atol=1e-4, rtol=1e-4)
+    params = GenerationParams(temperature=0.0, max_new_tokens=4)
+    for name in ("tiny-json", "tiny-json-merged"):
+        assert list(tiny_engine.chat(name, [{"role": "user", "content": "add 2 eggs"}], params))[-1].done
+
+
+def test_full_finetune_registers_a_full_model(tiny_engine, small_data):
+    rid = tiny_engine.start_run(tiny_config(small_data, method="full", max_steps=6, learning_rate=1e-3,
+                                            eval_max_examples=0, output_name="tiny-full"))
+    run = tiny_engine.wait_run(rid, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    model = tiny_engine.get_model("tiny-full")
+    assert model.format == "hf" and model.params == tiny_engine.get_model("tiny").params
+    assert run.summary["trainable_pct"] == 100.0
+
+
+def test_cancel_leaves_a_resumable_run_that_matches_an_uninterrupted_one(tiny_engine, small_data):
+    # long enough (a few seconds) for the cancel to land mid-way
+    config = tiny_config(small_data, max_steps=300, save_steps=20, eval_steps=300, eval_max_examples=0,
+                         learning_rate=1e-3)
+    straight = tiny_engine.wait_run(tiny_engine.start_run(config.model_copy(update={"output_name": "a"})), 300)
+    assert straight.status is RunStatus.SUCCEEDED, straight.error
+
+    rid = tiny_engine.start_run(config.model_copy(update={"output_name": "b"}))
+    deadline = time.monotonic() + 120
+    while tiny_engine.get_run(rid).progress < 0.4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    tiny_engine.cancel_run(rid)
+    cancelled = tiny_engine.wait_run(rid, timeout=60)
+    assert cancelled.status is RunStatus.CANCELLED
+    resumed_id = tiny_engine.resume_run(rid)
+    resumed = tiny_engine.wait_run(resumed_id, timeout=300)
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    assert resumed.summary["steps"] == 300 and resumed.config["resume_from_run"] == rid
+    a, b = straight.summary["eval_loss_after"], resumed.summary["eval_loss_after"]
+    assert abs(a - b) / a < 0.02, (a, b)
+
+
+def test_continue_a_finished_run_for_more_epochs(tiny_engine, small_data):
+    first = tiny_engine.wait_run(tiny_engine.start_run(tiny_config(small_data, max_steps=0, epochs=1,
+                                                                   eval_max_examples=0, save_steps=50)), 300)
+    assert first.status is RunStatus.SUCCEEDED, first.error
+    with pytest.raises(InvalidInput, match="more epochs"):
+        tiny_engine.resume_run(first.id)
+    more = tiny_engine.wait_run(tiny_engine.resume_run(first.id, extra_epochs=1), 300)
+    assert more.status is RunStatus.SUCCEEDED, more.error
+    assert more.summary["steps"] == 2 * first.summary["steps"]
+
+
+def test_bad_inputs_are_refused_before_a_run_starts(tiny_engine, small_data, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"messages": []}\nnot json\n')
+    with pytest.raises(InvalidInput):
+        tiny_engine.start_run(tiny_config(small_data, train_path=str(broken)))
+    with pytest.raises(InvalidInput, match="GiB of memory"):
+        tiny_engine.start_run(tiny_config(small_data, method="full", batch_size=512, max_length=32768))
+    with pytest.raises(InvalidInput, match="CUDA"):
+        tiny_engine.start_run(tiny_config(small_data, method="qlora"))
+    assert tiny_engine.list_runs() == []
+
+
+def test_torchrun_two_processes_on_cpu(tiny_engine, small_data, tmp_path):
+    config = tmp_path / "ft.yaml"
+    train, evals = small_data
+    config.write_text(f"model_id: tiny\ntrain_path: {train}\neval_path: {evals}\nmax_steps: 4\nbatch_size: 2\n"
+                      "max_length: 96\neval_steps: 4\nsave_steps: 4\neval_max_examples: 2\n"
+                      "eval_max_new_tokens: 4\noutput_name: tiny-ddp\n")
+    env = dict(os.environ, SLMOPS_HOME=str(tiny_engine.settings.home), SLMOPS_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "-m", "engine", "finetune", "--config", str(config)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tiny_engine.list_runs()[0]
+    assert run.status is RunStatus.SUCCEEDED and run.summary["world_size"] == 2
+    assert run.summary["steps"] == 4
+    assert tiny_engine.get_model("tiny-ddp").format == "hf-adapter"
+
+
+@pytest.mark.real
+def test_short_lora_run_on_the_bundled_model(real_engine, tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(TRAIN.read_text().splitlines(keepends=True)[:16]))
+    config = FineTuneConfig(model_id="smollm2-135m-instruct", train_path=str(train), eval_path=str(EVAL),
+                            max_steps=3, batch_size=2, eval_steps=3, save_steps=3, eval_max_examples=4,
+                            eval_max_new_tokens=40, output_name="smollm2-ci-lora")
+    rid = real_engine.start_run(config)
+    run = real_engine.wait_run(rid, timeout=600)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [l.message for l in real_engine.run_logs(rid)][-5:])
+    assert real_engine.get_model("smollm2-ci-lora").parent_id == "smollm2-135m-instruct"
+    real_engine.delete_model("smollm2-ci-lora")
