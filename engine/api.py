@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .chat import ChatChunk, LoadedModels, stream_reply
 from .configs import FineTuneConfig, GenerationParams, JobConfig, PrepareModelConfig
-from .errors import Busy, InvalidInput, NotFound, OfflineError
+from .errors import Busy, InvalidInput, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
@@ -148,7 +148,6 @@ class Engine:
         Raises InvalidInput when the run cannot work (bad data, no room in memory)."""
         import psutil
 
-        from .data import validate_dataset
         from .training import estimate_memory_bytes, qlora_unavailable_reason
 
         model = self.ready_model(config.model_id)
@@ -156,12 +155,8 @@ class Engine:
             raise InvalidInput(f"'{model.id}' is a {model.format} model; fine-tune its base or a merged model.")
         if config.method == "qlora" and (reason := qlora_unavailable_reason()):
             raise InvalidInput(reason + " Use method 'lora' instead.")
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=False)
-        reports = [validate_dataset(config.train_path, tokenizer, config.max_length, config.columns or None)]
-        if config.eval_path:
-            reports.append(validate_dataset(config.eval_path, tokenizer, config.max_length, config.columns or None))
+        paths = [config.train_path] + ([config.eval_path] if config.eval_path else [])
+        reports = [self.validate_dataset(model.id, p, config.max_length, config.columns) for p in paths]
         errors = [f"{r.path}: {e}" for r in reports for e in r.errors]
         if errors:
             raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
@@ -172,6 +167,21 @@ class Engine:
                                f"{available / 2**30:.1f} GiB are free. Lower batch size or max length, or use "
                                "LoRA instead of full fine-tuning.")
         return {"reports": reports, "memory": memory, "available_bytes": available}
+
+    def validate_dataset(self, model_id: str, path: str, max_length: int, columns: dict | None = None):
+        """The dataset report (problems, lengths, preview) as `model_id`'s tokenizer sees the data."""
+        from transformers import AutoTokenizer
+
+        from .data_check import validate_dataset
+
+        tokenizer = AutoTokenizer.from_pretrained(self.ready_model(model_id).path, trust_remote_code=False)
+        return validate_dataset(path, tokenizer, max_length, columns or None)
+
+    def probe_finetune_step(self, config: FineTuneConfig) -> float:
+        """Seconds per optimizer step, measured with 2 real steps on a batch of the data (in this process)."""
+        from .training import probe_step_seconds
+
+        return probe_step_seconds(config, self.ready_model(config.model_id).path)
 
     def resume_run(self, run_id: int, extra_epochs: float | None = None) -> int:
         """Start a new run that continues `run_id` from its last checkpoint: a cancelled, interrupted or failed run

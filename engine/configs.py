@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class JobConfig(BaseModel):
@@ -102,6 +104,15 @@ class FineTuneConfig(JobConfig):
     output_name: str | None = Field(default=None, description="Name of the produced model (default: from the run).")
     resume_from_run: int | None = Field(default=None, ge=1, description="Continue from this run's last checkpoint.")
     threads: int = Field(default=0, ge=0, le=256, description="torch threads (0: the library default).")
+
+    @field_validator("train_path", "eval_path")
+    @classmethod
+    def _absolute(cls, value: str | None, info) -> str | None:
+        """Relative paths are taken from where the config is made, so the worker (another cwd) finds them."""
+        value = (value or "").strip() or None
+        if value is None and info.field_name == "train_path":
+            raise ValueError("give the path of a training file (.jsonl, .json, .csv or .parquet)")
+        return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
 JOB_CONFIGS: dict[str, type[JobConfig]] = {c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig)}

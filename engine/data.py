@@ -1,15 +1,13 @@
-"""Datasets for fine-tuning: read, recognise the shape, validate before a job starts, tokenize with the prompt
-masked out of the loss, preview, split. `datasets`/`transformers` are imported lazily so `import engine` stays light.
+"""Datasets for fine-tuning: read, recognise the shape, tokenize with the prompt masked out of the loss, split
+(validation and preview: data_check.py). `datasets`/`transformers` are imported lazily so `import engine` stays light.
 """
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
 import os
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,7 +149,7 @@ def _check_json(path: Path, text: str) -> str | None:
         raise InvalidInput(f"{path.name} has no examples: expected a non-empty list of objects.")
     bad = [i for i, item in enumerate(value, 1) if not isinstance(item, dict)]
     if bad:
-        raise InvalidInput(f"{path.name}: {_rows(bad)} of the list are not JSON objects; every example must be an "
+        raise InvalidInput(f"{path.name}: {row_list(bad)} of the list are not JSON objects; every example must be an "
                            f"object such as {{\"text\": \"...\"}}.")
     return field
 
@@ -267,18 +265,18 @@ def to_conversation(row: dict, shape: DatasetShape, mapping: dict[str, str]) -> 
 
 def encode_example(tokenizer, example: list[dict] | str, max_length: int) -> dict:
     """Token ids, labels (-100 where no loss: everything but assistant replies), mask; cut to max_length."""
-    ids, trained = _tokenize(tokenizer, example)
-    return _pack(ids, trained, max_length)
+    ids, trained = tokenize_marked(tokenizer, example)
+    return truncate_marked(ids, trained, max_length)
 
 
-def _pack(ids: list[int], trained: list[bool], max_length: int) -> dict:
+def truncate_marked(ids: list[int], trained: list[bool], max_length: int) -> dict:
     truncated = len(ids) > max_length
     ids, trained = ids[:max_length], trained[:max_length]
     return {"input_ids": ids, "labels": [t if keep else IGNORE_INDEX for t, keep in zip(ids, trained)],
             "attention_mask": [1] * len(ids), "truncated": truncated}
 
 
-def _tokenize(tokenizer, example: list[dict] | str) -> tuple[list[int], list[bool]]:
+def tokenize_marked(tokenizer, example: list[dict] | str) -> tuple[list[int], list[bool]]:
     """Untruncated ids and, per token, whether the loss is computed on it."""
     if isinstance(example, str):
         ids = list(tokenizer(example)["input_ids"])
@@ -343,139 +341,7 @@ def _tokenize_plain_chat(tokenizer, messages: list[dict]) -> tuple[list[int], li
     return ids, trained
 
 
-def _segments(tokenizer, encoded: dict) -> list[tuple[str, bool]]:
-    """The encoded example as (text, trained_on) runs, decoded with special tokens, for highlighting in a UI."""
-    pairs = zip(encoded["input_ids"], encoded["labels"])
-    return [(tokenizer.decode([t for t, _ in run], skip_special_tokens=False), trained)
-            for trained, run in itertools.groupby(pairs, key=lambda p: p[1] != IGNORE_INDEX)]
-
-
-# ---------------------------------------------------------------- validation
-
-@dataclass(frozen=True)
-class ValidationReport:
-    path: str
-    rows: int
-    shape: DatasetShape
-    mapping: dict[str, str]
-    errors: list[str]  # blocking: the job must not start
-    warnings: list[str]  # worth knowing; the job can start
-    too_long: int
-    duplicates: int
-    max_tokens: int
-    mean_tokens: float
-    preview: list[list[tuple[str, bool]]]  # up to 3 examples as the model sees them: (text, trained_on) runs
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def validate_dataset(path, tokenizer, max_length: int, mapping: dict[str, str] | None = None) -> ValidationReport:
-    """Read, recognise and check every row; problems come with their 1-based data row numbers."""
-    from jinja2 import TemplateError  # what chat templates raise (e.g. "roles must alternate user/assistant")
-
-    if max_length < 1:
-        raise InvalidInput(f"max_length must be at least 1 token, got {max_length}.")
-    ds = read_dataset(path)
-    shape, resolved = detect_shape(ds.column_names, mapping)
-    problems: dict[str, list[int]] = {}
-    seen: set[str] = set()
-    duplicates: list[int] = []
-    no_signal: list[int] = []
-    lengths: list[int] = []
-    preview: list[list[tuple[str, bool]]] = []
-    for number, row in enumerate(ds, 1):
-        found = _row_problems(row, shape, resolved)
-        for problem in found:
-            problems.setdefault(problem, []).append(number)
-        if found:
-            continue
-        example = to_conversation(row, shape, resolved)
-        try:
-            ids, trained = _tokenize(tokenizer, example)
-        except TemplateError as exc:
-            problems.setdefault(f"the model's chat template rejects the conversation: {exc}", []).append(number)
-            continue
-        key = json.dumps(example, sort_keys=True, ensure_ascii=False)
-        if key in seen:
-            duplicates.append(number)
-        seen.add(key)
-        lengths.append(len(ids))
-        encoded = _pack(ids, trained, max_length)
-        if all(label == IGNORE_INDEX for label in encoded["labels"]):
-            no_signal.append(number)
-        if len(preview) < 3:
-            preview.append(_segments(tokenizer, encoded))
-
-    errors = [f"{_rows(rows)}: {problem}" for problem, rows in problems.items()]
-    if lengths and len(no_signal) == len(lengths):
-        errors.append(f"No example keeps any trained (assistant) tokens within max_length {max_length}; "
-                      f"raise max_length.")
-    too_long = sum(n > max_length for n in lengths)
-    warnings = _warnings(len(lengths), max_length, too_long, max(lengths, default=0), duplicates, no_signal)
-    return ValidationReport(path=str(path), rows=len(ds), shape=shape, mapping=resolved, errors=errors,
-                            warnings=warnings, too_long=too_long, duplicates=len(duplicates),
-                            max_tokens=max(lengths, default=0),
-                            mean_tokens=round(sum(lengths) / len(lengths), 1) if lengths else 0.0, preview=preview)
-
-
-def _warnings(examples: int, max_length: int, too_long: int, longest: int, duplicates: list[int],
-              no_signal: list[int]) -> list[str]:
-    warnings = []
-    if too_long:
-        warnings.append(f"{too_long} of {examples} examples are longer than {max_length} tokens and will be "
-                        f"truncated (longest: {longest} tokens); raise max_length or shorten them.")
-    if duplicates:
-        warnings.append(f"{len(duplicates)} duplicate rows ({_rows(duplicates)}) repeat an earlier row; remove "
-                        f"them so those examples do not weigh more than the others.")
-    if no_signal and len(no_signal) < examples:
-        warnings.append(f"{len(no_signal)} examples ({_rows(no_signal)}) have no assistant tokens left after "
-                        f"truncation to {max_length} tokens, so they teach nothing; raise max_length.")
-    return warnings
-
-
-def _row_problems(row: dict, shape: DatasetShape, mapping: dict[str, str]) -> list[str]:
-    if shape is DatasetShape.CHAT:
-        return _messages_problems(mapping["messages"], row.get(mapping["messages"]))
-    required, optional = SHAPE_FIELDS[shape]
-    found = [_field_problem(mapping[f], row.get(mapping[f]), f in optional) for f in required + optional
-             if f in mapping]
-    return [p for p in found if p]
-
-
-def _field_problem(column: str, value, optional: bool) -> str | None:
-    if value is None:
-        return None if optional else f"{column!r} is missing"
-    if not isinstance(value, str):
-        return f"{column!r} is not a string (got {type(value).__name__} {value!r:.40})"
-    if not optional and not value.strip():
-        return f"{column!r} is empty"
-    return None
-
-
-def _messages_problems(column: str, messages) -> list[str]:
-    if isinstance(messages, str):
-        return [f"{column!r} is a string, not a list of {{role, content}} messages (CSV cannot hold lists: use "
-                f"JSONL)"]
-    if not isinstance(messages, list) or not messages:
-        return [f"{column!r} is not a non-empty list of {{role, content}} messages"]
-    problems = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") is None or m.get("content") is None:
-            problems.append(f"{column!r} has a message that is not a {{role, content}} object")
-        elif m["role"] not in ROLES:
-            problems.append(f"{column!r} has a message with role {m['role']!r} (allowed: {', '.join(ROLES)})")
-        elif not isinstance(m["content"], str):
-            problems.append(f"{column!r} has a {m['role']} message whose content is not a string")
-        elif m["role"] != "system" and not m["content"].strip():
-            problems.append(f"{column!r} has an empty {m['role']} message")
-    if not problems and not any(m["role"] == "assistant" for m in messages):
-        problems.append(f"{column!r} has no assistant turn, so there is nothing to train on")
-    return list(dict.fromkeys(problems))  # one line per kind of problem, however many messages have it
-
-
-def _rows(numbers: list[int]) -> str:
+def row_list(numbers: list[int]) -> str:
     listed = ", ".join(map(str, numbers[:MAX_LISTED]))
     if len(numbers) == 1:
         return f"row {listed}"

@@ -23,6 +23,9 @@ class Settings:
     max_loaded_models: int = 2  # chat keeps this many models in memory per process (2: side-by-side)
     cancel_grace_s: float = 2.0  # after a cancel request a worker gets this long to stop by itself
 
+    def __post_init__(self):
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         home = Path(os.environ.get("SLMOPS_HOME") or PROJECT_ROOT / "workspace")

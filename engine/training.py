@@ -154,6 +154,34 @@ def estimate_memory_bytes(config: FineTuneConfig, model_dir: str | Path, params:
             "trainable_estimate": trainable}
 
 
+def probe_step_seconds(config: FineTuneConfig, base_path: str, steps: int = 2) -> float:
+    """Time optimizer steps on a real batch of the data (the last of `steps` counts: the first warms up)."""
+    import torch
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+
+    from .data import encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    _, _, conversations = _conversations(config.train_path, config.columns)
+    rows = [encode_example(tokenizer, c, config.max_length) for c in conversations[:config.batch_size]]
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    batch = collate([{k: r[k] for k in ("input_ids", "labels", "attention_mask")} for r in rows])
+    model = build_model(config, base_path)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    seconds = 0.0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        for _ in range(config.grad_accum):
+            model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seconds = time.perf_counter() - t0
+    return seconds
+
+
 # ---- checkpoints ------------------------------------------------------------------------------------------------
 def last_checkpoint(run_dir: Path) -> Path | None:
     folder = Path(run_dir) / "checkpoints"

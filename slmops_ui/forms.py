@@ -68,5 +68,27 @@ def slider(config_cls: type[BaseModel], name: str, step: float, **overrides) -> 
     return gr.Slider(step=step, **info)
 
 
+def number(config_cls: type[BaseModel], name: str, precision: int | None = None, **overrides) -> gr.Number:
+    """A number box whose bounds, label and help come from the config field."""
+    info = field_info(config_cls, name)
+    info.pop("exclusive_minimum", None)
+    info.pop("exclusive_maximum", None)
+    info.update(overrides)
+    return gr.Number(precision=precision, **info)
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """'prompt=question, completion=answer' -> {'prompt': 'question', 'completion': 'answer'}."""
+    mapping = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise gr.Error(f"Column mapping '{part.strip()}' should look like field=column, e.g. prompt=question.")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
 def model_choices(engine, ready_only: bool = True) -> list[str]:
     return [m.id for m in engine.list_models() if m.ready or not ready_only]

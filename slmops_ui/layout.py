@@ -6,6 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from .tabs.chat import build_chat_tab
+from .tabs.finetune import build_finetune_tab
 from .tabs.models import build_models_tab
 from .tabs.runs import build_runs_tab
 
@@ -27,6 +28,9 @@ def banner_text(engine) -> str:
 
 
 def build_app(engine) -> gr.Blocks:
+    from engine.training import qlora_unavailable_reason
+
+    qlora_reason = qlora_unavailable_reason()
     with gr.Blocks(title="SLMOps Studio") as app:
         gr.Markdown("# SLMOps Studio\nDistill, fine-tune, quantize, benchmark and chat with small language models "
                     f"— all local. Workspace: `{engine.settings.home}`", elem_id="header")
@@ -35,12 +39,14 @@ def build_app(engine) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(engine)
+            with gr.Tab("Fine-tune", id="finetune"):
+                finetune = build_finetune_tab(engine, qlora_reason)
             with gr.Tab("Models", id="models"):
                 models = build_models_tab(engine)
             with gr.Tab("Runs", id="runs"):
                 build_runs_tab(engine)
 
-        refreshers = [chat["refresh"], models["refresh"]]
+        refreshers = [chat["refresh"], models["refresh"], finetune["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 

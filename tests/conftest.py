@@ -45,7 +45,7 @@ def real_home(tmp_path_factory) -> Path:
     model = eng.ensure_default_model()
     if model.run_id is not None:
         run = eng.wait_run(model.run_id, timeout=600)
-        assert run.status.value == "succeeded", (run.error, [l.message for l in eng.run_logs(run.id)])
+        assert run.status.value == "succeeded", (run.error, [line.message for line in eng.run_logs(run.id)])
     eng.close()
     return home
 

@@ -23,8 +23,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(real_home, tmp_path):
+@pytest.fixture(scope="module")
+def app_url(real_home, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("app")
     port = free_port()
     env = dict(os.environ, SLMOPS_HOME=str(real_home), SLMOPS_OFFLINE="1")
     log = open(tmp_path / "app.log", "w")
@@ -58,7 +59,19 @@ def wait_reply(page):
     return page.inner_text("#chatbot")
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (installed by .ci/run)")
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason="needs Debian's chromium (make test installs it)")
+
+
+def keep_screenshots(tmp_path, names):
+    keep = os.environ.get("SLMOPS_SCREENSHOTS")  # optional: copy the pictures somewhere to look at them
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for name in names:
+            shutil.copy(tmp_path / name, keep)
+
+
+@needs_chromium
 def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -103,8 +116,35 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         browser.close()
     for name in ("chat.png", "side.png", "runs.png", "models.png"):
         assert (tmp_path / name).stat().st_size > 10_000
-    keep = os.environ.get("SLMOPS_SCREENSHOTS")  # optional: copy the pictures somewhere to look at them
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        for name in ("chat.png", "side.png", "runs.png", "models.png"):
-            shutil.copy(tmp_path / name, keep)
+    keep_screenshots(tmp_path, ("chat.png", "side.png", "runs.png", "models.png"))
+
+
+@needs_chromium
+def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    train = tmp_path / "train.jsonl"
+    lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)
+    train.write_text("".join(lines[:24]))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                               "i.value === 'smollm2-135m-instruct')", timeout=60_000)
+        page.get_by_label("…or a training file path").fill(str(train))
+        page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
+        page.get_by_role("button", name="Validate data").click()
+        page.wait_for_selector(".ft-preview mark", timeout=60_000)  # the trained-on part is highlighted
+        assert "24 rows" in page.inner_text("body")
+        page.get_by_label("Max steps").fill("4")
+        page.get_by_label("Eval steps").fill("2")
+        page.get_by_label("Eval max examples").fill("0")
+        page.get_by_role("button", name="Start fine-tuning").click()
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000)
+        page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
+        assert "eval_loss_after" in page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
+        browser.close()
+    keep_screenshots(tmp_path, ("finetune.png",))

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from engine.data import (DatasetShape, detect_shape, encode_example, read_dataset, split_dataset, to_conversation,
-                         validate_dataset)
+from engine.data import DatasetShape, detect_shape, encode_example, read_dataset, split_dataset, to_conversation
+from engine.data_check import validate_dataset
 from engine.errors import InvalidInput
 from tests.helpers import ROOT, build_tokenizer
 

@@ -42,7 +42,7 @@ def test_lora_trains_saves_merges_and_chats(tiny_engine, small_data):
 
     rid = tiny_engine.start_run(tiny_config(small_data, merge=True, output_name="tiny-json"))
     run = tiny_engine.wait_run(rid, timeout=300)
-    assert run.status is RunStatus.SUCCEEDED, (run.error, [l.message for l in tiny_engine.run_logs(rid)][-5:])
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [line.message for line in tiny_engine.run_logs(rid)][-5:])
     losses = series(tiny_engine, rid, "train_loss")
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # it learns
     s = run.summary
@@ -144,6 +144,6 @@ def test_short_lora_run_on_the_bundled_model(real_engine, tmp_path):
                             eval_max_new_tokens=40, output_name="smollm2-ci-lora")
     rid = real_engine.start_run(config)
     run = real_engine.wait_run(rid, timeout=600)
-    assert run.status is RunStatus.SUCCEEDED, (run.error, [l.message for l in real_engine.run_logs(rid)][-5:])
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [line.message for line in real_engine.run_logs(rid)][-5:])
     assert real_engine.get_model("smollm2-ci-lora").parent_id == "smollm2-135m-instruct"
     real_engine.delete_model("smollm2-ci-lora")

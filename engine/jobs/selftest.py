@@ -27,9 +27,7 @@ def run(ctx, config: SelfTestConfig) -> None:
     for i, prompt in enumerate(config.prompts):
         ctx.check_cancelled()
         ctx.progress(0.05 + 0.95 * i / len(config.prompts), f"prompt {i + 1}/{len(config.prompts)}")
-        last = None
-        for last in stream_reply(lm, tokenizer, [{"role": "user", "content": prompt}], params, ctx.cancel_event):
-            pass
+        *_, last = stream_reply(lm, tokenizer, [{"role": "user", "content": prompt}], params, ctx.cancel_event)
         ctx.check_cancelled()
         ctx.log(f"Q: {prompt}\nA: {last.text.strip()}")
         ctx.metric("new_tokens", last.new_tokens, step=i)

@@ -1,0 +1,68 @@
+"""The shared widget of every job tab: status, progress with ETA, live loss chart, cancel and resume."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .charts import loss_figure
+from .forms import ui_errors
+
+
+def status_markdown(engine, run_id) -> str:
+    if not run_id:
+        return "No run started from this tab yet."
+    run = engine.get_run(int(run_id))
+    eta = f" · about {run.eta_s:.0f} s left" if run.eta_s and not run.status.final else ""
+    speed = [m.value for m in engine.run_metrics(run.id) if m.name == "train_tokens_per_s"]
+    speed_text = f" · {speed[-1]:.0f} train tokens/s" if speed else ""
+    text = (f"**Run {run.id}** · {run.status.value} · {run.progress:.0%} · {run.stage}{eta}{speed_text}")
+    if run.error:
+        text += f"\n\n**Error:** {run.error}"
+    if run.summary:
+        text += "\n\n" + " · ".join(f"{k} = {v}" for k, v in run.summary.items())
+    return text
+
+
+def build_job_panel(engine, run_state: gr.State, resumable: bool = True) -> None:
+    """Renders under a job form; `run_state` holds the id of the run this browser session started."""
+    status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
+    progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
+    plot = gr.Plot(label="Loss", visible=False)
+    with gr.Row():
+        cancel = gr.Button("Cancel run", variant="stop")
+        if resumable:
+            resume = gr.Button("Resume from last checkpoint")
+            more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
+            go_on = gr.Button("Continue finished run")
+    timer = gr.Timer(2.0)
+
+    def refresh(run_id):
+        if not run_id:
+            return status_markdown(engine, None), 0, gr.update(visible=False)
+        run = engine.get_run(int(run_id))
+        fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss")
+        return (status_markdown(engine, run.id), round(100 * run.progress, 1),
+                gr.update(value=fig, visible=fig is not None))
+
+    outputs = [status, progress, plot]
+    timer.tick(refresh, [run_state], outputs)
+    run_state.change(refresh, [run_state], outputs)
+
+    @ui_errors
+    def do_cancel(run_id):
+        if not run_id:
+            raise gr.Error("No run to cancel.")
+        engine.cancel_run(int(run_id))
+        gr.Info(f"Run {run_id}: cancel requested; it stops at the next step and keeps a checkpoint.")
+
+    cancel.click(do_cancel, [run_state], None)
+    if resumable:
+        @ui_errors
+        def do_resume(run_id, extra=None):
+            if not run_id:
+                raise gr.Error("No run to resume.")
+            new_id = engine.resume_run(int(run_id), extra)
+            gr.Info(f"Run {new_id} continues run {run_id}.")
+            return new_id
+
+        resume.click(do_resume, [run_state], [run_state])
+        go_on.click(do_resume, [run_state, more_epochs], [run_state])
