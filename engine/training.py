@@ -191,6 +191,56 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+# ---- the Trainer run shared by fine-tuning and distillation ------------------------------------------------------
+class TrainingSession:
+    """Trainer set up from a config with the fields FineTuneConfig and DistillConfig share: checkpoints in the run
+    folder, resume from an earlier run's last checkpoint, progress/loss/tokens-per-second reporting, cancel."""
+
+    def __init__(self, ctx, config, model, tokenizer, data, trainer_cls=None, **trainer_kwargs):
+        import os
+
+        import torch
+        from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+        self.ctx, self.config = ctx, config
+        self.resume_from = None
+        if config.resume_from_run is not None:
+            self.resume_from = last_checkpoint(ctx.settings.runs_dir / str(config.resume_from_run))
+            if self.resume_from is None:
+                raise ValueError(f"run {config.resume_from_run} left no checkpoint to resume from")
+            ctx.log(f"resuming from {self.resume_from}")
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        args = TrainingArguments(
+            output_dir=str(ctx.workdir / "checkpoints"), per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+            num_train_epochs=config.epochs, max_steps=config.max_steps or -1, learning_rate=config.learning_rate,
+            lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, logging_steps=1,
+            eval_strategy="steps", eval_steps=config.eval_steps, save_strategy="steps", save_steps=config.save_steps,
+            save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed, report_to="none",
+            disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+            include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+            ddp_find_unused_parameters=False if distributed else None,
+        )
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
+        self.reporter = make_callback(ctx)
+        self.trainer = (trainer_cls or Trainer)(
+            model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
+            processing_class=tokenizer, callbacks=[self.reporter], **trainer_kwargs)
+
+    def train(self):
+        """Train (resuming when asked); raise Cancelled when the run was cancelled (a checkpoint is kept)."""
+        from .jobs.context import Cancelled
+
+        result = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        steps = self.trainer.state.global_step
+        if self.reporter.cancelled:
+            raise Cancelled(f"cancelled at step {steps}; checkpoint kept for resume")
+        seconds, tokens = self.reporter.train_seconds, self.reporter.tokens
+        self.ctx.summary(train_s=round(seconds, 1), steps=steps, train_loss=round(result.training_loss, 4),
+                         train_tokens_per_s=round(tokens / seconds, 1) if seconds else None)
+        return result
+
+
 # ---- progress reporting -----------------------------------------------------------------------------------------
 def make_callback(ctx, total_steps_hint: int | None = None):
     """A TrainerCallback that writes progress, losses and tokens/s to the run, and stops on cancel (checkpointing
@@ -201,6 +251,8 @@ def make_callback(ctx, total_steps_hint: int | None = None):
         def __init__(self):
             self.t0 = None
             self.tokens0 = 0
+            self.tokens = 0  # trained tokens (padding excluded) and the seconds they took, this session only:
+            self.train_seconds = 0.0  # from the start of training to the end of its last step (no final save)
             self.cancelled = False
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -209,11 +261,11 @@ def make_callback(ctx, total_steps_hint: int | None = None):
 
         def on_step_end(self, args, state, control, **kwargs):
             total = state.max_steps or total_steps_hint or 1
-            elapsed = time.perf_counter() - self.t0
+            self.train_seconds = time.perf_counter() - self.t0
+            self.tokens = (state.num_input_tokens_seen or 0) - self.tokens0
             ctx.progress(state.global_step / total, f"step {state.global_step}/{total}")
-            seen = (state.num_input_tokens_seen or 0) - self.tokens0
-            if elapsed > 0 and seen:
-                ctx.metric("train_tokens_per_s", seen / elapsed, state.global_step)
+            if self.train_seconds > 0 and self.tokens:
+                ctx.metric("train_tokens_per_s", self.tokens / self.train_seconds, state.global_step)
             if state.max_steps and state.global_step >= state.max_steps:
                 control.should_save = True  # always checkpoint the last step, so a finished run can be continued
             if ctx.cancelled:

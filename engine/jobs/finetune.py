@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 from ..configs import FineTuneConfig
-from ..jobs.context import Cancelled
 from ..records import ModelStatus
-from ..training import build_model, count_params, last_checkpoint, make_callback, prepare_data
+from ..training import TrainingSession, build_model, count_params, prepare_data
 
 CONFIG = FineTuneConfig
 
@@ -42,7 +41,7 @@ def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> di
 
 def run(ctx, config: FineTuneConfig) -> None:
     import torch
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     t_start = time.perf_counter()
     if config.threads:
@@ -65,46 +64,16 @@ def run(ctx, config: FineTuneConfig) -> None:
     ctx.summary(trainable_pct=round(100 * trainable / total, 3), train_examples=len(data.train))
     ctx.log(f"{config.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f} %)")
 
-    resume_from = None
-    if config.resume_from_run is not None:
-        resume_from = last_checkpoint(ctx.settings.runs_dir / str(config.resume_from_run))
-        if resume_from is None:
-            raise ValueError(f"run {config.resume_from_run} left no checkpoint to resume from")
-        ctx.log(f"resuming from {resume_from}")
-    out_dir = ctx.workdir / "checkpoints"
-    args = TrainingArguments(
-        output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs, max_steps=config.max_steps or -1, learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, logging_steps=1,
-        eval_strategy="steps", eval_steps=config.eval_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed, report_to="none",
-        disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
-        ddp_find_unused_parameters=False if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-    )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
-    reporter = make_callback(ctx)
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      data_collator=collator, processing_class=tokenizer, callbacks=[reporter])
-
+    session = TrainingSession(ctx, config, model, tokenizer, data)
     before = {}
-    if resume_from is None:
-        before = evaluate_all(ctx, trainer, model, tokenizer, data, config, "before")
+    if session.resume_from is None:
+        before = evaluate_all(ctx, session.trainer, model, tokenizer, data, config, "before")
     else:  # the base numbers were measured by the run we continue
         old = ctx.store.get_run(config.resume_from_run).summary
         before = {k: v for k, v in old.items() if k.endswith("_before")}
     ctx.summary(**{k: round(v, 4) for k, v in before.items()})
-
-    t_train = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_s = time.perf_counter() - t_train
-    if reporter.cancelled:
-        raise Cancelled(f"cancelled at step {trainer.state.global_step}; checkpoint kept for resume")
-    tokens = trainer.state.num_input_tokens_seen or 0
-    ctx.summary(train_s=round(train_s, 1), steps=trainer.state.global_step,
-                train_tokens_per_s=round(tokens / train_s, 1) if train_s else None,
-                train_loss=round(result.training_loss, 4))
+    session.train()
+    trainer = session.trainer
 
     after = evaluate_all(ctx, trainer, model, tokenizer, data, config, "after")
     ctx.summary(**{k: round(v, 4) for k, v in after.items()})
