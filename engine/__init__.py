@@ -1,7 +1,8 @@
 """SLMOps Studio engine: models, runs, chat. No UI imports here (gradio/plotly belong to slmops_ui)."""
 from .api import Engine
 from .chat import ChatChunk
-from .configs import JOB_CONFIGS, FineTuneConfig, GenerationParams, JobConfig, PrepareModelConfig, SelfTestConfig
+from .configs import (JOB_CONFIGS, DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
+                      PrepareModelConfig, SelfTestConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel
 from .models import DEFAULT_MODEL_ID
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
@@ -9,7 +10,8 @@ from .settings import Settings
 
 __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID",
-    "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig", "GenerationParams", "JOB_CONFIGS",
+    "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
+    "GenerateDataConfig", "DistillConfig", "GenerationParams", "JOB_CONFIGS",
     "ChatChunk", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine", "ArtifactRecord",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
 ]

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .chat import ChatChunk, LoadedModels, stream_reply
-from .configs import FineTuneConfig, GenerationParams, JobConfig, PrepareModelConfig
+from .checks import check_distill, check_generate, student_preview
+from .configs import DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig, PrepareModelConfig
 from .errors import Busy, InvalidInput, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
@@ -139,9 +140,25 @@ class Engine:
         model_id = config.model_ref()
         if model_id is not None and config.kind != PrepareModelConfig.kind:
             self.ready_model(model_id)
+        self.check(config)
+        return self.runner.start(config)
+
+    def check(self, config: JobConfig) -> None:
+        """The up-front checks of a job kind (raise InvalidInput with the reason when it cannot work)."""
         if isinstance(config, FineTuneConfig):
             self.check_finetune(config)
-        return self.runner.start(config)
+        elif isinstance(config, GenerateDataConfig):
+            check_generate(self, config)
+        elif isinstance(config, DistillConfig):
+            check_distill(self, config)
+
+    def student_preview(self, config: DistillConfig) -> dict:
+        """Parameter count and size of the student a distill config would train, before anything loads."""
+        return student_preview(self, config)
+
+    def list_datasets(self) -> list[ArtifactRecord]:
+        """Datasets made by runs (distillation stage 1), newest first, whose files still exist."""
+        return [a for a in self.store.artifacts_of_kind("dataset") if Path(a.path).exists()]
 
     def check_finetune(self, config: FineTuneConfig, max_length: int | None = None) -> dict:
         """Everything that can be known before a fine-tune starts: the dataset report and the memory estimate.
@@ -189,14 +206,19 @@ class Engine:
         from .training import last_checkpoint
 
         run = self.store.get_run(run_id)
-        if run.kind != FineTuneConfig.kind:
-            raise InvalidInput(f"Run {run_id} is a {run.kind} run; only fine-tune runs can be resumed.")
+        resumable = {c.kind: c for c in (FineTuneConfig, DistillConfig, GenerateDataConfig)}
+        if run.kind not in resumable:
+            raise InvalidInput(f"Run {run_id} is a {run.kind} run; fine-tune, distill and generate_data runs resume.")
         if not run.status.final:
             raise Busy(f"Run {run_id} is still {run.status.value}.")
+        config = resumable[run.kind].model_validate_json(run.config_json)
+        if run.kind == GenerateDataConfig.kind:
+            if run.status.value == "succeeded":
+                raise InvalidInput(f"Run {run_id} already answered every prompt.")
+            return self.start_run(config.model_copy(update={"resume_from_run": run_id}))
         if last_checkpoint(self.settings.runs_dir / str(run_id)) is None:
             raise InvalidInput(f"Run {run_id} left no checkpoint (it stopped before its first save); start it again "
                                "instead.")
-        config = FineTuneConfig.model_validate_json(run.config_json)
         changes = {"resume_from_run": run_id}
         if run.status.value == "succeeded":
             if not extra_epochs or extra_epochs <= 0:

@@ -140,18 +140,19 @@ def _load_config(path: str, kind: str | None = None):
     return JOB_CONFIGS[kind].model_validate(data)
 
 
-def cmd_finetune(engine: Engine, args) -> int:
-    """Fine-tune from a config file: in a worker normally, in this process on every rank under torchrun."""
+def cmd_training_job(engine: Engine, args) -> int:
+    """Fine-tune or distill from a config file: in a worker normally, in this process on every rank under
+    torchrun (or with --in-process)."""
     from .jobs.launch import run_in_process, world
 
-    config = _load_config(args.config, "finetune")
+    config = _load_config(args.config, args.command)
     rank, size = world()
     if size == 1 and not args.in_process:
         run_id = engine.start_run(config)
         print(f"started run {run_id}")
         return _follow(engine, run_id)
     if rank == 0:
-        engine.check_finetune(config)
+        engine.check(config)
     run_id = run_in_process(engine, config)
     if rank == 0:
         run = engine.get_run(run_id)
@@ -213,10 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None, help="more epochs (for a run that finished)")
     p.set_defaults(func=cmd_runs_resume)
 
-    p = sub.add_parser("finetune", help="fine-tune from a YAML/JSON config; data-parallel under torchrun")
-    p.add_argument("--config", required=True)
-    p.add_argument("--in-process", action="store_true", help="run here instead of in a worker process")
-    p.set_defaults(func=cmd_finetune)
+    for name, text in (("finetune", "fine-tune from a YAML/JSON config; data-parallel under torchrun"),
+                       ("distill", "distillation from a YAML/JSON config (kind: generate_data for stage 1, distill "
+                                   "for stage 2; default distill); data-parallel under torchrun")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True)
+        p.add_argument("--in-process", action="store_true", help="run here instead of in a worker process")
+        p.set_defaults(func=cmd_training_job)
 
     p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_CONFIGS)}) and follow it")
     p.add_argument("--config", required=True)

@@ -117,4 +117,105 @@ class FineTuneConfig(JobConfig):
         return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
-JOB_CONFIGS: dict[str, type[JobConfig]] = {c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig)}
+PROMPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "prompts")
+SEED_PROMPTS = os.path.join(PROMPTS_DIR, "seed_prompts.jsonl")
+
+
+class GenerateDataConfig(JobConfig):
+    """Distillation stage 1: the teacher answers a prompt set; filtered answers become a chat dataset."""
+
+    kind: ClassVar[str] = "generate_data"
+    target: ClassVar[str] = "engine.jobs.generate:run"
+    teacher_model_id: str = Field(description="Registered model that writes the answers.")
+    prompts_path: str = Field(default=SEED_PROMPTS, description="Prompts: JSONL with a 'prompt' field, or any "
+                              "dataset (chat, Alpaca, prompt/completion) whose user prompts are reused.")
+    system_prompt: str = Field(default="", max_length=20_000, description="Optional system message.")
+    few_shot: list[dict[str, str]] = Field(default_factory=list, description="Example turns shown before each "
+                                           "prompt: [{'prompt': ..., 'response': ...}].")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="0 = greedy.")
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(default=96, ge=1, le=4096, description="Longest answer, in tokens.")
+    n_per_prompt: int = Field(default=1, ge=1, le=16, description="Answers sampled per prompt.")
+    batch_size: int = Field(default=16, ge=1, le=256, description="Prompts generated together.")
+    max_prompts: int = Field(default=0, ge=0, le=1_000_000, description="Use only the first N prompts (0: all).")
+    drop_truncated: bool = Field(default=True, description="Drop answers cut off at max_new_tokens.")
+    dedupe: bool = Field(default=True, description="Drop repeated (prompt, answer) pairs.")
+    min_chars: int = Field(default=2, ge=0, le=100_000, description="Drop answers shorter than this.")
+    max_chars: int = Field(default=4000, ge=1, le=1_000_000, description="Drop answers longer than this.")
+    regex: str = Field(default="", max_length=1000, description="Keep only answers matching this regex.")
+    require_json: bool = Field(default=False, description="Keep only answers that parse as JSON.")
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Sampling seed.")
+    output_name: str | None = Field(default=None, description="Dataset name (default: from the run).")
+    resume_from_run: int | None = Field(default=None, ge=1, description="Keep that run's rows; do the rest.")
+
+    def model_ref(self) -> str | None:
+        return self.teacher_model_id
+
+    @field_validator("prompts_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return os.path.abspath(os.path.expanduser(value.strip()))
+
+
+class DistillConfig(JobConfig):
+    """Distillation stage 2: train a student on the teacher's data with α·KL(teacher‖student) + (1−α)·CE."""
+
+    kind: ClassVar[str] = "distill"
+    target: ClassVar[str] = "engine.jobs.distill:run"
+    teacher_model_id: str = Field(description="Registered teacher (full model).")
+    train_path: str = Field(min_length=1, description="The teacher's dataset (stage 1 output, or any chat data).")
+    eval_path: str | None = Field(default=None, description="Separate held-out file; empty: split off eval_ratio.")
+    eval_ratio: float = Field(default=0.15, gt=0.0, le=0.5, description="Share held out for evaluation.")
+    columns: dict[str, str] = Field(default_factory=dict, description="Column mapping when names differ.")
+    student: Literal["derived", "existing"] = Field(default="derived", description="derived: keep some of the "
+                                                    "teacher's layers; existing: a registered model.")
+    keep_layers: int = Field(default=10, ge=1, le=512, description="Teacher layers the derived student keeps "
+                             "(evenly spaced).")
+    layers: str = Field(default="", max_length=2000, description="Exact teacher layer indices to keep, "
+                        "comma-separated (overrides keep_layers).")
+    student_model_id: str | None = Field(default=None, description="Registered student (student = existing).")
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the KD term (0: cross-entropy only).")
+    temperature: float = Field(default=2.0, ge=0.5, le=20.0, description="Softmax temperature of the KD term.")
+    epochs: float = Field(default=2.0, gt=0.0, le=100.0, description="Passes over the data.")
+    max_steps: int = Field(default=0, ge=0, le=1_000_000, description="Stop after N steps (0: use epochs).")
+    learning_rate: float = Field(default=5e-4, gt=0.0, le=1.0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(default="cosine")
+    warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Share of steps spent warming up.")
+    batch_size: int = Field(default=8, ge=1, le=512, description="Examples per step per process.")
+    grad_accum: int = Field(default=1, ge=1, le=1024, description="Steps accumulated per update.")
+    max_length: int = Field(default=160, ge=8, le=32768, description="Tokens per example.")
+    packing: bool = Field(default=False, description="Concatenate examples into full blocks.")
+    eval_steps: int = Field(default=50, ge=1, le=1_000_000, description="Evaluate every N steps.")
+    save_steps: int = Field(default=50, ge=1, le=1_000_000, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(default=2, ge=1, le=50, description="Checkpoints kept.")
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for init, shuffling and the split.")
+    agreement_tokens: int = Field(default=16, ge=1, le=256, description="Agreement: greedy student output equals "
+                                  "the teacher's first N tokens.")
+    eval_max_examples: int = Field(default=60, ge=0, le=100_000, description="Held-out prompts for agreement.")
+    general_ppl_tokens: int = Field(default=4096, ge=0, le=1_000_000, description="Tokens of the standard text "
+                                    "(Python's own docs) for general perplexity (0: skip).")
+    output_name: str | None = Field(default=None, description="Name of the student model.")
+    resume_from_run: int | None = Field(default=None, ge=1, description="Continue from this run's checkpoint.")
+    threads: int = Field(default=0, ge=0, le=256, description="torch threads (0: the library default).")
+
+    def model_ref(self) -> str | None:
+        return self.teacher_model_id
+
+    _absolute = field_validator("train_path", "eval_path")(FineTuneConfig._absolute.__func__)
+
+    def layer_indices(self, teacher_layers: int) -> list[int]:
+        """The teacher layers the derived student keeps: explicit, or evenly spaced (first and last included)."""
+        if self.layers.strip():
+            picked = [int(x) for x in self.layers.replace(" ", "").split(",") if x]
+            bad = [i for i in picked if not 0 <= i < teacher_layers]
+            if bad or len(set(picked)) != len(picked):
+                raise ValueError(f"layers {self.layers!r}: use distinct indices 0..{teacher_layers - 1}")
+            return sorted(picked)
+        k = min(self.keep_layers, teacher_layers)
+        if k == 1:
+            return [0]
+        return sorted({round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)})
+
+
+JOB_CONFIGS: dict[str, type[JobConfig]] = {
+    c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig, GenerateDataConfig, DistillConfig)}

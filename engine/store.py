@@ -191,5 +191,8 @@ class Store:
         self.db["artifacts"].insert({"run_id": run_id, "kind": kind, "path": path, "size_bytes": size_bytes,
                                      "model_id": model_id, "created_at": utcnow()})
 
+    def artifacts_of_kind(self, kind: str) -> list[ArtifactRecord]:
+        return [ArtifactRecord(**r) for r in self.db["artifacts"].rows_where("kind = ?", [kind], order_by="id desc")]
+
     def artifacts(self, run_id: int) -> list[ArtifactRecord]:
         return [ArtifactRecord(**r) for r in self.db["artifacts"].rows_where("run_id = ?", [run_id], order_by="id")]

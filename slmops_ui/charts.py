@@ -24,7 +24,8 @@ def metrics_figure(points, title: str = "Metrics by step") -> go.Figure | None:
     return fig
 
 
-LOSS_NAMES = {"train_loss": "train loss", "eval_loss": "eval loss"}
+LOSS_NAMES = {"train_loss": "train loss", "eval_loss": "eval loss", "kd_loss": "KD loss (train)",
+              "ce_loss": "CE loss (train)"}
 
 
 def loss_figure(points, title: str = "Loss") -> go.Figure | None:

@@ -1,0 +1,152 @@
+"""Distillation pieces: a student derived from the teacher's layers, the KD Trainer, and teacher-vs-student
+evaluation (held-out NLL, greedy agreement, general perplexity, decode speed)."""
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from .errors import InvalidInput
+
+LAYER_KEY = re.compile(r"^(.*\.layers\.)(\d+)(\..+)$")
+
+
+def derive_student(teacher, layers: list[int]):
+    """A student with the teacher's embeddings, final norm, head and the chosen layers (weights copied)."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    n = teacher.config.num_hidden_layers
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    for name, value in list(vars(config).items()):  # per-layer lists (e.g. layer_types) follow the kept layers
+        if isinstance(value, list) and len(value) == n and name != "architectures":
+            setattr(config, name, [value[i] for i in layers])
+    student = AutoModelForCausalLM.from_config(config)
+    source = teacher.state_dict()
+    mapped = {}
+    for key in student.state_dict():
+        m = LAYER_KEY.match(key)
+        mapped[key] = source[f"{m[1]}{layers[int(m[2])]}{m[3]}" if m else key]
+    student.load_state_dict(mapped)
+    return student
+
+
+def check_same_tokenizer(teacher_tok, student_tok, teacher_id: str, student_id: str) -> None:
+    if teacher_tok.get_vocab() != student_tok.get_vocab():
+        raise InvalidInput(f"Student '{student_id}' does not share the teacher '{teacher_id}' tokenizer (vocabularies "
+                           "differ), so their token distributions cannot be compared. Pick a student from the same "
+                           "family, or derive one from the teacher's layers.")
+
+
+def make_distill_trainer(teacher, alpha: float, temperature: float):
+    """A Trainer whose loss is α·T²·KL(teacher‖student) on response tokens + (1−α)·CE; logs both parts."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class DistillTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # the Trainer scales for gradient accumulation itself
+            self._parts = {"kd_loss": [], "ce_loss": []}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"]
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels)
+            ce = out.loss
+            if alpha > 0:
+                with torch.no_grad():
+                    t_logits = teacher(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                mask = labels[:, 1:] != -100  # position i predicts token i+1: score only response tokens
+                s = out.logits[:, :-1][mask] / temperature
+                t = t_logits[:, :-1][mask] / temperature
+                kd = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True,
+                              reduction="batchmean") * temperature ** 2
+                loss = alpha * kd + (1 - alpha) * ce
+            else:
+                kd = torch.zeros((), device=ce.device)
+                loss = ce
+            if model.training:
+                self._parts["kd_loss"].append(float(kd))
+                self._parts["ce_loss"].append(float(ce))
+            return (loss, out) if return_outputs else loss
+
+        def log(self, logs, *args, **kwargs):
+            if "loss" in logs:
+                for name, values in self._parts.items():
+                    if values:
+                        logs[name] = sum(values) / len(values)
+                        values.clear()
+            super().log(logs, *args, **kwargs)
+
+    return DistillTrainer
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------------
+def response_nll(model, dataset, batch_size: int, pad_id: int) -> float:
+    """Mean negative log-likelihood per response token (labels != -100) over a tokenized dataset."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start:start + batch_size]
+        width = max(len(x) for x in rows["input_ids"])
+        ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in rows["input_ids"]])
+        labels = torch.tensor([x + [-100] * (width - len(x)) for x in rows["labels"]])
+        mask = torch.tensor([x + [0] * (width - len(x)) for x in rows["attention_mask"]])
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        target = labels[:, 1:]
+        keep = target != -100
+        logp = torch.log_softmax(logits[keep].float(), -1)
+        total += float(-logp.gather(1, target[keep].unsqueeze(1)).sum())
+        count += int(keep.sum())
+    return total / max(count, 1)
+
+
+def greedy_tokens(model, tokenizer, prompts: list[list[dict]], n: int, batch_size: int = 16) -> list[list[int]]:
+    """The first n greedy tokens for each chat prompt (shorter when the model stops first)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    outputs = []
+    eos = tokenizer.eos_token_id
+    for start in range(0, len(prompts), batch_size):
+        texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                 for p in prompts[start:start + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                 temperature=None, top_p=None, top_k=None)
+        for seq in out[:, enc["input_ids"].shape[1]:].tolist():
+            outputs.append(seq[:seq.index(eos) + 1] if eos in seq else seq)
+    return outputs
+
+
+def decode_tokens_per_s(model, tokenizer, new_tokens: int = 48, repeats: int = 3) -> float:
+    """Greedy decode speed on a fixed prompt (prefill excluded): median over repeats."""
+    import statistics
+
+    import torch
+
+    messages = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    speeds = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first call warms up
+            t0 = time.perf_counter()
+            model.generate(**ids, max_new_tokens=1, min_new_tokens=1, do_sample=False,
+                           pad_token_id=tokenizer.pad_token_id)
+            prefill = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                           pad_token_id=tokenizer.pad_token_id)
+            speeds.append((new_tokens - 1) / max(time.perf_counter() - t0 - prefill, 1e-9))
+    return statistics.median(speeds[1:])
+
+
+def perplexity(nll: float) -> float:
+    return math.exp(min(nll, 50.0))

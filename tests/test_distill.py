@@ -1,0 +1,191 @@
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import DistillConfig, GenerateDataConfig, InvalidInput, RunStatus
+from engine.jobs.generate import apply_filters
+from tests.helpers import ROOT, build_tiny_llama
+
+PROMPTS = ROOT / "assets" / "prompts" / "seed_prompts.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_dir(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("teacher") / "teacher", seed=1, layers=4)
+
+
+@pytest.fixture
+def distill_engine(engine, tiny_teacher_dir):
+    engine.add_model(str(tiny_teacher_dir), name="teacher")
+    return engine
+
+
+def gen_config(**overrides):
+    values = dict(teacher_model_id="teacher", max_prompts=12, batch_size=4, max_new_tokens=12,
+                  drop_truncated=False, min_chars=0, output_name="tiny-data")
+    values.update(overrides)
+    return GenerateDataConfig(**values)
+
+
+def test_generation_writes_a_dataset_with_filter_counts(distill_engine):
+    rid = distill_engine.start_run(gen_config())
+    run = distill_engine.wait_run(rid, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert run.summary["prompts"] == 12 and run.summary["generated"] == 12
+    assert run.summary["kept"] + sum(v for k, v in run.summary.items() if k.startswith("dropped_")) == 12
+    [dataset] = distill_engine.list_datasets()
+    assert dataset.run_id == rid and dataset.model_id == "teacher"
+    rows = [json.loads(line) for line in open(dataset.path, encoding="utf-8")]
+    assert len(rows) == run.summary["kept"]
+    assert rows[0]["messages"][0]["role"] == "user" and rows[0]["messages"][1]["role"] == "assistant"
+    assert run.summary["backend"] == "transformers" and run.summary["teacher_tokens_per_s"] > 0
+
+
+def test_generation_resume_keeps_rows_and_does_only_the_rest(distill_engine):
+    rid = distill_engine.start_run(gen_config(max_prompts=400, batch_size=2, max_new_tokens=24, output_name=None))
+    deadline = time.monotonic() + 120
+    raw = distill_engine.settings.runs_dir / str(rid) / "raw.jsonl"
+    while (not raw.exists() or len(raw.read_text().splitlines()) < 6) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    distill_engine.cancel_run(rid)
+    assert distill_engine.wait_run(rid, timeout=60).status is RunStatus.CANCELLED
+    kept_before = raw.read_text().splitlines()
+    assert len(kept_before) >= 6
+    resumed = distill_engine.resume_run(rid)
+    log = "\n".join(line.message for line in distill_engine.run_logs(resumed))
+    new_raw = distill_engine.settings.runs_dir / str(resumed) / "raw.jsonl"
+    while "already answered" not in log and time.monotonic() < deadline:
+        time.sleep(0.2)
+        log = "\n".join(line.message for line in distill_engine.run_logs(resumed))
+    assert f"{len(kept_before)} already answered" in log
+    assert new_raw.read_text().splitlines()[:len(kept_before)] == kept_before  # the old rows are kept as they were
+    distill_engine.cancel_run(resumed)
+    distill_engine.wait_run(resumed, timeout=60)
+
+
+def test_filters_count_each_reason():
+    config = gen_config(drop_truncated=True, min_chars=3, max_chars=20, regex="^[A-Z]", require_json=False)
+    rows = [{"prompt": "p", "response": r, "finish": f} for r, f in [
+        ("", "stop"), ("Cut off answer", "length"), ("Hi", "stop"), ("A" * 30, "stop"), ("lower case", "stop"),
+        ("Good answer", "stop"), ("Good answer", "stop")]]
+    kept, counts = apply_filters(config, rows)
+    assert [r["response"] for r in kept] == ["Good answer"]
+    assert counts == {"empty": 1, "cut_off": 1, "too_short": 1, "too_long": 1, "regex": 1, "not_json": 0,
+                      "duplicate": 1}
+
+
+def test_derived_student_copies_the_chosen_teacher_layers(tiny_teacher_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.distill import derive_student
+
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
+    student = derive_student(teacher, [0, 3])
+    assert student.config.num_hidden_layers == 2
+    t, s = teacher.state_dict(), student.state_dict()
+    for key in s:
+        source = key.replace("layers.0.", "layers.0.").replace("layers.1.", "layers.3.")
+        torch.testing.assert_close(s[key], t[source], rtol=0, atol=0)
+    assert DistillConfig(teacher_model_id="t", train_path="x", keep_layers=10).layer_indices(30) == \
+        [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
+
+
+def write_chat(path, n=40):
+    lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines()[:n]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def distill_config(tmp_path, **overrides):
+    values = dict(teacher_model_id="teacher", train_path=str(write_chat(tmp_path / "d.jsonl")), keep_layers=2,
+                  max_steps=16, batch_size=4, max_length=96, learning_rate=3e-3, eval_steps=8, save_steps=8,
+                  eval_max_examples=4, agreement_tokens=4, general_ppl_tokens=256, output_name="student")
+    values.update(overrides)
+    return DistillConfig(**values)
+
+
+def test_kd_training_lowers_the_loss_and_registers_the_student(distill_engine, tmp_path):
+    preview = distill_engine.student_preview(distill_config(tmp_path))
+    assert preview["layers"] == [0, 3] and 0 < preview["ratio"] < 1
+    rid = distill_engine.start_run(distill_config(tmp_path, alpha=1.0))  # pure KD: its loss must fall
+    run = distill_engine.wait_run(rid, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [m.message for m in distill_engine.run_logs(rid)][-4:])
+    kd = [m.value for m in distill_engine.run_metrics(rid) if m.name == "kd_loss"]
+    ce = [m.value for m in distill_engine.run_metrics(rid) if m.name == "ce_loss"]
+    assert len(kd) == 16 and sum(kd[-4:]) < sum(kd[:4]) and ce
+    s = run.summary
+    for key in ("heldout_ppl_teacher", "heldout_ppl_student", "agreement", "general_ppl_student",
+                "decode_speedup", "params_ratio"):
+        assert key in s, key
+    assert 0 < s["params_ratio"] < 1
+    student = distill_engine.get_model("student")
+    assert student.parent_id == "teacher" and student.params == preview["params"]
+
+
+def test_ce_only_ablation_has_no_kd_term(distill_engine, tmp_path):
+    rid = distill_engine.start_run(distill_config(tmp_path, alpha=0.0, max_steps=4, eval_max_examples=0,
+                                                  general_ppl_tokens=0, output_name="student-ce"))
+    run = distill_engine.wait_run(rid, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert all(m.value == 0 for m in distill_engine.run_metrics(rid) if m.name == "kd_loss")
+
+
+def test_student_with_another_tokenizer_is_refused(distill_engine, tmp_path, tiny_model_dir, copy_of):
+    other = copy_of(tiny_model_dir, "other-vocab")
+    tok = json.loads((other / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    first = next(iter(vocab))
+    vocab["zz-renamed"] = vocab.pop(first)
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    distill_engine.add_model(str(other), name="other")
+    with pytest.raises(InvalidInput, match="does not share the teacher"):
+        distill_engine.start_run(distill_config(tmp_path, student="existing", student_model_id="other"))
+
+
+def test_bad_distill_inputs(distill_engine, tmp_path):
+    with pytest.raises(InvalidInput, match="distinct indices"):
+        distill_engine.start_run(distill_config(tmp_path, layers="0,9"))
+    with pytest.raises(InvalidInput, match="registered student"):
+        distill_engine.start_run(distill_config(tmp_path, student="existing"))
+    with pytest.raises(InvalidInput, match="not valid"):
+        distill_engine.start_run(gen_config(regex="(unclosed"))
+    assert distill_engine.list_runs() == []
+
+
+def test_distill_under_torchrun_two_processes(distill_engine, tmp_path):
+    config = tmp_path / "distill.yaml"
+    config.write_text("kind: distill\n" + "\n".join(
+        f"{k}: {json.dumps(v)}" for k, v in distill_config(tmp_path, max_steps=4, eval_max_examples=2,
+                                                            general_ppl_tokens=0, output_name="student-ddp")
+        .model_dump(exclude_defaults=True).items()) + "\n")
+    env = dict(os.environ, SLMOPS_HOME=str(distill_engine.settings.home), SLMOPS_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "engine",
+                             "distill", "--config", str(config)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = distill_engine.list_runs()[0]
+    assert run.status is RunStatus.SUCCEEDED and run.summary["world_size"] == 2 and run.summary["steps"] == 4
+    assert distill_engine.get_model("student-ddp").parent_id == "teacher"
+
+
+@pytest.mark.real
+def test_real_teacher_generates_and_distills_a_few_steps(real_engine, tmp_path):
+    gen = real_engine.start_run(GenerateDataConfig(teacher_model_id="smollm2-135m-instruct", max_prompts=6,
+                                                   batch_size=6, max_new_tokens=32, drop_truncated=False,
+                                                   output_name="ci-real-data"))
+    run = real_engine.wait_run(gen, timeout=600)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    data = next(d for d in real_engine.list_datasets() if d.run_id == gen)
+    rid = real_engine.start_run(DistillConfig(teacher_model_id="smollm2-135m-instruct", train_path=data.path,
+                                              eval_ratio=0.34, keep_layers=4, max_steps=2, batch_size=2,
+                                              eval_max_examples=2, agreement_tokens=4, general_ppl_tokens=256,
+                                              output_name="ci-real-student"))
+    run = real_engine.wait_run(rid, timeout=600)
+    assert run.status is RunStatus.SUCCEEDED, run.error
+    assert run.summary["params_ratio"] < 0.5
+    real_engine.delete_model("ci-real-student")
