@@ -64,7 +64,8 @@ def main(argv=None) -> None:
     log.info("serving on http://%s:%d (started in %.1f s)", args.host, args.port, time.monotonic() - t0)
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
-        show_error=True, footer_links=["api"])
+        show_error=True, footer_links=["api"],
+        allowed_paths=[str(settings.home / "datasets")])  # dataset downloads; nothing else of the workspace
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The Engine facade: everything the UI and the CLI do goes through these methods."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 from collections.abc import Iterator
@@ -155,6 +156,38 @@ class Engine:
     def student_preview(self, config: DistillConfig) -> dict:
         """Parameter count and size of the student a distill config would train, before anything loads."""
         return student_preview(self, config)
+
+    def dataset_rows(self, path: str, limit: int = 5000) -> list[dict]:
+        """(prompt, response) pairs of a workspace dataset, for browsing and editing."""
+        import json
+
+        rows = []
+        with open(self._own_dataset(path), encoding="utf-8") as fh:
+            for line in itertools.islice(fh, limit):
+                messages = json.loads(line)["messages"]
+                rows.append({"prompt": messages[-2]["content"], "response": messages[-1]["content"]})
+        return rows
+
+    def save_dataset_rows(self, path: str, rows: list[dict]) -> int:
+        """Replace a workspace dataset with edited (prompt, response) pairs; rows with an empty side are dropped."""
+        import json
+
+        target = self._own_dataset(path)
+        kept = [r for r in rows if str(r.get("prompt", "")).strip() and str(r.get("response", "")).strip()]
+        if not kept:
+            raise InvalidInput("Every row is empty: nothing to save (the dataset is unchanged).")
+        tmp = target.with_suffix(".partial")
+        tmp.write_text("".join(json.dumps({"messages": [{"role": "user", "content": str(r["prompt"])},
+                                                        {"role": "assistant", "content": str(r["response"])}]},
+                                          ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(target)
+        return len(kept)
+
+    def _own_dataset(self, path: str) -> Path:
+        target = Path(path).resolve()
+        if not target.is_relative_to(self.settings.home / "datasets") or not target.is_file():
+            raise InvalidInput(f"{path} is not a dataset of this workspace.")
+        return target
 
     def list_datasets(self) -> list[ArtifactRecord]:
         """Datasets made by runs (distillation stage 1), newest first, whose files still exist."""

@@ -22,7 +22,8 @@ def status_markdown(engine, run_id) -> str:
     return text
 
 
-def build_job_panel(engine, run_state: gr.State, resumable: bool = True) -> None:
+def build_job_panel(engine, run_state: gr.State, resumable: bool = True, continuable: bool = True,
+                    chart: bool = True) -> None:
     """Renders under a job form; `run_state` holds the id of the run this browser session started."""
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
@@ -30,7 +31,8 @@ def build_job_panel(engine, run_state: gr.State, resumable: bool = True) -> None
     with gr.Row():
         cancel = gr.Button("Cancel run", variant="stop")
         if resumable:
-            resume = gr.Button("Resume from last checkpoint")
+            resume = gr.Button("Resume where it stopped")
+        if continuable:
             more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
             go_on = gr.Button("Continue finished run")
     timer = gr.Timer(2.0)
@@ -39,7 +41,7 @@ def build_job_panel(engine, run_state: gr.State, resumable: bool = True) -> None
         if not run_id:
             return status_markdown(engine, None), 0, gr.update(visible=False)
         run = engine.get_run(int(run_id))
-        fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss")
+        fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
         return (status_markdown(engine, run.id), round(100 * run.progress, 1),
                 gr.update(value=fig, visible=fig is not None))
 
@@ -55,14 +57,16 @@ def build_job_panel(engine, run_state: gr.State, resumable: bool = True) -> None
         gr.Info(f"Run {run_id}: cancel requested; it stops at the next step and keeps a checkpoint.")
 
     cancel.click(do_cancel, [run_state], None)
-    if resumable:
-        @ui_errors
-        def do_resume(run_id, extra=None):
-            if not run_id:
-                raise gr.Error("No run to resume.")
-            new_id = engine.resume_run(int(run_id), extra)
-            gr.Info(f"Run {new_id} continues run {run_id}.")
-            return new_id
 
+    @ui_errors
+    def do_resume(run_id, extra=None):
+        if not run_id:
+            raise gr.Error("No run to resume.")
+        new_id = engine.resume_run(int(run_id), extra)
+        gr.Info(f"Run {new_id} continues run {run_id}.")
+        return new_id
+
+    if resumable:
         resume.click(do_resume, [run_state], [run_state])
+    if continuable:
         go_on.click(do_resume, [run_state, more_epochs], [run_state])

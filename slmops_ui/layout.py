@@ -6,6 +6,7 @@ from pathlib import Path
 import gradio as gr
 
 from .tabs.chat import build_chat_tab
+from .tabs.distill import build_distill_tab
 from .tabs.finetune import build_finetune_tab
 from .tabs.models import build_models_tab
 from .tabs.runs import build_runs_tab
@@ -39,6 +40,8 @@ def build_app(engine) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(engine)
+            with gr.Tab("Distill", id="distill"):
+                distill = build_distill_tab(engine)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab(engine, qlora_reason)
             with gr.Tab("Models", id="models"):
@@ -46,7 +49,7 @@ def build_app(engine) -> gr.Blocks:
             with gr.Tab("Runs", id="runs"):
                 build_runs_tab(engine)
 
-        refreshers = [chat["refresh"], models["refresh"], finetune["refresh"]]
+        refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 

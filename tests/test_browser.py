@@ -148,3 +148,26 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
         browser.close()
     keep_screenshots(tmp_path, ("finetune.png",))
+
+
+@needs_chromium
+def test_distill_tab_previews_the_student_and_generates_data(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        page.get_by_role("tab", name="Distill").click()
+        page.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                               "i.value === 'smollm2-135m-instruct')", timeout=60_000)
+        page.get_by_label("Exact layers (optional)").fill("0,29")
+        page.wait_for_function("document.body.innerText.includes('M parameters')", timeout=30_000)
+        assert "layers [0, 29]" in page.inner_text("body")
+        page.get_by_label("Max prompts").fill("3")
+        page.get_by_role("button", name="Generate dataset").click()
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000)
+        assert "kept = " in page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
+        browser.close()
+    keep_screenshots(tmp_path, ("distill.png",))

@@ -48,6 +48,8 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
             upload = gr.File(label="Upload training data (.jsonl, .json, .csv, .parquet)", file_count="single",
                              file_types=[".jsonl", ".json", ".csv", ".parquet"])
             train_path = gr.Textbox(label="…or a training file path", value=EXAMPLE_TRAIN)
+            made = gr.Dropdown(label="…or a dataset made by a run (Distill, stage 1)", choices=[],
+                               info="Fills the path above.")
             eval_path = gr.Textbox(label="Eval file path (empty: split off the eval ratio)", value=EXAMPLE_EVAL)
             eval_ratio = slider(FineTuneConfig, "eval_ratio", 0.05)
             columns = gr.Textbox(label="Column mapping (optional)", placeholder="prompt=question, completion=answer",
@@ -132,11 +134,14 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         return run_id, f"Started run {run_id}."
 
     validate.click(do_validate, inputs, [report, preview])
+    made.change(lambda path: path or gr.skip(), [made], [train_path])
     estimate.click(do_estimate, inputs, [estimate_text], concurrency_limit=1, concurrency_id="probe")
     start.click(do_start, inputs, [run_state, estimate_text])
 
-    def refresh(current):
+    def refresh(current, current_data):
         choices = [m for m in model_choices(engine) if engine.get_model(m).format == "hf"]
-        return (gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None)),)
+        datasets = [(f"{d.path.rsplit('/', 1)[-1]} (run {d.run_id})", d.path) for d in engine.list_datasets()]
+        return (gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None)),
+                gr.update(choices=datasets, value=current_data if current_data in dict(datasets).values() else None))
 
-    return {"refresh": (refresh, [model], [model])}
+    return {"refresh": (refresh, [model, made], [model, made])}
