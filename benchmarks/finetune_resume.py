@@ -44,8 +44,8 @@ def main() -> None:
     resumed = engine.wait_run(engine.resume_run(rid))
     assert resumed.status.value == "succeeded", resumed.error
     a, b = straight.summary["eval_loss_after"], resumed.summary["eval_loss_after"]
-    print(f"steps {args.steps}; cancelled at step {cancelled.stage!r} ({cancelled.status.value}), "
-          f"resumed to step {resumed.summary['steps']}")
+    print(f"steps {args.steps}; run {rid} {cancelled.status.value} ({cancelled.error}), "
+          f"run {resumed.id} resumed it to step {resumed.summary['steps']}")
     print(f"eval loss uninterrupted: {a:.4f}  cancelled+resumed: {b:.4f}  relative difference: {abs(a - b) / a:.2%}")
 
 

@@ -60,27 +60,17 @@ class GenerationParams(BaseModel):
     max_new_tokens: int = Field(default=256, ge=1, le=4096, description="Longest reply, in tokens.")
 
 
-class FineTuneConfig(JobConfig):
-    """Fine-tune a registered model on a dataset with LoRA or full fine-tuning (HF Trainer + peft)."""
+class TrainingConfig(JobConfig):
+    """The fields every Trainer-based job shares (data, schedule, checkpoints); jobs override defaults."""
 
-    kind: ClassVar[str] = "finetune"
-    target: ClassVar[str] = "engine.jobs.finetune:run"
-    model_id: str = Field(description="Registered base model (safetensors folder) to fine-tune.")
     train_path: str = Field(min_length=1, description="Training data: .jsonl, .json, .csv or .parquet.")
     eval_path: str | None = Field(default=None, description="Separate eval file; empty: split off eval_ratio.")
     eval_ratio: float = Field(default=0.15, gt=0.0, le=0.5, description="Share of the train file held out for "
                               "eval when there is no eval file.")
     columns: dict[str, str] = Field(default_factory=dict, description="Column mapping when names differ, e.g. "
                                     "{'prompt': 'question', 'completion': 'answer'}.")
-    method: Literal["lora", "full", "qlora"] = Field(default="lora", description="lora: train small adapters; "
-                                                     "full: all weights; qlora: 4-bit base (CUDA + bitsandbytes).")
-    lora_r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
-    lora_alpha: int = Field(default=16, ge=1, le=1024, description="LoRA scaling (alpha / r multiplies updates).")
-    lora_dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA path.")
-    target_modules: str = Field(default="q_proj,v_proj", min_length=1, description="Comma-separated module names, "
-                                "or 'all-linear'.")
-    # Defaults measured on the bundled SmolLM2 + example dataset (2 cores): 2 epochs at 1e-3 take the held-out JSON
-    # match from 0/100 to 88/100 with LoRA r 8 on q/v in about 7.5 minutes.
+    # Fine-tuning defaults, measured on the bundled SmolLM2 + example dataset (2 cores): 2 epochs at 1e-3 take the
+    # held-out JSON match from 0/100 to 88/100 with LoRA r 8 on q/v in about 7.5 minutes.
     epochs: float = Field(default=2.0, gt=0.0, le=100.0, description="Passes over the training data.")
     max_steps: int = Field(default=0, ge=0, le=1_000_000, description="Stop after this many optimizer steps "
                            "(0: use epochs).")
@@ -96,13 +86,6 @@ class FineTuneConfig(JobConfig):
     save_steps: int = Field(default=25, ge=1, le=1_000_000, description="Checkpoint every N optimizer steps.")
     save_total_limit: int = Field(default=2, ge=1, le=50, description="Checkpoints kept (oldest deleted).")
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for init, shuffling and the split.")
-    score: Literal["auto", "json", "exact", "none"] = Field(default="auto", description="Held-out score: json "
-                                                            "(parsed JSON equal), exact (text equal), auto: json "
-                                                            "when references are JSON objects.")
-    eval_max_examples: int = Field(default=100, ge=0, le=100_000, description="Held-out examples scored by "
-                                   "generation (0: skip the score).")
-    eval_max_new_tokens: int = Field(default=64, ge=1, le=2048, description="Tokens generated per scored example.")
-    merge: bool = Field(default=False, description="Also save a merged model (LoRA folded into the weights).")
     output_name: str | None = Field(default=None, description="Name of the produced model (default: from the run).")
     resume_from_run: int | None = Field(default=None, ge=1, description="Continue from this run's last checkpoint.")
     threads: int = Field(default=0, ge=0, le=256, description="torch threads (0: the library default).")
@@ -115,6 +98,28 @@ class FineTuneConfig(JobConfig):
         if value is None and info.field_name == "train_path":
             raise ValueError("give the path of a training file (.jsonl, .json, .csv or .parquet)")
         return os.path.abspath(os.path.expanduser(value)) if value else value
+
+
+class FineTuneConfig(TrainingConfig):
+    """Fine-tune a registered model on a dataset with LoRA or full fine-tuning (HF Trainer + peft)."""
+
+    kind: ClassVar[str] = "finetune"
+    target: ClassVar[str] = "engine.jobs.finetune:run"
+    model_id: str = Field(description="Registered base model (safetensors folder) to fine-tune.")
+    method: Literal["lora", "full", "qlora"] = Field(default="lora", description="lora: train small adapters; "
+                                                     "full: all weights; qlora: 4-bit base (CUDA + bitsandbytes).")
+    lora_r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, le=1024, description="LoRA scaling (alpha / r multiplies updates).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA path.")
+    target_modules: str = Field(default="q_proj,v_proj", min_length=1, description="Comma-separated module names, "
+                                "or 'all-linear'.")
+    score: Literal["auto", "json", "exact", "none"] = Field(default="auto", description="Held-out score: json "
+                                                            "(parsed JSON equal), exact (text equal), auto: json "
+                                                            "when references are JSON objects.")
+    eval_max_examples: int = Field(default=100, ge=0, le=100_000, description="Held-out examples scored by "
+                                   "generation (0: skip the score).")
+    eval_max_new_tokens: int = Field(default=64, ge=1, le=2048, description="Tokens generated per scored example.")
+    merge: bool = Field(default=False, description="Also save a merged model (LoRA folded into the weights).")
 
 
 PROMPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "prompts")
@@ -157,16 +162,13 @@ class GenerateDataConfig(JobConfig):
         return os.path.abspath(os.path.expanduser(value.strip()))
 
 
-class DistillConfig(JobConfig):
+class DistillConfig(TrainingConfig):
     """Distillation stage 2: train a student on the teacher's data with α·KL(teacher‖student) + (1−α)·CE."""
 
     kind: ClassVar[str] = "distill"
     target: ClassVar[str] = "engine.jobs.distill:run"
     teacher_model_id: str = Field(description="Registered teacher (full model).")
     train_path: str = Field(min_length=1, description="The teacher's dataset (stage 1 output, or any chat data).")
-    eval_path: str | None = Field(default=None, description="Separate held-out file; empty: split off eval_ratio.")
-    eval_ratio: float = Field(default=0.15, gt=0.0, le=0.5, description="Share held out for evaluation.")
-    columns: dict[str, str] = Field(default_factory=dict, description="Column mapping when names differ.")
     student: Literal["derived", "existing"] = Field(default="derived", description="derived: keep some of the "
                                                     "teacher's layers; existing: a registered model.")
     keep_layers: int = Field(default=10, ge=1, le=512, description="Teacher layers the derived student keeps "
@@ -176,39 +178,31 @@ class DistillConfig(JobConfig):
     student_model_id: str | None = Field(default=None, description="Registered student (student = existing).")
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the KD term (0: cross-entropy only).")
     temperature: float = Field(default=2.0, ge=0.5, le=20.0, description="Softmax temperature of the KD term.")
-    epochs: float = Field(default=2.0, gt=0.0, le=100.0, description="Passes over the data.")
-    max_steps: int = Field(default=0, ge=0, le=1_000_000, description="Stop after N steps (0: use epochs).")
+    # distillation's own defaults: a fresh (layer-dropped) student needs more steps at a lower rate than LoRA
     learning_rate: float = Field(default=5e-4, gt=0.0, le=1.0, description="Peak learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(default="cosine")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Share of steps spent warming up.")
     batch_size: int = Field(default=8, ge=1, le=512, description="Examples per step per process.")
-    grad_accum: int = Field(default=1, ge=1, le=1024, description="Steps accumulated per update.")
-    max_length: int = Field(default=160, ge=8, le=32768, description="Tokens per example.")
-    packing: bool = Field(default=False, description="Concatenate examples into full blocks.")
-    eval_steps: int = Field(default=50, ge=1, le=1_000_000, description="Evaluate every N steps.")
-    save_steps: int = Field(default=50, ge=1, le=1_000_000, description="Checkpoint every N steps.")
-    save_total_limit: int = Field(default=2, ge=1, le=50, description="Checkpoints kept.")
-    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for init, shuffling and the split.")
+    max_length: int = Field(default=160, ge=8, le=32768, description="Tokens per example (longer ones are cut).")
+    eval_steps: int = Field(default=50, ge=1, le=1_000_000, description="Evaluate every N optimizer steps.")
+    save_steps: int = Field(default=50, ge=1, le=1_000_000, description="Checkpoint every N optimizer steps.")
     agreement_tokens: int = Field(default=16, ge=1, le=256, description="Agreement: greedy student output equals "
                                   "the teacher's first N tokens.")
     eval_max_examples: int = Field(default=60, ge=0, le=100_000, description="Held-out prompts for agreement.")
     general_ppl_tokens: int = Field(default=4096, ge=0, le=1_000_000, description="Tokens of the standard text "
                                     "(Python's own docs) for general perplexity (0: skip).")
-    output_name: str | None = Field(default=None, description="Name of the student model.")
-    resume_from_run: int | None = Field(default=None, ge=1, description="Continue from this run's checkpoint.")
-    threads: int = Field(default=0, ge=0, le=256, description="torch threads (0: the library default).")
 
     def model_ref(self) -> str | None:
         return self.teacher_model_id
 
-    _absolute = field_validator("train_path", "eval_path")(FineTuneConfig._absolute.__func__)
-
     def layer_indices(self, teacher_layers: int) -> list[int]:
         """The teacher layers the derived student keeps: explicit, or evenly spaced (first and last included)."""
         if self.layers.strip():
-            picked = [int(x) for x in self.layers.replace(" ", "").split(",") if x]
+            parts = [x for x in self.layers.replace(" ", "").split(",") if x]
+            picked = [int(x) for x in parts if x.isdigit()]
             bad = [i for i in picked if not 0 <= i < teacher_layers]
-            if bad or len(set(picked)) != len(picked):
+            if bad or len(picked) != len(parts) or len(set(picked)) != len(picked):
                 raise ValueError(f"layers {self.layers!r}: use distinct indices 0..{teacher_layers - 1}")
             return sorted(picked)
         k = min(self.keep_layers, teacher_layers)

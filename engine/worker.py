@@ -43,7 +43,7 @@ def main(run_id: int) -> int:
         getattr(module, func_name)(ctx, config)
     except Cancelled as exc:
         ctx.log(f"cancelled: {exc}", "warning")
-        store.finish_run(run_id, RunStatus.CANCELLED, "cancelled by request")
+        store.finish_run(run_id, RunStatus.CANCELLED, str(exc))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must end the run, then propagate as exit code
         ctx.log(traceback.format_exc(), "error")
