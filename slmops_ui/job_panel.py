@@ -18,8 +18,29 @@ def status_markdown(engine, run_id) -> str:
     if run.error:
         text += f"\n\n**Error:** {run.error}"
     if run.summary:
-        text += "\n\n" + " · ".join(f"{k} = {v}" for k, v in run.summary.items())
+        text += "\n\n" + " · ".join(f"{k} = {v}" for k, v in run.summary.items()
+                                     if not k.endswith(("_teacher", "_student")))
+        text += comparison_table(run.summary)
     return text
+
+
+LABELS = {"params_m": "parameters (M)", "heldout_ppl": "perplexity of held-out teacher answers",
+          "general_ppl": "perplexity on Python's docs", "decode_tok_s": "decode tokens/s"}
+
+
+def comparison_table(summary: dict) -> str:
+    """Teacher and student side by side, for the `<metric>_teacher` / `<metric>_student` pairs of a run."""
+    names = [k[:-len("_teacher")] for k in summary if k.endswith("_teacher") and f"{k[:-8]}_student" in summary]
+    if "teacher_params_m" in summary:
+        names = ["params_m"] + names
+    if not names:
+        return ""
+    rows = ["", "", "| | teacher | student |", "|---|---:|---:|"]
+    for name in names:
+        t = summary.get(f"{name}_teacher", summary.get(f"teacher_{name}"))
+        s = summary.get(f"{name}_student", summary.get(f"student_{name}"))
+        rows.append(f"| {LABELS.get(name, name.replace('_', ' '))} | {t} | {s} |")
+    return "\n".join(rows)
 
 
 def build_job_panel(engine, run_state: gr.State, resumable: bool = True, continuable: bool = True,

@@ -155,6 +155,8 @@ def build_stage2(engine, dataset_picker) -> tuple:
                              output_name=(name_ or "").strip() or None)
 
     def show_preview(*values):
+        values = list(values)
+        values[1] = values[1] or "preview-needs-no-data.jsonl"  # the preview reads only the teacher's headers
         try:
             p = engine.student_preview(to_config(*values))
         except Exception as exc:  # noqa: BLE001 - a preview only explains; starting the run raises properly
