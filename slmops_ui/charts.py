@@ -41,7 +41,8 @@ def loss_figure(points, title: str = "Loss") -> go.Figure | None:
         values.sort()
         fig.add_trace(go.Scatter(x=[s for s, _ in values], y=[v for _, v in values], name=LOSS_NAMES[name],
                                  mode="lines+markers" if name == "eval_loss" else "lines"))
-    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="loss (nats/token)", xaxis_tickformat="d",
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="loss (nats/token)",
+                      xaxis_tickformat="d",
                       height=340, margin=dict(l=60, r=20, t=50, b=40), template="plotly_white",
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
