@@ -19,7 +19,8 @@ def _few_shot(text: str) -> list[dict]:
             try:
                 shots.append(json.loads(line))
             except json.JSONDecodeError:
-                raise gr.Error(f"Few-shot line {n} is not JSON: write {{\"prompt\": ..., \"response\": ...}}.") from None
+                example = '{"prompt": ..., "response": ...}'
+                raise gr.Error(f"Few-shot line {n} is not JSON: write {example}.") from None
     return shots
 
 
