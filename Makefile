@@ -15,6 +15,7 @@ run: install
 	$(PY) app.py $(ARGS)
 
 test: install-dev
+	$(VENV)/bin/ruff check .
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
