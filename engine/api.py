@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .chat import ChatChunk, LoadedModels, stream_reply
 from .checks import check_distill, check_generate, student_preview
-from .configs import DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig, PrepareModelConfig
+from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
+                      PrepareModelConfig, QuantizeConfig)
 from .errors import Busy, InvalidInput, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
@@ -120,7 +121,9 @@ class Engine:
             raise InvalidInput("Type a message first: the conversation must end with a non-empty user message.")
         model = self.ready_model(model_id)
         base_path, adapter_path = self.weights_of(model)
-        lm, tokenizer = self._models.get(model.id, base_path, adapter_path)
+        lm, tokenizer = self._models.get(model.id, base_path, adapter_path, model.format)
+        if model.format == "onnx-genai":
+            return lm.stream_reply(messages, params, stop)
         return stream_reply(lm, tokenizer, messages, params, stop)
 
     def weights_of(self, model: ModelRecord) -> tuple[str, str | None]:
@@ -152,6 +155,24 @@ class Engine:
             check_generate(self, config)
         elif isinstance(config, DistillConfig):
             check_distill(self, config)
+        elif isinstance(config, QuantizeConfig):
+            self.check_quantize(config)
+
+    def check_quantize(self, config: QuantizeConfig) -> dict:
+        """Refuse an export that cannot work (architecture, block size, GPU, name, disk) before a run starts."""
+        from .onnx_export import check_disk, check_export
+
+        model = self.ready_model(config.model_id)
+        if model.format == "onnx-genai":
+            raise InvalidInput(f"'{model.id}' is already an ONNX export; quantize its source model instead.")
+        check_model_id(config.output_id())
+        if self.store.has_model(config.output_id()):
+            raise InvalidInput(f"A model named '{config.output_id()}' already exists: choose another output name "
+                               "or delete that model first.")
+        folder = Path(self.weights_of(model)[0])
+        facts = check_export(folder, config, model.params)
+        check_disk(self.settings.models_dir, facts["bytes_needed"])
+        return facts
 
     def student_preview(self, config: DistillConfig) -> dict:
         """Parameter count and size of the student a distill config would train, before anything loads."""

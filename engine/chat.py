@@ -25,6 +25,7 @@ class ChatChunk:
     seconds_to_first_token: float | None
     tokens_per_s: float | None  # decode speed: tokens after the first, over the time after the first
     done: bool = False
+    prompt_tokens: int | None = None
 
 
 def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):
@@ -51,7 +52,8 @@ class LoadedModels:
         self._items: OrderedDict[str, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str, path: str, adapter_path: str | None = None):
+    def get(self, model_id: str, path: str, adapter_path: str | None = None, fmt: str = "hf"):
+        """(model, tokenizer) for torch formats; (OgModel, None) for an ONNX Runtime GenAI export."""
         with self._lock:
             key = f"{model_id}@{path}+{adapter_path}"
             if key in self._items:
@@ -59,7 +61,12 @@ class LoadedModels:
                 return self._items[key]
             while len(self._items) >= self.capacity:
                 self._items.popitem(last=False)
-            self._items[key] = load_causal_lm(path, adapter_path)
+            if fmt == "onnx-genai":
+                from .ort_genai import OgModel
+
+                self._items[key] = (OgModel(path), None)
+            else:
+                self._items[key] = load_causal_lm(path, adapter_path)
             return self._items[key]
 
     def drop(self, model_id: str) -> None:
@@ -139,4 +146,5 @@ def stream_reply(model, tokenizer, messages: list[dict], params: GenerationParam
         raise errors[0]
     n = len(times)
     speed = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else None
-    yield ChatChunk(text, n, (times[0] - t0) if times else None, speed, done=True)
+    yield ChatChunk(text, n, (times[0] - t0) if times else None, speed, done=True,
+                    prompt_tokens=int(input_ids.shape[1]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 
@@ -160,6 +161,34 @@ def cmd_training_job(engine: Engine, args) -> int:
     return 0
 
 
+def cmd_quantize(engine: Engine, args) -> int:
+    """Export a model to ONNX Runtime GenAI from a config file or from flags, and follow the run."""
+    from .configs import QuantizeConfig
+
+    if args.config:
+        config = _load_config(args.config, "quantize")
+    else:
+        if not args.model:
+            raise SlmopsError("give --model NAME (or --config FILE)")
+        config = QuantizeConfig(model_id=args.model, output_name=args.name or "", precision=args.precision,
+                                method=args.method, block_size=args.block_size)
+    run_id = engine.start_run(config)
+    print(f"started run {run_id}: {config.model_id} → {config.output_id()}")
+    return _follow(engine, run_id)
+
+
+def cmd_serve(engine: Engine, args) -> int:
+    from .serve import serve
+
+    key = args.api_key or os.environ.get("SLMOPS_API_KEY") or None
+    if args.host not in {"127.0.0.1", "localhost", "::1"} and not key:
+        print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use it",
+              file=sys.stderr)
+    print(f"serving {', '.join(args.model)} at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    serve(engine, args.model, args.host, args.port, key)
+    return 0
+
+
 def cmd_runs_resume(engine: Engine, args) -> int:
     run_id = engine.resume_run(args.id, args.epochs)
     print(f"started run {run_id} (continues run {args.id})")
@@ -221,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True)
         p.add_argument("--in-process", action="store_true", help="run here instead of in a worker process")
         p.set_defaults(func=cmd_training_job)
+
+    p = sub.add_parser("quantize", help="export a model to ONNX Runtime GenAI (int4 affine by default) and verify it")
+    p.add_argument("--model", help="registered model to export")
+    p.add_argument("--config", help="YAML/JSON config (kind: quantize) instead of the flags")
+    p.add_argument("--name", help="name of the export (default: <model>-onnx-<variant>)")
+    p.add_argument("--precision", choices=["int4", "int8", "fp32"], default="int4")
+    p.add_argument("--method", choices=["affine", "builder"], default="affine", help="int4 method")
+    p.add_argument("--block-size", type=int, default=32)
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/models, /v1/chat/completions) for models")
+    p.add_argument("--model", action="append", required=True, help="model to serve (repeat for several)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require this key as 'Authorization: Bearer KEY' "
+                   "(default: $SLMOPS_API_KEY, else none)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_CONFIGS)}) and follow it")
     p.add_argument("--config", required=True)

@@ -1,0 +1,210 @@
+"""Affine int4 for ONNX Runtime GenAI exports: the quantization that keeps a Q4_1 model's quality and speed.
+
+A Q4_1 block of 32 weights is w = d·q + m (q in 0..15, float d and m). ONNX Runtime's fast MatMulNBits kernel has
+only integer zero points (float ones take a ~30× slower path), so it cannot hold m. But for one output column
+
+    x·w = Σ_blocks d·(x_b·(q_b − 8)) + (m + 8d)·Σ x_b
+
+so the fast symmetric MatMulNBits (default zero point 8) does the first part and a tiny fp32 MatMul on the block sums
+of x (K/32 values) does the second: exact for weights on a Q4_1 grid, and for any other weights it is Q4_1-style
+min/max quantization (llama.cpp's Q4_1), better than symmetric int4 at the same block size.
+The embedding table and LM head (Q8_0 in the bundled GGUF: w = d·q, q in −127..127) go to 8-bit MatMulNBits and
+GatherBlockQuantized sharing one uint8 table, exact for Q8_0 weights.
+
+The input is the fp32 export of the ONNX Runtime GenAI model builder; this rewrites its MatMul and Gather nodes.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA_FILE = "model.onnx.data"
+
+
+@dataclass
+class AffineReport:
+    matmuls: int
+    weights: int
+    grid_exact_share: float  # share of 4-bit blocks whose weights lie on a d·q + m grid (1.0 for a Q4_1 source)
+    max_rel_error: float  # largest |w - ŵ| / block step over all 4-bit blocks
+    head_bits: int
+    tied_embedding: bool
+
+
+def quantize_affine_4bit(w_t: np.ndarray, block: int):
+    """w_t [N, K] → (packed uint8 [N, K/block, block/2], d [N, K/block], m [N, K/block], error/step per block)."""
+    n, k = w_t.shape
+    b = w_t.reshape(n, k // block, block).astype(np.float32)
+    lo, hi = b.min(axis=2), b.max(axis=2)
+    d = (hi - lo) / 15.0
+    safe = np.where(d > 0, d, 1.0)
+    q = np.clip(np.rint((b - lo[..., None]) / safe[..., None]), 0, 15).astype(np.uint8)
+    err = np.abs(q * d[..., None] + lo[..., None] - b).max(axis=2) / safe
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return packed, d.astype(np.float32), lo.astype(np.float32), err
+
+
+def quantize_symmetric_8bit(w_t: np.ndarray, block: int):
+    """w_t [N, K] → (uint8 [N, K/block, block] holding q + 128, d [N, K/block]) with q = round(w / d) in ±127."""
+    n, k = w_t.shape
+    b = w_t.reshape(n, k // block, block).astype(np.float32)
+    d = np.abs(b).max(axis=2) / 127.0
+    safe = np.where(d > 0, d, 1.0)
+    q = np.clip(np.rint(b / safe[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8), d.astype(np.float32)
+
+
+def check_block_size(widths: list[int], block: int) -> None:
+    from .errors import InvalidInput
+
+    if block < 16 or block & (block - 1):
+        raise InvalidInput(f"Block size {block} is not supported: use 16, 32, 64, 128 or 256.")
+    bad = sorted({w for w in widths if w % block})
+    if bad:
+        good = [b for b in (16, 32, 64, 128, 256) if all(w % b == 0 for w in widths)]
+        raise InvalidInput(f"Block size {block} does not divide the model's widths {', '.join(map(str, bad))}; "
+                           f"blocks must tile each weight row exactly. Use one of {good}.")
+
+
+def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int = 4, head_bits: int = 8,
+            log=print, check_cancelled=lambda: None) -> AffineReport:
+    """Read the builder's fp32 export in `src_dir`, write the affine int4 model to `out_dir`."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    model = onnx.load(str(src_dir / "model.onnx"), load_external_data=True)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits
+               and len(inits[n.input[1]].dims) == 2]
+    check_block_size(sorted({int(inits[n.input[1]].dims[0]) for n in matmuls}), block)
+
+    new_nodes: dict[str, list] = {}  # name of a replaced node → nodes that stand in for it
+    new_inits: list = []
+    drop_inits: set[str] = set()
+    block_sums: dict[str, str] = {}  # input tensor → its block sums (shared by q/k/v, gate/up)
+    indicator: dict[int, str] = {}
+    head_table: dict[str, tuple[str, str]] = {}  # fp32 head weight name → (uint8 table, scales)
+    head_4bit: dict[str, np.ndarray] = {}  # fp32 head weights quantized to 4 bits (a tied embedding needs its own)
+    errors, exact_blocks, total_blocks, n_weights = [], 0, 0, 0
+
+    def block_sum_of(x: str, k: int, prefix: str, nodes: list) -> str:
+        if x not in block_sums:
+            if k not in indicator:
+                ind = np.zeros((k, k // block), np.float32)
+                ind[np.arange(k), np.arange(k) // block] = 1.0
+                indicator[k] = f"affine.block_indicator.{k}"
+                new_inits.append(numpy_helper.from_array(ind, indicator[k]))
+            block_sums[x] = f"{prefix}/BlockSums/output_0"
+            nodes.append(helper.make_node("MatMul", [x, indicator[k]], [block_sums[x]], name=f"{prefix}/BlockSums"))
+        return block_sums[x]
+
+    for i, node in enumerate(matmuls):
+        check_cancelled()
+        wname = node.input[1]
+        w = numpy_helper.to_array(inits[wname])  # [K, N]
+        k, n = w.shape
+        n_weights += w.size
+        prefix = node.name.rsplit("/", 1)[0] if "/" in node.name else node.name
+        nodes: list = []
+        is_head = "lm_head" in node.name or n == max(int(inits[m.input[1]].dims[1]) for m in matmuls) and n > 8 * k
+        if is_head and head_bits == 8:
+            q8, d8 = quantize_symmetric_8bit(w.T, block)
+            qn, sn = f"{wname}_Q8", f"{wname}_scales"
+            new_inits += [numpy_helper.from_array(q8, qn), numpy_helper.from_array(d8.reshape(-1), sn)]
+            head_table[wname] = (qn, sn)
+            nodes.append(helper.make_node("MatMulNBits", [node.input[0], qn, sn], [node.output[0]],
+                                          name=f"{node.name}_Q8", domain="com.microsoft", K=k, N=n, bits=8,
+                                          block_size=block, accuracy_level=accuracy_level))
+        else:
+            if is_head:
+                head_4bit[wname] = w
+            packed, d, m, err = quantize_affine_4bit(w.T, block)
+            errors.append(float(err.max()))
+            exact_blocks += int((err < 1e-3).sum())
+            total_blocks += err.size
+            qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
+            new_inits += [numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
+                          numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)]
+            sums = block_sum_of(node.input[0], k, prefix + "/" + node.name.rsplit("/", 1)[-1], nodes)
+            y0, corr = f"{node.name}_Q4/output_0", f"{node.name}/Offsets/output_0"
+            nodes += [helper.make_node("MatMulNBits", [node.input[0], qn, sn], [y0], name=f"{node.name}_Q4",
+                                       domain="com.microsoft", K=k, N=n, bits=4, block_size=block,
+                                       accuracy_level=accuracy_level),
+                      helper.make_node("MatMul", [sums, cn], [corr], name=f"{node.name}/Offsets"),
+                      helper.make_node("Add", [y0, corr], [node.output[0]], name=f"{node.name}/AddOffsets")]
+        drop_inits.add(wname)
+        new_nodes[node.name] = nodes
+        if (i + 1) % 20 == 0:
+            log(f"quantized {i + 1}/{len(matmuls)} weight matrices")
+
+    # The token embedding: a Gather from the (transposed) head weight when tied, or from its own table.
+    tied = False
+    for node in graph.node:
+        if node.op_type != "Gather" or node.input[1] != "input_ids":
+            continue
+        table, replaced = node.input[0], [node.name]
+        source = producers.get(table)
+        if source is not None and source.op_type == "Transpose" and source.input[0] in head_table:
+            qn, sn = head_table[source.input[0]]
+            tied = True
+            replaced.append(source.name)
+        elif table in inits or (source is not None and source.op_type == "Transpose"
+                                and source.input[0] in head_4bit):
+            if table in inits:
+                values = numpy_helper.to_array(inits[table])
+                drop_inits.add(table)
+            else:
+                values = head_4bit[source.input[0]].T
+                replaced.append(source.name)
+            q8, d8 = quantize_symmetric_8bit(values, block)
+            qn, sn = f"{table}_Q8", f"{table}_scales"
+            new_inits += [numpy_helper.from_array(q8, qn), numpy_helper.from_array(d8, sn)]
+        else:
+            continue
+        flat = f"{qn}/flat"
+        shape_name = f"{qn}/flat_shape"
+        new_inits.append(numpy_helper.from_array(np.array([0, -1], np.int64), shape_name))
+        scales2d = f"{sn}/2d"
+        scales_shape = f"{sn}/shape2d"
+        rows = int(next(t for t in new_inits if t.name == qn).dims[0])
+        new_inits.append(numpy_helper.from_array(np.array([rows, -1], np.int64), scales_shape))
+        new_nodes[node.name] = [
+            helper.make_node("Reshape", [qn, shape_name], [flat], name=f"{node.name}/FlatTable"),
+            helper.make_node("Reshape", [sn, scales_shape], [scales2d], name=f"{node.name}/Scales2d"),
+            helper.make_node("GatherBlockQuantized", [flat, "input_ids", scales2d], [node.output[0]],
+                             name=f"{node.name}_Q8", domain="com.microsoft", bits=8, block_size=block,
+                             gather_axis=0, quantize_axis=1)]
+        for name in replaced[1:]:
+            new_nodes[name] = []
+
+    nodes_out = []
+    for node in graph.node:
+        nodes_out.extend(new_nodes.get(node.name, [node]))
+    del graph.node[:]
+    graph.node.extend(nodes_out)
+    kept = [t for t in graph.initializer if t.name not in drop_inits]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in src_dir.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx"):
+            shutil.copy2(f, tmp / f.name)
+    log("writing the quantized graph")
+    onnx.save_model(model, str(tmp / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=DATA_FILE, size_threshold=1024)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return AffineReport(matmuls=len(matmuls), weights=n_weights,
+                        grid_exact_share=exact_blocks / max(total_blocks, 1),
+                        max_rel_error=max(errors) if errors else 0.0, head_bits=head_bits, tied_embedding=tied)

@@ -1,0 +1,162 @@
+"""Running ONNX Runtime GenAI exports: load, stream chat replies, score perplexity from logits, time decoding."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .configs import GenerationParams
+from .errors import InvalidInput
+
+
+class OgModel:
+    """An onnxruntime-genai model with its tokenizer. `threads` 0 keeps the runtime's default."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime_genai as og
+
+        self.path = Path(path)
+        self.og = og
+        config = og.Config(str(self.path))
+        if threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                "intra_op_num_threads": int(threads), "inter_op_num_threads": 1}}}}))
+        self.model = og.Model(config)
+        self.tokenizer = og.Tokenizer(self.model)
+        genai = json.loads((self.path / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        self.context = int(genai.get("context_length") or 2048)
+        self.eos_ids = genai.get("eos_token_id")
+        self.eos_ids = set(self.eos_ids if isinstance(self.eos_ids, list) else [self.eos_ids])
+        self.vocab_size = int(genai.get("vocab_size") or 0)
+        template = self.path / "chat_template.jinja"
+        self.chat_template = template.read_text(encoding="utf-8") if template.is_file() else None
+
+    # ---- tokens ---------------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer.encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(np.asarray(ids, dtype=np.int32))
+
+    def prompt_ids(self, messages: list[dict], system_prompt: str = "") -> list[int]:
+        full = ([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + list(messages)
+        for m in full:
+            if m.get("role") not in {"system", "user", "assistant"} or not isinstance(m.get("content"), str):
+                raise InvalidInput("Each chat message needs a role (system/user/assistant) and text content.")
+        text = self.tokenizer.apply_chat_template(json.dumps(full), template_str=self.chat_template,
+                                                  add_generation_prompt=True) \
+            if self.chat_template else self.tokenizer.apply_chat_template(json.dumps(full),
+                                                                          add_generation_prompt=True)
+        return self.encode(text)
+
+    # ---- generation ------------------------------------------------------------------------------------------
+    def generator(self, max_length: int, params: GenerationParams | None = None):
+        og = self.og
+        gp = og.GeneratorParams(self.model)
+        options = {"max_length": int(max_length), "batch_size": 1}
+        if params is not None and params.temperature > 0:
+            options.update(do_sample=True, temperature=float(params.temperature), top_p=float(params.top_p),
+                           top_k=0)
+        else:
+            options.update(do_sample=False)
+        gp.set_search_options(**options)
+        return og.Generator(self.model, gp)
+
+    def generate_ids(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
+                     stop: threading.Event | None = None, on_token=None) -> tuple[list[int], list[float]]:
+        """Generate after `prompt_ids`; returns the new ids and the time each arrived (perf_counter)."""
+        if len(prompt_ids) + 1 > self.context:
+            raise InvalidInput(f"The prompt is {len(prompt_ids)} tokens, longer than the model's context of "
+                               f"{self.context}. Shorten it.")
+        max_length = min(self.context, len(prompt_ids) + int(max_new_tokens))
+        gen = self.generator(max_length, params)
+        gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
+        out, times = [], []
+        while not gen.is_done() and len(out) < max_new_tokens:
+            if stop is not None and stop.is_set():
+                break
+            gen.generate_next_token()
+            token = int(gen.get_next_tokens()[0])
+            times.append(time.perf_counter())
+            if token in self.eos_ids:
+                break
+            out.append(token)
+            if on_token is not None:
+                on_token(token)
+        return out, times
+
+    def stream_reply(self, messages: list[dict], params: GenerationParams,
+                     stop: threading.Event | None = None) -> Iterator:
+        from .chat import ChatChunk
+
+        ids = self.prompt_ids(messages, params.system_prompt)
+        stream = self.tokenizer.create_stream()
+        t0 = time.perf_counter()
+        max_length = min(self.context, len(ids) + params.max_new_tokens)
+        if len(ids) + 1 > self.context:
+            raise InvalidInput(f"The conversation is {len(ids)} tokens, longer than the model's context of "
+                               f"{self.context}. Clear the chat or shorten the message.")
+        gen = self.generator(max_length, params)
+        gen.append_tokens(np.asarray([ids], dtype=np.int32))
+        text, times = "", []
+        while not gen.is_done() and len(times) < params.max_new_tokens:
+            if stop is not None and stop.is_set():
+                break
+            gen.generate_next_token()
+            token = int(gen.get_next_tokens()[0])
+            times.append(time.perf_counter())
+            if token in self.eos_ids:
+                break
+            text += stream.decode(token)
+            yield ChatChunk(text, len(times), times[0] - t0, None)
+        n = len(times)
+        speed = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else None
+        yield ChatChunk(text, n, (times[0] - t0) if times else None, speed, done=True, prompt_tokens=len(ids))
+
+    # ---- scoring ---------------------------------------------------------------------------------------------
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """Logits [len(ids), vocab] of one forward pass over `ids`."""
+        if len(ids) > self.context:
+            raise InvalidInput(f"{len(ids)} tokens are more than the model's context of {self.context}.")
+        gen = self.generator(min(len(ids) + 1, self.context))
+        gen.append_tokens(np.asarray([ids], dtype=np.int32))
+        out = np.asarray(gen.get_output("logits"), dtype=np.float32)
+        return out.reshape(-1, out.shape[-1])[-len(ids):]
+
+    def nll(self, ids: list[int], window: int = 512) -> tuple[float, int]:
+        """Total NLL and scored-token count over `ids` in non-overlapping windows (as eval_text does for torch)."""
+        total, count = 0.0, 0
+        window = min(window, self.context)
+        for start in range(0, len(ids) - 1, window):
+            chunk = ids[start:start + window]
+            if len(chunk) < 2:
+                break
+            total += token_nll(self.logits(chunk)[:-1], np.asarray(chunk[1:]))
+            count += len(chunk) - 1
+        return total, count
+
+
+def token_nll(logits: np.ndarray, target: np.ndarray) -> float:
+    """Summed negative log-likelihood of `target` under `logits` [n, vocab] (float64 log-softmax)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(target)), target].sum())
+
+
+def standard_text_nll(model: OgModel, n_tokens: int = 4096, window: int = 512) -> float:
+    """Mean NLL per token on the same slice of the standard text as `eval_text.standard_text_nll` for torch."""
+    from .eval_text import standard_text
+
+    ids = model.encode(standard_text())[:n_tokens]
+    total, count = model.nll(ids, window)
+    return total / max(count, 1)
+
+
+def is_onnx_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "genai_config.json").is_file() and any(path.glob("*.onnx"))

@@ -1,0 +1,113 @@
+"""Quantize job: ONNX Runtime GenAI exports of a tiny random Llama and of the bundled SmolLM2, verified against
+torch; refusals (block size, architecture) before a run starts; cancel kills the builder mid-build."""
+import time
+
+import numpy as np
+import pytest
+
+from engine.configs import GenerationParams, QuantizeConfig
+from engine.errors import InvalidInput, UnsupportedModel
+
+
+def finished(engine, run_id, timeout=600):
+    run = engine.wait_run(run_id, timeout=timeout)
+    assert run.status.value == "succeeded", (run.error, [line.message for line in engine.run_logs(run_id)][-15:])
+    return run
+
+
+def metrics(engine, run_id) -> dict:
+    return {m.name: m.value for m in engine.run_metrics(run_id)}
+
+
+def test_tiny_exports_fp32_matches_torch_and_int4_builds(tiny_engine):
+    import torch
+
+    from engine.chat import load_causal_lm
+    from engine.ort_genai import OgModel
+
+    run_fp32 = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="fp32", verify_tokens=256))
+    finished(tiny_engine, run_fp32)
+    export = tiny_engine.get_model("tiny-onnx-fp32")
+    assert export.format == "onnx-genai" and export.parent_id == "tiny" and export.run_id == run_fp32
+    m = metrics(tiny_engine, run_fp32)
+    assert m["first_token_agreement"] == 1.0
+    assert abs(m["ppl_ratio"] - 1.0) < 1e-3
+
+    lm, tok = load_causal_lm(tiny_engine.get_model("tiny").path)
+    og_model = OgModel(export.path)
+    ids = tok("The capital of France is Paris.", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        ref = lm(input_ids=torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(og_model.logits(ids), ref, atol=1e-3, rtol=1e-3)
+
+    for method in ("affine", "builder"):
+        run_id = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="int4", method=method,
+                                                      verify_tokens=256))
+        finished(tiny_engine, run_id)
+        m = metrics(tiny_engine, run_id)
+        assert np.isfinite(m["ppl_ratio"]) and m["size_mb"] > 0
+    affine = tiny_engine.get_model("tiny-onnx-int4")
+    assert affine.size_bytes < export.size_bytes
+
+    # an ONNX export chats like any other model
+    *_, last = tiny_engine.chat("tiny-onnx-int4", [{"role": "user", "content": "Hello"}],
+                                GenerationParams(temperature=0.0, max_new_tokens=8))
+    assert last.done and last.new_tokens >= 1 and last.prompt_tokens > 0
+
+
+def test_block_size_that_does_not_divide_widths_is_refused(tiny_engine):
+    with pytest.raises(InvalidInput, match="does not divide"):
+        tiny_engine.start_run(QuantizeConfig(model_id="tiny", block_size=128))
+    assert tiny_engine.list_runs() == []
+
+
+def test_unsupported_architecture_is_refused(engine, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.helpers import build_tokenizer
+
+    folder = tmp_path / "gpt2"
+    tok = build_tokenizer()
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    engine.add_model(str(folder), name="gpt2-tiny")
+    with pytest.raises(UnsupportedModel, match="GPT2LMHeadModel is not supported"):
+        engine.start_run(QuantizeConfig(model_id="gpt2-tiny"))
+
+
+def test_cancel_mid_build_kills_the_builder(tiny_engine):
+    import psutil
+
+    run_id = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="fp32"))
+    deadline = time.monotonic() + 120
+    builder = None
+    while time.monotonic() < deadline and builder is None:
+        run = tiny_engine.get_run(run_id)
+        assert not run.status.final, run.error
+        for proc in psutil.process_iter(["cmdline"]):
+            if "onnxruntime_genai.models.builder" in " ".join(proc.info["cmdline"] or []) and \
+                    str(tiny_engine.settings.home) in " ".join(proc.info["cmdline"]):
+                builder = proc
+        time.sleep(0.05)
+    assert builder is not None, "the builder never started"
+    tiny_engine.cancel_run(run_id)
+    run = tiny_engine.wait_run(run_id, timeout=60)
+    assert run.status.value == "cancelled"
+    builder.wait(timeout=10)  # the child is gone, not orphaned
+    assert not tiny_engine.store.has_model("tiny-onnx-fp32")
+
+
+@pytest.mark.real
+def test_bundled_model_int4_export_loads_and_answers(real_engine):
+    run_id = real_engine.start_run(QuantizeConfig(model_id="smollm2-135m-instruct", output_name="smollm2-int4-ci",
+                                                  verify_tokens=1024))
+    finished(real_engine, run_id, timeout=900)
+    m = metrics(real_engine, run_id)
+    run = real_engine.get_run(run_id)
+    assert run.summary["size_ratio"] < 0.25
+    assert m["ppl_ratio"] < 1.02  # affine int4 keeps the Q4_1 weights exactly
+    assert m["grid_exact_share"] > 0.99
+    assert m["first_token_agreement"] >= 0.8
+    *_, last = real_engine.chat("smollm2-int4-ci", [{"role": "user", "content": "Name a colour."}],
+                                GenerationParams(temperature=0.0, max_new_tokens=12))
+    assert last.text.strip() and last.tokens_per_s
