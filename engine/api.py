@@ -10,7 +10,7 @@ from pathlib import Path
 from .chat import ChatChunk, LoadedModels, stream_reply
 from .checks import check_distill, check_generate, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
-                      PrepareModelConfig, QuantizeConfig)
+                      PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
 from .errors import Busy, InvalidInput, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
@@ -157,6 +157,33 @@ class Engine:
             check_distill(self, config)
         elif isinstance(config, QuantizeConfig):
             self.check_quantize(config)
+        elif isinstance(config, QuantizeSweepConfig):
+            self.check_quantize(config.candidate_configs()[0].model_copy(update={"output_name": "sweep-check"}))
+
+    def register_candidate(self, run_id: int, variant: str, name: str | None = None) -> ModelRecord:
+        """Register a candidate a sweep built but did not choose (it stays in the run folder until then)."""
+        from .onnx_export import export_size
+
+        run = self.store.get_run(run_id)
+        if run.kind != QuantizeSweepConfig.kind or not run.status.final:
+            raise InvalidInput(f"Run {run_id} is not a finished quantize sweep.")
+        folder = self.settings.runs_dir / str(run_id) / "candidates" / variant
+        if not folder.is_dir():
+            raise InvalidInput(f"Run {run_id} has no candidate '{variant}' left (it was registered already, or "
+                               "was never built).")
+        source = self.store.get_model(run.model_id)
+        model_id = check_model_id((name or "").strip() or f"{source.id}-onnx-{variant}")
+        if self.store.has_model(model_id):
+            raise InvalidInput(f"A model named '{model_id}' already exists: choose another name.")
+        final = self.settings.models_dir / model_id
+        shutil.move(str(folder), str(final))
+        record = self.store.add_model(id=model_id, format="onnx-genai", path=str(final), source="run",
+                                      source_ref=f"run {run_id}", status=ModelStatus.READY.value,
+                                      params=source.params, size_bytes=export_size(final),
+                                      architecture=source.architecture, parent_id=source.id, run_id=run_id,
+                                      owned=True)
+        self.store.add_artifact(run_id, "model", str(final), record.size_bytes, model_id)
+        return record
 
     def check_quantize(self, config: QuantizeConfig) -> dict:
         """Refuse an export that cannot work (architecture, block size, GPU, name, disk) before a run starts."""

@@ -257,6 +257,54 @@ class QuantizeConfig(JobConfig):
         return self.output_name.strip() or slugify(f"{self.model_id}-onnx-{self.variant()}")
 
 
+# Candidate variants of a sweep: QuantizeConfig settings, named by QuantizeConfig.variant().
+SWEEP_PRESETS: list[dict] = [
+    {},  # int4 affine, block 32
+    {"block_size": 64},
+    {"method": "builder"},
+    {"method": "builder", "block_size": 64},
+    {"method": "builder", "symmetric": False, "higher_precision": "last_matmul"},
+    {"method": "builder", "higher_precision": "mixed_layers"},
+    {"precision": "int8"},
+    {"precision": "fp32"},
+]
+
+
+def sweep_variants() -> dict[str, dict]:
+    return {QuantizeConfig(model_id="x", **p).variant(): p for p in SWEEP_PRESETS}
+
+
+class QuantizeSweepConfig(JobConfig):
+    """Build several candidate exports, verify each (size, decode speed, perplexity ratio), register the fastest
+    one within the quality bound; the others stay in the run folder and can be registered from the UI."""
+
+    kind: ClassVar[str] = "quantize_sweep"
+    target: ClassVar[str] = "engine.jobs.quantize:run_sweep"
+    model_id: str = Field(description="Registered model to convert.")
+    candidates: list[str] = Field(default_factory=lambda: ["int4", "int4-b64", "int4-builder-b32",
+                                                           "int4-builder-b64", "int8"],
+                                  min_length=1, description="Variants to build (see SWEEP_PRESETS).")
+    max_ppl_ratio: float = Field(default=1.05, ge=1.0, le=10.0, description="Quality bound: perplexity of the "
+                                 "export ÷ source perplexity.")
+    output_name: str = Field(default="", description="Name of the chosen export (empty: <model>-onnx-<variant>).")
+    verify_tokens: int = Field(default=2048, ge=128, le=65_536, description="Tokens of the standard text scored.")
+    threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")
+
+    @field_validator("candidates")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        known = sweep_variants()
+        bad = [v for v in value if v not in known]
+        if bad:
+            raise ValueError(f"unknown candidate(s) {bad}; choose from {list(known)}")
+        return list(dict.fromkeys(value))
+
+    def candidate_configs(self) -> list[QuantizeConfig]:
+        known = sweep_variants()
+        return [QuantizeConfig(model_id=self.model_id, verify_tokens=self.verify_tokens, threads=self.threads,
+                               **known[v]) for v in self.candidates]
+
+
 JOB_CONFIGS: dict[str, type[JobConfig]] = {
     c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig, GenerateDataConfig, DistillConfig,
-                        QuantizeConfig)}
+                        QuantizeConfig, QuantizeSweepConfig)}

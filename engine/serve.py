@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Literal
 
+from fastapi import Request  # module level: FastAPI resolves the (string) annotations of the routes here
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .configs import GenerationParams
@@ -70,7 +71,7 @@ class StopScanner:
 
 
 def create_app(engine, model_ids: list[str], api_key: str | None = None):
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool

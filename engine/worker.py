@@ -39,7 +39,10 @@ def main(run_id: int) -> int:
     try:
         module_name, func_name = row["target"].split(":")
         module = importlib.import_module(module_name)
-        config = module.CONFIG.model_validate_json(row["config_json"])
+        from .configs import JOB_CONFIGS
+
+        config_cls = JOB_CONFIGS.get(row["kind"]) or module.CONFIG
+        config = config_cls.model_validate_json(row["config_json"])
         getattr(module, func_name)(ctx, config)
     except Cancelled as exc:
         ctx.log(f"cancelled: {exc}", "warning")

@@ -44,130 +44,214 @@ def merged_source(ctx, model) -> Path:
     return out
 
 
-def run(ctx, config: QuantizeConfig) -> None:
-    source = ctx.store.get_model(config.model_id)
-    out_id = config.output_id()
-    if ctx.store.has_model(out_id):
-        raise ValueError(f"a model named '{out_id}' already exists; choose another output name")
+def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress=(0.08, 0.4)) -> dict:
+    """Build one variant into `out_dir` (builder, then the affine rewrite for int4 affine); returns its facts."""
     t0 = time.perf_counter()
+    affine = config.precision == "int4" and config.method == "affine"
+    build_precision = "fp32" if affine else config.precision
+    build_dir = out_dir.with_name(out_dir.name + f".build-{build_precision}")
+    shutil.rmtree(build_dir, ignore_errors=True)
+    ctx.progress(progress[0], f"convert: ONNX Runtime GenAI builder ({config.variant()})")
+    run_builder(builder_command(src, build_dir, build_precision, config, ctx.settings.cache_dir / "onnx-builder"),
+                ctx.workdir, ctx.log, ctx.check_cancelled)
+    facts = {"build_s": time.perf_counter() - t0}
+    if affine:
+        from ..onnx_affine import rewrite
+
+        ctx.progress(progress[1], f"quantize: affine int4 ({config.variant()})")
+        report = rewrite(build_dir, out_dir, block=config.block_size, accuracy_level=config.accuracy_level,
+                         log=ctx.log, check_cancelled=ctx.check_cancelled)
+        ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
+                f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
+        facts["grid_exact_share"] = report.grid_exact_share
+        shutil.rmtree(build_dir, ignore_errors=True)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        build_dir.rename(out_dir)
+    facts["size_bytes"] = export_size(out_dir)
+    return facts
+
+
+def register_export(ctx, source, folder: Path, out_id: str) -> Path:
+    final = ctx.settings.models_dir / out_id
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.move(str(folder), str(final))
+    ctx.store.add_model(id=out_id, format="onnx-genai", path=str(final), source="run", source_ref=f"run {ctx.run_id}",
+                        status=ModelStatus.READY.value, params=source.params, size_bytes=export_size(final),
+                        architecture=source.architecture, parent_id=source.id, run_id=ctx.run_id, owned=True)
+    ctx.artifact("model", final, model_id=out_id)
+    ctx.log(f"registered '{out_id}' (onnx-genai, {export_size(final) / 1e6:.1f} MB)")
+    return final
+
+
+def prepare_source(ctx, config: QuantizeConfig):
+    source = ctx.store.get_model(config.model_id)
     ctx.progress(0.02, "load: preparing the source model")
     src = merged_source(ctx, source)
     facts = check_export(src, config, source.params)
     check_disk(ctx.settings.models_dir, facts["bytes_needed"])
     ctx.check_cancelled()
-
-    affine = config.precision == "int4" and config.method == "affine"
-    build_precision = "fp32" if affine else config.precision
-    build_dir = ctx.workdir / f"build-{build_precision}"
-    shutil.rmtree(build_dir, ignore_errors=True)
-    ctx.progress(0.08, f"convert: ONNX Runtime GenAI builder ({build_precision})")
-    run_builder(builder_command(src, build_dir, build_precision, config, ctx.settings.cache_dir / "onnx-builder"),
-                ctx.workdir, ctx.log, ctx.check_cancelled)
-    ctx.metric("build_s", time.perf_counter() - t0)
-
-    result_dir = build_dir
-    if affine:
-        from ..onnx_affine import rewrite
-
-        ctx.progress(0.4, "quantize: affine int4 blocks, 8-bit embeddings/head")
-        result_dir = ctx.workdir / "affine"
-        report = rewrite(build_dir, result_dir, block=config.block_size, accuracy_level=config.accuracy_level,
-                         log=ctx.log, check_cancelled=ctx.check_cancelled)
-        ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
-                f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
-        ctx.metric("grid_exact_share", report.grid_exact_share)
-        shutil.rmtree(build_dir, ignore_errors=True)
-
-    ctx.progress(0.55, "write: registering the export")
-    final = ctx.settings.models_dir / out_id
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.move(str(result_dir), str(final))
-    size = export_size(final)
-    ctx.store.add_model(id=out_id, format="onnx-genai", path=str(final), source="run", source_ref=f"run {ctx.run_id}",
-                        status=ModelStatus.READY.value, params=source.params, size_bytes=size,
-                        architecture=source.architecture, parent_id=source.id, run_id=ctx.run_id, owned=True)
-    ctx.artifact("model", final, model_id=out_id)
     source_size = source.size_bytes if source.format == "hf" else export_size(src)
+    return source, src, source_size
+
+
+def run(ctx, config: QuantizeConfig) -> None:
+    out_id = config.output_id()
+    if ctx.store.has_model(out_id):
+        raise ValueError(f"a model named '{out_id}' already exists; choose another output name")
+    t0 = time.perf_counter()
+    source, src, source_size = prepare_source(ctx, config)
+    facts = build_export(ctx, config, src, ctx.workdir / "export")
+    ctx.metric("build_s", facts["build_s"])
+    if "grid_exact_share" in facts:
+        ctx.metric("grid_exact_share", facts["grid_exact_share"])
+    ctx.progress(0.5, "write: registering the export")
+    final = register_export(ctx, source, ctx.workdir / "export", out_id)
+    size = facts["size_bytes"]
     ctx.metric("size_mb", size / 1e6)
     ctx.summary(output=out_id, variant=config.variant(), size_mb=round(size / 1e6, 1),
                 size_ratio=round(size / source_size, 3) if source_size else None)
-    ctx.log(f"registered '{out_id}' (onnx-genai, {size / 1e6:.1f} MB)")
-    verify(ctx, config, src, final, source_size)
+    verifier = Verifier(ctx, src, config.threads, config.verify_tokens)
+    result = verifier.measure(final, (0.55, 1.0))
+    for name, value in result.items():
+        if isinstance(value, (int, float)):
+            ctx.metric(name, value)
+    ctx.summary(answer=result["answer"][:80], decode_tok_s=round(result["decode_tok_s"], 1),
+                first_token_agreement=round(result["first_token_agreement"], 3),
+                **({"ppl": round(result["ppl_export"], 3), "ppl_ratio": round(result["ppl_ratio"], 4)}
+                   if "ppl_ratio" in result else {}))
     ctx.metric("total_s", time.perf_counter() - t0)
-
-
-def verify(ctx, config: QuantizeConfig, src: Path, export: Path, source_size: int | None) -> None:
-    """Compare the export with its source on the same tokens; every number becomes a metric of the run."""
-    import numpy as np
-    import torch
-
-    from ..chat import load_causal_lm
-    from ..eval_text import standard_text
-    from ..ort_genai import OgModel, token_nll
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    ctx.progress(0.6, "verify: loading the export with onnxruntime-genai")
-    og_model = OgModel(export, threads=config.threads)
-    ids = og_model.prompt_ids([{"role": "user", "content": CHECK_PROMPT}])
-    answer_ids, _ = og_model.generate_ids(ids, 24)
-    answer = og_model.decode(answer_ids).strip()
-    ctx.log(f"verify: '{CHECK_PROMPT}' → {answer!r}")
-    ctx.summary(answer=answer[:80])
-
-    ctx.progress(0.65, "verify: decode speed")
-    speeds = []
-    for _ in range(3):
-        ctx.check_cancelled()
-        _, times = og_model.generate_ids(og_model.prompt_ids([{"role": "user", "content":
-                                                                "Write a short story about a lighthouse."}]), 64)
-        if len(times) > 2:
-            speeds.append((len(times) - 1) / (times[-1] - times[0]))
-    if speeds:
-        ctx.metric("decode_tok_s", float(np.median(speeds)))
-        ctx.summary(decode_tok_s=round(float(np.median(speeds)), 1))
-
-    ctx.progress(0.7, "verify: loading the source model")
-    lm, tokenizer = load_causal_lm(src)
-    prompts = agreement_prompts()
-    agree = 0
-    for i, prompt in enumerate(prompts):
-        ctx.check_cancelled()
-        p_ids = og_model.prompt_ids([{"role": "user", "content": prompt}])
-        with torch.inference_mode():
-            ref = int(lm(input_ids=torch.tensor([p_ids])).logits[0, -1].argmax())
-        agree += int(int(og_model.logits(p_ids)[-1].argmax()) == ref)
-        ctx.progress(0.7 + 0.1 * (i + 1) / len(prompts), f"verify: first-token agreement {i + 1}/{len(prompts)}")
-    ctx.metric("first_token_agreement", agree / len(prompts))
-    ctx.summary(first_token_agreement=round(agree / len(prompts), 3))
-
-    if config.verify_tokens:
-        text_ids = tokenizer(standard_text(), add_special_tokens=False)["input_ids"][:config.verify_tokens]
-        window = min(512, og_model.context)
-        nll_src = nll_exp = 0.0
-        count = same = 0
-        starts = list(range(0, len(text_ids) - 1, window))
-        for i, start in enumerate(starts):
-            ctx.check_cancelled()
-            chunk = text_ids[start:start + window]
-            if len(chunk) < 2:
-                break
-            with torch.inference_mode():
-                ref_logits = lm(input_ids=torch.tensor([chunk])).logits[0, :-1].double().numpy()
-            exp_logits = og_model.logits(chunk)[:-1].astype(np.float64)
-            target = np.asarray(chunk[1:])
-            nll_src += token_nll(ref_logits, target)
-            nll_exp += token_nll(exp_logits, target)
-            same += int((ref_logits.argmax(1) == exp_logits.argmax(1)).sum())
-            count += len(chunk) - 1
-            ctx.progress(0.8 + 0.2 * (i + 1) / len(starts), f"verify: perplexity {i + 1}/{len(starts)} windows")
-        ppl_src, ppl_exp = math.exp(nll_src / count), math.exp(nll_exp / count)
-        ctx.metric("ppl_source", ppl_src)
-        ctx.metric("ppl_export", ppl_exp)
-        ctx.metric("ppl_ratio", ppl_exp / ppl_src)
-        ctx.metric("next_token_agreement", same / count)
-        ctx.summary(ppl=round(ppl_exp, 3), ppl_ratio=round(ppl_exp / ppl_src, 4))
-        ctx.log(f"verify: perplexity {ppl_exp:.3f} vs source {ppl_src:.3f} (×{ppl_exp / ppl_src:.4f}) on "
-                f"{count} tokens; next-token agreement {same / count:.1%}")
     ctx.progress(1.0, "done")
 
+
+class Verifier:
+    """Holds the source model and its reference numbers, computed once, to compare any number of exports."""
+
+    def __init__(self, ctx, src: Path, threads: int, verify_tokens: int):
+        import torch
+
+        from ..chat import load_causal_lm
+        from ..eval_text import standard_text
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.ctx, self.threads = ctx, threads
+        ctx.stage("verify: loading the source model")
+        self.lm, self.tokenizer = load_causal_lm(src)
+        self.text_ids = self.tokenizer(standard_text(), add_special_tokens=False)["input_ids"][:verify_tokens] \
+            if verify_tokens else []
+        self._ref: dict | None = None
+
+    def _reference(self, og_model) -> dict:
+        """Source first tokens and per-window logits stats (prompt ids come from the export's tokenizer)."""
+        import numpy as np
+        import torch
+
+        from ..ort_genai import token_nll
+
+        if self._ref is not None:
+            return self._ref
+        prompts = [og_model.prompt_ids([{"role": "user", "content": p}]) for p in agreement_prompts()]
+        window = min(512, og_model.context)
+        windows = [self.text_ids[s:s + window] for s in range(0, len(self.text_ids) - 1, window)]
+        windows = [w for w in windows if len(w) >= 2]
+        with torch.inference_mode():
+            first = [int(self.lm(input_ids=torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
+            stats = []
+            for w in windows:
+                self.ctx.check_cancelled()
+                logits = self.lm(input_ids=torch.tensor([w])).logits[0, :-1].double().numpy()
+                stats.append((token_nll(logits, np.asarray(w[1:])), logits.argmax(1)))
+        self._ref = {"prompts": prompts, "first": first, "windows": windows, "stats": stats}
+        return self._ref
+
+    def measure(self, export: Path, span=(0.6, 1.0)) -> dict:
+        import numpy as np
+
+        from ..ort_genai import OgModel, token_nll
+
+        ctx, (lo, hi) = self.ctx, span
+        ctx.progress(lo, "verify: loading the export with onnxruntime-genai")
+        og_model = OgModel(export, threads=self.threads)
+        ids = og_model.prompt_ids([{"role": "user", "content": CHECK_PROMPT}])
+        answer_ids, _ = og_model.generate_ids(ids, 24)
+        answer = og_model.decode(answer_ids).strip()
+        ctx.log(f"verify {export.name}: '{CHECK_PROMPT}' → {answer!r}")
+        ctx.progress(lo + 0.1 * (hi - lo), "verify: decode speed")
+        speeds = []
+        story = og_model.prompt_ids([{"role": "user", "content": "Write a short story about a lighthouse."}])
+        for _ in range(3):
+            ctx.check_cancelled()
+            _, times = og_model.generate_ids(story, 64)
+            if len(times) > 2:
+                speeds.append((len(times) - 1) / (times[-1] - times[0]))
+        ctx.progress(lo + 0.25 * (hi - lo), "verify: reference numbers of the source model")
+        ref = self._reference(og_model)
+        agree = sum(int(int(og_model.logits(p)[-1].argmax()) == r) for p, r in zip(ref["prompts"], ref["first"]))
+        out = {"answer": answer, "decode_tok_s": float(np.median(speeds)) if speeds else 0.0,
+               "first_token_agreement": agree / len(ref["prompts"]), "size_mb": export_size(export) / 1e6}
+        if ref["windows"]:
+            nll_src = nll_exp = 0.0
+            count = same = 0
+            for i, (w, (src_nll, src_top)) in enumerate(zip(ref["windows"], ref["stats"])):
+                ctx.check_cancelled()
+                exp_logits = og_model.logits(w)[:-1]
+                nll_src += src_nll
+                nll_exp += token_nll(exp_logits, np.asarray(w[1:]))
+                same += int((exp_logits.argmax(1) == src_top).sum())
+                count += len(w) - 1
+                ctx.progress(lo + (0.5 + 0.5 * (i + 1) / len(ref["windows"])) * (hi - lo),
+                             f"verify: perplexity {i + 1}/{len(ref['windows'])} windows")
+            out.update(ppl_source=math.exp(nll_src / count), ppl_export=math.exp(nll_exp / count),
+                       next_token_agreement=same / count)
+            out["ppl_ratio"] = out["ppl_export"] / out["ppl_source"]
+            ctx.log(f"verify {export.name}: perplexity {out['ppl_export']:.3f} vs source {out['ppl_source']:.3f} "
+                    f"(×{out['ppl_ratio']:.4f}) on {count} tokens; next-token agreement {same / count:.1%}; "
+                    f"decode {out['decode_tok_s']:.0f} tok/s")
+        return out
+
+
+def run_sweep(ctx, config) -> None:
+    """Build and verify each candidate; register the fastest within the quality bound."""
+    from ..errors import InvalidInput
+
+    candidates = config.candidate_configs()
+    source, src, source_size = prepare_source(ctx, candidates[0])
+    verifier = Verifier(ctx, src, config.threads, config.verify_tokens)
+    results = []
+    share = 0.95 / len(candidates)
+    for i, cand in enumerate(candidates):
+        name = cand.variant()
+        lo = 0.03 + i * share
+        try:
+            check_export(src, cand, source.params)
+        except InvalidInput as exc:
+            ctx.log(f"candidate {name} skipped: {exc}", "warning")
+            continue
+        folder = ctx.workdir / "candidates" / name
+        facts = build_export(ctx, cand, src, folder, progress=(lo, lo + 0.2 * share))
+        result = verifier.measure(folder, (lo + 0.3 * share, lo + share))
+        row = {"variant": name, "size_mb": round(facts["size_bytes"] / 1e6, 1),
+               "size_ratio": round(facts["size_bytes"] / source_size, 3) if source_size else None,
+               "decode_tok_s": round(result["decode_tok_s"], 1),
+               "ppl_ratio": round(result.get("ppl_ratio", float("nan")), 4),
+               "first_token_agreement": round(result["first_token_agreement"], 3), "answer": result["answer"][:60]}
+        results.append(row)
+        for key in ("size_mb", "decode_tok_s", "ppl_ratio", "first_token_agreement"):
+            ctx.metric(key, row[key], step=i)
+        ctx.summary(candidates=results)
+    within = [r for r in results if r["ppl_ratio"] <= config.max_ppl_ratio]
+    if not within:
+        ctx.summary(chosen=None)
+        ctx.log(f"no candidate keeps perplexity within ×{config.max_ppl_ratio}; none registered (register one "
+                "from the Quantize tab if you accept the loss)", "warning")
+        return
+    best = max(within, key=lambda r: (r["decode_tok_s"], -r["size_mb"]))
+    out_id = config.output_name.strip() or f"{source.id}-onnx-{best['variant']}"
+    if ctx.store.has_model(out_id):
+        out_id = f"{out_id}-run{ctx.run_id}"
+    register_export(ctx, source, ctx.workdir / "candidates" / best["variant"], out_id)
+    ctx.summary(chosen=best["variant"], output=out_id, max_ppl_ratio=config.max_ppl_ratio)
+    ctx.log(f"chose {best['variant']}: fastest within ×{config.max_ppl_ratio} perplexity "
+            f"({best['decode_tok_s']} tok/s, {best['size_mb']} MB, ×{best['ppl_ratio']})")
+    ctx.progress(1.0, "done")
