@@ -2,7 +2,7 @@
 from .api import Engine
 from .chat import ChatChunk
 from .configs import (JOB_CONFIGS, DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
-                      PrepareModelConfig, SelfTestConfig)
+                      PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel
 from .models import DEFAULT_MODEL_ID
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
@@ -11,7 +11,7 @@ from .settings import Settings
 __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID",
     "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
-    "GenerateDataConfig", "DistillConfig", "GenerationParams", "JOB_CONFIGS",
+    "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams", "JOB_CONFIGS",
     "ChatChunk", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine", "ArtifactRecord",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
 ]

@@ -29,6 +29,7 @@ class Engine:
         self.store = Store(self.settings.db_path)
         self.runner = Runner(self.settings, self.store)
         self._models = LoadedModels(self.settings.max_loaded_models)
+        self._servers: dict = {}
         if recover:
             self.runner.recover()
 
@@ -134,6 +135,30 @@ class Engine:
             raise InvalidInput(f"Adapter '{model.id}' needs its base model '{model.parent_id}', which is no longer "
                                "registered. Register the base again under that name, or delete the adapter.")
         return self.ready_model(model.parent_id).path, model.path
+
+    # ---- serving ------------------------------------------------------------------------------------------
+    def start_server(self, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000,
+                     api_key: str | None = None):
+        """Serve models on an OpenAI-compatible API from this process; returns the running server."""
+        from .serve import BackgroundServer
+
+        if not model_ids:
+            raise InvalidInput("Pick at least one model to serve.")
+        if port in self._servers:
+            raise InvalidInput(f"Port {port} already serves {', '.join(self._servers[port].model_ids)}: stop it "
+                               "first or choose another port.")
+        server = BackgroundServer(self, model_ids, host, port, api_key).start()
+        self._servers[port] = server
+        return server
+
+    def stop_server(self, port: int) -> None:
+        server = self._servers.pop(int(port), None)
+        if server is None:
+            raise InvalidInput(f"Nothing is served on port {port} from here.")
+        server.stop()
+
+    def servers(self) -> list:
+        return list(self._servers.values())
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
@@ -339,6 +364,9 @@ class Engine:
         shutil.rmtree(self.settings.runs_dir / str(run_id), ignore_errors=True)
 
     def close(self) -> None:
+        for server in list(self._servers.values()):
+            server.stop()
+        self._servers.clear()
         self.runner.shutdown()
         self.store.close()
 

@@ -203,3 +203,43 @@ def serve(engine, model_ids: list[str], host: str = "127.0.0.1", port: int = 800
 
     app = create_app(engine, model_ids, api_key)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+class BackgroundServer:
+    """The API served from a thread of this process (the UI's "Serve" control); stop() ends it."""
+
+    def __init__(self, engine, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000,
+                 api_key: str | None = None):
+        import uvicorn
+
+        self.model_ids, self.host, self.port, self.api_key = list(model_ids), host, int(port), api_key or None
+        app = create_app(engine, self.model_ids, self.api_key)
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name=f"slmops-serve-{port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self, timeout_s: float = 15.0) -> "BackgroundServer":
+        import socket
+
+        with socket.socket() as probe:
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise InvalidInput(f"Cannot listen on {self.host}:{self.port} ({exc.strerror}); choose another "
+                                   "port.") from None
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self._server.started:
+            self.stop()
+            raise InvalidInput(f"The server on {self.host}:{self.port} did not start.")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)

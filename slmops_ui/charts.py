@@ -46,3 +46,48 @@ def loss_figure(points, title: str = "Loss") -> go.Figure | None:
                       height=340, margin=dict(l=60, r=20, t=50, b=40), template="plotly_white",
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
+
+
+def pareto_points(rows: list[dict]) -> set[str]:
+    """Variants no other row beats on all of size (smaller), decode speed (higher) and perplexity ratio (lower)."""
+    def dominates(a, b):
+        no_worse = (a["size_mb"] <= b["size_mb"] and a["decode_tok_s"] >= b["decode_tok_s"]
+                    and a["ppl_ratio"] <= b["ppl_ratio"])
+        better = (a["size_mb"] < b["size_mb"] or a["decode_tok_s"] > b["decode_tok_s"]
+                  or a["ppl_ratio"] < b["ppl_ratio"])
+        return no_worse and better
+    return {r["variant"] for r in rows if not any(dominates(o, r) for o in rows if o is not r)}
+
+
+def pareto_figure(rows: list[dict], max_ppl_ratio: float | None = None, title: str = "Export candidates") \
+        -> go.Figure | None:
+    """Size (x) vs decode speed (y), colour = perplexity ratio; Pareto-optimal candidates ringed and labelled."""
+    rows = [r for r in rows if r.get("size_mb") and r.get("decode_tok_s") and r.get("ppl_ratio") == r.get("ppl_ratio")]
+    if not rows:
+        return None
+    front = pareto_points(rows)
+    fig = go.Figure()
+    for on_front in (False, True):
+        group = [r for r in rows if (r["variant"] in front) == on_front]
+        if not group:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["size_mb"] for r in group], y=[r["decode_tok_s"] for r in group], mode="markers+text",
+            text=[r["variant"] for r in group], textposition="top center",
+            name="Pareto-optimal" if on_front else "dominated",
+            marker=dict(size=16 if on_front else 11, color=[r["ppl_ratio"] for r in group], colorscale="RdYlGn_r",
+                        cmin=1.0, cmax=max(1.5, max(r["ppl_ratio"] for r in rows)),
+                        line=dict(width=3 if on_front else 1, color="black"),
+                        symbol=["circle" if max_ppl_ratio is None or r["ppl_ratio"] <= max_ppl_ratio else "x"
+                                for r in group],
+                        colorbar=dict(title="perplexity<br>× source", x=1.02) if on_front else None,
+                        showscale=on_front),
+            customdata=[[r["ppl_ratio"], r.get("first_token_agreement")] for r in group],
+            hovertemplate="%{text}<br>%{x:.1f} MB · %{y:.0f} tok/s<br>perplexity ×%{customdata[0]:.3f}"
+                          "<br>first-token agreement %{customdata[1]:.0%}<extra></extra>"))
+    bound = f" · ✕ = over the ×{max_ppl_ratio} quality bound" if max_ppl_ratio else ""
+    fig.update_layout(title=f"{title}: size vs decode speed (colour = perplexity ratio){bound}",
+                      xaxis_title="size on disk (MB)", yaxis_title="decode tokens/s", height=420,
+                      template="plotly_white", margin=dict(l=60, r=40, t=60, b=50),
+                      legend=dict(orientation="h", y=-0.18))
+    return fig

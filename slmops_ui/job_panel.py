@@ -19,7 +19,8 @@ def status_markdown(engine, run_id) -> str:
         text += f"\n\n**Error:** {run.error}"
     if run.summary:
         text += "\n\n" + " · ".join(f"{k} = {v}" for k, v in run.summary.items()
-                                     if not k.endswith(("_teacher", "_student")))
+                                     if not k.endswith(("_teacher", "_student"))
+                                     and not isinstance(v, (list, dict)))  # lists get their own table
         text += comparison_table(run.summary)
     return text
 

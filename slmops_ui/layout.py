@@ -9,6 +9,7 @@ from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
 from .tabs.finetune import build_finetune_tab
 from .tabs.models import build_models_tab
+from .tabs.quantize import build_quantize_tab
 from .tabs.runs import build_runs_tab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -44,12 +45,15 @@ def build_app(engine) -> gr.Blocks:
                 distill = build_distill_tab(engine)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab(engine, qlora_reason)
+            with gr.Tab("Quantize", id="quantize"):
+                quantize = build_quantize_tab(engine)
             with gr.Tab("Models", id="models"):
                 models = build_models_tab(engine)
             with gr.Tab("Runs", id="runs"):
                 build_runs_tab(engine)
 
-        refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"]]
+        refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
+                      quantize["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 

@@ -171,3 +171,30 @@ def test_distill_tab_previews_the_student_and_generates_data(app_url, tmp_path):
         page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
         browser.close()
     keep_screenshots(tmp_path, ("distill.png",))
+
+
+@needs_chromium
+def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        page.get_by_role("tab", name="Quantize").click()
+        page.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                               "i.value === 'smollm2-135m-instruct')", timeout=60_000)
+        page.get_by_text("Advanced").click()
+        page.get_by_label("Verify tokens").fill("512")
+        page.get_by_text("Sweep: build several candidates").click()
+        for name in ("int4-b64", "int4-builder-b64", "int8"):  # keep int4 (affine) and int4-builder-b32
+            page.get_by_role("checkbox", name=name, exact=True).uncheck()
+        page.click("#q-sweep")
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000)
+        page.wait_for_selector("#q-pareto .js-plotly-plot", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "quantize.png"), full_page=True)
+        chart = page.text_content("#q-pareto")  # plotly draws text in SVG: textContent, not innerText
+        assert "int4-builder-b32" in chart and "perplexity" in chart
+        assert "smollm2-135m-instruct-onnx-int4" in page.inner_text("#q-exports")
+        browser.close()
+    keep_screenshots(tmp_path, ("quantize.png",))

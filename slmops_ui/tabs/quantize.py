@@ -1,0 +1,192 @@
+"""Quantize tab: export a model to ONNX Runtime GenAI (one variant, or a sweep of candidates with a Pareto chart),
+follow the run, register a sweep candidate, and serve any model on an OpenAI-compatible API."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engine import QuantizeConfig, QuantizeSweepConfig
+from engine.configs import sweep_variants
+
+from ..charts import pareto_figure
+from ..forms import model_choices, number, ui_errors
+from ..job_panel import build_job_panel
+
+PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact for Q4_1 weights such as the "
+                  "bundled model's, embeddings/head 8-bit. int4 builder: the ONNX Runtime GenAI builder's own "
+                  "int4 (smaller and faster, loses quality on this model). A LoRA adapter is merged into its base "
+                  "first.")
+
+
+def exports_rows(engine) -> list[list]:
+    rows = []
+    for m in engine.list_models():
+        if m.format != "onnx-genai":
+            continue
+        summary = engine.get_run(m.run_id).summary if m.run_id else {}
+        for cand in summary.get("candidates", []):  # a sweep: the numbers of the candidate this model is
+            if m.id == summary.get("output") and cand["variant"] == summary.get("chosen") or \
+                    m.id.endswith("-" + cand["variant"]):
+                summary = dict(cand)
+                break
+        rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", summary.get("variant", ""),
+                     summary.get("ppl_ratio", ""), summary.get("decode_tok_s", ""),
+                     summary.get("first_token_agreement", "")])
+    return rows
+
+
+def candidate_rows(summary: dict) -> list[list]:
+    return [[c["variant"], c["size_mb"], c.get("size_ratio"), c["decode_tok_s"], c["ppl_ratio"],
+             c["first_token_agreement"], c["answer"]] for c in summary.get("candidates", [])]
+
+
+def build_quantize_tab(engine) -> dict:
+    run_state = gr.State(None)
+    gr.Markdown("Convert a model for fast local inference with ONNX Runtime GenAI. Every export is verified "
+                "against its source: the answer to a fixed prompt, first-token agreement, perplexity on Python's "
+                "own documentation text, and decode speed.")
+    with gr.Row():
+        model = gr.Dropdown(label="Source model", choices=[], info="Any full model or LoRA adapter "
+                            "(an adapter is merged into its base first).")
+        output_name = gr.Textbox(label="Output name (optional)", placeholder="<model>-onnx-<variant>")
+    with gr.Row():
+        precision = gr.Radio(["int4", "int8", "fp32"], value="int4", label="Precision", info=PRECISION_HELP)
+        method = gr.Radio(["affine", "builder"], value="affine", label="int4 method")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            block = gr.Dropdown([16, 32, 64, 128, 256], value=32, label="int4 block size",
+                                info="Must divide the model's widths (576 and 1536 for the bundled model).")
+            symmetric = gr.Checkbox(value=True, label="Symmetric (builder int4)")
+            higher = gr.Dropdown(["none", "last_matmul", "mixed_layers"], value="none",
+                                 label="Keep at int8 (builder int4)")
+            accuracy = gr.Dropdown([4, 1], value=4, label="Accuracy level",
+                                   info="4: int8 activations (fast on CPU); 1: fp32 activations (slow on CPU).")
+            verify_tokens = number(QuantizeConfig, "verify_tokens", precision=0)
+    with gr.Row():
+        check = gr.Button("Check")
+        start = gr.Button("Export and verify", variant="primary", elem_id="q-start")
+    check_text = gr.Markdown("")
+    with gr.Accordion("Sweep: build several candidates and pick by size, speed and quality", open=False):
+        with gr.Row():
+            candidates = gr.CheckboxGroup(list(sweep_variants()), value=QuantizeSweepConfig.model_fields[
+                "candidates"].default_factory(), label="Candidates")
+            bound = number(QuantizeSweepConfig, "max_ppl_ratio", label="Quality bound (perplexity × source)")
+        sweep = gr.Button("Run sweep", elem_id="q-sweep")
+    build_job_panel(engine, run_state, resumable=False, continuable=False, chart=False)
+    pareto = gr.Plot(label="Candidates", visible=False, elem_id="q-pareto")
+    cand_table = gr.Dataframe(headers=["variant", "MB", "size ratio", "decode tok/s", "perplexity ×", "first-token "
+                                       "agreement", "answer to 'capital of France?'"], visible=False,
+                              interactive=False)
+    with gr.Row():
+        pick = gr.Dropdown(label="Register a candidate of this sweep", choices=[])
+        pick_name = gr.Textbox(label="as (optional name)")
+        register = gr.Button("Register candidate")
+    gr.Markdown("### ONNX exports")
+    exports = gr.Dataframe(headers=["model", "source", "MB", "variant", "perplexity ×", "decode tok/s",
+                                    "first-token agreement"], interactive=False, elem_id="q-exports")
+    with gr.Accordion("Serve a model on an OpenAI-compatible API", open=False):
+        with gr.Row():
+            serve_model = gr.Dropdown(label="Model", choices=[])
+            port = gr.Number(value=8000, precision=0, label="Port", minimum=1024, maximum=65535)
+            api_key = gr.Textbox(label="API key (optional)", type="password",
+                                 info="When set, clients must send 'Authorization: Bearer <key>'.")
+        with gr.Row():
+            serve_start = gr.Button("Start serving")
+            serve_stop = gr.Button("Stop serving", variant="stop")
+        serve_text = gr.Markdown("Not serving. The API binds to 127.0.0.1 (this machine only).")
+
+    form = [model, output_name, precision, method, block, symmetric, higher, accuracy, verify_tokens]
+
+    def to_config(model_id, out, precision_, method_, block_, sym, higher_, acc, tokens) -> QuantizeConfig:
+        if not model_id:
+            raise gr.Error("Pick a source model.")
+        return QuantizeConfig(model_id=model_id, output_name=(out or "").strip(), precision=precision_,
+                              method=method_, block_size=int(block_), symmetric=sym, higher_precision=higher_,
+                              accuracy_level=int(acc), verify_tokens=int(tokens))
+
+    @ui_errors
+    def do_check(*values):
+        config = to_config(*values)
+        facts = engine.check_quantize(config)
+        return (f"OK: **{facts['architecture']}**, widths {', '.join(map(str, facts['widths']))}; will write "
+                f"**{config.output_id()}**, needs about {facts['bytes_needed'] / 1e9:.2f} GB of disk while "
+                "building.")
+
+    @ui_errors
+    def do_start(*values):
+        run_id = engine.start_run(to_config(*values))
+        return run_id, f"Started run {run_id}."
+
+    @ui_errors
+    def do_sweep(model_id, tokens, chosen, bound_):
+        if not model_id:
+            raise gr.Error("Pick a source model.")
+        run_id = engine.start_run(QuantizeSweepConfig(model_id=model_id, candidates=chosen or [],
+                                                      max_ppl_ratio=bound_, verify_tokens=int(tokens)))
+        return run_id, f"Started sweep run {run_id}."
+
+    check.click(do_check, form, [check_text])
+    start.click(do_start, form, [run_state, check_text])
+    sweep.click(do_sweep, [model, verify_tokens, candidates, bound], [run_state, check_text])
+
+    def show_run(run_id):
+        if not run_id:
+            return gr.update(visible=False), gr.update(visible=False), gr.update(choices=[], value=None), \
+                exports_rows(engine)
+        run = engine.get_run(int(run_id))
+        rows = run.summary.get("candidates", [])
+        fig = pareto_figure(rows, run.summary.get("max_ppl_ratio") or run.config.get("max_ppl_ratio"))
+        left = [r["variant"] for r in rows if r["variant"] != run.summary.get("chosen")] if run.status.final else []
+        return (gr.update(value=fig, visible=fig is not None),
+                gr.update(value=candidate_rows(run.summary), visible=bool(rows)),
+                gr.update(choices=left, value=None), exports_rows(engine))
+
+    timer = gr.Timer(3.0)
+    timer.tick(show_run, [run_state], [pareto, cand_table, pick, exports])
+    run_state.change(show_run, [run_state], [pareto, cand_table, pick, exports])
+
+    @ui_errors
+    def do_register(run_id, variant, name):
+        if not run_id or not variant:
+            raise gr.Error("Pick a candidate of a finished sweep.")
+        record = engine.register_candidate(int(run_id), variant, name)
+        gr.Info(f"Registered '{record.id}'.")
+        return exports_rows(engine)
+
+    register.click(do_register, [run_state, pick, pick_name], [exports])
+
+    def serving_text() -> str:
+        servers = engine.servers()
+        if not servers:
+            return "Not serving. The API binds to 127.0.0.1 (this machine only)."
+        lines = []
+        for s in servers:
+            key = " -H 'Authorization: Bearer <key>'" if s.api_key else ""
+            lines.append(f"Serving **{', '.join(s.model_ids)}** at `{s.url}`\n\n```\ncurl {s.url}/chat/completions"
+                         f" -H 'Content-Type: application/json'{key} -d '{{\"model\": \"{s.model_ids[0]}\", "
+                         "\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n```")
+        return "\n\n".join(lines)
+
+    @ui_errors
+    def do_serve(model_id, port_, key):
+        if not model_id:
+            raise gr.Error("Pick a model to serve.")
+        engine.start_server([model_id], "127.0.0.1", int(port_), (key or "").strip() or None)
+        return serving_text()
+
+    @ui_errors
+    def do_unserve(port_):
+        engine.stop_server(int(port_))
+        return serving_text()
+
+    serve_start.click(do_serve, [serve_model, port, api_key], [serve_text])
+    serve_stop.click(do_unserve, [port], [serve_text])
+
+    def refresh(current, current_serve):
+        sources = [m for m in model_choices(engine) if engine.get_model(m).format in {"hf", "hf-adapter"}]
+        every = model_choices(engine)
+        return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
+                gr.update(choices=every, value=current_serve if current_serve in every else
+                          (every[0] if every else None)),
+                exports_rows(engine))
+
+    return {"refresh": (refresh, [model, serve_model], [model, serve_model, exports])}
