@@ -1,15 +1,16 @@
 """SLMOps Studio engine: models, runs, chat. No UI imports here (gradio/plotly belong to slmops_ui)."""
 from .api import Engine
 from .chat import ChatChunk
-from .configs import (JOB_CONFIGS, DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
-                      PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
+from .configs import (JOB_CONFIGS, BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig,
+                      GenerationParams, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
+                      SelfTestConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel
 from .models import DEFAULT_MODEL_ID
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
 from .settings import Settings
 
 __all__ = [
-    "Engine", "Settings", "DEFAULT_MODEL_ID",
+    "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig",
     "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams", "JOB_CONFIGS",
     "ChatChunk", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine", "ArtifactRecord",

@@ -177,6 +177,32 @@ def cmd_quantize(engine: Engine, args) -> int:
     return _follow(engine, run_id)
 
 
+def cmd_benchmark(engine: Engine, args) -> int:
+    """Benchmark models from a config file or flags; print the table; CSV/JSON land in the run folder."""
+    from .configs import BenchmarkConfig
+
+    if args.config:
+        config = _load_config(args.config, "benchmark")
+    elif args.model:
+        config = BenchmarkConfig(model_ids=args.model, repetitions=args.reps)
+    else:
+        raise SlmopsError("give --model NAME (repeat for several) or --config FILE")
+    run_id = engine.start_run(config)
+    print(f"started run {run_id}")
+    code = _follow(engine, run_id)
+    run = engine.get_run(run_id)
+    rows = run.summary.get("results", [])
+    _print_table([{"model": r["model_id"], "format": r["format"], "size_mb": r["size_mb"],
+                   "decode_tok_s": f"{r['decode_tok_s']:.1f}±{r['decode_tok_s_std']:.1f}",
+                   "ttft_ms": f"{r['ttft_s'] * 1000:.0f}", "peak_rss_mb": f"{r['peak_rss_mb']:.0f}",
+                   "ppl": f"{r['ppl']:.3f}" if r.get("ppl") else "", "mc_acc": f"{r['mc_accuracy']:.3f}"
+                   if r.get("mc_accuracy") is not None else "", "agreement": f"{r['agreement']:.2f}"
+                   if r.get("agreement") is not None else ""} for r in rows])
+    for a in engine.run_artifacts(run_id):
+        print(f"{a.kind}: {a.path}")
+    return code
+
+
 def cmd_serve(engine: Engine, args) -> int:
     from .serve import serve
 
@@ -259,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["affine", "builder"], default="affine", help="int4 method")
     p.add_argument("--block-size", type=int, default=32)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("benchmark", help="speed, memory and quality of models, each in a fresh process")
+    p.add_argument("--model", action="append", help="model to measure (repeat for several)")
+    p.add_argument("--config", help="YAML/JSON config (kind: benchmark) instead of the flags")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/models, /v1/chat/completions) for models")
     p.add_argument("--model", action="append", required=True, help="model to serve (repeat for several)")

@@ -152,6 +152,9 @@ class GenerateDataConfig(JobConfig):
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Sampling seed.")
     output_name: str | None = Field(default=None, description="Dataset name (default: from the run).")
     resume_from_run: int | None = Field(default=None, ge=1, description="Keep that run's rows; do the rest.")
+    teacher_backend: Literal["auto", "transformers", "onnx"] = Field(
+        default="auto", description="auto: the teacher's fastest verified ONNX Runtime GenAI export that keeps "
+        "perplexity within ×1.05 when one exists, else transformers.")
 
     def model_ref(self) -> str | None:
         return self.teacher_model_id
@@ -305,6 +308,45 @@ class QuantizeSweepConfig(JobConfig):
                                **known[v]) for v in self.candidates]
 
 
+HELDOUT_PROMPTS = os.path.join(PROMPTS_DIR, "seed_prompts.heldout.jsonl")
+PROMPT_LENGTHS = {"short": 0, "medium": 256, "long": 1024}  # tokens of a passage put before each prompt
+GEN_LENGTHS = {"short": 32, "medium": 64, "long": 256}
+
+
+class BenchmarkConfig(JobConfig):
+    """Speed, memory and quality of several models, each measured in a fresh process, scored the same way."""
+
+    kind: ClassVar[str] = "benchmark"
+    target: ClassVar[str] = "engine.jobs.benchmark:run"
+    model_ids: list[str] = Field(min_length=1, max_length=32, description="Registered models of any format.")
+    prompts_path: str = Field(default=HELDOUT_PROMPTS, description="Prompt set: JSONL with a 'prompt' field "
+                              "(or any dataset whose user prompts are reused).")
+    prompt_count: int = Field(default=3, ge=1, le=100, description="Prompts timed per repetition.")
+    prompt_length: Literal["short", "medium", "long"] = Field(
+        default="short", description="short: the prompt alone; medium/long: after a ~256/~1024-token passage.")
+    gen_length: Literal["short", "medium", "long"] = Field(default="medium", description="Tokens generated per "
+                                                           "call: 32 / 64 / 256 (EOS ignored).")
+    repetitions: int = Field(default=5, ge=1, le=100, description="Timed repetitions of the prompt set.")
+    warmup: int = Field(default=1, ge=0, le=10, description="Untimed repetitions first.")
+    threads: int = Field(default=2, ge=0, le=256, description="Threads per model (0: library default).")
+    ppl_tokens: int = Field(default=2048, ge=0, le=65_536, description="Tokens of the standard text for "
+                            "perplexity (0: skip).")
+    mc_questions: int = Field(default=0, ge=0, le=100_000, description="Multiple-choice questions scored (0: all "
+                              "of assets/eval/mc_questions.jsonl; skip with mc: false).")
+    mc: bool = Field(default=True, description="Score the bundled multiple-choice set.")
+    agreement_prompts: int = Field(default=16, ge=0, le=1000, description="Prompts for agreement with the "
+                                   "model's source/teacher (0: skip).")
+    agreement_tokens: int = Field(default=16, ge=1, le=256, description="Greedy tokens that must match.")
+
+    def model_ref(self) -> str | None:
+        return self.model_ids[0]
+
+    @field_validator("model_ids")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(v.strip() for v in value if v.strip()))
+
+
 JOB_CONFIGS: dict[str, type[JobConfig]] = {
     c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig, GenerateDataConfig, DistillConfig,
-                        QuantizeConfig, QuantizeSweepConfig)}
+                        QuantizeConfig, QuantizeSweepConfig, BenchmarkConfig)}

@@ -54,26 +54,30 @@ class OgModel:
         return self.encode(text)
 
     # ---- generation ------------------------------------------------------------------------------------------
-    def generator(self, max_length: int, params: GenerationParams | None = None):
+    def generator(self, max_length: int, params: GenerationParams | None = None, seed: int | None = None):
         og = self.og
         gp = og.GeneratorParams(self.model)
         options = {"max_length": int(max_length), "batch_size": 1}
         if params is not None and params.temperature > 0:
+            # top_k 50 as transformers' default generation config does
             options.update(do_sample=True, temperature=float(params.temperature), top_p=float(params.top_p),
-                           top_k=0)
+                           top_k=50)
+            if seed is not None:
+                options["random_seed"] = int(seed)
         else:
             options.update(do_sample=False)
         gp.set_search_options(**options)
         return og.Generator(self.model, gp)
 
     def generate_ids(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
-                     stop: threading.Event | None = None, on_token=None) -> tuple[list[int], list[float]]:
+                     stop: threading.Event | None = None, on_token=None,
+                     seed: int | None = None) -> tuple[list[int], list[float]]:
         """Generate after `prompt_ids`; returns the new ids and the time each arrived (perf_counter)."""
         if len(prompt_ids) + 1 > self.context:
             raise InvalidInput(f"The prompt is {len(prompt_ids)} tokens, longer than the model's context of "
                                f"{self.context}. Shorten it.")
         max_length = min(self.context, len(prompt_ids) + int(max_new_tokens))
-        gen = self.generator(max_length, params)
+        gen = self.generator(max_length, params, seed)
         gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
         out, times = [], []
         while not gen.is_done() and len(out) < max_new_tokens:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
 from .tabs.finetune import build_finetune_tab
@@ -47,13 +48,15 @@ def build_app(engine) -> gr.Blocks:
                 finetune = build_finetune_tab(engine, qlora_reason)
             with gr.Tab("Quantize", id="quantize"):
                 quantize = build_quantize_tab(engine)
+            with gr.Tab("Benchmark", id="benchmark"):
+                benchmark = build_benchmark_tab(engine)
             with gr.Tab("Models", id="models"):
                 models = build_models_tab(engine)
             with gr.Tab("Runs", id="runs"):
                 build_runs_tab(engine)
 
         refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
-                      quantize["refresh"]]
+                      quantize["refresh"], benchmark["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 

@@ -49,6 +49,15 @@ def test_tiny_exports_fp32_matches_torch_and_int4_builds(tiny_engine):
     affine = tiny_engine.get_model("tiny-onnx-int4")
     assert affine.size_bytes < export.size_bytes
 
+    # distillation stage 1 uses the teacher's fastest verified export (fp32 and affine int4 pass the ×1.05 bound)
+    from engine import GenerateDataConfig
+
+    gen_id = tiny_engine.start_run(GenerateDataConfig(teacher_model_id="tiny", max_prompts=3, max_new_tokens=8,
+                                                      drop_truncated=False, min_chars=0))
+    gen = finished(tiny_engine, gen_id)
+    assert gen.summary["backend"].startswith("onnxruntime-genai (tiny-onnx-")
+    assert gen.summary["generated"] == 3 and gen.summary["teacher_tokens_per_s"] > 0
+
     # an ONNX export chats like any other model
     *_, last = tiny_engine.chat("tiny-onnx-int4", [{"role": "user", "content": "Hello"}],
                                 GenerationParams(temperature=0.0, max_new_tokens=8))

@@ -76,6 +76,24 @@ def generate_batch(model, tokenizer, config, prompts: list[dict], stop) -> tuple
     return rows, tokens
 
 
+def generate_batch_onnx(og_model, config, prompts: list[dict], stop, seed: int) -> tuple[list[dict], int]:
+    """The same rows as generate_batch, from an ONNX Runtime GenAI export (one sequence at a time)."""
+    from ..configs import GenerationParams
+
+    params = GenerationParams(temperature=config.temperature, top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens)
+    rows, tokens = [], 0
+    for i, p in enumerate(prompts):
+        ids = og_model.prompt_ids(conversation(config, p["prompt"]))
+        for j in range(config.n_per_prompt):
+            out, times = og_model.generate_ids(ids, config.max_new_tokens, params, stop, seed=seed + i * 16 + j)
+            tokens += len(times)
+            rows.append({"key": f"{p['id']}#{j}", "prompt_id": p["id"], "prompt": p["prompt"],
+                         "response": og_model.decode(out).strip(),
+                         "finish": "length" if len(out) >= config.max_new_tokens else "stop"})
+    return rows, tokens
+
+
 def apply_filters(config: GenerateDataConfig, rows: list[dict]) -> tuple[list[dict], dict]:
     """Keep the good rows; count what each filter dropped (in this order: empty, cut off, length, regex, JSON,
     duplicates)."""
@@ -153,17 +171,37 @@ def run(ctx, config: GenerateDataConfig) -> None:
     ctx.log(f"{len(prompts)} prompts; {len(done)} already answered, {len(todo)} to do")
 
     teacher = ctx.store.get_model(config.teacher_model_id)
-    ctx.progress(0.01, f"loading teacher {teacher.id}")
-    model, tokenizer = load_causal_lm(teacher.path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    ctx.summary(backend="transformers")  # no ONNX Runtime export of the teacher is used yet
+    export = None
+    if config.teacher_backend != "transformers":
+        from .quantize import best_export
+
+        export = best_export(ctx.store, teacher.id)
+        if export is None and config.teacher_backend == "onnx":
+            raise InvalidInput(f"'{teacher.id}' has no verified ONNX export within ×1.05 perplexity: build one in "
+                               "the Quantize tab, or choose the transformers backend.")
+    ctx.progress(0.01, f"loading teacher {teacher.id}" + (f" (ONNX export {export.id})" if export else ""))
+    if export is not None:
+        from ..ort_genai import OgModel
+
+        og_model = OgModel(export.path)
+        ctx.summary(backend=f"onnxruntime-genai ({export.id})")
+        ctx.log(f"teacher backend: onnxruntime-genai export '{export.id}' (the fastest verified one)")
+    else:
+        model, tokenizer = load_causal_lm(teacher.path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        ctx.summary(backend="transformers")
+        ctx.log("teacher backend: transformers (no verified ONNX export of the teacher)")
     tokens, t0 = 0, time.perf_counter()
     with open(raw_path, "a", encoding="utf-8") as out:
         for start in range(0, len(todo), config.batch_size):
             ctx.check_cancelled()
             batch = todo[start:start + config.batch_size]
-            new_rows, n = generate_batch(model, tokenizer, config, batch, ctx.cancel_event)
+            if export is not None:
+                new_rows, n = generate_batch_onnx(og_model, config, batch, ctx.cancel_event,
+                                                  config.seed + len(done) + start)
+            else:
+                new_rows, n = generate_batch(model, tokenizer, config, batch, ctx.cancel_event)
             ctx.check_cancelled()  # a batch stopped by cancel is incomplete: do not keep it
             out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new_rows))
             out.flush()

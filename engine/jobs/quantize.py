@@ -255,3 +255,32 @@ def run_sweep(ctx, config) -> None:
     ctx.log(f"chose {best['variant']}: fastest within ×{config.max_ppl_ratio} perplexity "
             f"({best['decode_tok_s']} tok/s, {best['size_mb']} MB, ×{best['ppl_ratio']})")
     ctx.progress(1.0, "done")
+
+
+def export_summary(store, model) -> dict:
+    """The verified numbers of an ONNX export (variant, size, perplexity ratio, decode speed…) from the run that
+    made it; for a sweep, the row of its candidate. Empty when unknown."""
+    if model.format != "onnx-genai" or not model.run_id:
+        return {}
+    try:
+        summary = store.get_run(model.run_id).summary
+    except Exception:  # noqa: BLE001 - the run was deleted: the numbers are gone, the model stays
+        return {}
+    for cand in summary.get("candidates", []):
+        if (model.id == summary.get("output") and cand["variant"] == summary.get("chosen")) or \
+                model.id.endswith("-" + cand["variant"]):
+            return dict(cand)
+    return {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+
+
+def best_export(store, source_id: str, max_ppl_ratio: float = 1.05):
+    """The fastest ready ONNX export of `source_id` whose verified perplexity stays within the bound, or None."""
+    best, best_speed = None, -1.0
+    for m in store.list_models():
+        if m.format != "onnx-genai" or m.parent_id != source_id or not m.ready:
+            continue
+        facts = export_summary(store, m)
+        ratio, speed = facts.get("ppl_ratio"), facts.get("decode_tok_s") or 0.0
+        if ratio is not None and ratio <= max_ppl_ratio and speed > best_speed:
+            best, best_speed = m, speed
+    return best

@@ -12,6 +12,24 @@ SOURCES = {"Local HF folder": "local", "GGUF file": "gguf", "Hugging Face Hub id
            "Detect from the text": "auto"}
 
 
+NUMBER_LABELS = {"variant": "variant", "size_ratio": "size ×source", "ppl_ratio": "perplexity ×source",
+                 "decode_tok_s": "decode tok/s", "first_token_agreement": "first-token agreement",
+                 "score_after": "task score", "score_before": "task score before", "eval_loss": "eval loss",
+                 "heldout_ppl_student": "held-out perplexity", "general_ppl_student": "general perplexity",
+                 "params_m": "params (M)", "bench_decode_tok_s": "benchmark decode tok/s",
+                 "bench_mc_accuracy": "benchmark MC accuracy"}
+
+
+def lineage_markdown(tree: dict, depth: int = 0) -> str:
+    """A nested list: each model with its format, size and key numbers; the selected one in bold."""
+    size = f", {tree['size_bytes'] / 1e6:.0f} MB" if tree.get("size_bytes") else ""
+    params = f", {tree['params'] / 1e6:.1f} M params" if tree.get("params") else ""
+    numbers = " · ".join(f"{NUMBER_LABELS.get(k, k)} {v}" for k, v in tree["numbers"].items())
+    name = f"**{tree['id']}** ◀" if tree["selected"] else f"`{tree['id']}`"
+    line = f"{'  ' * depth}- {name} ({tree['format']}{params}{size})" + (f" — {numbers}" if numbers else "")
+    return "\n".join([line] + [lineage_markdown(c, depth + 1) for c in tree["children"]])
+
+
 def build_models_tab(engine) -> dict:
     table = gr.Dataframe(headers=MODEL_HEADERS, value=model_rows(engine.list_models()), interactive=False,
                          label="Registered models", wrap=False, elem_id="models-table")
@@ -35,6 +53,17 @@ def build_models_tab(engine) -> dict:
                 confirm = gr.Button("Yes, delete it", variant="stop")
                 keep = gr.Button("Keep it")
             manage_result = gr.Markdown("")
+            gr.Markdown("### Lineage")
+            lineage = gr.Markdown("Pick a model to see its family: base → fine-tunes, students → exports.",
+                                  elem_id="lineage")
+
+    @ui_errors
+    def show_lineage(model_id):
+        if not model_id:
+            return "Pick a model to see its family: base → fine-tunes, students → exports."
+        return lineage_markdown(engine.lineage(model_id))
+
+    selected.change(show_lineage, [selected], [lineage])
 
     def refresh():
         models = engine.list_models()

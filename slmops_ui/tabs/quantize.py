@@ -22,12 +22,7 @@ def exports_rows(engine) -> list[list]:
     for m in engine.list_models():
         if m.format != "onnx-genai":
             continue
-        summary = engine.get_run(m.run_id).summary if m.run_id else {}
-        for cand in summary.get("candidates", []):  # a sweep: the numbers of the candidate this model is
-            if m.id == summary.get("output") and cand["variant"] == summary.get("chosen") or \
-                    m.id.endswith("-" + cand["variant"]):
-                summary = dict(cand)
-                break
+        summary = engine.export_summary(m.id)
         rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", summary.get("variant", ""),
                      summary.get("ppl_ratio", ""), summary.get("decode_tok_s", ""),
                      summary.get("first_token_agreement", "")])

@@ -1,0 +1,238 @@
+"""Measuring one model the same way whatever its format: a backend with the same four calls for transformers
+(with or without an adapter) and ONNX Runtime GenAI, the speed loop, and the quality scorers (perplexity on the
+standard text, multiple-choice accuracy by log-likelihood, greedy tokens for agreement)."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .settings import PROJECT_ROOT
+
+MC_PATH = PROJECT_ROOT / "assets" / "eval" / "mc_questions.jsonl"
+
+
+class TorchBackend:
+    """transformers model on CPU (fp32), optionally with a LoRA adapter."""
+
+    name = "transformers"
+
+    def __init__(self, path: str, adapter_path: str | None = None, threads: int = 0):
+        import torch
+
+        from .chat import load_causal_lm
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.model, self.tokenizer = load_causal_lm(path, adapter_path)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def chat_ids(self, prompt: str) -> list[int]:
+        from .chat import build_prompt_ids
+
+        return build_prompt_ids(self.tokenizer, [{"role": "user", "content": prompt}], "")[0].tolist()
+
+    def generate(self, ids: list[int], n: int, stop_at_eos: bool = False) -> tuple[list[int], list[float], float]:
+        """Greedy; exactly n tokens unless stop_at_eos. Returns (tokens, arrival times, start time)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch, times = self.torch, []
+
+        class Clock(StoppingCriteria):  # called once per generated token
+            def __call__(self, input_ids, scores, **kw):
+                times.append(time.perf_counter())
+                return torch.zeros((input_ids.shape[0],), dtype=torch.bool)
+
+        x = torch.tensor([ids])
+        extra = {} if stop_at_eos else {"min_new_tokens": n}
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
+                                      temperature=None, top_p=None, top_k=None, pad_token_id=pad,
+                                      stopping_criteria=StoppingCriteriaList([Clock()]), **extra)
+        return out[0, len(ids):].tolist(), times, t0
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model(input_ids=self.torch.tensor([ids])).logits[0].float().numpy()
+
+    @property
+    def eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+
+
+class OgBackend:
+    """ONNX Runtime GenAI export."""
+
+    name = "onnxruntime-genai"
+
+    def __init__(self, path: str, threads: int = 0):
+        from .ort_genai import OgModel
+
+        self.m = OgModel(path, threads=threads)
+
+    def encode(self, text: str) -> list[int]:
+        return self.m.encode(text)
+
+    def chat_ids(self, prompt: str) -> list[int]:
+        return self.m.prompt_ids([{"role": "user", "content": prompt}])
+
+    def generate(self, ids: list[int], n: int, stop_at_eos: bool = False) -> tuple[list[int], list[float], float]:
+        og = self.m.og
+        params = og.GeneratorParams(self.m.model)
+        options = {"max_length": len(ids) + n, "do_sample": False, "batch_size": 1}
+        if not stop_at_eos:
+            options["min_length"] = len(ids) + n  # EOS is not allowed before n tokens
+        params.set_search_options(**options)
+        t0 = time.perf_counter()
+        gen = og.Generator(self.m.model, params)
+        gen.append_tokens(np.asarray([ids], dtype=np.int32))
+        tokens, times = [], []
+        while not gen.is_done() and len(tokens) < n:
+            gen.generate_next_token()
+            times.append(time.perf_counter())
+            tokens.append(int(gen.get_next_tokens()[0]))
+        return tokens, times, t0
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return self.m.logits(ids)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return set(self.m.eos_ids)
+
+
+def open_backend(fmt: str, path: str, adapter_path: str | None = None, threads: int = 0):
+    if fmt == "onnx-genai":
+        return OgBackend(path, threads)
+    return TorchBackend(path, adapter_path, threads)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def perplexity(backend, text: str, n_tokens: int, window: int = 512) -> tuple[float, int]:
+    """Perplexity over the first n_tokens of `text`, non-overlapping windows; (ppl, tokens scored)."""
+    ids = backend.encode(text)[:n_tokens]
+    total, count = 0.0, 0
+    for start in range(0, len(ids) - 1, window):
+        w = ids[start:start + window]
+        if len(w) < 2:
+            break
+        logp = log_softmax(backend.logits(w)[:-1])
+        total -= float(logp[np.arange(len(w) - 1), w[1:]].sum())
+        count += len(w) - 1
+    return math.exp(total / max(count, 1)), count
+
+
+def load_mc(path: Path = MC_PATH, limit: int = 0) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+def option_logprob(backend, context: str, option: str) -> float:
+    """Sum of log-probabilities of the option's tokens after the context (lm-eval style: tokenize the whole
+    string and the context, score the tail)."""
+    ctx = backend.encode(context)
+    full = backend.encode(context + option)
+    if full[:len(ctx)] != ctx or len(full) == len(ctx):  # a merge across the boundary: score the option alone
+        full = ctx + backend.encode(option)
+    logp = log_softmax(backend.logits(full)[:-1])
+    positions = np.arange(len(ctx) - 1, len(full) - 1)
+    return float(logp[positions, np.asarray(full[len(ctx):])].sum())
+
+
+def mc_accuracy(backend, questions: list[dict]) -> tuple[float, list[int]]:
+    """Share of questions whose highest-likelihood option is the answer; also the picks."""
+    picks = []
+    for q in questions:
+        context = f"Question: {q['question']}\nAnswer:"
+        scores = [option_logprob(backend, context, " " + c) for c in q["choices"]]
+        picks.append(int(np.argmax(scores)))
+    correct = sum(int(p == q["answer"]) for p, q in zip(picks, questions))
+    return correct / max(len(questions), 1), picks
+
+
+def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None) -> dict:
+    """Time to first token, prefill and decode tok/s per call; mean and std over reps × prompts. Every timed call
+    is measured once; tokenization happened before."""
+    ttft, prefill, decode = [], [], []
+    for rep in range(warmup + reps):
+        for ids in prompts:
+            check()
+            _, times, t0 = backend.generate(ids, new_tokens)
+            if rep < warmup or len(times) < 2:
+                continue
+            first = times[0] - t0
+            ttft.append(first)
+            prefill.append(len(ids) / first)
+            decode.append((len(times) - 1) / (times[-1] - times[0]))
+
+    def stats(values):
+        return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+    out = {}
+    for name, values in (("ttft_s", ttft), ("prefill_tok_s", prefill), ("decode_tok_s", decode)):
+        mean, std, n = stats(values)
+        out[name], out[f"{name}_std"], out["timed_calls"] = mean, std, n
+    return out
+
+
+def greedy_tokens(backend, prompts: list[list[int]], n: int) -> list[list[int]]:
+    out = []
+    for ids in prompts:
+        tokens, _, _ = backend.generate(ids, n, stop_at_eos=True)
+        eos = backend.eos_ids
+        out.append([t for t in tokens[:next((i for i, t in enumerate(tokens) if t in eos), len(tokens))]])
+    return out
+
+
+def agreement(a: list[list[int]], b: list[list[int]], n: int) -> float:
+    """Share of prompts whose first n greedy tokens are identical."""
+    pairs = list(zip(a, b))
+    return sum(int(x[:n] == y[:n]) for x, y in pairs) / max(len(pairs), 1)
+
+
+def hardware_record(threads: int) -> dict:
+    import os
+    import platform
+
+    import psutil
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("torch", "transformers", "onnxruntime", "onnxruntime_genai", "peft"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing library is recorded as missing
+            versions[mod] = None
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        gpu = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpu": gpu, "python": platform.python_version(),
+            "execution_provider": "CPUExecutionProvider", **{f"{k}_version": v for k, v in versions.items()}}

@@ -1,0 +1,56 @@
+"""`python -m engine.bench_worker REQUEST.json RESULT.json`: measures one model in a fresh process, so one
+model's memory never inflates the next one's. Progress lines go to stdout as JSON; the result is written last."""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def say(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def main(request_path: str, result_path: str) -> int:
+    req = json.loads(open(request_path, encoding="utf-8").read())
+    from .settings import Settings
+
+    Settings.from_env().prepare()  # caches stay in the workspace
+    from . import bench
+    from .eval_text import standard_text
+
+    model = req["model"]
+    say(stage=f"loading {model['id']}", fraction=0.0)
+    t0 = time.perf_counter()
+    backend = bench.open_backend(model["format"], model["path"], model.get("adapter_path"), req["threads"])
+    result = {"model_id": model["id"], "backend": backend.name, "load_s": time.perf_counter() - t0}
+    passage = backend.encode(standard_text())[5000:5000 + req["prefix_tokens"]] if req["prefix_tokens"] else []
+    agree_ids = [backend.chat_ids(p) for p in req["agreement_prompts"]]
+    if req["mode"] == "reference":
+        result["greedy"] = bench.greedy_tokens(backend, agree_ids, req["agreement_tokens"])
+    else:
+        prompts = [passage + backend.chat_ids(p) for p in req["prompts"]]
+        result["prompt_tokens"] = sum(len(p) for p in prompts) / len(prompts)
+        say(stage=f"{model['id']}: timing", fraction=0.05)
+        result.update(bench.speed(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"]))
+        if req["ppl_tokens"]:
+            say(stage=f"{model['id']}: perplexity", fraction=0.5)
+            result["ppl"], result["ppl_tokens"] = bench.perplexity(backend, standard_text(), req["ppl_tokens"])
+        if req["mc"]:
+            say(stage=f"{model['id']}: multiple choice", fraction=0.65)
+            questions = bench.load_mc(limit=req["mc_questions"])
+            result["mc_accuracy"], _ = bench.mc_accuracy(backend, questions)
+            result["mc_questions"] = len(questions)
+        if agree_ids:
+            say(stage=f"{model['id']}: greedy answers for agreement", fraction=0.9)
+            result["greedy"] = bench.greedy_tokens(backend, agree_ids, req["agreement_tokens"])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    with open(result_path, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    say(stage=f"{model['id']}: done", fraction=1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,135 @@
+"""Job `benchmark`: every selected model measured in its own fresh process (speed, peak memory, quality), plus its
+source/teacher's greedy answers for agreement; results stored as metrics and exported as CSV and JSON."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+from ..bench import agreement, hardware_record
+from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
+from .generate import load_prompts
+
+CONFIG = BenchmarkConfig
+COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
+           "ttft_s_std", "prefill_tok_s", "prefill_tok_s_std", "decode_tok_s", "decode_tok_s_std", "timed_calls",
+           "peak_rss_mb", "ppl", "mc_accuracy", "agreement", "agreement_with"]
+
+
+def lineage(store, model) -> str:
+    """base → … → model, following parent links."""
+    chain, seen, current = [model.id], {model.id}, model
+    while current.parent_id and current.parent_id not in seen and store.has_model(current.parent_id):
+        current = store.get_model(current.parent_id)
+        chain.append(current.id)
+        seen.add(current.id)
+    return " → ".join(reversed(chain))
+
+
+def measure(ctx, request: dict, lo: float, hi: float) -> dict:
+    """Run engine.bench_worker on one model; relay its progress; kill it on cancel."""
+    tag = f"{request['model']['id']}-{request['mode']}"
+    req_path, res_path = ctx.workdir / f"{tag}.request.json", ctx.workdir / f"{tag}.result.json"
+    req_path.write_text(json.dumps(request), encoding="utf-8")
+    res_path.unlink(missing_ok=True)
+    log_path = ctx.workdir / f"{tag}.log"
+    with open(log_path, "w", encoding="utf-8") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.bench_worker", str(req_path), str(res_path)],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
+        try:
+            for line in proc.stdout:
+                ctx.check_cancelled()
+                try:
+                    msg = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                ctx.progress(lo + (hi - lo) * float(msg.get("fraction", 0)), msg.get("stage", ""))
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if proc.returncode != 0 or not res_path.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
+        raise RuntimeError(f"measuring {request['model']['id']} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    return json.loads(res_path.read_text(encoding="utf-8"))
+
+
+def run(ctx, config: BenchmarkConfig) -> None:
+    from ..jobs.quantize import export_summary
+
+    store = ctx.store
+    models = [store.get_model(m) for m in config.model_ids]
+    prompts = [p["prompt"] for p in load_prompts(config.prompts_path)]
+    if not prompts:
+        raise ValueError(f"{config.prompts_path} holds no prompts")
+    timed = prompts[:config.prompt_count]
+    agree_prompts = prompts[:config.agreement_prompts]
+    hardware = hardware_record(config.threads)
+    ctx.summary(hardware=hardware)
+    ctx.log("hardware: " + ", ".join(f"{k}={v}" for k, v in hardware.items()))
+
+    def request(model, mode: str) -> dict:
+        path, adapter = model.path, None
+        if model.format == "hf-adapter":
+            path, adapter = store.get_model(model.parent_id).path, model.path
+        return {"model": {"id": model.id, "format": model.format, "path": path, "adapter_path": adapter},
+                "mode": mode, "threads": config.threads, "prompts": timed, "new_tokens": GEN_LENGTHS[config.gen_length],
+                "prefix_tokens": PROMPT_LENGTHS[config.prompt_length], "repetitions": config.repetitions,
+                "warmup": config.warmup, "ppl_tokens": config.ppl_tokens, "mc": config.mc,
+                "mc_questions": config.mc_questions, "agreement_prompts": agree_prompts,
+                "agreement_tokens": config.agreement_tokens}
+
+    # references for agreement: each model's parent (source of an export or adapter, teacher of a student)
+    refs = {m.parent_id for m in models if m.parent_id and store.has_model(m.parent_id)} if agree_prompts else set()
+    extra_refs = [store.get_model(r) for r in refs if r not in config.model_ids]
+    steps = len(models) + len(extra_refs)
+    results, greedy = [], {}
+    t_start = time.perf_counter()
+    for i, model in enumerate(models):
+        lo, hi = i / steps, (i + 1) / steps
+        res = measure(ctx, request(model, "full"), lo, hi)
+        greedy[model.id] = res.pop("greedy", None)
+        facts = export_summary(store, model)
+        res.update(format=model.format, variant=facts.get("variant", ""), parent_id=model.parent_id or "",
+                   lineage=lineage(store, model), params_m=round((model.params or 0) / 1e6, 1),
+                   size_mb=round((model.size_bytes or 0) / 1e6, 1))
+        results.append(res)
+        for name in ("load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "ppl", "mc_accuracy",
+                     "size_mb"):
+            if res.get(name) is not None:
+                ctx.metric(name, res[name], step=i)
+        ctx.log(f"{model.id}: decode {res['decode_tok_s']:.1f} ± {res['decode_tok_s_std']:.1f} tok/s, ttft "
+                f"{res['ttft_s'] * 1000:.0f} ms, peak RSS {res['peak_rss_mb']:.0f} MB"
+                + (f", perplexity {res['ppl']:.3f}" if res.get("ppl") else "")
+                + (f", MC {res['mc_accuracy']:.1%}" if res.get("mc_accuracy") is not None else ""))
+        ctx.summary(results=[{k: r.get(k) for k in COLUMNS} for r in results])
+    for j, ref in enumerate(extra_refs):
+        lo = (len(models) + j) / steps
+        greedy[ref.id] = measure(ctx, request(ref, "reference"), lo, lo + 1 / steps).get("greedy")
+    for res in results:
+        ref = res["parent_id"]
+        if ref and greedy.get(ref) is not None and greedy.get(res["model_id"]) is not None:
+            res["agreement"] = agreement(greedy[res["model_id"]], greedy[ref], config.agreement_tokens)
+            res["agreement_with"] = ref
+            ctx.metric("agreement", res["agreement"], step=config.model_ids.index(res["model_id"]))
+    rows = [{k: r.get(k) for k in COLUMNS} for r in results]
+    wall = time.perf_counter() - t_start
+    ctx.summary(results=rows, wall_s=round(wall, 1), models=len(rows))
+    write_exports(ctx, rows, hardware, config)
+    ctx.progress(1.0, "done")
+
+
+def write_exports(ctx, rows: list[dict], hardware: dict, config: BenchmarkConfig) -> None:
+    csv_path, json_path = ctx.workdir / "benchmark.csv", ctx.workdir / "benchmark.json"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path.write_text(json.dumps({"config": config.model_dump(), "hardware": hardware, "results": rows},
+                                    indent=1), encoding="utf-8")
+    ctx.artifact("benchmark_csv", csv_path)
+    ctx.artifact("benchmark_json", json_path)

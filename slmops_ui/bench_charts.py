@@ -1,0 +1,97 @@
+"""Pure functions: benchmark result rows -> plotly figures and table rows (no engine, no server)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+BAR_METRICS = {  # name -> (label with unit, std column, scale, higher is better)
+    "decode_tok_s": ("decode speed (tokens/s)", "decode_tok_s_std", 1.0, True),
+    "ttft_s": ("time to first token (ms)", "ttft_s_std", 1000.0, False),
+    "prefill_tok_s": ("prefill speed (tokens/s)", "prefill_tok_s_std", 1.0, True),
+    "peak_rss_mb": ("peak resident memory (MB)", None, 1.0, False),
+    "size_mb": ("size on disk (MB)", None, 1.0, False),
+    "load_s": ("load time (s)", None, 1.0, False),
+    "ppl": ("perplexity on Python's docs (lower is better)", None, 1.0, False),
+    "mc_accuracy": ("multiple-choice accuracy (%)", None, 100.0, True),
+    "agreement": ("agreement with source/teacher (%)", None, 100.0, True),
+}
+TABLE_HEADERS = ["model", "format", "size MB", "decode tok/s", "TTFT ms", "prefill tok/s", "peak RSS MB",
+                 "perplexity", "MC accuracy", "agreement", "lineage"]
+
+
+def _num(value, scale=1.0, digits=1):
+    return "" if value is None else round(value * scale, digits)
+
+
+def table_rows(rows: list[dict]) -> list[list]:
+    return [[r["model_id"], r.get("format", ""), r.get("size_mb"),
+             f"{r['decode_tok_s']:.1f} ± {r['decode_tok_s_std']:.1f}",
+             f"{r['ttft_s'] * 1000:.0f} ± {r['ttft_s_std'] * 1000:.0f}", _num(r.get("prefill_tok_s")),
+             _num(r.get("peak_rss_mb"), digits=0), _num(r.get("ppl"), digits=3),
+             "" if r.get("mc_accuracy") is None else f"{r['mc_accuracy']:.1%}",
+             "" if r.get("agreement") is None else f"{r['agreement']:.0%} vs {r.get('agreement_with')}",
+             r.get("lineage", "")] for r in rows]
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Rows no other row beats on size (smaller), latency (lower) and accuracy (higher, when measured)."""
+    def key(r):
+        return r["size_mb"], 1000.0 / r["decode_tok_s"], -(r.get("mc_accuracy") or 0.0)
+
+    def dominates(a, b):
+        ka, kb = key(a), key(b)
+        return all(x <= y for x, y in zip(ka, kb)) and any(x < y for x, y in zip(ka, kb))
+    return [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
+
+
+def scatter_figure(rows: list[dict], title: str = "Size vs decode latency") -> go.Figure | None:
+    """x = size on disk, y = ms per generated token; colour and marker size = MC accuracy; the Pareto front is
+    ringed and joined; hover shows lineage and the key numbers."""
+    rows = [r for r in rows if r.get("decode_tok_s") and r.get("size_mb")]
+    if not rows:
+        return None
+    acc = [r.get("mc_accuracy") for r in rows]
+    has_acc = any(a is not None for a in acc)
+    front = sorted(pareto_front(rows), key=lambda r: r["size_mb"])
+    fig = go.Figure()
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[r["size_mb"] for r in front], y=[1000.0 / r["decode_tok_s"] for r in front],
+                                 mode="lines", line=dict(color="rgba(60,60,60,0.5)", dash="dot"),
+                                 name="Pareto front", hoverinfo="skip"))
+    in_front = {r["model_id"] for r in front}
+    fig.add_trace(go.Scatter(
+        x=[r["size_mb"] for r in rows], y=[1000.0 / r["decode_tok_s"] for r in rows], mode="markers+text",
+        text=[r["model_id"] for r in rows], textposition="top center", name="models",
+        error_y=dict(type="data", array=[1000.0 * r["decode_tok_s_std"] / r["decode_tok_s"] ** 2 for r in rows],
+                     visible=True, thickness=1),
+        marker=dict(size=[14 + 26 * (a or 0) for a in acc] if has_acc else 16,
+                    color=[(a or 0) * 100 for a in acc] if has_acc else "#4f46e5", colorscale="Viridis",
+                    cmin=0, cmax=100, showscale=has_acc,
+                    colorbar=dict(title="MC accuracy (%)") if has_acc else None,
+                    line=dict(width=[3 if r["model_id"] in in_front else 1 for r in rows], color="black")),
+        customdata=[[r.get("lineage", r["model_id"]), r["decode_tok_s"], r.get("ppl"),
+                     None if r.get("mc_accuracy") is None else 100 * r["mc_accuracy"], r.get("peak_rss_mb")]
+                    for r in rows],
+        hovertemplate="<b>%{text}</b><br>%{customdata[0]}<br>%{x:.1f} MB · %{y:.1f} ms/token "
+                      "(%{customdata[1]:.1f} tok/s)<br>perplexity %{customdata[2]:.3f} · MC %{customdata[3]:.1f}%"
+                      "<br>peak RSS %{customdata[4]:.0f} MB<extra></extra>"))
+    fig.update_layout(title=f"{title} (lower left is better; ringed = Pareto-optimal)",
+                      xaxis_title="size on disk (MB)", yaxis_title="decode latency (ms per token)", height=440,
+                      template="plotly_white", margin=dict(l=60, r=30, t=60, b=50),
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def bar_figure(rows: list[dict], metric: str) -> go.Figure | None:
+    label, std_key, scale, higher = BAR_METRICS[metric]
+    rows = [r for r in rows if r.get(metric) is not None]
+    if not rows:
+        return None
+    fig = go.Figure(go.Bar(
+        x=[r["model_id"] for r in rows], y=[r[metric] * scale for r in rows],
+        error_y=dict(type="data", array=[(r.get(std_key) or 0) * scale for r in rows], visible=bool(std_key)),
+        text=[f"{r[metric] * scale:.3g}" for r in rows], textposition="outside", marker_color="#4f46e5"))
+    fig.update_layout(title=f"{label} — {'higher' if higher else 'lower'} is better"
+                      + (" (error bars: ± std over repetitions)" if std_key else ""),
+                      yaxis_title=label, xaxis_title="model", height=360, template="plotly_white",
+                      margin=dict(l=60, r=30, t=60, b=80))
+    return fig

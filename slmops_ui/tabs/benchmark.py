@@ -1,0 +1,97 @@
+"""Benchmark tab: pick models of any format, a workload and repetitions; each model is measured in a fresh
+process; results as a size-vs-latency scatter (Pareto front, accuracy as colour), bar charts with error bars, a
+table, and CSV/JSON downloads."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engine import BenchmarkConfig
+
+from ..bench_charts import BAR_METRICS, TABLE_HEADERS, bar_figure, scatter_figure, table_rows
+from ..forms import model_choices, number, ui_errors
+from ..job_panel import build_job_panel
+
+
+def build_benchmark_tab(engine) -> dict:
+    run_state = gr.State(None)
+    gr.Markdown("Measure speed, memory and quality of any set of models — transformers, adapters and ONNX exports "
+                "— the same way. Each model runs in a fresh worker process; greedy decoding; tokenization is not "
+                "timed. Quality: perplexity on Python's own documentation text, the bundled multiple-choice set "
+                "(`assets/eval/mc_questions.jsonl`, scored by log-likelihood), and agreement with the model's "
+                "source or teacher.")
+    with gr.Row():
+        models = gr.Dropdown(label="Models", choices=[], multiselect=True, elem_id="bench-models",
+                             info="Any registered models; a model's source/teacher is also run for agreement.")
+    with gr.Row():
+        prompt_length = gr.Radio(["short", "medium", "long"], value="short", label="Prompt length",
+                                 info="short: the prompt alone; medium/long: after a ~256/~1024-token passage.")
+        gen_length = gr.Radio(["short", "medium", "long"], value="medium", label="Generation length",
+                              info="32 / 64 / 256 tokens per call (EOS ignored).")
+    with gr.Row():
+        reps = number(BenchmarkConfig, "repetitions", precision=0)
+        warmup = number(BenchmarkConfig, "warmup", precision=0)
+        threads = number(BenchmarkConfig, "threads", precision=0)
+        prompt_count = number(BenchmarkConfig, "prompt_count", precision=0)
+    with gr.Accordion("Prompts and quality", open=False):
+        with gr.Row():
+            upload = gr.File(label="Upload a prompt set (.jsonl with 'prompt', or any chat dataset)",
+                             file_types=[".jsonl", ".json", ".csv", ".parquet"])
+            prompts_path = gr.Textbox(label="…or a prompt file path",
+                                      value=BenchmarkConfig.model_fields["prompts_path"].default)
+        with gr.Row():
+            ppl_tokens = number(BenchmarkConfig, "ppl_tokens", precision=0)
+            mc = gr.Checkbox(value=True, label="Multiple-choice accuracy")
+            mc_questions = number(BenchmarkConfig, "mc_questions", precision=0)
+            agreement_prompts = number(BenchmarkConfig, "agreement_prompts", precision=0)
+    start = gr.Button("Run benchmark", variant="primary", elem_id="bench-start")
+    message = gr.Markdown("")
+    build_job_panel(engine, run_state, resumable=False, continuable=False, chart=False)
+    scatter = gr.Plot(label="Size vs latency", visible=False, elem_id="bench-scatter")
+    table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, visible=False, elem_id="bench-table", wrap=True)
+    with gr.Row():
+        metric = gr.Dropdown([(v[0], k) for k, v in BAR_METRICS.items()], value="decode_tok_s", label="Bar chart")
+        downloads = gr.File(label="Results (CSV and JSON)", file_count="multiple", visible=False)
+    bars = gr.Plot(label="Per-metric bars", visible=False, elem_id="bench-bars")
+    hardware = gr.Markdown("")
+
+    @ui_errors
+    def do_start(ids, plen, glen, reps_, warm, thr, count, upload_, path, ppl, mc_, mcq, agree):
+        if not ids:
+            raise gr.Error("Pick at least one model.")
+        config = BenchmarkConfig(model_ids=ids, prompt_length=plen, gen_length=glen, repetitions=int(reps_),
+                                 warmup=int(warm), threads=int(thr), prompt_count=int(count),
+                                 prompts_path=(upload_ or path or "").strip() or
+                                 BenchmarkConfig.model_fields["prompts_path"].default,
+                                 ppl_tokens=int(ppl), mc=mc_, mc_questions=int(mcq), agreement_prompts=int(agree))
+        run_id = engine.start_run(config)
+        return run_id, f"Started benchmark run {run_id}."
+
+    start.click(do_start, [models, prompt_length, gen_length, reps, warmup, threads, prompt_count, upload,
+                           prompts_path, ppl_tokens, mc, mc_questions, agreement_prompts], [run_state, message])
+
+    def show(run_id, metric_):
+        if not run_id:
+            return (gr.update(visible=False),) * 4 + ("",)
+        run = engine.get_run(int(run_id))
+        rows = run.summary.get("results", [])
+        fig = scatter_figure(rows)
+        bar = bar_figure(rows, metric_ or "decode_tok_s")
+        files = [a.path for a in engine.run_artifacts(run.id) if a.kind.startswith("benchmark_")]
+        hw = run.summary.get("hardware") or {}
+        hw_text = ("**Hardware/software:** " + " · ".join(f"{k} {v}" for k, v in hw.items() if v is not None)
+                   + (f" · wall time {run.summary['wall_s']} s" if run.summary.get("wall_s") else "")) if hw else ""
+        return (gr.update(value=fig, visible=fig is not None), gr.update(value=table_rows(rows), visible=bool(rows)),
+                gr.update(value=bar, visible=bar is not None), gr.update(value=files or None, visible=bool(files)),
+                hw_text)
+
+    outputs = [scatter, table, bars, downloads, hardware]
+    gr.Timer(3.0).tick(show, [run_state, metric], outputs)
+    run_state.change(show, [run_state, metric], outputs)
+    metric.change(show, [run_state, metric], outputs)
+
+    def refresh(current):
+        every = model_choices(engine)
+        kept = [m for m in (current or []) if m in every]
+        return (gr.update(choices=every, value=kept),)
+
+    return {"refresh": (refresh, [models], [models])}

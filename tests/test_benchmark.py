@@ -1,0 +1,111 @@
+"""Benchmark job on tiny models of two formats; the scorers against hand-made and direct computations; the chart
+functions on given records."""
+import json
+import math
+
+import numpy as np
+
+from engine import BenchmarkConfig, QuantizeConfig
+from engine import bench
+from slmops_ui.bench_charts import bar_figure, pareto_front, scatter_figure, table_rows
+
+
+def test_benchmark_tiny_torch_and_onnx(tiny_engine):
+    q = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="fp32", verify_tokens=0))
+    assert tiny_engine.wait_run(q, timeout=300).status.value == "succeeded"
+    run_id = tiny_engine.start_run(BenchmarkConfig(model_ids=["tiny", "tiny-onnx-fp32"], prompt_count=2,
+                                                   gen_length="short", repetitions=3, warmup=1, ppl_tokens=256,
+                                                   mc_questions=8, agreement_prompts=4, threads=1))
+    run = tiny_engine.wait_run(run_id, timeout=600)
+    assert run.status.value == "succeeded", (run.error, [x.message for x in tiny_engine.run_logs(run_id)][-8:])
+    rows = {r["model_id"]: r for r in run.summary["results"]}
+    assert set(rows) == {"tiny", "tiny-onnx-fp32"}
+    assert rows["tiny"]["format"] == "hf" and rows["tiny-onnx-fp32"]["format"] == "onnx-genai"
+    for r in rows.values():
+        assert r["timed_calls"] == 3 * 2  # repetitions × prompts, warm-up excluded
+        for key in ("decode_tok_s", "ttft_s", "prefill_tok_s", "load_s", "peak_rss_mb", "ppl", "size_mb"):
+            assert r[key] > 0, key
+        for key in ("decode_tok_s_std", "ttft_s_std", "prefill_tok_s_std"):
+            assert r[key] >= 0
+        assert math.isfinite(r["ppl"]) and 0.0 <= r["mc_accuracy"] <= 1.0
+        assert r["peak_rss_mb"] > 100  # a whole Python process with torch or onnxruntime loaded
+    # the fp32 export computes what its source computes: same perplexity, same greedy answers
+    assert abs(rows["tiny-onnx-fp32"]["ppl"] / rows["tiny"]["ppl"] - 1) < 1e-3
+    assert rows["tiny-onnx-fp32"]["agreement_with"] == "tiny" and rows["tiny-onnx-fp32"]["agreement"] >= 0.75
+    assert run.summary["hardware"]["cores"] >= 1 and run.summary["hardware"]["onnxruntime_genai_version"]
+    files = {a.kind: a.path for a in tiny_engine.run_artifacts(run_id)}
+    assert len(open(files["benchmark_csv"]).read().strip().splitlines()) == 3
+    assert len(json.load(open(files["benchmark_json"]))["results"]) == 2
+
+
+class ScriptedBackend:
+    """Characters as tokens; the logits at position i put all the mass on the next character of `script`."""
+
+    def __init__(self, script: str):
+        self.script = script
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def logits(self, ids):
+        out = np.zeros((len(ids), 256))
+        for i in range(len(ids)):
+            if i + 1 < len(self.script):
+                out[i, ord(self.script[i + 1])] = 20.0
+        return out
+
+
+def test_mc_scorer_picks_the_known_answer():
+    questions = [{"question": "What is the capital of France?", "choices": ["Lyon", "Paris", "Nice", "Rome"],
+                  "answer": 1}]
+    backend = ScriptedBackend("Question: What is the capital of France?\nAnswer: Paris")
+    accuracy, picks = bench.mc_accuracy(backend, questions)
+    assert picks == [1] and accuracy == 1.0
+    wrong = ScriptedBackend("Question: What is the capital of France?\nAnswer: Rome")
+    assert bench.mc_accuracy(wrong, questions) == (0.0, [3])
+
+
+def test_perplexity_matches_a_direct_computation(tiny_model_dir):
+    import torch
+
+    from tests.helpers import CORPUS
+
+    backend = bench.TorchBackend(str(tiny_model_dir))
+    text = " ".join(CORPUS)
+    ppl, count = bench.perplexity(backend, text, n_tokens=300, window=128)
+    ids = backend.encode(text)[:300]
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, 300, 128):
+            w = torch.tensor([ids[start:start + 128]])
+            total += float(backend.model(input_ids=w, labels=w).loss) * (w.shape[1] - 1)
+    assert count == 300 - 3
+    assert abs(ppl - math.exp(total / count)) < 1e-3 * ppl
+
+
+ROWS = [
+    {"model_id": "base", "format": "hf", "size_mb": 540.0, "decode_tok_s": 30.0, "decode_tok_s_std": 1.0,
+     "ttft_s": 0.05, "ttft_s_std": 0.01, "prefill_tok_s": 700.0, "peak_rss_mb": 1200.0, "ppl": 14.7,
+     "mc_accuracy": 0.40, "lineage": "base"},
+    {"model_id": "int4", "format": "onnx-genai", "size_mb": 118.0, "decode_tok_s": 130.0, "decode_tok_s_std": 3.0,
+     "ttft_s": 0.02, "ttft_s_std": 0.002, "prefill_tok_s": 1500.0, "peak_rss_mb": 400.0, "ppl": 14.8,
+     "mc_accuracy": 0.40, "lineage": "base → int4", "agreement": 0.9, "agreement_with": "base"},
+    {"model_id": "worse", "format": "onnx-genai", "size_mb": 200.0, "decode_tok_s": 100.0, "decode_tok_s_std": 2.0,
+     "ttft_s": 0.03, "ttft_s_std": 0.002, "prefill_tok_s": 1200.0, "peak_rss_mb": 500.0, "ppl": 15.0,
+     "mc_accuracy": 0.35, "lineage": "base → worse"},
+]
+
+
+def test_chart_functions_return_the_expected_traces():
+    assert [r["model_id"] for r in pareto_front(ROWS)] == ["int4"]  # smaller, faster and as accurate
+    fig = scatter_figure(ROWS)
+    markers = [t for t in fig.data if t.name == "models"][0]
+    assert list(markers.text) == ["base", "int4", "worse"]
+    assert markers.y[1] == 1000.0 / 130.0  # ms per token
+    assert "lineage" not in markers.hovertemplate and "base → int4" == markers.customdata[1][0]
+    assert fig.layout.xaxis.title.text == "size on disk (MB)"
+    bars = bar_figure(ROWS, "decode_tok_s")
+    assert list(bars.data[0].y) == [30.0, 130.0, 100.0] and list(bars.data[0].error_y.array) == [1.0, 3.0, 2.0]
+    assert bar_figure(ROWS, "agreement").data[0].x == ("int4",)
+    assert table_rows(ROWS)[1][9] == "90% vs base"
+    assert scatter_figure([]) is None
