@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .clone import build_clone_row, wire
 from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
@@ -39,7 +40,8 @@ def build_app(engine) -> gr.Blocks:
                     f"— all local. Workspace: `{engine.settings.home}`", elem_id="header")
         banner = gr.Markdown(banner_text(engine), elem_id="banner", visible=bool(banner_text(engine)))
         preparing = gr.State("")
-        with gr.Tabs():
+        clone_state = gr.State(None)  # a run's {kind, config}, set by the Runs tab's "Clone into its tab"
+        with gr.Tabs() as tabs:
             with gr.Tab("Chat", id="chat"):
                 chat = build_chat_tab(engine)
             with gr.Tab("Distill", id="distill"):
@@ -54,9 +56,11 @@ def build_app(engine) -> gr.Blocks:
                 models = build_models_tab(engine)
             with gr.Tab("Runs", id="runs"):
                 build_runs_tab(engine)
+                cloner = build_clone_row(engine, clone_state, tabs)
 
+        wire(clone_state, [form for tab in (finetune, distill, quantize, benchmark) for form in tab["clone"]])
         refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
-                      quantize["refresh"], benchmark["refresh"]]
+                      quantize["refresh"], benchmark["refresh"], cloner["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 

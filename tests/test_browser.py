@@ -198,3 +198,33 @@ def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
         assert "smollm2-135m-instruct-onnx-int4" in page.inner_text("#q-exports")
         browser.close()
     keep_screenshots(tmp_path, ("quantize.png",))
+
+
+@needs_chromium
+def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        page.get_by_role("tab", name="Benchmark").click()
+        page.click("#bench-models")
+        page.get_by_role("option", name="smollm2-135m-instruct", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_label("short").nth(1).check()  # generation length: 32 tokens
+        page.get_by_label("Repetitions").fill("2")
+        page.get_by_label("Prompt count").fill("1")
+        page.get_by_text("Prompts and quality").click()
+        page.get_by_label("Ppl tokens").fill("256")
+        page.get_by_label("Mc questions").fill("12")
+        page.get_by_label("Agreement prompts").fill("0")
+        page.click("#bench-start")
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000)
+        page.wait_for_selector("#bench-scatter .js-plotly-plot", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "benchmark.png"), full_page=True)
+        assert "smollm2-135m-instruct" in page.text_content("#bench-scatter")
+        table = page.inner_text("#bench-table")
+        assert "±" in table and "%" in table  # decode mean ± std, MC accuracy
+        browser.close()
+    keep_screenshots(tmp_path, ("benchmark.png",))

@@ -94,4 +94,8 @@ def build_benchmark_tab(engine) -> dict:
         kept = [m for m in (current or []) if m in every]
         return (gr.update(choices=every, value=kept),)
 
-    return {"refresh": (refresh, [models], [models])}
+    fields = {"model_ids": models, "prompt_length": prompt_length, "gen_length": gen_length, "repetitions": reps,
+              "warmup": warmup, "threads": threads, "prompt_count": prompt_count, "prompts_path": prompts_path,
+              "ppl_tokens": ppl_tokens, "mc": mc, "mc_questions": mc_questions,
+              "agreement_prompts": agreement_prompts}
+    return {"refresh": (refresh, [models], [models]), "clone": [({"benchmark"}, fields)]}

@@ -71,7 +71,12 @@ def build_stage1(engine) -> tuple:
     start.click(do_start, [teacher, prompts, upload, system, shots, temperature, top_p, max_new, n_per, batch,
                            max_prompts, drop_cut, dedupe, require_json, min_chars, max_chars, regex, name],
                 [run_state, message])
-    return teacher
+    fields = {"teacher_model_id": teacher, "prompts_path": prompts, "system_prompt": system, "few_shot": shots,
+              "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new, "n_per_prompt": n_per,
+              "batch_size": batch, "max_prompts": max_prompts, "drop_truncated": drop_cut, "dedupe": dedupe,
+              "require_json": require_json, "min_chars": min_chars, "max_chars": max_chars, "regex": regex,
+              "output_name": name}
+    return teacher, fields
 
 
 def build_datasets(engine):
@@ -175,18 +180,22 @@ def build_stage2(engine, dataset_picker) -> tuple:
         widget.change(show_preview, inputs, [preview])
     start.click(do_start, inputs, [run_state, message])
     dataset_picker.change(lambda path: path or gr.skip(), [dataset_picker], [data])
-    return teacher, student
+    fields = {"teacher_model_id": teacher, "train_path": data, "eval_ratio": eval_ratio, "student": mode,
+              "keep_layers": keep, "layers": layers, "student_model_id": student, "alpha": alpha,
+              "temperature": temp, "learning_rate": lr, "epochs": epochs, "max_steps": steps, "batch_size": batch,
+              "max_length": max_len, "eval_steps": eval_steps, "save_steps": save_steps, "output_name": name}
+    return teacher, student, fields
 
 
 def build_distill_tab(engine) -> dict:
     gr.Markdown("Two stages: the teacher answers a prompt set (stage 1), then a smaller student learns from those "
                 "answers and from the teacher's token distributions (stage 2).")
     with gr.Accordion("Stage 1 · the teacher writes a dataset", open=True):
-        teacher1 = build_stage1(engine)
+        teacher1, fields1 = build_stage1(engine)
     with gr.Accordion("Datasets · browse, edit, download", open=False):
         picker, dataset_choices = build_datasets(engine)
     with gr.Accordion("Stage 2 · train the student", open=True):
-        teacher2, student = build_stage2(engine, picker)
+        teacher2, student, fields2 = build_stage2(engine, picker)
 
     def refresh(t1, t2, st, ds):
         full = [m for m in model_choices(engine) if engine.get_model(m).format == "hf"]
@@ -197,4 +206,5 @@ def build_distill_tab(engine) -> dict:
                 gr.update(choices=full, value=st if st in full else None),
                 gr.update(choices=datasets, value=ds if ds in dict(datasets).values() else None))
 
-    return {"refresh": (refresh, [teacher1, teacher2, student, picker], [teacher1, teacher2, student, picker])}
+    return {"refresh": (refresh, [teacher1, teacher2, student, picker], [teacher1, teacher2, student, picker]),
+            "clone": [({"generate_data"}, fields1), ({"distill"}, fields2)]}

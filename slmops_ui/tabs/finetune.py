@@ -144,4 +144,11 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         return (gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None)),
                 gr.update(choices=datasets, value=current_data if current_data in dict(datasets).values() else None))
 
-    return {"refresh": (refresh, [model, made], [model, made])}
+    fields = {"model_id": model, "method": method, "train_path": train_path, "eval_path": eval_path,
+              "eval_ratio": eval_ratio, "columns": columns, "lora_r": lora_r, "lora_alpha": lora_alpha,
+              "lora_dropout": lora_dropout, "target_modules": targets, "epochs": epochs, "max_steps": max_steps,
+              "learning_rate": lr, "lr_scheduler": scheduler, "warmup_ratio": warmup, "batch_size": batch,
+              "grad_accum": accum, "max_length": max_length, "packing": packing, "eval_steps": eval_steps,
+              "save_steps": save_steps, "save_total_limit": keep, "seed": seed, "eval_max_examples": scored,
+              "merge": merge, "output_name": output_name}
+    return {"refresh": (refresh, [model, made], [model, made]), "clone": [({"finetune"}, fields)]}

@@ -184,4 +184,10 @@ def build_quantize_tab(engine) -> dict:
                           (every[0] if every else None)),
                 exports_rows(engine))
 
-    return {"refresh": (refresh, [model, serve_model], [model, serve_model, exports])}
+    fields = {"model_id": model, "output_name": output_name, "precision": precision, "method": method,
+              "block_size": block, "symmetric": symmetric, "higher_precision": higher, "accuracy_level": accuracy,
+              "verify_tokens": verify_tokens}
+    sweep_fields = {"model_id": model, "verify_tokens": verify_tokens, "candidates": candidates,
+                    "max_ppl_ratio": bound}
+    return {"refresh": (refresh, [model, serve_model], [model, serve_model, exports]),
+            "clone": [({"quantize"}, fields), ({"quantize_sweep"}, sweep_fields)]}

@@ -1,0 +1,67 @@
+"""Cloning a run's config into the form of its tab: each job tab names which config field fills which widget."""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+
+def widget_value(name: str, value):
+    """A config value as its widget shows it (None → empty text, a mapping → 'k=v, …', few-shot → JSON lines)."""
+    if value is None:
+        return ""
+    if name == "columns" and isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if name == "few_shot" and isinstance(value, list):
+        return "\n".join(json.dumps(v, ensure_ascii=False) for v in value)
+    return value
+
+
+def fill(fields: dict, kinds: set[str], clone: dict | None) -> list:
+    """Updates for `fields` (in order) from a cloned config, or skips when the config belongs to another tab."""
+    if not clone or clone.get("kind") not in kinds:
+        return [gr.skip()] * len(fields)
+    config = clone["config"]
+    return [gr.update(value=widget_value(name, config[name])) if name in config else gr.skip() for name in fields]
+
+
+def wire(clone_state: gr.State, forms: list[tuple[set[str], dict]]) -> None:
+    """When a run is cloned, fill every form whose kinds include the run's kind."""
+    for kinds, fields in forms:
+        clone_state.change(lambda c, _k=kinds, _f=fields: fill(_f, _k, c), [clone_state], list(fields.values()))
+
+
+# Which tab holds the form of a job kind (the tab ids of layout.py).
+TAB_OF_KIND = {"finetune": "finetune", "generate_data": "distill", "distill": "distill", "quantize": "quantize",
+               "quantize_sweep": "quantize", "benchmark": "benchmark"}
+
+
+def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs) -> dict:
+    """Under the run history: pick a run, copy its config into the form of its tab and switch to that tab."""
+    from .forms import ui_errors
+
+    with gr.Row():
+        picked = gr.Dropdown(label="Clone a run's settings into its tab", choices=[], scale=3,
+                             info="Fills the form of the run's tab with its config, to edit and start again.")
+        button = gr.Button("Clone into its tab", scale=1, elem_id="clone-run")
+    note = gr.Markdown("")
+
+    def choices():
+        return [(f"#{r.id} {r.kind} · {r.model_id or ''} ({r.status.value})", r.id)
+                for r in engine.list_runs(limit=200) if r.kind in TAB_OF_KIND]
+
+    @ui_errors
+    def do_clone(run_id):
+        if not run_id:
+            raise gr.Error("Pick a run to clone.")
+        run = engine.get_run(int(run_id))
+        tab = TAB_OF_KIND[run.kind]
+        return ({"kind": run.kind, "config": run.config, "run": run.id}, gr.Tabs(selected=tab),
+                f"Copied run {run.id}'s {run.kind} settings into the {tab} tab.")
+
+    button.click(do_clone, [picked], [clone_state, tabs, note])
+    def refresh(current):
+        options = choices()
+        return (gr.update(choices=options, value=current if current in [v for _, v in options] else None),)
+
+    return {"refresh": (refresh, [picked], [picked])}
