@@ -64,6 +64,18 @@ class TorchBackend:
         with self.torch.inference_mode():
             return self.model(input_ids=self.torch.tensor([ids])).logits[0].float().numpy()
 
+    def batch_logits(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        """One forward pass for several sequences (right-padded; a causal model ignores what follows)."""
+        torch, width = self.torch, max(len(s) for s in seqs)
+        ids = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+        return [out[i, :len(s)] for i, s in enumerate(seqs)]
+
     @property
     def eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -142,24 +154,31 @@ def load_mc(path: Path = MC_PATH, limit: int = 0) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def option_logprob(backend, context: str, option: str) -> float:
-    """Sum of log-probabilities of the option's tokens after the context (lm-eval style: tokenize the whole
-    string and the context, score the tail)."""
+def option_logprobs(backend, context: str, options: list[str]) -> list[float]:
+    """Sum of log-probabilities of each option's tokens after the context (lm-eval style: tokenize the whole
+    string and the context, score the tail). Batched when the backend can."""
     ctx = backend.encode(context)
-    full = backend.encode(context + option)
-    if full[:len(ctx)] != ctx or len(full) == len(ctx):  # a merge across the boundary: score the option alone
-        full = ctx + backend.encode(option)
-    logp = log_softmax(backend.logits(full)[:-1])
-    positions = np.arange(len(ctx) - 1, len(full) - 1)
-    return float(logp[positions, np.asarray(full[len(ctx):])].sum())
+    seqs = []
+    for option in options:
+        full = backend.encode(context + option)
+        if full[:len(ctx)] != ctx or len(full) == len(ctx):  # a merge across the boundary: score it alone
+            full = ctx + backend.encode(option)
+        seqs.append(full)
+    batch = getattr(backend, "batch_logits", None)
+    all_logits = batch(seqs) if batch else [backend.logits(s) for s in seqs]
+    scores = []
+    for full, logits in zip(seqs, all_logits):
+        logp = log_softmax(logits[:-1])
+        positions = np.arange(len(ctx) - 1, len(full) - 1)
+        scores.append(float(logp[positions, np.asarray(full[len(ctx):])].sum()))
+    return scores
 
 
 def mc_accuracy(backend, questions: list[dict]) -> tuple[float, list[int]]:
     """Share of questions whose highest-likelihood option is the answer; also the picks."""
     picks = []
     for q in questions:
-        context = f"Question: {q['question']}\nAnswer:"
-        scores = [option_logprob(backend, context, " " + c) for c in q["choices"]]
+        scores = option_logprobs(backend, f"Question: {q['question']}\nAnswer:", [" " + c for c in q["choices"]])
         picks.append(int(np.argmax(scores)))
     correct = sum(int(p == q["answer"]) for p, q in zip(picks, questions))
     return correct / max(len(questions), 1), picks

@@ -86,9 +86,16 @@ def cmd_chat(engine: Engine, args) -> int:
     return 0
 
 
+def _short_summary(summary: dict, width: int = 100) -> str:
+    """The scalar results of a run on one line (lists and tables are for `runs show`)."""
+    text = json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, ensure_ascii=False)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def cmd_runs_list(engine: Engine, args) -> int:
     _print_table([{"id": r.id, "kind": r.kind, "status": r.status.value, "model": r.model_id or "",
-                   "created": r.created_at[:19], "progress": f"{r.progress:.0%}", "summary": json.dumps(r.summary)}
+                   "created": r.created_at[:19], "progress": f"{r.progress:.0%}",
+                   "summary": _short_summary(r.summary)}
                   for r in engine.list_runs(args.limit)])
     return 0
 

@@ -209,7 +209,7 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(app_url)
         page.get_by_role("tab", name="Benchmark").click()
-        page.click("#bench-models")
+        page.click("#bench-models input")
         page.get_by_role("option", name="smollm2-135m-instruct", exact=True).click()
         page.keyboard.press("Escape")
         page.get_by_label("short").nth(1).check()  # generation length: 32 tokens

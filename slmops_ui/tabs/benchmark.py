@@ -69,10 +69,15 @@ def build_benchmark_tab(engine) -> dict:
     start.click(do_start, [models, prompt_length, gen_length, reps, warmup, threads, prompt_count, upload,
                            prompts_path, ppl_tokens, mc, mc_questions, agreement_prompts], [run_state, message])
 
-    def show(run_id, metric_):
+    shown = gr.State("")  # what was drawn last: polling redraws only when the results change
+
+    def show(run_id, metric_, last=""):
         if not run_id:
-            return (gr.update(visible=False),) * 4 + ("",)
+            return (gr.update(visible=False),) * 4 + ("", "")
         run = engine.get_run(int(run_id))
+        signature = f"{run.id}:{run.status.value}:{len(run.summary.get('results', []))}:{metric_}"
+        if signature == last:
+            return (gr.skip(),) * 5 + (last,)
         rows = run.summary.get("results", [])
         fig = scatter_figure(rows)
         bar = bar_figure(rows, metric_ or "decode_tok_s")
@@ -82,10 +87,10 @@ def build_benchmark_tab(engine) -> dict:
                    + (f" · wall time {run.summary['wall_s']} s" if run.summary.get("wall_s") else "")) if hw else ""
         return (gr.update(value=fig, visible=fig is not None), gr.update(value=table_rows(rows), visible=bool(rows)),
                 gr.update(value=bar, visible=bar is not None), gr.update(value=files or None, visible=bool(files)),
-                hw_text)
+                hw_text, signature)
 
-    outputs = [scatter, table, bars, downloads, hardware]
-    gr.Timer(3.0).tick(show, [run_state, metric], outputs)
+    outputs = [scatter, table, bars, downloads, hardware, shown]
+    gr.Timer(3.0).tick(show, [run_state, metric, shown], outputs)
     run_state.change(show, [run_state, metric], outputs)
     metric.change(show, [run_state, metric], outputs)
 
