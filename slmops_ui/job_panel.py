@@ -68,7 +68,7 @@ def build_job_panel(engine, run_state: gr.State, resumable: bool = True, continu
                 gr.update(value=fig, visible=fig is not None))
 
     outputs = [status, progress, plot]
-    timer.tick(refresh, [run_state], outputs)
+    timer.tick(refresh, [run_state], outputs, show_progress="hidden")
     run_state.change(refresh, [run_state], outputs)
 
     @ui_errors

@@ -90,7 +90,7 @@ def build_benchmark_tab(engine) -> dict:
                 hw_text, signature)
 
     outputs = [scatter, table, bars, downloads, hardware, shown]
-    gr.Timer(3.0).tick(show, [run_state, metric, shown], outputs)
+    gr.Timer(3.0).tick(show, [run_state, metric, shown], outputs, show_progress="hidden")
     run_state.change(show, [run_state, metric], outputs)
     metric.change(show, [run_state, metric], outputs)
 

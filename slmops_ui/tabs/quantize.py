@@ -141,7 +141,7 @@ def build_quantize_tab(engine) -> dict:
                 gr.update(choices=left, value=None), exports_rows(engine), signature)
 
     timer = gr.Timer(3.0)
-    timer.tick(show_run, [run_state, shown], [pareto, cand_table, pick, exports, shown])
+    timer.tick(show_run, [run_state, shown], [pareto, cand_table, pick, exports, shown], show_progress="hidden")
     run_state.change(show_run, [run_state], [pareto, cand_table, pick, exports, shown])
 
     @ui_errors

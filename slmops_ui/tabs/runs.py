@@ -97,7 +97,7 @@ def build_runs_tab(engine) -> dict:
 
     run_id.input(show_run, [run_id], detail_outputs)
     table.select(pick_row, [table], [run_id, *detail_outputs])
-    timer.tick(poll, [signature, run_id], [table, run_id, signature, *detail_outputs])
+    timer.tick(poll, [signature, run_id], [table, run_id, signature, *detail_outputs], show_progress="hidden")
     cancel.click(do_cancel, [run_id], None)
     delete.click(ask_delete, [run_id], [confirm_row])
     confirm.click(do_delete, [run_id], [confirm_row, table, run_id, *detail_outputs])
