@@ -57,17 +57,17 @@ def build_job_panel(engine, run_state: gr.State, resumable: bool = True, continu
         if continuable:
             more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
             go_on = gr.Button("Continue finished run")
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
 
     def refresh(run_id):
         if not run_id:
-            return status_markdown(engine, None), 0, gr.update(visible=False)
+            return status_markdown(engine, None), 0, gr.update(visible=False), gr.Timer(active=False)
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
         return (status_markdown(engine, run.id), round(100 * run.progress, 1),
-                gr.update(value=fig, visible=fig is not None))
+                gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final))
 
-    outputs = [status, progress, plot]
+    outputs = [status, progress, plot, timer]
     timer.tick(refresh, [run_state], outputs, show_progress="hidden")
     run_state.change(refresh, [run_state], outputs)
 

@@ -79,7 +79,7 @@ def build_app(engine) -> gr.Blocks:
             # something started or finished preparing: the model lists change too
             return (gr.update(value=text, visible=bool(text)), text, *refresh_all(*values))
 
-        gr.Timer(1.5).tick(poll_banner, [preparing, *refresh_inputs], [banner, preparing, *refresh_outputs],
+        gr.Timer(2.5).tick(poll_banner, [preparing, *refresh_inputs], [banner, preparing, *refresh_outputs],
                            show_progress="hidden")
         app.load(refresh_all, refresh_inputs, refresh_outputs)
     return app

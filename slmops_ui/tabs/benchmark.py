@@ -73,11 +73,11 @@ def build_benchmark_tab(engine) -> dict:
 
     def show(run_id, metric_, last=""):
         if not run_id:
-            return (gr.update(visible=False),) * 4 + ("", "")
+            return (gr.update(visible=False),) * 4 + ("", "", gr.Timer(active=False))
         run = engine.get_run(int(run_id))
         signature = f"{run.id}:{run.status.value}:{len(run.summary.get('results', []))}:{metric_}"
         if signature == last:
-            return (gr.skip(),) * 5 + (last,)
+            return (gr.skip(),) * 5 + (last, gr.Timer(active=not run.status.final))
         rows = run.summary.get("results", [])
         fig = scatter_figure(rows)
         bar = bar_figure(rows, metric_ or "decode_tok_s")
@@ -87,10 +87,11 @@ def build_benchmark_tab(engine) -> dict:
                    + (f" · wall time {run.summary['wall_s']} s" if run.summary.get("wall_s") else "")) if hw else ""
         return (gr.update(value=fig, visible=fig is not None), gr.update(value=table_rows(rows), visible=bool(rows)),
                 gr.update(value=bar, visible=bar is not None), gr.update(value=files or None, visible=bool(files)),
-                hw_text, signature)
+                hw_text, signature, gr.Timer(active=not run.status.final))
 
-    outputs = [scatter, table, bars, downloads, hardware, shown]
-    gr.Timer(3.0).tick(show, [run_state, metric, shown], outputs, show_progress="hidden")
+    timer = gr.Timer(3.0, active=False)
+    outputs = [scatter, table, bars, downloads, hardware, shown, timer]
+    timer.tick(show, [run_state, metric, shown], outputs, show_progress="hidden")
     run_state.change(show, [run_state, metric], outputs)
     metric.change(show, [run_state, metric], outputs)
 

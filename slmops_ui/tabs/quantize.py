@@ -128,21 +128,23 @@ def build_quantize_tab(engine) -> dict:
     def show_run(run_id, last=""):
         if not run_id:
             return gr.update(visible=False), gr.update(visible=False), gr.update(choices=[], value=None), \
-                exports_rows(engine), ""
+                exports_rows(engine), "", gr.Timer(active=False)
         run = engine.get_run(int(run_id))
         signature = f"{run.id}:{run.status.value}:{len(run.summary.get('candidates', []))}"
         if signature == last:
-            return (gr.skip(),) * 4 + (last,)
+            return (gr.skip(),) * 4 + (last, gr.Timer(active=not run.status.final))
         rows = run.summary.get("candidates", [])
         fig = pareto_figure(rows, run.summary.get("max_ppl_ratio") or run.config.get("max_ppl_ratio"))
         left = [r["variant"] for r in rows if r["variant"] != run.summary.get("chosen")] if run.status.final else []
         return (gr.update(value=fig, visible=fig is not None),
                 gr.update(value=candidate_rows(run.summary), visible=bool(rows)),
-                gr.update(choices=left, value=None), exports_rows(engine), signature)
+                gr.update(choices=left, value=None), exports_rows(engine), signature,
+                gr.Timer(active=not run.status.final))
 
-    timer = gr.Timer(3.0)
-    timer.tick(show_run, [run_state, shown], [pareto, cand_table, pick, exports, shown], show_progress="hidden")
-    run_state.change(show_run, [run_state], [pareto, cand_table, pick, exports, shown])
+    timer = gr.Timer(3.0, active=False)
+    timer.tick(show_run, [run_state, shown], [pareto, cand_table, pick, exports, shown, timer],
+               show_progress="hidden")
+    run_state.change(show_run, [run_state], [pareto, cand_table, pick, exports, shown, timer])
 
     @ui_errors
     def do_register(run_id, variant, name):
