@@ -185,27 +185,33 @@ def mc_accuracy(backend, questions: list[dict]) -> tuple[float, list[int]]:
 
 
 def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None) -> dict:
-    """Time to first token, prefill and decode tok/s per call; mean and std over reps × prompts. Every timed call
-    is measured once; tokenization happened before."""
-    ttft, prefill, decode = [], [], []
+    """Time to first token, prefill and decode tok/s of each repetition of the prompt set (the prompt set's
+    totals: tokens over seconds), then mean and std over repetitions. Every call is timed once, tokenization
+    happened before."""
+    ttft, prefill, decode, calls = [], [], [], 0
     for rep in range(warmup + reps):
+        first_s, prompt_tokens, decoded, decode_s = [], 0, 0, 0.0
         for ids in prompts:
             check()
             _, times, t0 = backend.generate(ids, new_tokens)
             if rep < warmup or len(times) < 2:
                 continue
-            first = times[0] - t0
-            ttft.append(first)
-            prefill.append(len(ids) / first)
-            decode.append((len(times) - 1) / (times[-1] - times[0]))
+            calls += 1
+            first_s.append(times[0] - t0)
+            prompt_tokens += len(ids)
+            decoded += len(times) - 1
+            decode_s += times[-1] - times[0]
+        if first_s:
+            ttft.append(sum(first_s) / len(first_s))
+            prefill.append(prompt_tokens / sum(first_s))
+            decode.append(decoded / decode_s)
 
     def stats(values):
         return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
 
-    out = {}
+    out = {"timed_calls": calls, "repetitions": len(decode)}
     for name, values in (("ttft_s", ttft), ("prefill_tok_s", prefill), ("decode_tok_s", decode)):
-        mean, std, n = stats(values)
-        out[name], out[f"{name}_std"], out["timed_calls"] = mean, std, n
+        out[name], out[f"{name}_std"], _ = stats(values)
     return out
 
 

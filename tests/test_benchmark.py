@@ -22,7 +22,7 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     assert set(rows) == {"tiny", "tiny-onnx-fp32"}
     assert rows["tiny"]["format"] == "hf" and rows["tiny-onnx-fp32"]["format"] == "onnx-genai"
     for r in rows.values():
-        assert r["timed_calls"] == 3 * 2  # repetitions × prompts, warm-up excluded
+        assert r["timed_calls"] == 3 * 2 and r["repetitions"] == 3  # warm-up excluded; stats over repetitions
         for key in ("decode_tok_s", "ttft_s", "prefill_tok_s", "load_s", "peak_rss_mb", "ppl", "size_mb"):
             assert r[key] > 0, key
         for key in ("decode_tok_s_std", "ttft_s_std", "prefill_tok_s_std"):

@@ -16,7 +16,7 @@ from .generate import load_prompts
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
            "ttft_s_std", "prefill_tok_s", "prefill_tok_s_std", "decode_tok_s", "decode_tok_s_std", "timed_calls",
-           "peak_rss_mb", "ppl", "mc_accuracy", "agreement", "agreement_with"]
+           "repetitions", "peak_rss_mb", "ppl", "mc_accuracy", "agreement", "agreement_with"]
 
 
 def lineage(store, model) -> str:
