@@ -43,7 +43,9 @@ def build_benchmark_tab(engine) -> dict:
             mc = gr.Checkbox(value=True, label="Multiple-choice accuracy")
             mc_questions = number(BenchmarkConfig, "mc_questions", precision=0)
             agreement_prompts = number(BenchmarkConfig, "agreement_prompts", precision=0)
-    start = gr.Button("Run benchmark", variant="primary", elem_id="bench-start")
+    with gr.Row():
+        start = gr.Button("Run benchmark", variant="primary", elem_id="bench-start", scale=2)
+        past = gr.Dropdown(label="…or show an earlier benchmark run", choices=[], scale=1, elem_id="bench-past")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, resumable=False, continuable=False, chart=False)
     scatter = gr.Plot(label="Size vs latency", visible=False, elem_id="bench-scatter")
@@ -95,13 +97,18 @@ def build_benchmark_tab(engine) -> dict:
     run_state.change(show, [run_state, metric], outputs)
     metric.change(show, [run_state, metric], outputs)
 
-    def refresh(current):
+    past.input(lambda rid: rid or gr.skip(), [past], [run_state])
+
+    def refresh(current, current_past):
         every = model_choices(engine)
         kept = [m for m in (current or []) if m in every]
-        return (gr.update(choices=every, value=kept),)
+        runs = [(f"#{r.id} · {len(r.config.get('model_ids', []))} models · {r.status.value}", r.id)
+                for r in engine.list_runs(limit=200) if r.kind == "benchmark"]
+        return (gr.update(choices=every, value=kept),
+                gr.update(choices=runs, value=current_past if current_past in [v for _, v in runs] else None))
 
     fields = {"model_ids": models, "prompt_length": prompt_length, "gen_length": gen_length, "repetitions": reps,
               "warmup": warmup, "threads": threads, "prompt_count": prompt_count, "prompts_path": prompts_path,
               "ppl_tokens": ppl_tokens, "mc": mc, "mc_questions": mc_questions,
               "agreement_prompts": agreement_prompts}
-    return {"refresh": (refresh, [models], [models]), "clone": [({"benchmark"}, fields)]}
+    return {"refresh": (refresh, [models, past], [models, past]), "clone": [({"benchmark"}, fields)]}
