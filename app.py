@@ -65,7 +65,8 @@ def main(argv=None) -> None:
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
         show_error=True, footer_links=["api"],
-        allowed_paths=[str(settings.home / "datasets")])  # dataset downloads; nothing else of the workspace
+        # dataset and run-history downloads; nothing else of the workspace
+        allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")])
 
 
 if __name__ == "__main__":

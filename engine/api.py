@@ -384,8 +384,32 @@ class Engine:
     def get_run(self, run_id: int) -> RunRecord:
         return self.store.get_run(run_id)
 
-    def list_runs(self, limit: int = 200) -> list[RunRecord]:
-        return self.store.list_runs(limit)
+    def list_runs(self, limit: int | None = 200, kind: str | None = None, status: str | None = None,
+                  model_id: str | None = None, since: str | None = None, until: str | None = None) -> list[RunRecord]:
+        """The newest `limit` runs (None: all) matching every filter given: job kind, status, model id, and
+        created between `since` and `until` (ISO dates, UTC, both inclusive). A bad date raises InvalidInput."""
+        return self.store.list_runs(limit, kind=kind, status=status, model_id=model_id, since=since, until=until)
+
+    def export_files(self, run_id: int, paths: list[str]) -> list[str]:
+        """Copies of a run's result files in the workspace's exports folder (the one folder the UI serves)."""
+        folder = self.settings.home / "exports" / f"run{run_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for path in paths:
+            target = folder / Path(path).name
+            if Path(path).is_file() and not target.exists():
+                shutil.copyfile(path, target)
+            if target.exists():
+                out.append(str(target))
+        return out
+
+    def count_runs(self, **filters) -> int:
+        """How many runs match the filters of list_runs (kind, status, model_id, since, until)."""
+        return self.store.count_runs(**filters)
+
+    def run_facets(self) -> dict:
+        """The distinct kinds, statuses and models in the run history (for filter choices)."""
+        return self.store.run_facets()
 
     def active_runs(self) -> list[RunRecord]:
         return self.store.active_runs()

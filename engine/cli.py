@@ -178,7 +178,7 @@ def cmd_quantize(engine: Engine, args) -> int:
         if not args.model:
             raise SlmopsError("give --model NAME (or --config FILE)")
         config = QuantizeConfig(model_id=args.model, output_name=args.name or "", precision=args.precision,
-                                method=args.method, block_size=args.block_size)
+                                method=args.method, olive_pass=args.olive_pass, block_size=args.block_size)
     run_id = engine.start_run(config)
     print(f"started run {run_id}: {config.model_id} → {config.output_id()}")
     return _follow(engine, run_id)
@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML/JSON config (kind: quantize) instead of the flags")
     p.add_argument("--name", help="name of the export (default: <model>-onnx-<variant>)")
     p.add_argument("--precision", choices=["int4", "int8", "fp32"], default="int4")
-    p.add_argument("--method", choices=["affine", "builder"], default="affine", help="int4 method")
+    p.add_argument("--method", choices=["affine", "builder", "olive"], default="affine", help="int4 method")
+    p.add_argument("--olive-pass", choices=["rtn", "kquant"], default="rtn", help="Olive pass (--method olive)")
     p.add_argument("--block-size", type=int, default=32)
     p.set_defaults(func=cmd_quantize)
 

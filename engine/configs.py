@@ -226,9 +226,12 @@ class QuantizeConfig(JobConfig):
     model_id: str = Field(description="Registered model to convert (a LoRA adapter is merged into its base first).")
     output_name: str = Field(default="", description="Name of the exported model (empty: <model>-onnx-<variant>).")
     precision: Literal["int4", "int8", "fp32"] = Field(default="int4", description="Weight precision.")
-    method: Literal["affine", "builder"] = Field(
+    method: Literal["affine", "builder", "olive"] = Field(
         default="affine", description="int4 only. affine: 4-bit blocks with float offsets (exact for Q4_1 "
-        "weights), 8-bit embeddings/head; builder: the ONNX Runtime GenAI builder's own int4.")
+        "weights), 8-bit embeddings/head; builder: the ONNX Runtime GenAI builder's own int4; olive: an Olive "
+        "ONNX quantization pass on the builder's fp32 export.")
+    olive_pass: Literal["rtn", "kquant"] = Field(default="rtn", description="olive int4: block-wise RTN "
+                                                 "(OnnxBlockWiseRtnQuantization) or k-quant (OnnxKQuantQuantization).")
     block_size: int = Field(default=32, ge=16, le=256, description="int4 block size (must divide the model's "
                             "widths).")
     symmetric: bool = Field(default=True, description="builder int4: symmetric (no zero points).")
@@ -245,10 +248,11 @@ class QuantizeConfig(JobConfig):
     def variant(self) -> str:
         if self.precision != "int4":
             return self.precision
-        name = "int4" if self.method == "affine" else f"int4-builder-b{self.block_size}"
+        name = {"affine": "int4", "builder": f"int4-builder-b{self.block_size}",
+                "olive": f"int4-olive-{self.olive_pass}-b{self.block_size}"}[self.method]
         if self.method == "affine" and self.block_size != 32:
             name += f"-b{self.block_size}"
-        if self.method == "builder" and not self.symmetric:
+        if self.method in ("builder", "olive") and not self.symmetric and self.olive_pass == "rtn":
             name += "-asym"
         if self.method == "builder" and self.higher_precision != "none":
             name += "-" + self.higher_precision.replace("_", "")
@@ -268,6 +272,8 @@ SWEEP_PRESETS: list[dict] = [
     {"method": "builder", "block_size": 64},
     {"method": "builder", "symmetric": False, "higher_precision": "last_matmul"},
     {"method": "builder", "higher_precision": "mixed_layers"},
+    {"method": "olive"},
+    {"method": "olive", "olive_pass": "kquant"},
     {"precision": "int8"},
     {"precision": "fp32"},
 ]

@@ -63,7 +63,7 @@ def check_export(folder: Path, config: QuantizeConfig, params: int | None) -> di
         raise InvalidInput("Block size applies to int4 only.")
     n = params or 0
     per_param = {"fp32": 4.0, "int8": 1.2, "int4": 0.9}[config.precision]
-    fp32_pass = 4.0 if config.precision == "int4" and config.method == "affine" else 0.0
+    fp32_pass = 4.0 if config.precision == "int4" and config.method in ("affine", "olive") else 0.0
     facts["bytes_needed"] = int(n * (per_param + fp32_pass) * 1.1) + (200 << 20)
     return facts
 
@@ -125,3 +125,73 @@ def run_builder(cmd: list[str], workdir: Path, log, check_cancelled, timeout_s: 
 
 def export_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file())
+
+
+OLIVE_PASSES = {"rtn": "OnnxBlockWiseRtnQuantization", "kquant": "OnnxKQuantQuantization"}
+
+
+def run_olive(src_dir: Path, out_dir: Path, config: QuantizeConfig, workdir: Path, cache_dir: Path, log,
+              check_cancelled, timeout_s: float = 3600) -> None:
+    """Quantize the builder's fp32 export with an Olive ONNX pass (block-wise RTN, or k-quant) in a child
+    process, offline and with telemetry off, everything written under the run folder and the workspace cache;
+    then give the result the source's output names and GenAI files so onnxruntime-genai runs it."""
+    import onnx
+
+    olive_dir = workdir / "olive"
+    shutil.rmtree(olive_dir, ignore_errors=True)
+    olive_dir.mkdir(parents=True)
+    pass_config = {"type": OLIVE_PASSES[config.olive_pass], "block_size": config.block_size}
+    if config.olive_pass == "rtn":
+        pass_config.update(is_symmetric=config.symmetric, accuracy_level=config.accuracy_level)
+    workflow = {
+        "input_model": {"type": "ONNXModel", "model_path": str(src_dir), "onnx_file_name": "model.onnx"},
+        "systems": {"local_system": {"type": "LocalSystem", "accelerators": [
+            {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}]}},
+        "passes": {"quantize": pass_config}, "host": "local_system", "target": "local_system",
+        "cache_dir": str(olive_dir / "cache"), "output_dir": str(olive_dir / "out"), "log_severity_level": 1}
+    (olive_dir / "workflow.json").write_text(json.dumps(workflow, indent=1), encoding="utf-8")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", CI="1", OLIVE_DISABLE_TELEMETRY="1",
+               OLIVE_TELEMETRY_CACHE_DIR=str(cache_dir / "olive-telemetry"))
+    log(f"olive: {pass_config['type']} {json.dumps({k: v for k, v in pass_config.items() if k != 'type'})}")
+    logfile = olive_dir / "olive.log"
+    with open(logfile, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "olive", "run", "--config", str(olive_dir / "workflow.json")],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=olive_dir, env=env)
+        t0 = time.monotonic()
+        try:
+            while proc.poll() is None:
+                check_cancelled()
+                if time.monotonic() - t0 > timeout_s:
+                    raise TimeoutError(f"Olive ran longer than {timeout_s:.0f} s")
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    produced = olive_dir / "out" / "model.onnx"
+    if proc.returncode != 0 or not produced.is_file():
+        tail = logfile.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-12:]
+        raise RuntimeError(f"Olive failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    # Olive's quantizer renames a graph output it quantizes ('logits' → 'logits_Q4'): give back the names
+    # genai_config.json expects.
+    expected = [o.name for o in onnx.load(str(src_dir / "model.onnx"), load_external_data=False).graph.output]
+    model = onnx.load(str(produced))
+    renames = {}
+    for output in model.graph.output:
+        if output.name not in expected:
+            base = output.name.rsplit("_Q", 1)[0]
+            if base in expected:
+                renames[output.name] = base
+                output.name = base
+    for node in model.graph.node:
+        node.output[:] = [renames.get(o, o) for o in node.output]
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    onnx.save_model(model, str(out_dir / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=1024)
+    for f in src_dir.iterdir():
+        if f.is_file() and not f.name.startswith("model.onnx"):
+            shutil.copy2(f, out_dir / f.name)
+    shutil.rmtree(olive_dir / "cache", ignore_errors=True)  # hundreds of MB of intermediate copies
+    if renames:
+        log(f"olive: restored output names {renames}")

@@ -62,6 +62,11 @@ class Settings:
             "MPLCONFIGDIR": str(c / "matplotlib"),
             "TORCHINDUCTOR_CACHE_DIR": str(c / "torchinductor"),
             "TOKENIZERS_PARALLELISM": "false",
+            # onnxruntime / onnxruntime-genai / Olive keep a device id and usage databases under
+            # $XDG_CACHE_HOME/Microsoft; Olive's telemetry is switched off
+            "XDG_CACHE_HOME": str(c / "xdg"),
+            "OLIVE_DISABLE_TELEMETRY": "1",
+            "OLIVE_TELEMETRY_CACHE_DIR": str(c / "olive-telemetry"),
         }
         if self.offline:
             env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .errors import NotFound
+from .errors import InvalidInput, NotFound
 from .records import ACTIVE_STATUSES, ArtifactRecord, LogLine, MetricPoint, ModelRecord, RunRecord, RunStatus
 
 migrations = Migrations("slmops")
@@ -45,6 +45,49 @@ def m001_initial(db: Database) -> None:
         pk="id",
     )
     db["artifacts"].create_index(["run_id"])
+
+
+@migrations()
+def m002_run_filter_indexes(db: Database) -> None:
+    """Indexes for the run history's filters (kind, status, model, date); adds nothing else, drops nothing."""
+    for column in ("kind", "status", "model_id", "created_at"):
+        db["runs"].create_index([column], if_not_exists=True)  # idx_runs_status exists since m001
+
+
+def _utc_bound(value: str, name: str, end_of_day: bool) -> str:
+    """A `since`/`until` filter as the ISO UTC text stored in created_at (string order = time order).
+
+    A bare date covers its whole UTC day: since 2025-03-01 starts at its midnight, until 2025-03-01 ends before the
+    next midnight. A date-time without an offset is taken as UTC."""
+    text = str(value).strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return (day + timedelta(days=1) if end_of_day else day).isoformat()
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{name} '{value}' is not a date: write YYYY-MM-DD (or an ISO date-time).") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def run_filter_sql(kind: str | None = None, status: str | None = None, model_id: str | None = None,
+                   since: str | None = None, until: str | None = None) -> tuple[str, list]:
+    """The WHERE clause ("1 = 1" when no filter) and its parameters for the run filters; each one is optional."""
+    clauses, params = [], []
+    for column, value in (("kind", kind), ("status", status), ("model_id", model_id)):
+        if value is not None and value != "":
+            clauses.append(f"{column} = ?")
+            params.append(value.value if isinstance(value, RunStatus) else str(value))
+    if since:
+        clauses.append("created_at >= ?")
+        params.append(_utc_bound(since, "since", end_of_day=False))
+    if until:
+        bare_date = len(str(until).strip()) == 10
+        clauses.append("created_at < ?" if bare_date else "created_at <= ?")
+        params.append(_utc_bound(until, "until", end_of_day=True))
+    return " AND ".join(clauses) or "1 = 1", params
 
 
 class Store:
@@ -116,9 +159,25 @@ class Store:
     def get_run(self, run_id: int) -> RunRecord:
         return RunRecord.from_row(self.run_row(run_id))
 
-    def list_runs(self, limit: int = 200) -> list[RunRecord]:
-        rows = self.db["runs"].rows_where(order_by="id desc", limit=limit)
+    def list_runs(self, limit: int | None = 200, kind: str | None = None, status: str | None = None,
+                  model_id: str | None = None, since: str | None = None, until: str | None = None) -> list[RunRecord]:
+        """Newest first, at most `limit` (None: all). Filters are optional and combine with AND; `since`/`until`
+        are ISO dates (UTC) compared with created_at, both inclusive (see `run_filter_sql`)."""
+        where, params = run_filter_sql(kind, status, model_id, since, until)
+        rows = self.db["runs"].rows_where(where, params, order_by="id desc", limit=limit)
         return [RunRecord.from_row(r) for r in rows]
+
+    def count_runs(self, kind: str | None = None, status: str | None = None, model_id: str | None = None,
+                   since: str | None = None, until: str | None = None) -> int:
+        """How many runs match the same filters as `list_runs` (answered from the indexes)."""
+        where, params = run_filter_sql(kind, status, model_id, since, until)
+        return self.db.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchone()[0]
+
+    def run_facets(self) -> dict[str, list[str]]:
+        """The distinct kinds, statuses and model ids of all runs (sorted), for filter choices."""
+        return {column: [r[0] for r in self.db.execute(
+                    f"SELECT DISTINCT {column} FROM runs WHERE {column} IS NOT NULL ORDER BY {column}").fetchall()]
+                for column in ("kind", "status", "model_id")}
 
     def active_runs(self) -> list[RunRecord]:
         rows = self.db["runs"].rows_where(f"status in ({','.join('?' * len(ACTIVE_STATUSES))})",

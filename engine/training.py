@@ -275,7 +275,7 @@ def make_callback(ctx, total_steps_hint: int | None = None):
             return control
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "kd_loss", "ce_loss"):
+            for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "kd_loss", "ce_loss", "epoch"):
                 if logs and key in logs:
                     ctx.metric(key if key != "loss" else "train_loss", float(logs[key]), state.global_step)
 

@@ -91,3 +91,63 @@ def pareto_figure(rows: list[dict], max_ppl_ratio: float | None = None, title: s
                       template="plotly_white", margin=dict(l=60, r=40, t=60, b=50),
                       legend=dict(orientation="h", y=-0.18))
     return fig
+
+
+# ---- run comparison -----------------------------------------------------------------------------------------------
+OVERLAY_DASH = {"train_loss": "solid", "eval_loss": "dash", "kd_loss": "dot", "ce_loss": "dashdot"}
+RUN_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#eeca3b"]
+
+
+def overlay_loss_figure(curves: dict, x_axis: str = "step", steps_per_epoch: dict | None = None,
+                        title: str = "Loss curves") -> go.Figure | None:
+    """The loss curves of several runs on one chart: one colour per run, one dash style per loss kind
+    (train solid, eval dashed with markers, KD dotted, CE dash-dot).
+
+    `curves` maps a run label (e.g. "#12 distill") to its MetricPoints; `steps_per_epoch` maps the same labels to
+    optimizer steps per epoch or None. With x_axis="epoch" the x values are step / steps_per_epoch; when any run's
+    epoch is unknown the whole chart stays on steps (one unit per axis) and the subtitle names those runs.
+    None when no run logged a loss."""
+    steps_per_epoch = steps_per_epoch or {}
+    losses: dict[str, dict[str, list]] = {}
+    for label, points in curves.items():
+        series: dict[str, list] = defaultdict(list)
+        for p in points:
+            if p.name in LOSS_NAMES:
+                series[p.name].append((p.step, p.value))
+        losses[label] = series
+    silent = [label for label, series in losses.items() if not series]
+    unknown = [label for label, series in losses.items() if series and not steps_per_epoch.get(label)]
+    by_epoch = x_axis == "epoch" and not unknown
+    notes = [f"epoch unknown for {', '.join(unknown)}: x is optimizer steps"] if x_axis == "epoch" and unknown else []
+    if silent:
+        notes.append(f"no loss logged by {', '.join(silent)}")
+    fig = go.Figure()
+    for i, (label, series) in enumerate(losses.items()):
+        if not series:
+            continue
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        for name in LOSS_NAMES:  # a fixed order: train, eval, KD, CE
+            if name not in series:
+                continue
+            values = sorted(series[name])
+            steps = [s for s, _ in values]
+            xs = [s / steps_per_epoch[label] for s in steps] if by_epoch else steps
+            fig.add_trace(go.Scatter(
+                x=xs, y=[v for _, v in values], name=f"{label} · {LOSS_NAMES[name]}", legendgroup=label,
+                mode="lines+markers" if name == "eval_loss" else "lines", customdata=steps,
+                line=dict(color=colour, dash=OVERLAY_DASH[name], width=2), marker=dict(size=6),
+                hovertemplate=f"{label} · {LOSS_NAMES[name]}<br>step %{{customdata}}"
+                              + (" · epoch %{x:.2f}" if by_epoch else "") + "<br>loss %{y:.4f}<extra></extra>"))
+    if not fig.data:
+        return None
+    subtitle = f"<br><sup>{' · '.join(notes)}</sup>" if notes else ""
+    fig.update_layout(
+        title=dict(text=f"{title}{subtitle}", x=0.01, xanchor="left"),
+        xaxis_title="epoch (passes over the training data)" if by_epoch else "optimizer step",
+        yaxis_title="loss (nats/token)", height=460, template="plotly_white",
+        margin=dict(l=60, r=20, t=70 if notes else 50, b=50), hovermode="closest",
+        legend=dict(title_text="run · loss (colour = run, dash = loss kind)", groupclick="toggleitem",
+                    font=dict(size=11)))
+    if not by_epoch:
+        fig.update_xaxes(tickformat="d")
+    return fig

@@ -28,6 +28,19 @@ def duration_s(run) -> float | None:
     return (end - datetime.fromisoformat(run.started_at)).total_seconds()
 
 
+def fmt_duration(seconds: float | None) -> str:
+    """12.3 s · 4 min 05 s · 3 h 20 min · 5.2 days"""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    if seconds < 48 * 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 86400:.1f} days"
+
+
 MODEL_HEADERS = ["name", "status", "format", "architecture", "parameters", "size on disk", "source", "parent",
                  "created", "path"]
 
@@ -41,11 +54,18 @@ def model_rows(models) -> list[list]:
 RUN_HEADERS = ["id", "kind", "status", "model", "started", "duration", "progress", "key metrics"]
 
 
+def short_summary(summary: dict, width: int = 160) -> str:
+    """The scalar results of a run on one line (lists and nested tables belong to the run's details)."""
+    parts = [f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in summary.items()
+             if not isinstance(v, (list, dict))]
+    text = ", ".join(parts)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def run_rows(runs) -> list[list]:
     rows = []
     for r in runs:
-        d = duration_s(r)
-        metrics = ", ".join(f"{k}={v}" for k, v in r.summary.items())
         rows.append([r.id, r.kind, r.status.value, r.model_id or "", fmt_time(r.started_at or r.created_at),
-                     f"{d:.1f} s" if d is not None else "", f"{r.progress:.0%} {r.stage}", metrics or r.error or ""])
+                     fmt_duration(duration_s(r)), f"{r.progress:.0%} {r.stage}",
+                     short_summary(r.summary) or r.error or ""])
     return rows

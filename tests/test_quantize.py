@@ -40,7 +40,7 @@ def test_tiny_exports_fp32_matches_torch_and_int4_builds(tiny_engine):
         ref = lm(input_ids=torch.tensor([ids])).logits[0].numpy()
     np.testing.assert_allclose(og_model.logits(ids), ref, atol=1e-3, rtol=1e-3)
 
-    for method in ("affine", "builder"):
+    for method in ("affine", "builder", "olive"):
         run_id = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="int4", method=method,
                                                       verify_tokens=256))
         finished(tiny_engine, run_id)

@@ -48,7 +48,8 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
     """Build one variant into `out_dir` (builder, then the affine rewrite for int4 affine); returns its facts."""
     t0 = time.perf_counter()
     affine = config.precision == "int4" and config.method == "affine"
-    build_precision = "fp32" if affine else config.precision
+    olive = config.precision == "int4" and config.method == "olive"
+    build_precision = "fp32" if affine or olive else config.precision
     build_dir = out_dir.with_name(out_dir.name + f".build-{build_precision}")
     shutil.rmtree(build_dir, ignore_errors=True)
     ctx.progress(progress[0], f"convert: ONNX Runtime GenAI builder ({config.variant()})")
@@ -64,6 +65,12 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
         ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
                 f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
         facts["grid_exact_share"] = report.grid_exact_share
+        shutil.rmtree(build_dir, ignore_errors=True)
+    elif olive:
+        from ..onnx_export import run_olive
+
+        ctx.progress(progress[1], f"quantize: Olive {config.olive_pass} ({config.variant()})")
+        run_olive(build_dir, out_dir, config, ctx.workdir, ctx.settings.cache_dir, ctx.log, ctx.check_cancelled)
         shutil.rmtree(build_dir, ignore_errors=True)
     else:
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -83,7 +83,8 @@ def build_benchmark_tab(engine) -> dict:
         rows = run.summary.get("results", [])
         fig = scatter_figure(rows)
         bar = bar_figure(rows, metric_ or "decode_tok_s")
-        files = [a.path for a in engine.run_artifacts(run.id) if a.kind.startswith("benchmark_")]
+        files = engine.export_files(run.id, [a.path for a in engine.run_artifacts(run.id)
+                                             if a.kind.startswith("benchmark_")])
         hw = run.summary.get("hardware") or {}
         hw_text = ("**Hardware/software:** " + " · ".join(f"{k} {v}" for k, v in hw.items() if v is not None)
                    + (f" · wall time {run.summary['wall_s']} s" if run.summary.get("wall_s") else "")) if hw else ""

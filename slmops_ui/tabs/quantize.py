@@ -45,7 +45,10 @@ def build_quantize_tab(engine) -> dict:
         output_name = gr.Textbox(label="Output name (optional)", placeholder="<model>-onnx-<variant>")
     with gr.Row():
         precision = gr.Radio(["int4", "int8", "fp32"], value="int4", label="Precision", info=PRECISION_HELP)
-        method = gr.Radio(["affine", "builder"], value="affine", label="int4 method")
+        method = gr.Radio(["affine", "builder", "olive"], value="affine", label="int4 method",
+                          info="olive: an Olive ONNX quantization pass (below) on the builder's fp32 export.")
+        olive_pass = gr.Radio(["rtn", "kquant"], value="rtn", label="Olive pass",
+                              info="rtn: OnnxBlockWiseRtnQuantization; kquant: OnnxKQuantQuantization.")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             block = gr.Dropdown([16, 32, 64, 128, 256], value=32, label="int4 block size",
@@ -89,14 +92,14 @@ def build_quantize_tab(engine) -> dict:
             serve_stop = gr.Button("Stop serving", variant="stop")
         serve_text = gr.Markdown("Not serving. The API binds to 127.0.0.1 (this machine only).")
 
-    form = [model, output_name, precision, method, block, symmetric, higher, accuracy, verify_tokens]
+    form = [model, output_name, precision, method, olive_pass, block, symmetric, higher, accuracy, verify_tokens]
 
-    def to_config(model_id, out, precision_, method_, block_, sym, higher_, acc, tokens) -> QuantizeConfig:
+    def to_config(model_id, out, precision_, method_, olive_, block_, sym, higher_, acc, tokens) -> QuantizeConfig:
         if not model_id:
             raise gr.Error("Pick a source model.")
         return QuantizeConfig(model_id=model_id, output_name=(out or "").strip(), precision=precision_,
-                              method=method_, block_size=int(block_), symmetric=sym, higher_precision=higher_,
-                              accuracy_level=int(acc), verify_tokens=int(tokens))
+                              method=method_, olive_pass=olive_, block_size=int(block_), symmetric=sym,
+                              higher_precision=higher_, accuracy_level=int(acc), verify_tokens=int(tokens))
 
     @ui_errors
     def do_check(*values):
@@ -192,6 +195,7 @@ def build_quantize_tab(engine) -> dict:
                 exports_rows(engine))
 
     fields = {"model_id": model, "output_name": output_name, "precision": precision, "method": method,
+              "olive_pass": olive_pass,
               "block_size": block, "symmetric": symmetric, "higher_precision": higher, "accuracy_level": accuracy,
               "verify_tokens": verify_tokens}
     sweep_fields = {"model_id": model, "verify_tokens": verify_tokens, "candidates": candidates,
