@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -48,94 +47,23 @@ def ensure_exports(engine) -> dict[str, str]:
     return {"hf": engine.get_model(model.id).path, **paths}
 
 
-class TorchBackend:
-    def __init__(self, path, threads):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-
-    def decode(self, ids, n):
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        torch, times = self.torch, []
-
-        class Clock(StoppingCriteria):  # called once per generated token
-            def __call__(self, input_ids, scores, **kw):
-                times.append(time.perf_counter())
-                return torch.zeros((input_ids.shape[0],), dtype=torch.bool)
-
-        x = torch.tensor([ids])
-        with torch.inference_mode():
-            self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                                do_sample=False, temperature=None, top_p=None, top_k=None,
-                                stopping_criteria=StoppingCriteriaList([Clock()]), pad_token_id=2)
-        return times
-
-    def nll(self, windows):
-        total = count = 0
-        with self.torch.inference_mode():
-            for w in windows:
-                x = self.torch.tensor([w])
-                total += float(self.model(input_ids=x, labels=x).loss) * (len(w) - 1)
-                count += len(w) - 1
-        return total / count
-
-
-class OgBackend:
-    def __init__(self, path, threads):
-        from engine.ort_genai import OgModel
-
-        self.m = OgModel(path, threads=threads)
-
-    def decode(self, ids, n):
-        import numpy as np
-
-        og = self.m.og
-        params = og.GeneratorParams(self.m.model)
-        params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False, batch_size=1)
-        gen = og.Generator(self.m.model, params)
-        gen.append_tokens(np.asarray([ids], dtype=np.int32))
-        times = []
-        for _ in range(n):  # min_length: EOS is not allowed before n tokens
-            gen.generate_next_token()
-            times.append(time.perf_counter())
-            if gen.is_done():
-                break
-        return times
-
-    def nll(self, windows):
-        import numpy as np
-
-        from engine.ort_genai import token_nll
-
-        total = count = 0
-        for w in windows:
-            total += token_nll(self.m.logits(w)[:-1], np.asarray(w[1:]))
-            count += len(w) - 1
-        return total / count
-
-
 class LlamaCppBackend:
+    """llama.cpp through llama-cpp-python on the shipped GGUF (the same generate/encode calls as engine.bench)."""
+
     def __init__(self, gguf, threads):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=2048,
                          verbose=False, logits_all=False)
 
-    def decode(self, ids, n):
+    def generate(self, ids, n):
         self.llm.reset()
-        times = []
-        for _ in self.llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        times, t0 = [], time.perf_counter()
+        for _ in self.llm.generate(ids, temp=0.0, top_k=1, reset=True):  # EOS does not stop this loop
             times.append(time.perf_counter())
             if len(times) >= n:
                 break
-        return times
-
-    def nll(self, windows):
-        return None
+        return None, times, t0
 
 
 def main() -> int:
@@ -148,6 +76,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from engine import Engine, Settings
+    from engine.bench import OgBackend, TorchBackend, perplexity
     from engine.eval_text import standard_text
     from engine.models import bundled_gguf_path, dir_size
 
@@ -159,10 +88,7 @@ def main() -> int:
     tok = AutoTokenizer.from_pretrained(paths["hf"])
     prompts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
                                        return_dict=True)["input_ids"] for p in PROMPTS]
-    text_ids = tok(standard_text(), add_special_tokens=False)["input_ids"][:4096]
-    windows = [text_ids[i:i + 512] for i in range(0, len(text_ids), 512)]
-
-    backends = {"transformers fp32": (TorchBackend, paths["hf"])}
+    backends = {"transformers fp32": (lambda path, threads: TorchBackend(path, threads=threads), paths["hf"])}
     for label in ("onnx-fp32", "onnx-int4 (affine, default)", "onnx-int4 (builder)"):
         backends[label] = (OgBackend, paths[label])
     try:
@@ -177,13 +103,13 @@ def main() -> int:
         t0 = time.perf_counter()
         loaded[label] = cls(path, args.threads)
         print(f"loaded {label} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        loaded[label].decode(prompts[0], 8)  # warm-up
+        loaded[label].generate(prompts[0], 8)  # warm-up
 
     speeds: dict[str, list[float]] = {k: [] for k in loaded}
     for rep in range(args.reps):
         for label, backend in loaded.items():
             for ids in prompts:
-                times = backend.decode(ids, args.new_tokens)
+                _, times, _ = backend.generate(ids, args.new_tokens)
                 speeds[label].append((len(times) - 1) / (times[-1] - times[0]))
         print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
 
@@ -192,8 +118,7 @@ def main() -> int:
         sizes[label] = dir_size(Path(paths[label]))
     ppl = {}
     for label, backend in loaded.items():
-        nll = backend.nll(windows)
-        ppl[label] = math.exp(nll) if nll is not None else None
+        ppl[label] = perplexity(backend, standard_text(), 4096)[0] if hasattr(backend, "logits") else None
 
     base_speed = statistics.mean(speeds["transformers fp32"])
     llama_speed = statistics.mean(speeds["llama.cpp Q4_1 GGUF"]) if "llama.cpp Q4_1 GGUF" in speeds else None

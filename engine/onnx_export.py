@@ -100,27 +100,34 @@ def run_builder(cmd: list[str], workdir: Path, log, check_cancelled, timeout_s: 
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     log("builder: " + " ".join(cmd[2:]))
     logfile = workdir / "builder.log"
+    # cwd is an empty folder: a file there named like a module the builder imports would break the build
+    cwd = workdir / "builder-cwd"
+    cwd.mkdir(exist_ok=True)
+    returncode = run_child(cmd, logfile, cwd, env, check_cancelled, timeout_s, "the model builder")
+    tail = logfile.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+    if returncode != 0:
+        raise RuntimeError(f"the ONNX Runtime GenAI builder failed (exit {returncode}):\n" + "\n".join(tail))
+    for line in tail[-3:]:
+        log("builder: " + line)
+
+
+def run_child(cmd: list[str], logfile: Path, cwd: Path, env: dict, check_cancelled, timeout_s: float,
+              what: str) -> int:
+    """Run a child process with its output in `logfile`; cancel or timeout kill it. Returns its exit code."""
     with open(logfile, "w", encoding="utf-8") as out:
-        # cwd is an empty folder: a file there named like a module the builder imports would break the build
-        cwd = workdir / "builder-cwd"
-        cwd.mkdir(exist_ok=True)
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         t0 = time.monotonic()
         try:
             while proc.poll() is None:
                 check_cancelled()
                 if time.monotonic() - t0 > timeout_s:
-                    raise TimeoutError(f"the model builder ran longer than {timeout_s:.0f} s")
+                    raise TimeoutError(f"{what} ran longer than {timeout_s:.0f} s")
                 time.sleep(0.2)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    tail = logfile.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
-    if proc.returncode != 0:
-        raise RuntimeError(f"the ONNX Runtime GenAI builder failed (exit {proc.returncode}):\n" + "\n".join(tail))
-    for line in tail[-3:]:
-        log("builder: " + line)
+    return proc.returncode
 
 
 def export_size(folder: Path) -> int:
@@ -154,24 +161,12 @@ def run_olive(src_dir: Path, out_dir: Path, config: QuantizeConfig, workdir: Pat
                OLIVE_TELEMETRY_CACHE_DIR=str(cache_dir / "olive-telemetry"))
     log(f"olive: {pass_config['type']} {json.dumps({k: v for k, v in pass_config.items() if k != 'type'})}")
     logfile = olive_dir / "olive.log"
-    with open(logfile, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "olive", "run", "--config", str(olive_dir / "workflow.json")],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=olive_dir, env=env)
-        t0 = time.monotonic()
-        try:
-            while proc.poll() is None:
-                check_cancelled()
-                if time.monotonic() - t0 > timeout_s:
-                    raise TimeoutError(f"Olive ran longer than {timeout_s:.0f} s")
-                time.sleep(0.2)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    returncode = run_child([sys.executable, "-m", "olive", "run", "--config", str(olive_dir / "workflow.json")],
+                           logfile, olive_dir, env, check_cancelled, timeout_s, "Olive")
     produced = olive_dir / "out" / "model.onnx"
-    if proc.returncode != 0 or not produced.is_file():
+    if returncode != 0 or not produced.is_file():
         tail = logfile.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-12:]
-        raise RuntimeError(f"Olive failed (exit {proc.returncode}):\n" + "\n".join(tail))
+        raise RuntimeError(f"Olive failed (exit {returncode}):\n" + "\n".join(tail))
     # Olive's quantizer renames a graph output it quantizes ('logits' → 'logits_Q4'): give back the names
     # genai_config.json expects.
     expected = [o.name for o in onnx.load(str(src_dir / "model.onnx"), load_external_data=False).graph.output]

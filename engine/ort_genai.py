@@ -72,26 +72,35 @@ class OgModel:
     def generate_ids(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
                      stop: threading.Event | None = None, on_token=None,
                      seed: int | None = None) -> tuple[list[int], list[float]]:
-        """Generate after `prompt_ids`; returns the new ids and the time each arrived (perf_counter)."""
-        if len(prompt_ids) + 1 > self.context:
-            raise InvalidInput(f"The prompt is {len(prompt_ids)} tokens, longer than the model's context of "
-                               f"{self.context}. Shorten it.")
-        max_length = min(self.context, len(prompt_ids) + int(max_new_tokens))
-        gen = self.generator(max_length, params, seed)
-        gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
+        """Generate after `prompt_ids`; returns the new ids and the time each token (EOS too) arrived."""
         out, times = [], []
-        while not gen.is_done() and len(out) < max_new_tokens:
-            if stop is not None and stop.is_set():
-                break
-            gen.generate_next_token()
-            token = int(gen.get_next_tokens()[0])
-            times.append(time.perf_counter())
+        for token, t in self.iter_tokens(prompt_ids, max_new_tokens, params, stop, seed):
+            times.append(t)
             if token in self.eos_ids:
                 break
             out.append(token)
             if on_token is not None:
                 on_token(token)
         return out, times
+
+    def iter_tokens(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
+                    stop: threading.Event | None = None, seed: int | None = None) -> Iterator[tuple[int, float]]:
+        """(token, arrival time) for each generated token until EOS (included), the limit or `stop`."""
+        if len(prompt_ids) + 1 > self.context:
+            raise InvalidInput(f"The prompt is {len(prompt_ids)} tokens, longer than the model's context of "
+                               f"{self.context}. Shorten it or clear the chat.")
+        gen = self.generator(min(self.context, len(prompt_ids) + int(max_new_tokens)), params, seed)
+        gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
+        count = 0
+        while not gen.is_done() and count < max_new_tokens:
+            if stop is not None and stop.is_set():
+                return
+            gen.generate_next_token()
+            token = int(gen.get_next_tokens()[0])
+            count += 1
+            yield token, time.perf_counter()
+            if token in self.eos_ids:
+                return
 
     def stream_reply(self, messages: list[dict], params: GenerationParams,
                      stop: threading.Event | None = None) -> Iterator:
@@ -100,19 +109,9 @@ class OgModel:
         ids = self.prompt_ids(messages, params.system_prompt)
         stream = self.tokenizer.create_stream()
         t0 = time.perf_counter()
-        max_length = min(self.context, len(ids) + params.max_new_tokens)
-        if len(ids) + 1 > self.context:
-            raise InvalidInput(f"The conversation is {len(ids)} tokens, longer than the model's context of "
-                               f"{self.context}. Clear the chat or shorten the message.")
-        gen = self.generator(max_length, params)
-        gen.append_tokens(np.asarray([ids], dtype=np.int32))
         text, times = "", []
-        while not gen.is_done() and len(times) < params.max_new_tokens:
-            if stop is not None and stop.is_set():
-                break
-            gen.generate_next_token()
-            token = int(gen.get_next_tokens()[0])
-            times.append(time.perf_counter())
+        for token, t in self.iter_tokens(ids, params.max_new_tokens, params, stop):
+            times.append(t)
             if token in self.eos_ids:
                 break
             text += stream.decode(token)
