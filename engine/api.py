@@ -11,7 +11,7 @@ from .chat import ChatChunk, LoadedModels, stream_reply
 from .checks import check_distill, check_generate, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
-from .errors import Busy, InvalidInput, OfflineError, SlmopsError
+from .errors import Busy, InvalidInput, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
@@ -191,46 +191,15 @@ class Engine:
 
         return export_summary(self.store, self.store.get_model(model_id))
 
-    KEY_NUMBERS = ("variant", "size_ratio", "ppl_ratio", "decode_tok_s", "first_token_agreement", "score_after",
-                   "score_before", "eval_loss", "heldout_ppl_student", "general_ppl_student", "params_m")
-
     def lineage(self, model_id: str) -> dict:
-        """The family tree around a model: from its root (base) down through fine-tunes, students and exports,
-        each node with its key numbers (from the run that made it, and its latest benchmark)."""
-        models = {m.id: m for m in self.store.list_models()}
-        if model_id not in models:
-            self.store.get_model(model_id)  # raises NotFound with the usual message
-        root, seen = models[model_id], {model_id}
-        while root.parent_id in models and root.parent_id not in seen:
-            seen.add(root.parent_id)
-            root = models[root.parent_id]
-        bench = {}
-        for run in self.store.list_runs(limit=500):
-            if run.kind == "benchmark" and run.status.value == "succeeded":
-                for row in run.summary.get("results", []):
-                    bench.setdefault(row["model_id"], row)  # newest run first
+        """The family tree around a model, base → fine-tunes/students → exports, with key numbers."""
+        from .lineage import lineage_tree
 
-        def node(m, depth=0) -> dict:
-            numbers = {}
-            if m.run_id and m.source == "run":
-                try:
-                    summary = self.export_summary(m.id) or self.store.get_run(m.run_id).summary
-                except SlmopsError:
-                    summary = {}
-                numbers = {k: summary[k] for k in self.KEY_NUMBERS if k in summary and summary[k] is not None}
-            if m.id in bench:
-                b = bench[m.id]
-                numbers.update({"bench_decode_tok_s": round(b["decode_tok_s"], 1)})
-                if b.get("mc_accuracy") is not None:
-                    numbers["bench_mc_accuracy"] = round(b["mc_accuracy"], 3)
-            children = [node(c, depth + 1) for c in models.values() if c.parent_id == m.id and depth < 20]
-            return {"id": m.id, "format": m.format, "params": m.params, "size_bytes": m.size_bytes,
-                    "numbers": numbers, "selected": m.id == model_id, "children": children}
-        return node(root)
+        return lineage_tree(self.store, model_id)
 
     def register_candidate(self, run_id: int, variant: str, name: str | None = None) -> ModelRecord:
         """Register a candidate a sweep built but did not choose (it stays in the run folder until then)."""
-        from .onnx_export import export_size
+        from .jobs.quantize import register_onnx
 
         run = self.store.get_run(run_id)
         if run.kind != QuantizeSweepConfig.kind or not run.status.final:
@@ -243,15 +212,8 @@ class Engine:
         model_id = check_model_id((name or "").strip() or f"{source.id}-onnx-{variant}")
         if self.store.has_model(model_id):
             raise InvalidInput(f"A model named '{model_id}' already exists: choose another name.")
-        final = self.settings.models_dir / model_id
-        shutil.move(str(folder), str(final))
-        record = self.store.add_model(id=model_id, format="onnx-genai", path=str(final), source="run",
-                                      source_ref=f"run {run_id}", status=ModelStatus.READY.value,
-                                      params=source.params, size_bytes=export_size(final),
-                                      architecture=source.architecture, parent_id=source.id, run_id=run_id,
-                                      owned=True)
-        self.store.add_artifact(run_id, "model", str(final), record.size_bytes, model_id)
-        return record
+        register_onnx(self.store, self.settings.models_dir, source, folder, model_id, run_id)
+        return self.store.get_model(model_id)
 
     def check_quantize(self, config: QuantizeConfig) -> dict:
         """Refuse an export that cannot work (architecture, block size, GPU, name, disk) before a run starts."""
@@ -395,12 +357,11 @@ class Engine:
         folder = self.settings.home / "exports" / f"run{run_id}"
         folder.mkdir(parents=True, exist_ok=True)
         out = []
-        for path in paths:
-            target = folder / Path(path).name
-            if Path(path).is_file() and not target.exists():
+        for path in map(Path, paths):
+            target = folder / path.name
+            if path.is_file() and not target.exists():
                 shutil.copyfile(path, target)
-            if target.exists():
-                out.append(str(target))
+            out += [str(target)] if target.exists() else []
         return out
 
     def count_runs(self, **filters) -> int:

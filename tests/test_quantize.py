@@ -120,3 +120,21 @@ def test_bundled_model_int4_export_loads_and_answers(real_engine):
     *_, last = real_engine.chat("smollm2-int4-ci", [{"role": "user", "content": "Name a colour."}],
                                 GenerationParams(temperature=0.0, max_new_tokens=12))
     assert last.text.strip() and last.tokens_per_s
+
+
+def test_sweep_registers_the_best_and_keeps_the_others_registrable(tiny_engine):
+    from engine import QuantizeSweepConfig
+
+    run_id = tiny_engine.start_run(QuantizeSweepConfig(model_id="tiny", candidates=["int4", "fp32"],
+                                                       verify_tokens=128, max_ppl_ratio=10.0))
+    run = finished(tiny_engine, run_id)
+    rows = {r["variant"]: r for r in run.summary["candidates"]}
+    assert set(rows) == {"int4", "fp32"} and all(r["size_mb"] > 0 and r["decode_tok_s"] > 0 for r in rows.values())
+    chosen = run.summary["chosen"]
+    assert tiny_engine.get_model(run.summary["output"]).format == "onnx-genai"
+    other = ({"int4", "fp32"} - {chosen}).pop()
+    record = tiny_engine.register_candidate(run_id, other, "tiny-other")
+    assert record.parent_id == "tiny" and record.run_id == run_id
+    assert tiny_engine.lineage("tiny")["children"][0]["id"] in {"tiny-other", run.summary["output"]}
+    with pytest.raises(InvalidInput, match="no candidate"):
+        tiny_engine.register_candidate(run_id, other, "again")

@@ -79,14 +79,21 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
     return facts
 
 
-def register_export(ctx, source, folder: Path, out_id: str) -> Path:
-    final = ctx.settings.models_dir / out_id
+def register_onnx(store, models_dir: Path, source, folder: Path, out_id: str, run_id: int) -> Path:
+    """Move a built export into the models folder and register it (files complete before the record exists)."""
+    final = models_dir / out_id
     shutil.rmtree(final, ignore_errors=True)
     shutil.move(str(folder), str(final))
-    ctx.store.add_model(id=out_id, format="onnx-genai", path=str(final), source="run", source_ref=f"run {ctx.run_id}",
-                        status=ModelStatus.READY.value, params=source.params, size_bytes=export_size(final),
-                        architecture=source.architecture, parent_id=source.id, run_id=ctx.run_id, owned=True)
-    ctx.artifact("model", final, model_id=out_id)
+    size = export_size(final)
+    store.add_model(id=out_id, format="onnx-genai", path=str(final), source="run", source_ref=f"run {run_id}",
+                    status=ModelStatus.READY.value, params=source.params, size_bytes=size,
+                    architecture=source.architecture, parent_id=source.id, run_id=run_id, owned=True)
+    store.add_artifact(run_id, "model", str(final), size, out_id)
+    return final
+
+
+def register_export(ctx, source, folder: Path, out_id: str) -> Path:
+    final = register_onnx(ctx.store, ctx.settings.models_dir, source, folder, out_id, ctx.run_id)
     ctx.log(f"registered '{out_id}' (onnx-genai, {export_size(final) / 1e6:.1f} MB)")
     return final
 
