@@ -14,6 +14,9 @@ class JobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     kind: ClassVar[str]
     target: ClassVar[str]  # "module:function" the worker process calls with (context, config)
+    # exclusive jobs (training, generation, export, benchmark) wait for one of Settings.max_parallel_jobs slots;
+    # the others (model preparation, self-test) start at once
+    exclusive: ClassVar[bool] = False
 
     def model_ref(self) -> str | None:
         """The registered model this run is about (shown in the run history)."""
@@ -104,6 +107,7 @@ class FineTuneConfig(TrainingConfig):
     """Fine-tune a registered model on a dataset with LoRA or full fine-tuning (HF Trainer + peft)."""
 
     kind: ClassVar[str] = "finetune"
+    exclusive: ClassVar[bool] = True
     target: ClassVar[str] = "engine.jobs.finetune:run"
     model_id: str = Field(description="Registered base model (safetensors folder) to fine-tune.")
     method: Literal["lora", "full", "qlora"] = Field(default="lora", description="lora: train small adapters; "
@@ -130,6 +134,7 @@ class GenerateDataConfig(JobConfig):
     """Distillation stage 1: the teacher answers a prompt set; filtered answers become a chat dataset."""
 
     kind: ClassVar[str] = "generate_data"
+    exclusive: ClassVar[bool] = True
     target: ClassVar[str] = "engine.jobs.generate:run"
     teacher_model_id: str = Field(description="Registered model that writes the answers.")
     prompts_path: str = Field(default=SEED_PROMPTS, description="Prompts: JSONL with a 'prompt' field, or any "
@@ -169,6 +174,7 @@ class DistillConfig(TrainingConfig):
     """Distillation stage 2: train a student on the teacher's data with α·KL(teacher‖student) + (1−α)·CE."""
 
     kind: ClassVar[str] = "distill"
+    exclusive: ClassVar[bool] = True
     target: ClassVar[str] = "engine.jobs.distill:run"
     teacher_model_id: str = Field(description="Registered teacher (full model).")
     train_path: str = Field(min_length=1, description="The teacher's dataset (stage 1 output, or any chat data).")
@@ -222,6 +228,7 @@ class QuantizeConfig(JobConfig):
     """
 
     kind: ClassVar[str] = "quantize"
+    exclusive: ClassVar[bool] = True
     target: ClassVar[str] = "engine.jobs.quantize:run"
     model_id: str = Field(description="Registered model to convert (a LoRA adapter is merged into its base first).")
     output_name: str = Field(default="", description="Name of the exported model (empty: <model>-onnx-<variant>).")
@@ -288,6 +295,7 @@ class QuantizeSweepConfig(JobConfig):
     one within the quality bound; the others stay in the run folder and can be registered from the UI."""
 
     kind: ClassVar[str] = "quantize_sweep"
+    exclusive: ClassVar[bool] = True
     target: ClassVar[str] = "engine.jobs.quantize:run_sweep"
     model_id: str = Field(description="Registered model to convert.")
     candidates: list[str] = Field(default_factory=lambda: ["int4", "int4-b64", "int4-builder-b32",
@@ -323,6 +331,7 @@ class BenchmarkConfig(JobConfig):
     """Speed, memory and quality of several models, each measured in a fresh process, scored the same way."""
 
     kind: ClassVar[str] = "benchmark"
+    exclusive: ClassVar[bool] = True
     target: ClassVar[str] = "engine.jobs.benchmark:run"
     model_ids: list[str] = Field(min_length=1, max_length=32, description="Registered models of any format.")
     prompts_path: str = Field(default=HELDOUT_PROMPTS, description="Prompt set: JSONL with a 'prompt' field "

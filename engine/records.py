@@ -71,6 +71,7 @@ class RunRecord:
     pid: int | None
     cancel_requested: bool
     summary: dict = field(default_factory=dict)
+    queue_position: int | None = None  # waiting for a job slot: 1 = next to start (set by Store.get_run)
 
     @classmethod
     def from_row(cls, row: dict) -> "RunRecord":

@@ -6,6 +6,7 @@ restart of the server and the next server adopts it. One supervisor thread per R
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ class _Tracked:
 
 def _process_alive(pid: int, started: float | None) -> bool:
     """True when `pid` is running and is the same process we spawned (its start time matches)."""
+    if not pid or pid <= 0:  # None: never spawned; 0: claimed from the queue, being spawned
+        return False
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -64,8 +67,28 @@ class Runner:
 
     # ---- starting -----------------------------------------------------------------------------------------
     def start(self, config: JobConfig, target: str | None = None) -> int:
-        """Record the run, spawn its worker, and return the run id at once."""
-        run_id = self.store.add_run(config.kind, config.model_dump_json(), target or config.target, config.model_ref())
+        """Record the run and return its id at once. It starts now when a slot is free (exclusive jobs: at most
+        `settings.max_parallel_jobs` at a time), otherwise it waits in the queue, oldest first."""
+        run_id = self.store.add_run(config.kind, config.model_dump_json(), target or config.target, config.model_ref(),
+                                    exclusive=config.exclusive)
+        (self.settings.runs_dir / str(run_id)).mkdir(parents=True, exist_ok=True)
+        self.dispatch()
+        self._ensure_supervisor()
+        return run_id
+
+    def dispatch(self, store: Store | None = None) -> list[int]:
+        """Spawn a worker for every queued run that may start now; returns their ids."""
+        store = store or self.store
+        started = []
+        for run_id in store.claim_queued(self.settings.max_parallel_jobs):
+            try:
+                self._spawn(store, run_id)
+                started.append(run_id)
+            except OSError as exc:
+                store.finish_run(run_id, RunStatus.FAILED, f"could not start the worker process: {exc}")
+        return started
+
+    def _spawn(self, store: Store, run_id: int) -> None:
         workdir = self.settings.runs_dir / str(run_id)
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "worker.log"
@@ -84,9 +107,8 @@ class Runner:
             started = psutil.Process(popen.pid).create_time()
         except psutil.Error:
             started = None
-        self.store.update_run(run_id, pid=popen.pid, pid_started=started)
+        store.update_run(run_id, pid=popen.pid, pid_started=started)
         self._track(_Tracked(run_id, popen.pid, popen, log_path=log_path))
-        return run_id
 
     # ---- controlling --------------------------------------------------------------------------------------
     def cancel(self, run_id: int) -> RunRecord:
@@ -113,16 +135,24 @@ class Runner:
             time.sleep(0.1)
 
     def recover(self) -> list[int]:
-        """At start-up: adopt runs whose worker still lives, mark the others interrupted. Returns those marked."""
+        """At start-up: adopt runs whose worker still lives, mark the others interrupted, start what the queue
+        allows. Returns the runs marked interrupted."""
         interrupted = []
         for run in self.store.active_runs():
             row = self.store.run_row(run.id)
-            if run.pid is not None and _process_alive(run.pid, row.get("pid_started")):
+            if run.status is RunStatus.QUEUED and not run.pid:
+                if run.pid == 0:  # claimed by a server that stopped before spawning it: back in the queue
+                    self.store.update_run(run.id, pid=None)
+                continue
+            if run.pid and _process_alive(run.pid, row.get("pid_started")):
                 log = self.settings.runs_dir / str(run.id) / "worker.log"
                 self._track(_Tracked(run.id, run.pid, None, log_path=log))
             elif self.store.finish_run(run.id, RunStatus.INTERRUPTED,
                                        "interrupted: the server stopped and the worker process is gone"):
+                self._remove_partials(self.store, run.id)
                 interrupted.append(run.id)
+        self.dispatch()
+        self._ensure_supervisor()
         return interrupted
 
     def shutdown(self) -> None:
@@ -132,21 +162,32 @@ class Runner:
     def _track(self, tracked: _Tracked) -> None:
         with self._lock:
             self._tracked[tracked.run_id] = tracked
+        self._ensure_supervisor()
+
+    def _ensure_supervisor(self) -> None:
+        with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._supervise, name="slmops-runner", daemon=True)
                 self._thread.start()
 
     def _supervise(self) -> None:
         store = Store(self.store.path)  # this thread's own connection
+        last_dispatch = 0.0
         try:
             while not self._stop.is_set():
                 with self._lock:
                     tracked = list(self._tracked.values())
+                settled = False
                 for t in tracked:
                     if self._check(store, t):
                         t.done.set()
+                        settled = True
                         with self._lock:
                             self._tracked.pop(t.run_id, None)
+                # a finished run frees a slot; another process sharing the workspace may have queued runs too
+                if settled or time.monotonic() - last_dispatch > 1.0:
+                    self.dispatch(store)
+                    last_dispatch = time.monotonic()
                 time.sleep(self.poll_s)
         finally:
             store.close()
@@ -173,6 +214,20 @@ class Runner:
                 self._signal(t, signal.SIGKILL)
         return False
 
+    def _remove_partials(self, store: Store, run_id: int) -> None:
+        """Outputs are written as `*.partial` (in the run folder, or beside a model being prepared) and renamed
+        when complete; what a dead worker left half-written is removed. Checkpoints stay (resume needs them)."""
+        leftovers = list((self.settings.runs_dir / str(run_id)).glob("*.partial"))
+        leftovers += [self.settings.models_dir / f"{m.id}.partial" for m in store.list_models() if m.run_id == run_id]
+        removed = [p.name for p in leftovers if p.exists()]
+        for p in leftovers:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        if removed:
+            store.add_log(run_id, f"removed half-written output the worker left: {', '.join(removed)}", "warning")
+
     def _signal(self, t: _Tracked, sig: int) -> None:
         try:
             os.kill(t.pid, sig)
@@ -182,6 +237,7 @@ class Runner:
     def _settle(self, store: Store, t: _Tracked, exit_code: int | None) -> None:
         """The worker is gone: if it did not record a final state itself, record what happened."""
         run = store.get_run(t.run_id)
+        self._remove_partials(store, t.run_id)
         if run.status.final:
             return
         if run.cancel_requested:

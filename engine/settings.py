@@ -22,6 +22,7 @@ class Settings:
     offline: bool = False  # True: never touch the network (Hub ids are refused at once)
     max_loaded_models: int = 2  # chat keeps this many models in memory per process (2: side-by-side)
     cancel_grace_s: float = 2.0  # after a cancel request a worker gets this long to stop by itself
+    max_parallel_jobs: int = 1  # exclusive jobs (training, export, benchmark) running at once; more wait in a queue
 
     def __post_init__(self):
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
@@ -31,6 +32,8 @@ class Settings:
         home = Path(os.environ.get("SLMOPS_HOME") or PROJECT_ROOT / "workspace")
         offline = _truthy(os.environ.get("SLMOPS_OFFLINE")) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
         values = {"home": home.expanduser().resolve(), "offline": offline}
+        if os.environ.get("SLMOPS_MAX_JOBS", "").strip():
+            values["max_parallel_jobs"] = max(1, int(os.environ["SLMOPS_MAX_JOBS"]))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def m002_run_filter_indexes(db: Database) -> None:
     """Indexes for the run history's filters (kind, status, model, date); adds nothing else, drops nothing."""
     for column in ("kind", "status", "model_id", "created_at"):
         db["runs"].create_index([column], if_not_exists=True)  # idx_runs_status exists since m001
+
+
+@migrations()
+def m003_run_queue(db: Database) -> None:
+    """`exclusive` runs (training, export, benchmark) share a bounded number of slots; the others start at once."""
+    db["runs"].add_column("exclusive", int, not_null_default=0)
 
 
 def _utc_bound(value: str, name: str, end_of_day: bool) -> str:
@@ -144,11 +151,47 @@ class Store:
         self.db["models"].delete_where("id = ?", [model_id])
 
     # ---- runs ---------------------------------------------------------------------------------------------
-    def add_run(self, kind: str, config_json: str, target: str, model_id: str | None) -> int:
+    def add_run(self, kind: str, config_json: str, target: str, model_id: str | None, exclusive: bool = False) -> int:
         row = {"kind": kind, "status": RunStatus.QUEUED.value, "model_id": model_id, "config_json": config_json,
                "target": target, "created_at": utcnow(), "progress": 0.0, "stage": "queued",
-               "cancel_requested": 0, "summary_json": "{}"}
+               "cancel_requested": 0, "summary_json": "{}", "exclusive": int(exclusive)}
         return self.db["runs"].insert(row).last_pk
+
+    def claim_queued(self, max_exclusive: int) -> list[int]:
+        """Claim the queued runs that may start now (marked pid 0 until their worker is spawned), in one write
+        transaction so two processes sharing the workspace never start the same run or overfill the slots:
+        every non-exclusive run, and exclusive ones (oldest first) while fewer than `max_exclusive` hold a slot."""
+        conn = self.db.conn
+        if conn.execute("SELECT 1 FROM runs WHERE status = ? AND pid IS NULL LIMIT 1",
+                        [RunStatus.QUEUED.value]).fetchone() is None:
+            return []  # the usual case: a read, no write lock
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            busy = conn.execute("SELECT count(*) FROM runs WHERE exclusive = 1 AND pid IS NOT NULL AND status IN "
+                                "(?, ?)", list(ACTIVE_STATUSES)).fetchone()[0]
+            waiting = conn.execute("SELECT id, exclusive FROM runs WHERE status = ? AND pid IS NULL ORDER BY id",
+                                   [RunStatus.QUEUED.value]).fetchall()
+            chosen = []
+            for run_id, exclusive in waiting:
+                if exclusive:
+                    if busy >= max_exclusive:
+                        continue
+                    busy += 1
+                chosen.append(run_id)
+            conn.executemany("UPDATE runs SET pid = 0 WHERE id = ?", [(i,) for i in chosen])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return chosen
+
+    def queue_position(self, run_id: int) -> int | None:
+        """1 for the next exclusive run to start, 2 for the one after…; None when the run is not waiting."""
+        row = self.db.execute("SELECT status, pid, exclusive FROM runs WHERE id = ?", [run_id]).fetchone()
+        if not row or row[0] != RunStatus.QUEUED.value or row[1] is not None or not row[2]:
+            return None
+        return self.db.execute("SELECT count(*) FROM runs WHERE status = ? AND pid IS NULL AND exclusive = 1 "
+                               "AND id <= ?", [RunStatus.QUEUED.value, run_id]).fetchone()[0]
 
     def run_row(self, run_id: int) -> dict:
         rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
@@ -157,7 +200,10 @@ class Store:
         return rows[0]
 
     def get_run(self, run_id: int) -> RunRecord:
-        return RunRecord.from_row(self.run_row(run_id))
+        run = RunRecord.from_row(self.run_row(run_id))
+        if run.status is RunStatus.QUEUED:
+            run = replace(run, queue_position=self.queue_position(run_id))
+        return run
 
     def list_runs(self, limit: int | None = 200, kind: str | None = None, status: str | None = None,
                   model_id: str | None = None, since: str | None = None, until: str | None = None) -> list[RunRecord]:

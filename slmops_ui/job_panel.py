@@ -15,6 +15,11 @@ def status_markdown(engine, run_id) -> str:
     speed = [m.value for m in engine.run_metrics(run.id) if m.name == "train_tokens_per_s"]
     speed_text = f" · {speed[-1]:.0f} train tokens/s" if speed else ""
     text = (f"**Run {run.id}** · {run.status.value} · {run.progress:.0%} · {run.stage}{eta}{speed_text}")
+    if run.queue_position:
+        slots = engine.settings.max_parallel_jobs
+        text += (f"\n\n**Waiting in the queue: position {run.queue_position}.** {slots} training/export/benchmark "
+                 f"job{'s run' if slots > 1 else ' runs'} at a time (`SLMOPS_MAX_JOBS`); it starts by itself when "
+                 "the one before it ends, even if you close this page.")
     if run.error:
         text += f"\n\n**Error:** {run.error}"
     if run.summary:
@@ -44,9 +49,10 @@ def comparison_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def build_job_panel(engine, run_state: gr.State, resumable: bool = True, continuable: bool = True,
-                    chart: bool = True) -> None:
-    """Renders under a job form; `run_state` holds the id of the run this browser session started."""
+def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], resumable: bool = True,
+                    continuable: bool = True, chart: bool = True) -> None:
+    """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
+    reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser)."""
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
     plot = gr.Plot(label="Loss", visible=False)
@@ -68,6 +74,12 @@ def build_job_panel(engine, run_state: gr.State, resumable: bool = True, continu
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final))
 
     outputs = [status, progress, plot, timer]
+
+    def attach():
+        active = [r.id for r in engine.active_runs() if r.kind in kinds]
+        return max(active) if active else gr.skip()
+
+    gr.on(None, attach, None, [run_state], show_progress="hidden")  # triggers None, no inputs: on page load
     timer.tick(refresh, [run_state], outputs, show_progress="hidden")
     run_state.change(refresh, [run_state], outputs)
 

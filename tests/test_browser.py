@@ -24,6 +24,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_app(proc: subprocess.Popen, port: int, log_path, timeout: float = 120) -> str:
+    """The app's URL once it answers; fails the test with the app's log if it exits or takes too long."""
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if urllib.request.urlopen(url, timeout=2).status == 200:
+                return url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("app did not start:\n" + log_path.read_text())
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def app_url(real_home, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("app")
@@ -32,19 +48,7 @@ def app_url(real_home, tmp_path_factory):
     log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(url, timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("app did not start:\n" + (tmp_path / "app.log").read_text())
-        time.sleep(0.5)
-    yield url
+    yield wait_for_app(proc, port, tmp_path / "app.log")
     proc.terminate()
     proc.wait(timeout=20)
     log.close()
@@ -152,6 +156,11 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.get_by_label("Eval steps").fill("2")
         page.get_by_label("Eval max examples").fill("0")
         page.get_by_role("button", name="Start fine-tuning").click()
+        page.wait_for_function("/Run \\d+ · (queued|running)/.test(document.body.innerText)", timeout=60_000)
+        run_line = next(line for line in page.inner_text("body").splitlines() if line.startswith("Run "))
+        page.reload()  # the job outlives the page: the reloaded tab re-attaches to it and follows it live
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.wait_for_function(f"document.body.innerText.includes({run_line.split(' · ')[0]!r})", timeout=30_000)
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval_loss_after" in page.inner_text("body")

@@ -69,7 +69,8 @@ def build_quantize_tab(engine) -> dict:
                 "candidates"].default_factory(), label="Candidates")
             bound = number(QuantizeSweepConfig, "max_ppl_ratio", label="Quality bound (perplexity × source)")
         sweep = gr.Button("Run sweep", elem_id="q-sweep")
-    build_job_panel(engine, run_state, resumable=False, continuable=False, chart=False)
+    build_job_panel(engine, run_state, ("quantize", "quantize_sweep"), resumable=False, continuable=False,
+                    chart=False)
     pareto = gr.Plot(label="Candidates", visible=False, elem_id="q-pareto")
     cand_table = gr.Dataframe(headers=["variant", "MB", "size ratio", "decode tok/s", "perplexity ×", "first-token "
                                        "agreement", "answer to 'capital of France?'"], visible=False,

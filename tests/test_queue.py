@@ -1,0 +1,81 @@
+"""The job queue: exclusive jobs share Settings.max_parallel_jobs slots, the others start at once; queued runs
+show their position, can be cancelled before they start, and survive a restart of the server."""
+from typing import ClassVar
+
+from engine import Engine, Settings
+from engine.records import RunStatus
+from tests.jobs_for_tests import ProbeJob
+
+
+class ExclusiveProbe(ProbeJob):
+    kind: ClassVar[str] = "test_probe_exclusive"
+    exclusive: ClassVar[bool] = True
+
+
+def wait_status(engine, run_id, status, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = engine.get_run(run_id)
+        if run.status is status:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} is {engine.get_run(run_id).status}, not {status}")
+
+
+def test_exclusive_jobs_wait_in_order_and_light_jobs_do_not(engine):
+    first = engine.start_run(ExclusiveProbe(steps=30, step_s=0.1))
+    second = engine.start_run(ExclusiveProbe(steps=2))
+    third = engine.start_run(ExclusiveProbe(steps=2))
+    light = engine.start_run(ProbeJob(steps=2))
+    wait_status(engine, first, RunStatus.RUNNING)
+    assert engine.get_run(second).queue_position == 1 and engine.get_run(third).queue_position == 2
+    assert engine.wait_run(light, timeout=30).status is RunStatus.SUCCEEDED  # not held up by the queue
+    assert engine.get_run(first).status is RunStatus.RUNNING and engine.get_run(second).pid is None
+    engine.cancel_run(first)
+    runs = [engine.wait_run(r, timeout=60) for r in (first, second, third)]
+    assert [r.status for r in runs] == [RunStatus.CANCELLED, RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    # one slot: each started after the one before it ended
+    assert runs[0].finished_at <= runs[1].started_at and runs[1].finished_at <= runs[2].started_at
+    assert all(r.queue_position is None for r in runs)
+
+
+def test_two_slots_run_two_at_once(tmp_path):
+    engine = Engine(Settings(home=tmp_path / "ws", offline=True, max_parallel_jobs=2))
+    try:
+        a, b, c = (engine.start_run(ExclusiveProbe(steps=20, step_s=0.1)) for _ in range(3))
+        wait_status(engine, a, RunStatus.RUNNING)
+        wait_status(engine, b, RunStatus.RUNNING)
+        assert engine.get_run(c).queue_position == 1
+        runs = [engine.wait_run(r, timeout=60) for r in (a, b, c)]
+        assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+        assert runs[2].started_at >= min(runs[0].finished_at, runs[1].finished_at)
+    finally:
+        engine.close()
+
+
+def test_a_queued_run_can_be_cancelled_before_it_starts(engine):
+    first = engine.start_run(ExclusiveProbe(steps=20, step_s=0.1))
+    queued = engine.start_run(ExclusiveProbe(steps=2))
+    run = engine.cancel_run(queued)
+    assert run.status is RunStatus.CANCELLED and run.started_at is None
+    assert engine.wait_run(first, timeout=60).status is RunStatus.SUCCEEDED
+    assert engine.get_run(queued).status is RunStatus.CANCELLED  # never started afterwards
+
+
+def test_queued_runs_survive_a_restart_of_the_server(tmp_path):
+    home = tmp_path / "ws"
+    server = Engine(Settings(home=home, offline=True))
+    running = server.start_run(ExclusiveProbe(steps=20, step_s=0.1))
+    queued = server.start_run(ExclusiveProbe(steps=2))
+    wait_status(server, running, RunStatus.RUNNING)
+    server.runner.shutdown()  # the server goes away; its worker keeps running in its own session
+    server.close()
+    restarted = Engine(Settings(home=home, offline=True))
+    try:
+        assert restarted.get_run(queued).status is RunStatus.QUEUED
+        assert restarted.wait_run(running, timeout=60).status is RunStatus.SUCCEEDED
+        assert restarted.wait_run(queued, timeout=60).status is RunStatus.SUCCEEDED
+    finally:
+        restarted.close()
