@@ -187,7 +187,9 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    # the Trainer writes trainer_state.json last: a checkpoint without it was cut short (worker killed mid-save)
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := CHECKPOINT_RE.match(p.name)) and (p / "trainer_state.json").is_file()]
     return max(found)[1] if found else None
 
 

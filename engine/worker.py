@@ -4,12 +4,14 @@ The parent (runner.py) only spawns and watches; everything the job reports goes 
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import signal
 import sys
 import traceback
 
+from . import faults
 from .records import RunStatus
 from .settings import Settings
 from .store import Store, utcnow
@@ -19,6 +21,20 @@ def _on_sigterm(signum, frame):  # turn a polite kill into an exception so `fina
     from .jobs.context import Cancelled
 
     raise Cancelled("stopped by SIGTERM")
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+_DISK_WORDS = ("No space left", "File too large", "FileTooLarge", "StorageFull", "Disk quota", "Permission denied",
+               "Read-only file system")
+
+
+def _disk_trouble(exc: BaseException | None) -> bool:
+    """A full disk or an unwritable workspace, seen directly or through libraries that wrap the OSError."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS or any(w in str(exc) for w in _DISK_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def main(run_id: int) -> int:
@@ -31,6 +47,7 @@ def main(run_id: int) -> int:
         return 1
     store.update_run(run_id, status=RunStatus.RUNNING.value, started_at=utcnow(), stage="starting")
     signal.signal(signal.SIGTERM, _on_sigterm)
+    faults.install()
 
     from .jobs.context import Cancelled, JobContext
 
@@ -51,6 +68,10 @@ def main(run_id: int) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure must end the run, then propagate as exit code
         ctx.log(traceback.format_exc(), "error")
         message = f"{type(exc).__name__}: {exc}"
+        if _disk_trouble(exc):
+            message = (f"the workspace could not be written ({message}). Free disk space under {settings.home} or "
+                       "make it writable, then start the run again (or resume it: checkpoints written before "
+                       "are kept).")
         store.finish_run(run_id, RunStatus.FAILED, message)
         return 1
     store.finish_run(run_id, RunStatus.SUCCEEDED)

@@ -1,16 +1,23 @@
 """What a job sees of the world inside its worker process: progress, logs, metrics, artifacts and cancellation."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
+from .. import faults
 from ..settings import Settings
 from ..store import Store
 
 
-class Cancelled(Exception):
-    """Raised inside a job when its run was asked to stop."""
+_FAULTS = bool(os.environ.get("SLMOPS_FAULT"))
+
+
+class Cancelled(BaseException):
+    """Raised inside a job when its run was asked to stop. A BaseException (like KeyboardInterrupt), so that the
+    `except Exception` blocks of libraries cannot swallow it or re-raise it as another error (a SIGTERM arriving
+    inside a tokenizer call must still end the run as cancelled)."""
 
 
 class JobContext:
@@ -50,6 +57,8 @@ class JobContext:
     def progress(self, fraction: float, stage: str) -> None:
         """Report progress in [0, 1] with a stage text; the ETA follows from the elapsed time."""
         fraction = min(max(float(fraction), 0.0), 1.0)
+        if _FAULTS:
+            faults.on_progress(fraction)
         elapsed = time.monotonic() - self._t0
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
         self.store.update_run(self.run_id, progress=fraction, stage=stage, eta_s=eta)

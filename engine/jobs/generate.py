@@ -231,7 +231,7 @@ def save_dataset(ctx, config: GenerateDataConfig, rows: list[dict]) -> Path:
     folder = ctx.settings.home / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{name}.jsonl"
-    tmp = final.with_suffix(".partial")
+    tmp = ctx.workdir / f"{final.name}.partial"  # in the run folder until complete (cleaned up if the run dies)
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps({"messages": [{"role": "user", "content": r["prompt"]},
