@@ -32,6 +32,9 @@ def _follow(engine: Engine, run_id: int) -> int:
     while True:
         run = engine.wait_run(run_id, timeout=0.5)
         line = f"run {run_id}: {run.status.value} {run.progress:.0%} {run.stage}"
+        if run.queue_position:
+            slots = engine.settings.max_parallel_jobs
+            line += f" (position {run.queue_position} in the queue; SLMOPS_MAX_JOBS={slots})"
         if line != last:
             print(line, file=sys.stderr, flush=True)
             last = line
