@@ -196,3 +196,18 @@ def test_a_full_disk_fails_the_run_with_a_clear_message_and_damages_nothing(cras
     assert not crash_engine.store.has_model("wide-ft")
     assert {m.id: (m.path, m.size_bytes) for m in crash_engine.list_models()} == before
     check_workspace(crash_engine, [run_id], set(before))
+
+
+def test_disk_and_permission_errors_are_recognised_through_library_wrappers():
+    from engine.worker import _disk_trouble
+
+    assert _disk_trouble(PermissionError(13, "Permission denied", "/ws/models/x"))
+    assert _disk_trouble(OSError(28, "No space left on device"))
+    try:  # safetensors and others re-raise the OSError as their own error type
+        try:
+            raise OSError(27, "File too large")
+        except OSError as inner:
+            raise RuntimeError("Error while serializing") from inner
+    except RuntimeError as wrapped:
+        assert _disk_trouble(wrapped)
+    assert not _disk_trouble(ValueError("learning rate must be positive"))
