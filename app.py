@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 
@@ -11,14 +12,48 @@ from engine import DEFAULT_MODEL_ID, Engine, Settings
 log = logging.getLogger("slmops")
 
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    env = os.environ
     p = argparse.ArgumentParser(description="SLMOps Studio dashboard")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default=env.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                   help="address to bind (default $GRADIO_SERVER_NAME or 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT") or 7860),
+                   help="port (default $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--home", default=None, help="workspace folder (default $SLMOPS_HOME or ./workspace)")
     p.add_argument("--offline", action="store_true", default=None, help="never contact the Hugging Face Hub")
     p.add_argument("--no-default-model", action="store_true", help="do not prepare the bundled SmolLM2 model")
+    p.add_argument("--share", action="store_true", help="also publish a temporary public *.gradio.live link "
+                   "(needs --auth)")
+    p.add_argument("--auth", default=env.get("SLMOPS_AUTH"), metavar="USER:PASSWORD",
+                   help="require this login (default $SLMOPS_AUTH); needed with --share or a non-local --host")
+    p.add_argument("--allow-path", action="append", default=[], metavar="FOLDER",
+                   help="when shared or not local, a folder (besides the workspace) whose models and datasets may "
+                   "be named by path; repeatable (also $SLMOPS_ALLOWED_PATHS, separated by ':')")
+    p.add_argument("--max-file-size", default="200mb", help="largest upload (default 200mb)")
+    p.add_argument("--max-jobs", type=int, default=None, help="training/export/benchmark jobs at once; more "
+                   "wait in a queue (default $SLMOPS_MAX_JOBS or 1)")
     return p.parse_args(argv)
+
+
+def access_policy(args) -> tuple[tuple[str, str] | None, bool]:
+    """(login, restrict_paths) for these flags; exits with a message when the app would be open to others
+    without a login. On a Hugging Face Space (SPACE_ID set) the Space's own visibility guards the app."""
+    exposed = args.share or args.host not in LOCAL_HOSTS
+    login = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("--auth must look like USER:PASSWORD (both non-empty).")
+        login = (user, password)
+    if exposed and login is None and not os.environ.get("SPACE_ID"):
+        what = "--share" if args.share else f"--host {args.host}"
+        raise SystemExit(f"Refusing to start: {what} makes the dashboard reachable by others, and it can run jobs "
+                         "and read files on this machine. Add --auth USER:PASSWORD (or set SLMOPS_AUTH), or bind "
+                         "127.0.0.1.")
+    return login, exposed
 
 
 def follow_preparation(engine: Engine, run_id: int) -> None:
@@ -41,10 +76,17 @@ def follow_preparation(engine: Engine, run_id: int) -> None:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
+    login, exposed = access_policy(args)  # before anything heavy: a refused start is immediate
     t0 = time.monotonic()
     from pathlib import Path
 
-    settings = Settings.from_env(home=Path(args.home).resolve() if args.home else None, offline=args.offline)
+    roots = [*Settings.from_env().allowed_roots, *args.allow_path]
+    settings = Settings.from_env(home=Path(args.home).resolve() if args.home else None, offline=args.offline,
+                                 max_parallel_jobs=args.max_jobs, restrict_paths=exposed or None,
+                                 allowed_roots=tuple(roots) or None)
+    if exposed:
+        log.info("reachable beyond this machine: login required, typed paths limited to the workspace%s",
+                 "".join(f", {r}" for r in settings.allowed_roots))
     log.info("workspace %s%s", settings.home, " (offline)" if settings.offline else "")
     engine = Engine(settings)
     log.info("store ready: %d models, %d runs", len(engine.list_models()), len(engine.list_runs()))
@@ -64,9 +106,10 @@ def main(argv=None) -> None:
     log.info("serving on http://%s:%d (started in %.1f s)", args.host, args.port, time.monotonic() - t0)
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
-        show_error=True, footer_links=["api"],
-        # dataset and run-history downloads; nothing else of the workspace
-        allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")])
+        show_error=True, footer_links=["api"], share=args.share, auth=login, max_file_size=args.max_file_size,
+        # dataset and run-history downloads; nothing else of the workspace (the store and the weights never)
+        allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")],
+        blocked_paths=[str(settings.db_path), str(settings.models_dir), str(settings.runs_dir)])
 
 
 if __name__ == "__main__":

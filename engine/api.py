@@ -1,12 +1,12 @@
 """The Engine facade: everything the UI and the CLI do goes through these methods."""
 from __future__ import annotations
 
-import itertools
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import dataset_files
 from .chat import ChatChunk, LoadedModels, stream_reply
 from .checks import check_distill, check_generate, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
@@ -14,6 +14,7 @@ from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, Generat
 from .errors import Busy, InvalidInput, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
+from .paths import check_config_paths, check_local_path
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
 from .runner import Runner
 from .settings import Settings, hub_reachable
@@ -52,15 +53,15 @@ class Engine:
         model_id = check_model_id((name or "").strip() or slugify(default_name))
         if self.store.has_model(model_id):
             raise InvalidInput(f"A model named '{model_id}' is already registered: choose another name.")
+        if source != "hub":
+            ref = str(check_local_path(self.settings, ref, "Model path"))
         if source == "local":
-            folder = Path(ref).expanduser().resolve()
+            folder = Path(ref)
             facts = inspect_hf_folder(folder)
             return self.store.add_model(id=model_id, format="hf", path=str(folder), source="local",
                                         source_ref=str(folder), status=ModelStatus.READY.value, owned=False, **facts)
         if source == "gguf":
-            path = Path(ref).expanduser().resolve()
-            check_gguf(path)
-            ref = str(path)
+            check_gguf(Path(ref))
         else:
             self._check_online(ref)
         return self._prepare(model_id, source, ref)
@@ -174,6 +175,7 @@ class Engine:
 
     def check(self, config: JobConfig) -> None:
         """The up-front checks of a job kind (raise InvalidInput with the reason when it cannot work)."""
+        check_config_paths(self.settings, config)
         if isinstance(config, FineTuneConfig):
             self.check_finetune(config)
         elif isinstance(config, GenerateDataConfig):
@@ -237,35 +239,11 @@ class Engine:
 
     def dataset_rows(self, path: str, limit: int = 5000) -> list[dict]:
         """(prompt, response) pairs of a workspace dataset, for browsing and editing."""
-        import json
-
-        rows = []
-        with open(self._own_dataset(path), encoding="utf-8") as fh:
-            for line in itertools.islice(fh, limit):
-                messages = json.loads(line)["messages"]
-                rows.append({"prompt": messages[-2]["content"], "response": messages[-1]["content"]})
-        return rows
+        return dataset_files.read_rows(dataset_files.own_dataset(self.settings.home, path), limit)
 
     def save_dataset_rows(self, path: str, rows: list[dict]) -> int:
         """Replace a workspace dataset with edited (prompt, response) pairs; rows with an empty side are dropped."""
-        import json
-
-        target = self._own_dataset(path)
-        kept = [r for r in rows if str(r.get("prompt", "")).strip() and str(r.get("response", "")).strip()]
-        if not kept:
-            raise InvalidInput("Every row is empty: nothing to save (the dataset is unchanged).")
-        tmp = target.with_suffix(".partial")
-        tmp.write_text("".join(json.dumps({"messages": [{"role": "user", "content": str(r["prompt"])},
-                                                        {"role": "assistant", "content": str(r["response"])}]},
-                                          ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
-        tmp.replace(target)
-        return len(kept)
-
-    def _own_dataset(self, path: str) -> Path:
-        target = Path(path).resolve()
-        if not target.is_relative_to(self.settings.home / "datasets") or not target.is_file():
-            raise InvalidInput(f"{path} is not a dataset of this workspace.")
-        return target
+        return dataset_files.write_rows(dataset_files.own_dataset(self.settings.home, path), rows)
 
     def list_datasets(self) -> list[ArtifactRecord]:
         """Datasets made by runs (distillation stage 1), newest first, whose files still exist."""
@@ -303,12 +281,14 @@ class Engine:
         from .data_check import validate_dataset
 
         tokenizer = AutoTokenizer.from_pretrained(self.ready_model(model_id).path, trust_remote_code=False)
-        return validate_dataset(path, tokenizer, max_length, columns or None)
+        return validate_dataset(str(check_local_path(self.settings, path, "Dataset path")), tokenizer, max_length,
+                                columns or None)
 
     def probe_finetune_step(self, config: FineTuneConfig) -> float:
         """Seconds per optimizer step, measured with 2 real steps on a batch of the data (in this process)."""
         from .training import probe_step_seconds
 
+        check_config_paths(self.settings, config)
         return probe_step_seconds(config, self.ready_model(config.model_id).path)
 
     def resume_run(self, run_id: int, extra_epochs: float | None = None) -> int:

@@ -23,15 +23,23 @@ class Settings:
     max_loaded_models: int = 2  # chat keeps this many models in memory per process (2: side-by-side)
     cancel_grace_s: float = 2.0  # after a cancel request a worker gets this long to stop by itself
     max_parallel_jobs: int = 1  # exclusive jobs (training, export, benchmark) running at once; more wait in a queue
+    restrict_paths: bool = False  # shared / non-local app: typed paths only under the workspace and allowed_roots
+    allowed_roots: tuple[Path, ...] = ()  # folders the operator allowed besides the workspace (--allow-path)
 
     def __post_init__(self):
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+        object.__setattr__(self, "allowed_roots", tuple(Path(p).expanduser().resolve() for p in self.allowed_roots))
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         home = Path(os.environ.get("SLMOPS_HOME") or PROJECT_ROOT / "workspace")
         offline = _truthy(os.environ.get("SLMOPS_OFFLINE")) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
         values = {"home": home.expanduser().resolve(), "offline": offline}
+        roots = [p for p in os.environ.get("SLMOPS_ALLOWED_PATHS", "").split(os.pathsep) if p.strip()]
+        if roots:
+            values["allowed_roots"] = tuple(roots)
+        if _truthy(os.environ.get("SLMOPS_RESTRICT_PATHS")):
+            values["restrict_paths"] = True
         if os.environ.get("SLMOPS_MAX_JOBS", "").strip():
             values["max_parallel_jobs"] = max(1, int(os.environ["SLMOPS_MAX_JOBS"]))
         values.update({k: v for k, v in overrides.items() if v is not None})
