@@ -85,8 +85,10 @@ def test_migration_adds_indexes_and_keeps_existing_rows(tmp_path):
                        "created_at": "2025-01-01T00:00:00.000+00:00", "summary_json": '{"a": 1}'})
     db.close()
     store = Store(path)
-    assert [m.name for m in migrations.applied(store.db)] == ["m001_initial", "m002_run_filter_indexes"]
-    assert [m.name for m in migrations.applied(Store(path).db)][-1] == "m002_run_filter_indexes"  # applied once
+    assert [m.name for m in migrations.applied(store.db)] == ["m001_initial", "m002_run_filter_indexes",
+                                                              "m003_run_queue"]
+    assert [m.name for m in migrations.applied(Store(path).db)][-1] == "m003_run_queue"  # applied once
+    assert store.run_row(1)["exclusive"] == 0  # an old run gets the queue column with its default
     indexed = {tuple(i.columns) for i in store.db["runs"].indexes}
     assert {("kind",), ("status",), ("model_id",), ("created_at",)} <= indexed
     [run] = store.list_runs()
