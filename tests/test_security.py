@@ -49,7 +49,8 @@ def guarded_app(tmp_path_factory):
     log = open(tmp / "app.log", "w")
     env = {k: v for k, v in dict(os.environ, SLMOPS_HOME=str(home), SLMOPS_OFFLINE="1").items() if k != "SPACE_ID"}
     proc = subprocess.Popen([sys.executable, "app.py", "--no-default-model", "--port", str(port),
-                             "--auth", "ops:s3cret"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--auth", "ops:s3cret", "--max-file-size", "64kb"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = wait_for_app(proc, port, tmp / "app.log")
     yield url, home
     proc.terminate()
@@ -80,10 +81,7 @@ def test_the_login_is_enforced(guarded_app):
 
 def test_file_routes_serve_the_exports_and_nothing_else(guarded_app):
     url, home = guarded_app
-    jar = CookieJar()
-    session = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    login = urllib.parse.urlencode({"username": "ops", "password": "s3cret"}).encode()
-    assert get(session, urllib.request.Request(url + "login", data=login)) == 200
+    session = logged_in(url)
     exports = home / "exports"
     exports.mkdir(parents=True, exist_ok=True)
     (exports / "runs.csv").write_text("id,kind\n1,finetune\n")
@@ -104,6 +102,30 @@ def test_file_routes_serve_the_exports_and_nothing_else(guarded_app):
     codes = {name: get(session, route + path) for name, path in refused.items()}
     print(codes)
     assert all(code in (400, 403, 404) for code in codes.values()), codes
+
+
+def logged_in(url):
+    session = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    login = urllib.parse.urlencode({"username": "ops", "password": "s3cret"}).encode()
+    assert get(session, urllib.request.Request(url + "login", data=login)) == 200
+    return session
+
+
+def upload(session, url, size: int) -> int:
+    boundary = "slmopsboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"d.jsonl\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n")
+    body = head.encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "gradio_api/upload", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return get(session, request)
+
+
+def test_uploads_have_a_size_limit(guarded_app):
+    url, _ = guarded_app
+    session = logged_in(url)
+    assert upload(session, url, 1_000) == 200
+    assert upload(session, url, 200_000) == 413  # over --max-file-size 64kb
 
 
 def test_typed_paths_stay_in_the_workspace_when_shared(tmp_path, tiny_model_dir, copy_of):
