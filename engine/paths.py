@@ -27,7 +27,10 @@ def check_local_path(settings: Settings, path: str | Path, what: str) -> Path:
 
 
 def check_config_paths(settings: Settings, config) -> None:
-    """Every `*_path` field of a job config (datasets, prompt sets) must pass `check_local_path`."""
+    """Every `*_path` field of a job config (datasets, prompt sets), and the file a GGUF conversion reads, must pass
+    `check_local_path`."""
     for name, value in config:
         if name.endswith("_path") and isinstance(value, str) and value.strip():
             check_local_path(settings, value.strip(), name.replace("_", " ").capitalize())
+    if getattr(config, "source", None) == "gguf":
+        check_local_path(settings, config.source_ref, "GGUF file")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, FineTuneConfig, InvalidInput, Settings
+from engine import Engine, FineTuneConfig, InvalidInput, PrepareModelConfig, Settings
 from tests.helpers import ROOT
 
 TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
@@ -32,6 +32,36 @@ def test_an_exposed_start_without_a_login_is_refused(tmp_path, args):
     assert result.returncode != 0
     assert "Refusing to start" in result.stderr and "--auth USER:PASSWORD" in result.stderr, result.stderr
     assert not (tmp_path / "ws").exists()  # refused before anything was created or loaded
+
+
+def test_the_host_from_gradio_server_name_is_guarded_too(tmp_path):
+    result = start([], tmp_path / "ws", GRADIO_SERVER_NAME="0.0.0.0")
+    assert result.returncode != 0 and "--host 0.0.0.0" in result.stderr, result.stderr
+
+
+def test_access_policy_login_from_env_and_on_a_space(monkeypatch):
+    import app
+
+    for name in ("SPACE_ID", "SLMOPS_AUTH", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.access_policy(app.parse_args([])) == (None, False)  # local: no login, any typed path
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    assert app.parse_args([]).port == 7999
+    monkeypatch.setenv("SLMOPS_AUTH", "ops:pw:with:colons")
+    assert app.access_policy(app.parse_args(["--share"])) == (("ops", "pw:with:colons"), True)
+    monkeypatch.delenv("SLMOPS_AUTH")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    with pytest.raises(SystemExit, match="Refusing to start"):
+        app.access_policy(app.parse_args([]))
+    monkeypatch.setenv("SPACE_ID", "someone/slmops-studio")  # the Space's visibility guards it; paths restricted
+    assert app.access_policy(app.parse_args([])) == (None, True)
+
+
+def test_allowed_folders_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLMOPS_ALLOWED_PATHS", os.pathsep.join([str(tmp_path / "a"), "", str(tmp_path / "b")]))
+    monkeypatch.setenv("SLMOPS_RESTRICT_PATHS", "1")
+    settings = Settings.from_env(home=tmp_path / "ws")
+    assert settings.restrict_paths and settings.allowed_roots == (tmp_path / "a", tmp_path / "b")
 
 
 def test_a_malformed_login_is_refused(tmp_path):
@@ -149,6 +179,11 @@ def test_typed_paths_stay_in_the_workspace_when_shared(tmp_path, tiny_model_dir,
         data.write_text("".join(TRAIN.read_text().splitlines(keepends=True)[:20]))
         assert engine.validate_dataset("tiny", str(data), 64).rows == 20
         assert engine.validate_dataset("tiny", str(TRAIN), 64).rows > 0  # the bundled assets stay readable
+        with pytest.raises(InvalidInput, match="Model path '/etc/hostname' is outside"):
+            engine.add_model("/etc/hostname", name="g", source="gguf")
+        with pytest.raises(InvalidInput, match="GGUF file '/etc/passwd' is outside"):  # a run started directly
+            engine.start_run(PrepareModelConfig(model_id="g", source="gguf", source_ref="/etc/passwd"))
+        assert engine.list_runs() == []
         assert [m.id for m in engine.list_models()] == ["tiny"]  # nothing was registered by the refusals
     finally:
         engine.close()
