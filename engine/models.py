@@ -94,7 +94,8 @@ def inspect_hf_folder(folder: Path) -> dict:
         raise InvalidInput(f"{folder} is not a folder. Give the folder that holds config.json.")
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise UnsupportedModel(f"{folder} has no config.json, so it is not a Hugging Face model folder.")
+        raise UnsupportedModel(f"{folder} has no config.json, so it is not a Hugging Face model folder. "
+                               "Give the folder that `save_pretrained` wrote.")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -132,7 +133,8 @@ def check_gguf(path: Path) -> None:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
-        raise InvalidInput(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes).")
+        raise InvalidInput(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes). "
+                           "Re-download it or convert the model with llama.cpp's convert_hf_to_gguf.py.")
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path, log=print) -> None:

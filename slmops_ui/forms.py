@@ -14,8 +14,10 @@ def describe_validation(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ())) or "input"
-        parts.append(f"{where}: {err.get('msg')}")
-    return "Invalid settings - " + "; ".join(parts)
+        given = err.get("input")
+        shown = f" (you gave {given!r})" if isinstance(given, (int, float, str)) and len(repr(given)) < 60 else ""
+        parts.append(f"{where}: {err.get('msg')}{shown}")
+    return "Invalid settings - " + "; ".join(parts) + ". Change the value(s) and try again."
 
 
 def user_message(exc: BaseException) -> str:
