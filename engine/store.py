@@ -1,6 +1,7 @@
 """The one shared state: a SQLite file (WAL) over sqlite-utils, one connection per thread and process."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -97,6 +98,29 @@ def run_filter_sql(kind: str | None = None, status: str | None = None, model_id:
     return " AND ".join(clauses) or "1 = 1", params
 
 
+class _Database(Database):
+    """sqlite-utils' Database whose transactions take the write lock when they begin (BEGIN IMMEDIATE).
+
+    sqlite-utils opens them with a plain (deferred) BEGIN. In WAL mode a deferred transaction that reads before it
+    writes (merge_summary, delete_where's table check) fails at once with "database is locked" when another
+    process wrote in between, without waiting for busy_timeout; an immediate one waits for the lock instead."""
+
+    @contextlib.contextmanager
+    def atomic(self):
+        if self.conn.in_transaction:
+            with super().atomic():  # nested: a savepoint
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            with super().atomic():
+                yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.conn.execute("COMMIT")
+
+
 class Store:
     """Thread-safe access to the workspace database: each thread gets its own connection."""
 
@@ -115,7 +139,7 @@ class Store:
             conn = sqlite3.connect(str(self.path), timeout=30.0)
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=NORMAL")
-            db = Database(conn)
+            db = _Database(conn)
             self._local.db = db
         return db
 
@@ -165,12 +189,11 @@ class Store:
         if conn.execute("SELECT 1 FROM runs WHERE status = ? AND pid IS NULL LIMIT 1",
                         [RunStatus.QUEUED.value]).fetchone() is None:
             return []  # the usual case: a read, no write lock
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            busy = conn.execute("SELECT count(*) FROM runs WHERE exclusive = 1 AND pid IS NOT NULL AND status IN "
-                                "(?, ?)", list(ACTIVE_STATUSES)).fetchone()[0]
-            waiting = conn.execute("SELECT id, exclusive FROM runs WHERE status = ? AND pid IS NULL ORDER BY id",
-                                   [RunStatus.QUEUED.value]).fetchall()
+        with self.db.atomic() as db:
+            busy = db.execute("SELECT count(*) FROM runs WHERE exclusive = 1 AND pid IS NOT NULL AND status IN "
+                              "(?, ?)", list(ACTIVE_STATUSES)).fetchone()[0]
+            waiting = db.execute("SELECT id, exclusive FROM runs WHERE status = ? AND pid IS NULL ORDER BY id",
+                                 [RunStatus.QUEUED.value]).fetchall()
             chosen = []
             for run_id, exclusive in waiting:
                 if exclusive:
@@ -178,11 +201,7 @@ class Store:
                         continue
                     busy += 1
                 chosen.append(run_id)
-            conn.executemany("UPDATE runs SET pid = 0 WHERE id = ?", [(i,) for i in chosen])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            db.conn.executemany("UPDATE runs SET pid = 0 WHERE id = ?", [(i,) for i in chosen])
         return chosen
 
     def queue_position(self, run_id: int) -> int | None:

@@ -52,7 +52,7 @@ def test_two_slots_run_two_at_once(tmp_path):
         wait_status(engine, b, RunStatus.RUNNING)
         assert engine.get_run(c).queue_position == 1
         runs = [engine.wait_run(r, timeout=60) for r in (a, b, c)]
-        assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+        assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 3, [(r.id, r.status, r.error) for r in runs]
         assert runs[2].started_at >= min(runs[0].finished_at, runs[1].finished_at)
     finally:
         engine.close()
