@@ -6,6 +6,7 @@ import time
 import pytest
 
 from engine import Engine, RunStatus, Settings
+from engine.store import Store
 from tests.jobs_for_tests import ProbeJob
 
 
@@ -83,11 +84,13 @@ def test_killed_worker_fails_the_run(engine):
 
 def test_orphaned_run_becomes_interrupted_on_restart(tmp_path):
     settings = Settings(home=tmp_path / "ws", offline=True)
-    first = Engine(settings)
-    rid = first.store.add_run("test_probe", ProbeJob().model_dump_json(), ProbeJob.target, None)
+    settings.prepare()
+    # the first server's store only: an Engine's runner would start this queued run itself before it is altered
+    first = Store(settings.db_path)
+    rid = first.add_run("test_probe", ProbeJob().model_dump_json(), ProbeJob.target, None)
     gone = subprocess.Popen(["true"])
     gone.wait()
-    first.store.update_run(rid, status="running", pid=gone.pid)  # a worker that no longer exists
+    first.update_run(rid, status="running", pid=gone.pid)  # a worker that no longer exists
     first.close()
     second = Engine(settings)
     run = second.get_run(rid)
