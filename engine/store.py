@@ -113,12 +113,11 @@ class _Database(Database):
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            with super().atomic():
-                yield self
+            yield self
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.rollback()
+            self.rollback()  # a no-op when the error already ended the transaction
             raise
-        self.conn.execute("COMMIT")
 
 
 class Store:
