@@ -118,6 +118,9 @@ class OgBackend:
     def logits(self, ids: list[int]) -> np.ndarray:
         return self.m.logits(ids)
 
+    def batch_logits(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        return self.m.shared_prefix_logits(seqs)
+
     @property
     def eos_ids(self) -> set[int]:
         return set(self.m.eos_ids)
@@ -127,6 +130,14 @@ def open_backend(fmt: str, path: str, adapter_path: str | None = None, threads: 
     if fmt == "onnx-genai":
         return OgBackend(path, threads)
     return TorchBackend(path, adapter_path, threads)
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the prefix all `seqs` share, leaving each at least one token of its own."""
+    n = 0
+    while all(len(s) > n + 1 for s in seqs) and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -21,30 +21,45 @@ def main(request_path: str, result_path: str) -> int:
     from .eval_text import standard_text
 
     model = req["model"]
+    stage_s: dict[str, float] = {}  # seconds each part took: where a benchmark's wall time goes
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stage_s[name] = round(now - clock[0], 2)
+        clock[0] = now
+
     say(stage=f"loading {model['id']}", fraction=0.0)
     t0 = time.perf_counter()
     backend = bench.open_backend(model["format"], model["path"], model.get("adapter_path"), req["threads"])
     result = {"model_id": model["id"], "backend": backend.name, "load_s": time.perf_counter() - t0}
+    lap("load")
     passage = backend.encode(standard_text())[5000:5000 + req["prefix_tokens"]] if req["prefix_tokens"] else []
     agree_ids = [backend.chat_ids(p) for p in req["agreement_prompts"]]
     if req["mode"] == "reference":
         result["greedy"] = bench.greedy_tokens(backend, agree_ids, req["agreement_tokens"])
+        lap("agreement")
     else:
         prompts = [passage + backend.chat_ids(p) for p in req["prompts"]]
         result["prompt_tokens"] = sum(len(p) for p in prompts) / len(prompts)
         say(stage=f"{model['id']}: timing", fraction=0.05)
         result.update(bench.speed(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"]))
+        lap("speed")
         if req["ppl_tokens"]:
             say(stage=f"{model['id']}: perplexity", fraction=0.5)
             result["ppl"], result["ppl_tokens"] = bench.perplexity(backend, standard_text(), req["ppl_tokens"])
+            lap("perplexity")
         if req["mc"]:
             say(stage=f"{model['id']}: multiple choice", fraction=0.65)
             questions = bench.load_mc(limit=req["mc_questions"])
             result["mc_accuracy"], _ = bench.mc_accuracy(backend, questions)
             result["mc_questions"] = len(questions)
+            lap("multiple_choice")
         if agree_ids:
             say(stage=f"{model['id']}: greedy answers for agreement", fraction=0.9)
             result["greedy"] = bench.greedy_tokens(backend, agree_ids, req["agreement_tokens"])
+            lap("agreement")
+    result["stage_s"] = stage_s
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     with open(result_path, "w", encoding="utf-8") as fh:
         json.dump(result, fh)

@@ -130,6 +130,28 @@ class OgModel:
         out = np.asarray(gen.get_output("logits"), dtype=np.float32)
         return out.reshape(-1, out.shape[-1])[-len(ids):]
 
+    def shared_prefix_logits(self, seqs: list[list[int]]) -> list[np.ndarray]:
+        """logits(s) for each of `seqs`, running their common prefix once: the prefix goes into the KV cache,
+        each tail is appended after it and rewound (multiple-choice options share the question)."""
+        if len(seqs) < 2:
+            return [self.logits(s) for s in seqs]
+        from .bench import common_prefix
+
+        prefix = common_prefix(seqs)
+        if prefix == 0 or max(len(s) for s in seqs) > self.context:
+            return [self.logits(s) for s in seqs]
+        gen = self.generator(min(max(len(s) for s in seqs) + 1, self.context))
+        gen.append_tokens(np.asarray([seqs[0][:prefix]], dtype=np.int32))
+        head = np.asarray(gen.get_output("logits"), dtype=np.float32)
+        head = head.reshape(-1, head.shape[-1])[-prefix:]
+        out = []
+        for s in seqs:
+            gen.append_tokens(np.asarray([s[prefix:]], dtype=np.int32))
+            tail = np.asarray(gen.get_output("logits"), dtype=np.float32)
+            out.append(np.concatenate([head, tail.reshape(-1, tail.shape[-1])[-(len(s) - prefix):]]))
+            gen.rewind_to(prefix)
+        return out
+
     def nll(self, ids: list[int], window: int = 512) -> tuple[float, int]:
         """Total NLL and scored-token count over `ids` in non-overlapping windows (as eval_text does for torch)."""
         total, count = 0.0, 0

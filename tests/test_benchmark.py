@@ -36,6 +36,16 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     files = {a.kind: a.path for a in tiny_engine.run_artifacts(run_id)}
     assert len(open(files["benchmark_csv"]).read().strip().splitlines()) == 3
     assert len(json.load(open(files["benchmark_json"]))["results"]) == 2
+    # where the wall time went, per model and part
+    assert any("seconds: load" in x.message and "multiple_choice" in x.message for x in tiny_engine.run_logs(run_id))
+    # the multiple-choice scorer runs an ONNX model's shared question once (KV cache, rewound per option) and
+    # gets what separate forward passes get
+    onnx = bench.OgBackend(tiny_engine.get_model("tiny-onnx-fp32").path, threads=1)
+    seqs = [onnx.encode("Question: What is the capital of France?\nAnswer:" + option)
+            for option in (" Paris", " Lyon, on the Rhône", " a", " Nice")]
+    shared, separate = onnx.batch_logits(seqs), [onnx.logits(s) for s in seqs]
+    assert [a.shape for a in shared] == [b.shape for b in separate]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(shared, separate)) < 1e-3
 
 
 class ScriptedBackend:

@@ -105,7 +105,9 @@ def run(ctx, config: BenchmarkConfig) -> None:
         ctx.log(f"{model.id}: decode {res['decode_tok_s']:.1f} ± {res['decode_tok_s_std']:.1f} tok/s, ttft "
                 f"{res['ttft_s'] * 1000:.0f} ms, peak RSS {res['peak_rss_mb']:.0f} MB"
                 + (f", perplexity {res['ppl']:.3f}" if res.get("ppl") else "")
-                + (f", MC {res['mc_accuracy']:.1%}" if res.get("mc_accuracy") is not None else ""))
+                + (f", MC {res['mc_accuracy']:.1%}" if res.get("mc_accuracy") is not None else "")
+                + ("; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_s"].items())
+                   if res.get("stage_s") else ""))
         ctx.summary(results=[{k: r.get(k) for k in COLUMNS} for r in results])
     for j, ref in enumerate(extra_refs):
         lo = (len(models) + j) / steps
