@@ -50,7 +50,7 @@ def comparison_table(summary: dict) -> str:
 
 
 def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], resumable: bool = True,
-                    continuable: bool = True, chart: bool = True) -> None:
+                    continuable: bool = True, chart: bool = True, poll_s: float = 2.0) -> None:
     """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
     reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser)."""
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
@@ -63,7 +63,7 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], resumab
         if continuable:
             more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
             go_on = gr.Button("Continue finished run")
-    timer = gr.Timer(2.0, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
+    timer = gr.Timer(poll_s, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
 
     def refresh(run_id):
         if not run_id:
