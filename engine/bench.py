@@ -179,9 +179,9 @@ def option_logprobs(backend, context: str, options: list[str]) -> list[float]:
     all_logits = batch(seqs) if batch else [backend.logits(s) for s in seqs]
     scores = []
     for full, logits in zip(seqs, all_logits):
-        logp = log_softmax(logits[:-1])
-        positions = np.arange(len(ctx) - 1, len(full) - 1)
-        scores.append(float(logp[positions, np.asarray(full[len(ctx):])].sum()))
+        positions = np.arange(len(ctx) - 1, len(full) - 1)  # the rows that predict the option's tokens
+        logp = log_softmax(logits[positions])
+        scores.append(float(logp[np.arange(len(positions)), np.asarray(full[len(ctx):])].sum()))
     return scores
 
 
