@@ -132,14 +132,6 @@ def open_backend(fmt: str, path: str, adapter_path: str | None = None, threads: 
     return TorchBackend(path, adapter_path, threads)
 
 
-def common_prefix(seqs: list[list[int]]) -> int:
-    """Length of the prefix all `seqs` share, leaving each at least one token of its own."""
-    n = 0
-    while all(len(s) > n + 1 for s in seqs) and len({s[n] for s in seqs}) == 1:
-        n += 1
-    return n
-
-
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits, dtype=np.float64)
     logits = logits - logits.max(axis=-1, keepdims=True)

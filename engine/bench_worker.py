@@ -24,16 +24,15 @@ def main(request_path: str, result_path: str) -> int:
     stage_s: dict[str, float] = {}  # seconds each part took: where a benchmark's wall time goes
     clock = [time.perf_counter()]
 
-    def lap(name: str) -> None:
+    def lap(name: str) -> float:
         now = time.perf_counter()
-        stage_s[name] = round(now - clock[0], 2)
-        clock[0] = now
+        seconds, clock[0] = now - clock[0], now
+        stage_s[name] = round(seconds, 2)
+        return seconds
 
     say(stage=f"loading {model['id']}", fraction=0.0)
-    t0 = time.perf_counter()
     backend = bench.open_backend(model["format"], model["path"], model.get("adapter_path"), req["threads"])
-    result = {"model_id": model["id"], "backend": backend.name, "load_s": time.perf_counter() - t0}
-    lap("load")
+    result = {"model_id": model["id"], "backend": backend.name, "load_s": lap("load")}
     passage = backend.encode(standard_text())[5000:5000 + req["prefix_tokens"]] if req["prefix_tokens"] else []
     agree_ids = [backend.chat_ids(p) for p in req["agreement_prompts"]]
     if req["mode"] == "reference":

@@ -133,14 +133,11 @@ class OgModel:
     def shared_prefix_logits(self, seqs: list[list[int]]) -> list[np.ndarray]:
         """logits(s) for each of `seqs`, running their common prefix once: the prefix goes into the KV cache,
         each tail is appended after it and rewound (multiple-choice options share the question)."""
-        if len(seqs) < 2:
-            return [self.logits(s) for s in seqs]
-        from .bench import common_prefix
-
         prefix = common_prefix(seqs)
-        if prefix == 0 or max(len(s) for s in seqs) > self.context:
+        longest = max((len(s) for s in seqs), default=0)
+        if len(seqs) < 2 or prefix == 0 or longest > self.context:
             return [self.logits(s) for s in seqs]
-        gen = self.generator(min(max(len(s) for s in seqs) + 1, self.context))
+        gen = self.generator(min(longest + 1, self.context))
         gen.append_tokens(np.asarray([seqs[0][:prefix]], dtype=np.int32))
         head = np.asarray(gen.get_output("logits"), dtype=np.float32)
         head = head.reshape(-1, head.shape[-1])[-prefix:]
@@ -163,6 +160,14 @@ class OgModel:
             total += token_nll(self.logits(chunk)[:-1], np.asarray(chunk[1:]))
             count += len(chunk) - 1
         return total, count
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    """Length of the prefix all `seqs` share, leaving each at least one token of its own."""
+    n = 0
+    while seqs and all(len(s) > n + 1 for s in seqs) and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n
 
 
 def token_nll(logits: np.ndarray, target: np.ndarray) -> float:

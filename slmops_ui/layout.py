@@ -101,7 +101,6 @@ def build_app(engine) -> gr.Blocks:
         banner_timer = gr.Timer(banner_poll_s(banner_text(engine)))
         banner_timer.tick(poll_banner, [preparing, *refresh_inputs],
                           [banner, preparing, banner_timer, *refresh_outputs], show_progress="hidden")
-        app.load(refresh_all, refresh_inputs, refresh_outputs)
-        app.load(lambda: gr.Timer(banner_poll_s(banner_text(engine))), None, [banner_timer],
-                 show_progress="hidden")
+        app.load(lambda *values: (gr.Timer(banner_poll_s(banner_text(engine))), *refresh_all(*values)),
+                 refresh_inputs, [banner_timer, *refresh_outputs])
     return app
