@@ -1,6 +1,7 @@
 """The Engine facade: everything the UI and the CLI do goes through these methods."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from .chat import ChatChunk, LoadedModels, stream_reply
 from .checks import check_distill, check_generate, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
-from .errors import Busy, InvalidInput, OfflineError
+from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .paths import check_config_paths, check_local_path
@@ -89,7 +90,8 @@ class Engine:
             model = self.store.get_model(DEFAULT_MODEL_ID)
             if model.status != ModelStatus.FAILED.value:
                 return model
-            self.store.delete_model(DEFAULT_MODEL_ID)  # an earlier conversion failed or was interrupted: redo it
+            with contextlib.suppress(NotFound):  # another process may have removed it first
+                self.store.delete_model(DEFAULT_MODEL_ID)  # an earlier conversion failed or was interrupted: redo it
         return self._prepare(DEFAULT_MODEL_ID, "gguf", str(bundled_gguf_path()), record_source="bundled")
 
     def delete_model(self, model_id: str) -> None:

@@ -171,7 +171,12 @@ class Store:
         return [ModelRecord.from_row(r) for r in self.db["models"].rows_where(order_by="created_at")]
 
     def delete_model(self, model_id: str) -> None:
-        self.db["models"].delete_where("id = ?", [model_id])
+        """Delete the record; NotFound when it is already gone (two sessions deleting at once: the row count of the
+        one DELETE tells which of them removed it)."""
+        with self.db.atomic() as db:
+            gone = db.execute("DELETE FROM models WHERE id = ?", [model_id]).rowcount
+        if not gone:
+            raise NotFound(f"No model named '{model_id}'. `python -m engine models list` shows the registered ones.")
 
     # ---- runs ---------------------------------------------------------------------------------------------
     def add_run(self, kind: str, config_json: str, target: str, model_id: str | None, exclusive: bool = False) -> int:

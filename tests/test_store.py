@@ -1,5 +1,8 @@
 import threading
 
+import pytest
+
+from engine.errors import NotFound
 from engine.records import RunStatus
 from engine.store import Store, migrations
 
@@ -41,6 +44,14 @@ def test_failed_run_marks_the_model_it_was_preparing(tmp_path):
     store.finish_run(rid, RunStatus.INTERRUPTED, "server stopped")
     model = store.get_model("m1")
     assert model.status == "failed" and "interrupted" in model.error
+
+
+def test_deleting_a_model_twice_says_it_is_gone_the_second_time(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.add_model(id="m1", format="hf", path="/nowhere", source="local", source_ref="x", status="ready", owned=False)
+    store.delete_model("m1")  # the first delete removes the row ...
+    with pytest.raises(NotFound, match="No model named 'm1'"):
+        store.delete_model("m1")  # ... and the second one (another session racing it) learns that it lost
 
 
 def test_concurrent_writers_from_threads(tmp_path):
