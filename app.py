@@ -114,12 +114,12 @@ def main(argv=None) -> None:
             log.info("default model '%s' is %s", DEFAULT_MODEL_ID, model.status)
     log.info("building the UI")
     from slmops_ui import build_app
-    from slmops_ui.layout import ASSETS, THEME, queued
+    from slmops_ui.layout import ASSETS, THEME, app_kwargs, queued
 
     app = build_app(engine)
     log.info("serving on http://%s:%d (started in %.1f s)", args.host, args.port, time.monotonic() - t0)
     queued(app).launch(
-        server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
+        server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"], app_kwargs=app_kwargs(),
         show_error=True, footer_links=["api"], share=args.share, auth=login, max_file_size=args.max_file_size,
         # dataset and run-history downloads; nothing else of the workspace (the store and the weights never)
         allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")],

@@ -224,3 +224,25 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
         table = page.inner_text("#bench-table")
         assert "±" in table and "%" in table  # decode mean ± std, MC accuracy
     keep_screenshots(tmp_path, ("benchmark.png",))
+
+
+@needs_chromium
+def test_an_idle_page_does_not_animate_at_display_rate(app_url):
+    """Gradio's hidden page-level status tracker would ask for ~60 frames a second forever (0.10 of a core of
+    Chromium, measured); assets/quiet_frames.js, put ahead of Gradio's modules, serves it 5 a second."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.add_init_script("window.__frames = 0; const f = window.requestAnimationFrame.bind(window); "
+                             "window.requestAnimationFrame = (cb) => { window.__frames++; return f(cb); };")
+        page.goto(app_url)
+        page.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                               "i.value === 'smollm2-135m-instruct')", timeout=60_000)
+        time.sleep(2)
+        before = page.evaluate("window.__frames")
+        time.sleep(4)
+        per_s = (page.evaluate("window.__frames") - before) / 4
+        browser.close()
+    assert per_s < 30, f"{per_s:.0f} animation frames a second on an idle page"
