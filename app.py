@@ -119,7 +119,8 @@ def main(argv=None) -> None:
     app = build_app(engine)
     log.info("serving on http://%s:%d (started in %.1f s)", args.host, args.port, time.monotonic() - t0)
     queued(app).launch(
-        server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"], app_kwargs=app_kwargs(),
+        server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
+        app_kwargs=app_kwargs(),  # a script ahead of Gradio's modules (an idle page at 5 frames a second)
         show_error=True, footer_links=["api"], share=args.share, auth=login, max_file_size=args.max_file_size,
         # dataset and run-history downloads; nothing else of the workspace (the store and the weights never)
         allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")],
