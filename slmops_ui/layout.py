@@ -116,10 +116,17 @@ def build_app(engine) -> gr.Blocks:
                 benchmark = build_benchmark_tab(engine)
             with gr.Tab("Models", id="models"):
                 models = build_models_tab(engine)
-            with gr.Tab("Runs", id="runs"):
-                build_runs_tab(engine)
+            with gr.Tab("Runs", id="runs") as runs_tab:
+                runs = build_runs_tab(engine)
                 cloner = build_clone_row(engine, clone_state, tabs)
 
+        # The Runs table polls every 2 s only while its tab is on screen: polling a hidden tab cost a benchmark
+        # running beside the page ~0.1 core of Chromium (each tick walks every component's loading status).
+        def runs_polling(evt: gr.SelectData):
+            return gr.Timer(active=evt.value == "Runs")
+
+        tabs.select(runs_polling, None, [runs["timer"]], show_progress="hidden")
+        runs_tab.select(*runs["shown"], show_progress="hidden")
         wire(clone_state, [form for tab in (finetune, distill, quantize, benchmark) for form in tab["clone"]])
         refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
                       quantize["refresh"], benchmark["refresh"], cloner["refresh"]]

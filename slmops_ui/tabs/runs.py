@@ -115,7 +115,7 @@ def build_runs_tab(engine) -> dict:
     compare_plot = gr.Plot(label="Loss curves", visible=False, elem_id="runs-compare-plot")
     compare_note = gr.Markdown("")
     compare_table = gr.HTML("", elem_id="runs-compare-config")
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0, active=False)  # on only while the Runs tab is on screen (layout.py switches it)
 
     def details(rid):
         if not rid:
@@ -249,4 +249,5 @@ def build_runs_tab(engine) -> dict:
     for trigger in (picked.input, x_axis.change, only_diff.change):  # picked: the user only (redraw sets it too)
         trigger(ui_errors(comparison), [picked, x_axis, only_diff], compare_outputs)
     return {"refresh": (lambda *values: redraw("", None, [], "step", False, *values, force=True), filter_inputs,
-                        view_outputs)}
+                        view_outputs),
+            "timer": timer, "shown": (redraw, view_inputs, view_outputs)}
