@@ -233,9 +233,27 @@ def agreement(a: list[list[int]], b: list[list[int]], n: int) -> float:
     return sum(int(x[:n] == y[:n]) for x, y in pairs) / max(len(pairs), 1)
 
 
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name as the driver reports it (no torch import); None without one."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    return names[0] if names else None
+
+
 def hardware_record(threads: int) -> dict:
+    import contextlib
     import os
     import platform
+    from importlib import metadata
 
     import psutil
 
@@ -247,20 +265,16 @@ def hardware_record(threads: int) -> dict:
                 break
     except OSError:
         pass
-    versions = {}
-    for mod in ("torch", "transformers", "onnxruntime", "onnxruntime_genai", "peft"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing library is recorded as missing
-            versions[mod] = None
-    gpu = None
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        gpu = None
+    versions = {}  # the installed distributions' versions: importing five libraries for them took ~9 s
+    for mod, dists in (("torch", ["torch"]), ("transformers", ["transformers"]),
+                       ("onnxruntime", ["onnxruntime", "onnxruntime-gpu"]),
+                       ("onnxruntime_genai", ["onnxruntime-genai", "onnxruntime-genai-cuda"]), ("peft", ["peft"])):
+        versions[mod] = None  # a missing library is recorded as missing
+        for dist in dists:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                versions[mod] = metadata.version(dist)
+                break
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
-            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpu": gpu, "python": platform.python_version(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpu": gpu_name(),
+            "python": platform.python_version(),
             "execution_provider": "CPUExecutionProvider", **{f"{k}_version": v for k, v in versions.items()}}
