@@ -1,9 +1,9 @@
 """An independent check of the benchmark job's decode speed: plain onnxruntime-genai, no SLMOps code at all.
 
-    python benchmarks/og_plain_decode.py MODEL_FOLDER [--reps 5] [--new-tokens 64] [--threads 2] [--prompts 3]
+    python benchmarks/og_plain_decode.py MODEL_FOLDER [--reps 5] [--new-tokens 64] [--threads 2] [--prompts 2]
 
 Same workload as the benchmark job's defaults (the first prompts of assets/prompts/seed_prompts.heldout.jsonl,
-chat template, greedy, exactly --new-tokens tokens per call, 1 untimed warm-up repetition); decode tok/s of a
+chat template, greedy, exactly --new-tokens tokens per call, 1 untimed warm-up call); decode tok/s of a
 repetition = tokens after the first ÷ seconds after the first token, summed over the prompt set. Run it right
 after `python -m engine benchmark --model NAME` in the same session and compare the two numbers.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompts", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=2)
     args = ap.parse_args()
 
     config = og.Config(args.model)
@@ -43,24 +43,28 @@ def main() -> None:
         chat = tokenizer.apply_chat_template(messages, template_str=template.read_text(), add_generation_prompt=True)
         prompts.append(tokenizer.encode(chat))
 
+    def decode_times(ids: list[int]) -> list[float]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ids) + args.new_tokens, min_length=len(ids) + args.new_tokens,
+                                  do_sample=False, batch_size=1)
+        gen = og.Generator(model, params)
+        gen.append_tokens(np.asarray([ids], dtype=np.int32))
+        times = []
+        while not gen.is_done() and len(times) < args.new_tokens:
+            gen.generate_next_token()
+            gen.get_next_tokens()
+            times.append(time.perf_counter())
+        return times
+
+    decode_times(prompts[0])  # the warm-up call
     speeds = []
-    for rep in range(args.reps + 1):
+    for _ in range(args.reps):
         decoded, seconds = 0, 0.0
         for ids in prompts:
-            params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(ids) + args.new_tokens, min_length=len(ids) + args.new_tokens,
-                                      do_sample=False, batch_size=1)
-            gen = og.Generator(model, params)
-            gen.append_tokens(np.asarray([ids], dtype=np.int32))
-            times = []
-            while not gen.is_done() and len(times) < args.new_tokens:
-                gen.generate_next_token()
-                gen.get_next_tokens()
-                times.append(time.perf_counter())
+            times = decode_times(ids)
             decoded += len(times) - 1
             seconds += times[-1] - times[0]
-        if rep:  # repetition 0 warms up
-            speeds.append(decoded / seconds)
+        speeds.append(decoded / seconds)
     mean, std = statistics.mean(speeds), statistics.stdev(speeds)
     print(f"plain onnxruntime-genai {Path(args.model).name}: decode {mean:.1f} ± {std:.1f} tok/s "
           f"({args.reps} repetitions × {len(prompts)} prompts × {args.new_tokens} tokens, {args.threads} threads)")

@@ -189,15 +189,19 @@ def mc_accuracy(backend, questions: list[dict]) -> tuple[float, list[int]]:
 
 def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None) -> dict:
     """Time to first token, prefill and decode tok/s of each repetition of the prompt set (the prompt set's
-    totals: tokens over seconds), then mean and std over repetitions. Every call is timed once, tokenization
-    happened before."""
+    totals: tokens over seconds), then mean and std over repetitions. `warmup` untimed calls first (the prompts
+    in turn, full length: allocations and caches reach their working size). Every timed call is timed once,
+    tokenization happened before."""
+    for i in range(warmup):
+        check()
+        backend.generate(prompts[i % len(prompts)], new_tokens)
     ttft, prefill, decode, calls = [], [], [], 0
-    for rep in range(warmup + reps):
+    for _ in range(reps):
         first_s, prompt_tokens, decoded, decode_s = [], 0, 0, 0.0
         for ids in prompts:
             check()
             _, times, t0 = backend.generate(ids, new_tokens)
-            if rep < warmup or len(times) < 2:
+            if len(times) < 2:
                 continue
             calls += 1
             first_s.append(times[0] - t0)

@@ -336,20 +336,20 @@ class BenchmarkConfig(JobConfig):
     model_ids: list[str] = Field(min_length=1, max_length=32, description="Registered models of any format.")
     prompts_path: str = Field(default=HELDOUT_PROMPTS, description="Prompt set: JSONL with a 'prompt' field "
                               "(or any dataset whose user prompts are reused).")
-    prompt_count: int = Field(default=3, ge=1, le=100, description="Prompts timed per repetition.")
+    prompt_count: int = Field(default=2, ge=1, le=100, description="Prompts timed per repetition.")
     prompt_length: Literal["short", "medium", "long"] = Field(
         default="short", description="short: the prompt alone; medium/long: after a ~256/~1024-token passage.")
     gen_length: Literal["short", "medium", "long"] = Field(default="medium", description="Tokens generated per "
                                                            "call: 32 / 64 / 256 (EOS ignored).")
     repetitions: int = Field(default=5, ge=1, le=100, description="Timed repetitions of the prompt set.")
-    warmup: int = Field(default=1, ge=0, le=10, description="Untimed repetitions first.")
+    warmup: int = Field(default=1, ge=0, le=10, description="Untimed calls first (the prompts in turn).")
     threads: int = Field(default=2, ge=0, le=256, description="Threads per model (0: library default).")
     ppl_tokens: int = Field(default=2048, ge=0, le=65_536, description="Tokens of the standard text for "
                             "perplexity (0: skip).")
     mc_questions: int = Field(default=0, ge=0, le=100_000, description="Multiple-choice questions scored (0: all "
                               "of assets/eval/mc_questions.jsonl; skip with mc: false).")
     mc: bool = Field(default=True, description="Score the bundled multiple-choice set.")
-    agreement_prompts: int = Field(default=16, ge=0, le=1000, description="Prompts for agreement with the "
+    agreement_prompts: int = Field(default=8, ge=0, le=1000, description="Prompts for agreement with the "
                                    "model's source/teacher (0: skip).")
     agreement_tokens: int = Field(default=16, ge=1, le=256, description="Greedy tokens that must match.")
 

@@ -65,6 +65,25 @@ class ScriptedBackend:
         return out
 
 
+def test_speed_warms_up_with_whole_calls_then_times_each_repetition_once():
+    calls = []
+
+    class Backend:  # a token every 10 ms of a clock that only this backend moves
+        clock = 0.0
+
+        def generate(self, ids, n, stop_at_eos=False):
+            calls.append((tuple(ids), n))
+            t0, times = self.clock, [self.clock + 0.05 + 0.01 * i for i in range(n)]
+            self.clock = times[-1]
+            return list(range(n)), times, t0
+
+    out = bench.speed(Backend(), [[1, 2], [3, 4, 5]], new_tokens=11, reps=4, warmup=3)
+    assert calls[:3] == [((1, 2), 11), ((3, 4, 5), 11), ((1, 2), 11)]  # the warm-up: the prompts in turn
+    assert len(calls) == 3 + 4 * 2 and out["timed_calls"] == 8 and out["repetitions"] == 4
+    assert math.isclose(out["decode_tok_s"], 100.0) and out["decode_tok_s_std"] < 1e-9
+    assert math.isclose(out["ttft_s"], 0.05) and math.isclose(out["prefill_tok_s"], 5 / 0.1)
+
+
 def test_mc_scorer_picks_the_known_answer():
     questions = [{"question": "What is the capital of France?", "choices": ["Lyon", "Paris", "Nice", "Rome"],
                   "answer": 1}]
