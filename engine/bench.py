@@ -216,7 +216,7 @@ def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup:
     def stats(values):
         return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
 
-    out = {"timed_calls": calls, "repetitions": len(decode)}
+    out = {"timed_calls": calls, "repetitions": len(decode), "decode_tok_s_reps": [round(v, 1) for v in decode]}
     for name, values in (("ttft_s", ttft), ("prefill_tok_s", prefill), ("decode_tok_s", decode)):
         out[name], out[f"{name}_std"], _ = stats(values)
     return out

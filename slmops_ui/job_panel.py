@@ -27,7 +27,25 @@ def status_markdown(engine, run_id) -> str:
                                      if not k.endswith(("_teacher", "_student"))
                                      and not isinstance(v, (list, dict)))  # lists get their own table
         text += comparison_table(run.summary)
+        text += results_lines(run.summary.get("results"))
     return text
+
+
+def results_lines(rows) -> str:
+    """A line per model a benchmark has measured so far (its charts are drawn when the run ends)."""
+    if not isinstance(rows, list) or not rows:
+        return ""
+    lines = []
+    for r in rows:
+        if not isinstance(r, dict) or r.get("decode_tok_s") is None:
+            continue
+        parts = [f"decode {r['decode_tok_s']:.1f} ± {r.get('decode_tok_s_std') or 0:.1f} tok/s"]
+        if r.get("ppl") is not None:
+            parts.append(f"perplexity {r['ppl']:.3f}")
+        if r.get("mc_accuracy") is not None:
+            parts.append(f"MC {r['mc_accuracy']:.1%}")
+        lines.append(f"- **{r.get('model_id')}**: " + ", ".join(parts))
+    return "\n\n" + "\n".join(lines) if lines else ""
 
 
 LABELS = {"params_m": "parameters (M)", "heldout_ppl": "perplexity of held-out teacher answers",

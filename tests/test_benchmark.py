@@ -38,6 +38,9 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     assert len(json.load(open(files["benchmark_json"]))["results"]) == 2
     # where the wall time went, per model and part
     assert any("seconds: load" in x.message and "multiple_choice" in x.message for x in tiny_engine.run_logs(run_id))
+    per_rep = [x.message.split("per repetition: ")[1] for x in tiny_engine.run_logs(run_id)
+               if "per repetition" in x.message]
+    assert len(per_rep) == 2 and all(len(line.split(", ")) == 3 for line in per_rep)  # a value per repetition
     # the multiple-choice scorer runs an ONNX model's shared question once (KV cache, rewound per option) and
     # gets what separate forward passes get
     onnx = bench.OgBackend(tiny_engine.get_model("tiny-onnx-fp32").path, threads=1)

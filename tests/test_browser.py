@@ -217,8 +217,11 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
         page.get_by_label("Mc questions").fill("12")
         page.get_by_label("Agreement prompts").fill("0")
         page.click("#bench-start")
-        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000)
+        # while it runs, nothing is drawn (the charts would take CPU from the timing); the numbers come as text
+        page.wait_for_function("document.body.innerText.includes('appear here when it ends')", timeout=60_000)
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000, polling=1000)
         page.wait_for_selector("#bench-scatter .js-plotly-plot", timeout=60_000)
+        assert page.locator(".job-status").filter(has_text="smollm2-135m-instruct: decode").count() == 1
         page.screenshot(path=str(tmp_path / "benchmark.png"), full_page=True)
         assert "smollm2-135m-instruct" in page.text_content("#bench-scatter")
         table = page.inner_text("#bench-table")

@@ -107,7 +107,9 @@ def run(ctx, config: BenchmarkConfig) -> None:
                 + (f", perplexity {res['ppl']:.3f}" if res.get("ppl") else "")
                 + (f", MC {res['mc_accuracy']:.1%}" if res.get("mc_accuracy") is not None else "")
                 + ("; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_s"].items())
-                   if res.get("stage_s") else ""))
+                   if res.get("stage_s") else "")
+                + ("; decode tok/s per repetition: " + ", ".join(f"{v:.1f}" for v in res["decode_tok_s_reps"])
+                   if res.get("decode_tok_s_reps") else ""))
         ctx.summary(results=[{k: r.get(k) for k in COLUMNS} for r in results])
     for j, ref in enumerate(extra_refs):
         lo = (len(models) + j) / steps
