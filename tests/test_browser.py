@@ -16,6 +16,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 pytestmark = [pytest.mark.browser, pytest.mark.real]
+# Long waits poll every 250-1000 ms: by default Playwright checks on every animation frame (60 a second), CPU
+# that the page's own job (a fine-tune, a sweep, a benchmark) would lose on a 2-core machine.
 
 
 def free_port() -> int:
@@ -77,7 +79,8 @@ def send(page, text):
 
 
 def wait_reply(page):
-    page.wait_for_function("document.querySelector('#chat-stats')?.innerText.includes('tokens/s')", timeout=120_000)
+    page.wait_for_function("document.querySelector('#chat-stats')?.innerText.includes('tokens/s')", timeout=120_000,
+                           polling=250)
     return page.inner_text("#chatbot")
 
 
@@ -161,7 +164,7 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.reload()  # the job outlives the page: the reloaded tab re-attaches to it and follows it live
         page.get_by_role("tab", name="Fine-tune").click()
         page.wait_for_function(f"document.body.innerText.includes({run_line.split(' · ')[0]!r})", timeout=30_000)
-        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000)
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval_loss_after" in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
@@ -176,7 +179,7 @@ def test_distill_tab_previews_the_student_and_generates_data(app_url, tmp_path):
         assert "M parameters" in page.inner_text("body")  # the student's size, before anything is loaded
         page.get_by_label("Max prompts").fill("3")
         page.get_by_role("button", name="Generate dataset").click()
-        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000)
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         assert "kept = " in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
     keep_screenshots(tmp_path, ("distill.png",))
@@ -191,7 +194,7 @@ def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
         for name in ("int4-b64", "int4-builder-b64", "int8"):  # keep int4 (affine) and int4-builder-b32
             page.get_by_role("checkbox", name=name, exact=True).uncheck()
         page.click("#q-sweep")
-        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000)
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000, polling=1000)
         # The job panel says 'succeeded' before the tab's own 3 s poll redraws the chart with the last candidate.
         # Plotly draws text in SVG: textContent, not innerText.
         page.wait_for_function("document.querySelector('#q-pareto')?.textContent.includes('int4-builder-b32')",
