@@ -10,11 +10,11 @@ will differ by more, whatever the benchmark does.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import onnxruntime_genai as og
+from plain_og import load_model
 
 
 def main() -> None:
@@ -24,10 +24,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    config = og.Config(args.model)
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-        "intra_op_num_threads": args.threads, "inter_op_num_threads": 1}}}}))
-    model = og.Model(config)
+    model = load_model(args.model, args.threads)
     ids = og.Tokenizer(model).encode("Tell me a long story about a cat who learns to sail.")
     gaps, ends = [], []  # seconds between consecutive tokens of one call, and when each gap ended
     t_end = time.perf_counter() + args.seconds

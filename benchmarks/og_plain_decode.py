@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
+from plain_og import load_model
 
 PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "seed_prompts.heldout.jsonl"
 
@@ -30,10 +31,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2)
     args = ap.parse_args()
 
-    config = og.Config(args.model)
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-        "intra_op_num_threads": args.threads, "inter_op_num_threads": 1}}}}))
-    model = og.Model(config)
+    model = load_model(args.model, args.threads)
     tokenizer = og.Tokenizer(model)
     template = Path(args.model, "chat_template.jinja")
     texts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()[:args.prompts]]
