@@ -120,8 +120,8 @@ def build_app(engine) -> gr.Blocks:
                 runs = build_runs_tab(engine)
                 cloner = build_clone_row(engine, clone_state, tabs)
 
-        # The Runs table polls every 2 s only while its tab is on screen: polling a hidden tab cost a benchmark
-        # running beside the page ~0.1 core of Chromium (each tick walks every component's loading status).
+        # The Runs table polls every 2 s only while its tab is on screen (it ticked on every tab: each tick is an
+        # event whose loading status Gradio's frontend walks through every component, for a table nobody saw).
         def runs_polling(evt: gr.SelectData):
             return gr.Timer(active=evt.value == "Runs")
 
