@@ -58,6 +58,21 @@ def measure(ctx, request: dict, lo: float, hi: float) -> dict:
     return json.loads(res_path.read_text(encoding="utf-8"))
 
 
+def log_line(res: dict) -> str:
+    """One model's line in the run log: its numbers, where its seconds went, its decode speed per repetition."""
+    line = (f"{res['model_id']}: decode {res['decode_tok_s']:.1f} ± {res['decode_tok_s_std']:.1f} tok/s, ttft "
+            f"{res['ttft_s'] * 1000:.0f} ms, peak RSS {res['peak_rss_mb']:.0f} MB")
+    if res.get("ppl"):
+        line += f", perplexity {res['ppl']:.3f}"
+    if res.get("mc_accuracy") is not None:
+        line += f", MC {res['mc_accuracy']:.1%}"
+    if res.get("stage_s"):
+        line += "; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_s"].items())
+    if res.get("decode_tok_s_reps"):
+        line += "; decode tok/s per repetition: " + ", ".join(f"{v:.1f}" for v in res["decode_tok_s_reps"])
+    return line
+
+
 def run(ctx, config: BenchmarkConfig) -> None:
     from ..jobs.quantize import export_summary
 
@@ -102,14 +117,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
                      "size_mb"):
             if res.get(name) is not None:
                 ctx.metric(name, res[name], step=i)
-        ctx.log(f"{model.id}: decode {res['decode_tok_s']:.1f} ± {res['decode_tok_s_std']:.1f} tok/s, ttft "
-                f"{res['ttft_s'] * 1000:.0f} ms, peak RSS {res['peak_rss_mb']:.0f} MB"
-                + (f", perplexity {res['ppl']:.3f}" if res.get("ppl") else "")
-                + (f", MC {res['mc_accuracy']:.1%}" if res.get("mc_accuracy") is not None else "")
-                + ("; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_s"].items())
-                   if res.get("stage_s") else "")
-                + ("; decode tok/s per repetition: " + ", ".join(f"{v:.1f}" for v in res["decode_tok_s_reps"])
-                   if res.get("decode_tok_s_reps") else ""))
+        ctx.log(log_line(res))
         ctx.summary(results=[{k: r.get(k) for k in COLUMNS} for r in results])
     for j, ref in enumerate(extra_refs):
         lo = (len(models) + j) / steps

@@ -85,9 +85,9 @@ def build_benchmark_tab(engine) -> dict:
             return (gr.update(visible=False),) * 4 + ("", "", gr.Timer(active=False))
         run = engine.get_run(int(run_id))
         if not run.status.final:
-            # Drawn once the run has ended: drawing the charts and the table of the models done so far took the
-            # browser CPU right when the next model's timed decoding started (std/mean 27 % for an ONNX export
-            # measured after the transformers model's results appeared, on 2 cores).
+            # Drawn once the run has ended: drawing the charts and the table of the models done so far takes the
+            # browser's CPU just as the next model's timed decoding starts (on 2 cores, an ONNX export timed right
+            # after the first model's charts appeared had std/mean 27 %).
             signature = f"{run.id}:running"
             if signature == last:
                 return (gr.skip(),) * 5 + (last, gr.Timer(active=True))
