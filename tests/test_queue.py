@@ -4,6 +4,8 @@ from typing import ClassVar
 
 from engine import Engine, Settings
 from engine.records import RunStatus
+from slmops_ui.job_panel import status_markdown  # imported here: importing gradio inside the test took longer
+                                                 # than the first run's 3 s when this file ran alone
 from tests.jobs_for_tests import ProbeJob
 
 
@@ -31,8 +33,6 @@ def test_exclusive_jobs_wait_in_order_and_light_jobs_do_not(engine):
     light = engine.start_run(ProbeJob(steps=2))
     wait_status(engine, first, RunStatus.RUNNING)
     assert engine.get_run(second).queue_position == 1 and engine.get_run(third).queue_position == 2
-    from slmops_ui.job_panel import status_markdown
-
     assert "Waiting in the queue: position 2" in status_markdown(engine, third)  # what the job panel shows
     assert engine.wait_run(light, timeout=30).status is RunStatus.SUCCEEDED  # not held up by the queue
     assert engine.get_run(first).status is RunStatus.RUNNING and engine.get_run(second).pid is None
