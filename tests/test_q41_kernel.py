@@ -1,0 +1,128 @@
+"""The fused Q4_1 kernel (engine/kernels): built with g++, loaded by onnxruntime as a custom-op library, and checked
+against numpy — to the last bit of its int8 arithmetic, and against exact float math within the int8 error."""
+import numpy as np
+import pytest
+
+from engine.kernels import DOMAIN, OP_TYPE, KernelUnavailable, cpu_supported, library
+from engine.onnx_affine import fused_layout, quantize_affine_4bit
+
+pytestmark = pytest.mark.skipif(cpu_supported() is not None, reason=f"{cpu_supported()}")
+
+
+@pytest.fixture(scope="module")
+def kernel_lib(tmp_path_factory):
+    return library(tmp_path_factory.mktemp("kernels"))
+
+
+def q4_1_weights(rng, n, k):
+    """[N, K] weights exactly on a Q4_1 grid (each block holds its q = 0 and q = 15, so min/max find d and m)."""
+    q = rng.integers(0, 16, (n, k // 32, 32))
+    q[..., 0], q[..., 1] = 0, 15
+    d = rng.uniform(0.002, 0.02, (n, k // 32, 1)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-0.15, 0.0, (n, k // 32, 1)).astype(np.float16).astype(np.float32)
+    return (q * d + m).reshape(n, k).astype(np.float32)
+
+
+def session(lib, w, shape):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    packed, d, m, err = quantize_affine_4bit(w, 32)
+    assert err.max() < 1e-3  # the weights are on the grid: the export holds them exactly
+    codes, scales = fused_layout(packed, d)
+    node = helper.make_node(OP_TYPE, ["x", "B", "d", "m"], ["y"], domain=DOMAIN)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(codes, "B"),
+                               numpy_helper.from_array(scales.astype(np.float16), "d"),
+                               numpy_helper.from_array(m.astype(np.float16), "m")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2  # the kernel splits its columns over ONNX Runtime's thread pool
+    options.register_custom_ops_library(str(lib))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def int8_reference(x, w):
+    """What the kernel computes: x rounded per block of 32 to int8 (scale max|x|/127), offsets on exact sums."""
+    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    blocks = rows.reshape(rows.shape[0], -1, 32)
+    scale = np.abs(blocks).max(axis=2, keepdims=True) / 127.0
+    xq = np.rint(np.divide(blocks, scale, out=np.zeros_like(blocks), where=scale > 0)) * scale
+    n, k = w.shape
+    wb = w.reshape(n, k // 32, 32).astype(np.float64)
+    lo = wb.min(axis=2, keepdims=True)
+    body = np.einsum("rbi,nbi->rn", xq, wb - lo)          # d·q part on the int8 activations
+    offsets = np.einsum("rb,nb->rn", blocks.sum(axis=2), lo[..., 0])  # m part on the exact block sums
+    return (body + offsets).reshape(*x.shape[:-1], n)
+
+
+@pytest.mark.parametrize("shape,n", [((1, 1, 576), 576), ((1, 1, 576), 1536), ((1, 1, 1536), 576),
+                                     ((1, 7, 64), 64), ((2, 3, 96), 6), ((1, 1, 64), 2)])
+def test_fused_kernel_matches_numpy(kernel_lib, shape, n):
+    rng = np.random.default_rng(n + shape[-1])
+    w = q4_1_weights(rng, n, shape[-1])
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = session(kernel_lib, w, list(shape)).run(None, {"x": x})[0]
+    assert y.shape == (*shape[:-1], n)
+    # the kernel's own arithmetic: int8 products summed exactly, float scales — agrees to float rounding
+    ref8 = int8_reference(x, w)
+    np.testing.assert_allclose(y, ref8, rtol=1e-4, atol=1e-4 * np.abs(ref8).max())
+    # against exact float math the only error is the int8 rounding of x: at most half a step per element
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)
+    blocks = x.reshape(-1, shape[-1] // 32, 32).astype(np.float64)
+    half_step = np.repeat(np.abs(blocks).max(axis=2) / 254.0, 32, axis=1)  # [rows, K]
+    bound = (half_step @ np.abs(w.T).astype(np.float64)).reshape(exact.shape)
+    assert (np.abs(y - exact) <= bound * 1.001 + 1e-5).all()
+
+
+def test_fused_kernel_refuses_mismatched_input_with_a_reason(kernel_lib):
+    rng = np.random.default_rng(0)
+    sess = session(kernel_lib, q4_1_weights(rng, 64, 64), [1, 1, None])
+    with pytest.raises(Exception, match="A's last dimension differs from B's K"):
+        sess.run(None, {"x": rng.standard_normal((1, 1, 96)).astype(np.float32)})
+
+
+def test_missing_compiler_is_reported_not_raised_as_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    with pytest.raises(KernelUnavailable, match="cannot run the C\\+\\+ compiler"):
+        library(tmp_path / "cache")
+
+
+def test_tiny_fused_export_ships_its_kernel_and_agrees_with_the_portable_graph(tiny_engine):
+    from pathlib import Path
+
+    from engine.configs import QuantizeConfig
+    from engine.ort_genai import OgModel
+
+    runs = {kernel: tiny_engine.start_run(QuantizeConfig(model_id="tiny", kernel=kernel, verify_tokens=256))
+            for kernel in ("fused", "portable")}
+    paths = {}
+    for kernel, run_id in runs.items():
+        run = tiny_engine.wait_run(run_id, timeout=600)
+        assert run.status.value == "succeeded", run.error
+        metric = {m.name: m.value for m in tiny_engine.run_metrics(run_id)}
+        assert metric["fused_kernel"] == (1.0 if kernel == "fused" else 0.0)
+        paths[kernel] = Path(tiny_engine.get_model(run.summary["output"]).path)
+    assert (paths["fused"] / "slmops_q41.so").is_file() and not (paths["portable"] / "slmops_q41.so").exists()
+    assert '"custom_ops_library": "slmops_q41.so"' in (paths["fused"] / "genai_config.json").read_text()
+    assert "Q41MatMul" in (paths["fused"] / "model.onnx").read_bytes().decode("latin-1")
+    ids = list(range(5, 40))
+    fused, portable = (OgModel(paths[k]).logits(ids) for k in ("fused", "portable"))
+    # the same Q4_1 weights and int8 activations in both; only the order of float sums differs
+    np.testing.assert_allclose(fused, portable, atol=2e-2 * np.abs(portable).max())
+    assert (fused.argmax(-1) == portable.argmax(-1)).mean() >= 0.9
+
+
+def test_without_a_compiler_the_job_writes_the_portable_graph_and_says_why(tiny_engine, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from engine.configs import QuantizeConfig
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    run_id = tiny_engine.start_run(QuantizeConfig(model_id="tiny", verify_tokens=0))
+    run = tiny_engine.wait_run(run_id, timeout=600)
+    assert run.status.value == "succeeded", run.error
+    log = "\n".join(line.message for line in tiny_engine.run_logs(run_id))
+    assert "fused kernel unavailable: cannot run the C++ compiler" in log and "portable ONNX Runtime ops" in log
+    assert not (Path(tiny_engine.get_model(run.summary["output"]).path) / "slmops_q41.so").exists()
