@@ -237,6 +237,11 @@ class QuantizeConfig(JobConfig):
         default="affine", description="int4 only. affine: 4-bit blocks with float offsets (exact for Q4_1 "
         "weights), 8-bit embeddings/head; builder: the ONNX Runtime GenAI builder's own int4; olive: an Olive "
         "ONNX quantization pass on the builder's fp32 export.")
+    kernel: Literal["fused", "portable"] = Field(
+        default="fused", description="affine int4 at block 32 and accuracy level 4: fused = one native Q4_1 kernel "
+        "per weight matrix (x86-64 with AVX2 and FMA; compiled here with g++ and shipped inside the export; the "
+        "job falls back to portable where it cannot be built); portable = ONNX Runtime's own ops only "
+        "(MatMulNBits plus an offset MatMul), runs wherever ONNX Runtime does.")
     olive_pass: Literal["rtn", "kquant"] = Field(default="rtn", description="olive int4: block-wise RTN "
                                                  "(OnnxBlockWiseRtnQuantization) or k-quant (OnnxKQuantQuantization).")
     block_size: int = Field(default=32, ge=16, le=256, description="int4 block size (must divide the model's "
@@ -259,6 +264,8 @@ class QuantizeConfig(JobConfig):
                 "olive": f"int4-olive-{self.olive_pass}-b{self.block_size}"}[self.method]
         if self.method == "affine" and self.block_size != 32:
             name += f"-b{self.block_size}"
+        if self.method == "affine" and self.kernel == "portable":
+            name += "-portable"
         if self.method in ("builder", "olive") and not self.symmetric and self.olive_pass == "rtn":
             name += "-asym"
         if self.method == "builder" and self.higher_precision != "none":
@@ -273,7 +280,8 @@ class QuantizeConfig(JobConfig):
 
 # Candidate variants of a sweep: QuantizeConfig settings, named by QuantizeConfig.variant().
 SWEEP_PRESETS: list[dict] = [
-    {},  # int4 affine, block 32
+    {},  # int4 affine, block 32 (fused kernel)
+    {"kernel": "portable"},
     {"block_size": 64},
     {"method": "builder"},
     {"method": "builder", "block_size": 64},

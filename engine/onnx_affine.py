@@ -15,6 +15,7 @@ The input is the fp32 export of the ONNX Runtime GenAI model builder; this rewri
 """
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,18 @@ def quantize_affine_4bit(w_t: np.ndarray, block: int):
     return packed, d.astype(np.float32), lo.astype(np.float32), err
 
 
+def fused_layout(packed: np.ndarray, d: np.ndarray):
+    """quantize_affine_4bit's [N, nb, 16] codes and [N, nb] scales → the fused kernel's layout: column pairs
+    [N/2, nb, 32] (per block 16 bytes of column 2p, then 16 of 2p+1; byte j holds elements j and j+16) and
+    scales [N/2, nb, 2]."""
+    n, nb, half = packed.shape
+    q = np.empty((n, nb, half * 2), np.uint8)
+    q[..., 0::2], q[..., 1::2] = packed & 0x0F, packed >> 4
+    codes = (q[..., :half] | (q[..., half:] << 4)).reshape(n // 2, 2, nb, half).transpose(0, 2, 1, 3)
+    scales = d.reshape(n // 2, 2, nb).transpose(0, 2, 1)
+    return np.ascontiguousarray(codes.reshape(n // 2, nb, 2 * half)), np.ascontiguousarray(scales)
+
+
 def quantize_symmetric_8bit(w_t: np.ndarray, block: int):
     """w_t [N, K] → (uint8 [N, K/block, block] holding q + 128, d [N, K/block]) with q = round(w / d) in ±127."""
     n, k = w_t.shape
@@ -70,8 +83,15 @@ def check_block_size(widths: list[int], block: int) -> None:
 
 
 def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int = 4, head_bits: int = 8,
-            log=print, check_cancelled=lambda: None) -> AffineReport:
-    """Read the builder's fp32 export in `src_dir`, write the affine int4 model to `out_dir`."""
+            log=print, check_cancelled=lambda: None, fused_library: Path | None = None) -> AffineReport:
+    """Read the builder's fp32 export in `src_dir`, write the affine int4 model to `out_dir`.
+
+    With `fused_library` (engine.kernels.library(), block 32 only) each 4-bit weight matrix becomes one Q41MatMul
+    node of that custom-op library, which is copied into the export and named in its genai_config.json."""
+    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE
+
+    if fused_library is not None and block != 32:
+        fused_library = None
     import onnx
     from onnx import helper, numpy_helper
 
@@ -128,6 +148,17 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             errors.append(float(err.max()))
             exact_blocks += int((err < 1e-3).sum())
             total_blocks += err.size
+            if fused_library is not None and n % 2 == 0:
+                qn, sn, mn = f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins"
+                codes, pair_scales = fused_layout(packed, d)
+                new_inits += [numpy_helper.from_array(codes, qn),
+                              numpy_helper.from_array(pair_scales.astype(np.float16), sn),
+                              numpy_helper.from_array(m.astype(np.float16), mn)]
+                nodes.append(helper.make_node(OP_TYPE, [node.input[0], qn, sn, mn], [node.output[0]],
+                                              name=f"{node.name}_Q41", domain=DOMAIN))
+                drop_inits.add(wname)
+                new_nodes[node.name] = nodes
+                continue
             qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
             new_inits += [numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
                           numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)]
@@ -193,6 +224,8 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     graph.initializer.extend(kept + new_inits)
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if fused_library is not None:
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -200,6 +233,12 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     for f in src_dir.iterdir():
         if f.is_file() and not f.name.startswith("model.onnx"):
             shutil.copy2(f, tmp / f.name)
+    if fused_library is not None:
+        shutil.copy2(fused_library, tmp / LIBRARY_NAME)
+        config_path = tmp / "genai_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["model"]["decoder"].setdefault("session_options", {})["custom_ops_library"] = LIBRARY_NAME
+        config_path.write_text(json.dumps(config, indent=4), encoding="utf-8")
     log("writing the quantized graph")
     onnx.save_model(model, str(tmp / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=DATA_FILE, size_threshold=1024)

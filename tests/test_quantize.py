@@ -117,6 +117,9 @@ def test_bundled_model_int4_export_loads_and_answers(real_engine):
     assert m["ppl_ratio"] < 1.02  # affine int4 keeps the Q4_1 weights exactly
     assert m["grid_exact_share"] > 0.99
     assert m["first_token_agreement"] >= 0.8
+    from engine.kernels import cpu_supported
+
+    assert m["fused_kernel"] == (1.0 if cpu_supported() is None else 0.0)  # the real model runs the fused kernel
     *_, last = real_engine.chat("smollm2-int4-ci", [{"role": "user", "content": "Name a colour."}],
                                 GenerationParams(temperature=0.0, max_new_tokens=12))
     assert last.text.strip() and last.tokens_per_s

@@ -44,6 +44,25 @@ def merged_source(ctx, model) -> Path:
     return out
 
 
+def fused_kernel(ctx, config: QuantizeConfig) -> Path | None:
+    """The fused Q4_1 kernel library for an affine int4 export, or None (portable graph; the log says why)."""
+    from ..kernels import KernelUnavailable, library
+
+    if config.kernel != "fused":
+        return None
+    if config.block_size != 32 or config.accuracy_level != 4:
+        ctx.log(f"fused kernel: written for block 32 with int8 activations (accuracy level 4); block "
+                f"{config.block_size}, level {config.accuracy_level} → portable ONNX Runtime ops")
+        return None
+    try:
+        path = library(ctx.settings.cache_dir / "kernels")
+    except KernelUnavailable as exc:
+        ctx.log(f"fused kernel unavailable: {exc} → portable ONNX Runtime ops")
+        return None
+    ctx.log(f"fused kernel: {path.name} (one Q41MatMul per 4-bit weight matrix)")
+    return path
+
+
 def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress=(0.08, 0.4)) -> dict:
     """Build one variant into `out_dir` (builder, then the affine rewrite for int4 affine); returns its facts."""
     t0 = time.perf_counter()
@@ -60,8 +79,10 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
         from ..onnx_affine import rewrite
 
         ctx.progress(progress[1], f"quantize: affine int4 ({config.variant()})")
+        fused = fused_kernel(ctx, config)
         report = rewrite(build_dir, out_dir, block=config.block_size, accuracy_level=config.accuracy_level,
-                         log=ctx.log, check_cancelled=ctx.check_cancelled)
+                         log=ctx.log, check_cancelled=ctx.check_cancelled, fused_library=fused)
+        facts["fused_kernel"] = 1.0 if fused else 0.0
         ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
                 f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
         facts["grid_exact_share"] = report.grid_exact_share
@@ -119,6 +140,8 @@ def run(ctx, config: QuantizeConfig) -> None:
     ctx.metric("build_s", facts["build_s"])
     if "grid_exact_share" in facts:
         ctx.metric("grid_exact_share", facts["grid_exact_share"])
+    if "fused_kernel" in facts:
+        ctx.metric("fused_kernel", facts["fused_kernel"])
     ctx.progress(0.5, "write: registering the export")
     final = register_export(ctx, source, ctx.workdir / "export", out_id)
     size = facts["size_bytes"]

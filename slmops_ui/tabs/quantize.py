@@ -58,6 +58,9 @@ def build_quantize_tab(engine) -> dict:
                                  label="Keep at int8 (builder int4)")
             accuracy = gr.Dropdown([4, 1], value=4, label="Accuracy level",
                                    info="4: int8 activations (fast on CPU); 1: fp32 activations (slow on CPU).")
+            kernel = gr.Radio(["fused", "portable"], value="fused", label="Kernel (affine int4)",
+                              info="fused: one native Q4_1 kernel per weight matrix (x86-64 AVX2; built here with "
+                                   "g++, shipped in the export); portable: ONNX Runtime's own ops only.")
             verify_tokens = number(QuantizeConfig, "verify_tokens", precision=0)
     with gr.Row():
         check = gr.Button("Check")
@@ -93,14 +96,17 @@ def build_quantize_tab(engine) -> dict:
             serve_stop = gr.Button("Stop serving", variant="stop")
         serve_text = gr.Markdown("Not serving. The API binds to 127.0.0.1 (this machine only).")
 
-    form = [model, output_name, precision, method, olive_pass, block, symmetric, higher, accuracy, verify_tokens]
+    form = [model, output_name, precision, method, olive_pass, block, symmetric, higher, accuracy, kernel,
+            verify_tokens]
 
-    def to_config(model_id, out, precision_, method_, olive_, block_, sym, higher_, acc, tokens) -> QuantizeConfig:
+    def to_config(model_id, out, precision_, method_, olive_, block_, sym, higher_, acc, kernel_,
+                  tokens) -> QuantizeConfig:
         if not model_id:
             raise gr.Error("Pick a source model.")
         return QuantizeConfig(model_id=model_id, output_name=(out or "").strip(), precision=precision_,
                               method=method_, olive_pass=olive_, block_size=int(block_), symmetric=sym,
-                              higher_precision=higher_, accuracy_level=int(acc), verify_tokens=int(tokens))
+                              higher_precision=higher_, accuracy_level=int(acc), kernel=kernel_,
+                              verify_tokens=int(tokens))
 
     @ui_errors
     def do_check(*values):
@@ -198,7 +204,7 @@ def build_quantize_tab(engine) -> dict:
     fields = {"model_id": model, "output_name": output_name, "precision": precision, "method": method,
               "olive_pass": olive_pass,
               "block_size": block, "symmetric": symmetric, "higher_precision": higher, "accuracy_level": accuracy,
-              "verify_tokens": verify_tokens}
+              "kernel": kernel, "verify_tokens": verify_tokens}
     sweep_fields = {"model_id": model, "verify_tokens": verify_tokens, "candidates": candidates,
                     "max_ppl_ratio": bound}
     return {"refresh": (refresh, [model, serve_model], [model, serve_model, exports]),
