@@ -9,6 +9,7 @@ profiler's own overhead inflates absolute times, so compare the shares between e
 import argparse
 import collections
 import json
+import os
 import tempfile
 import time
 
@@ -30,6 +31,9 @@ def main() -> None:
     so.intra_op_num_threads = args.threads
     so.enable_profiling = True
     so.profile_file_prefix = tempfile.mkdtemp() + "/profile"
+    library = os.path.join(args.model, "slmops_q41.so")  # an export with the fused Q4_1 kernel ships its library
+    if os.path.exists(library):
+        so.register_custom_ops_library(library)
     session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     feeds = {"input_ids": np.array([[42]], np.int64), "attention_mask": np.ones((1, args.past + 1), np.int64)}
     for i in graph.input:

@@ -2,9 +2,10 @@
 
     python benchmarks/quantize_decode.py [--home DIR] [--reps 5] [--new-tokens 128] [--threads 2]
 
-Backends: transformers fp32 (the safetensors conversion), our ONNX fp32, our ONNX int4 (default: affine), the
-builder's int4 (for reference), and llama.cpp (llama-cpp-python) on the shipped Q4_1 GGUF when it is installed
-(`pip install llama-cpp-python`: builds from source in ~7 minutes; the benchmark does not need it to run).
+Backends: transformers fp32 (the safetensors conversion), our ONNX fp32, our ONNX int4 (default: affine with the
+fused Q4_1 kernel), the same affine int4 on ONNX Runtime's own ops (portable), the builder's int4 (for reference),
+and llama.cpp (llama-cpp-python) on the shipped Q4_1 GGUF when it is installed (`pip install llama-cpp-python`:
+builds from source in ~7 minutes; the benchmark does not need it to run).
 Same prompts (chat template applied once, same token ids everywhere), greedy, exactly --new-tokens tokens per prompt
 (EOS ignored so every backend decodes the same count), decode tok/s = (n − 1) / (t_last − t_first), models loaded
 once, repetitions interleaved across backends so machine drift hits all alike. Exports are built with the engine's
@@ -35,6 +36,8 @@ def ensure_exports(engine) -> dict[str, str]:
         engine.wait_run(model.run_id, timeout=900)
     wanted = {"onnx-fp32": QuantizeConfig(model_id=model.id, precision="fp32", output_name="bench-onnx-fp32"),
               "onnx-int4 (affine, default)": QuantizeConfig(model_id=model.id, output_name="bench-onnx-int4"),
+              "onnx-int4 (affine, portable)": QuantizeConfig(model_id=model.id, kernel="portable",
+                                                             output_name="bench-onnx-int4-portable"),
               "onnx-int4 (builder)": QuantizeConfig(model_id=model.id, method="builder",
                                                     output_name="bench-onnx-int4-builder")}
     paths = {}
@@ -56,14 +59,17 @@ class LlamaCppBackend:
         self.llm = Llama(model_path=str(gguf), n_threads=threads, n_threads_batch=threads, n_ctx=2048,
                          verbose=False, logits_all=False)
 
-    def generate(self, ids, n):
+    def generate(self, ids, n, stop_at_eos=False):
         self.llm.reset()
-        times, t0 = [], time.perf_counter()
-        for _ in self.llm.generate(ids, temp=0.0, top_k=1, reset=True):  # EOS does not stop this loop
+        tokens, times, t0 = [], [], time.perf_counter()
+        for token in self.llm.generate(ids, temp=0.0, top_k=1, reset=True):  # EOS does not stop this loop
+            if stop_at_eos and token == self.llm.token_eos():
+                break
+            tokens.append(token)
             times.append(time.perf_counter())
             if len(times) >= n:
                 break
-        return None, times, t0
+        return tokens, times, t0
 
 
 def main() -> int:
@@ -89,7 +95,8 @@ def main() -> int:
     prompts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
                                        return_dict=True)["input_ids"] for p in PROMPTS]
     backends = {"transformers fp32": (lambda path, threads: TorchBackend(path, threads=threads), paths["hf"])}
-    for label in ("onnx-fp32", "onnx-int4 (affine, default)", "onnx-int4 (builder)"):
+    exports = ("onnx-fp32", "onnx-int4 (affine, default)", "onnx-int4 (affine, portable)", "onnx-int4 (builder)")
+    for label in exports:
         backends[label] = (OgBackend, paths[label])
     try:
         import llama_cpp  # noqa: F401
@@ -114,11 +121,14 @@ def main() -> int:
         print(f"repetition {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
 
     sizes = {"transformers fp32": dir_size(Path(paths["hf"])), "llama.cpp Q4_1 GGUF": dir_size(bundled_gguf_path())}
-    for label in ("onnx-fp32", "onnx-int4 (affine, default)", "onnx-int4 (builder)"):
+    for label in exports:
         sizes[label] = dir_size(Path(paths[label]))
-    ppl = {}
+    ppl, answers = {}, {}
+    question = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                       add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
     for label, backend in loaded.items():
         ppl[label] = perplexity(backend, standard_text(), 4096)[0] if hasattr(backend, "logits") else None
+        answers[label] = tok.decode(backend.generate(question, 24, stop_at_eos=True)[0], skip_special_tokens=True)
 
     base_speed = statistics.mean(speeds["transformers fp32"])
     llama_speed = statistics.mean(speeds["llama.cpp Q4_1 GGUF"]) if "llama.cpp Q4_1 GGUF" in speeds else None
@@ -139,6 +149,10 @@ def main() -> int:
               f"{row['x_llama'] if row['x_llama'] else float('nan'):10.2f} {row['size_mb']:7.1f} "
               f"{row['size_ratio']:10.3f} {ppl[label] or float('nan'):7.3f} "
               f"{row['ppl_ratio'] or float('nan'):9.4f}")
+    print('\nGreedy answer to "What is the capital of France?"')
+    for label, text in answers.items():
+        print(f"{label:30s} {text.strip()!r}")
+        next(r for r in rows if r["backend"] == label)["answer"] = text
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
