@@ -181,7 +181,8 @@ def cmd_quantize(engine: Engine, args) -> int:
         if not args.model:
             raise SlmopsError("give --model NAME (or --config FILE)")
         config = QuantizeConfig(model_id=args.model, output_name=args.name or "", precision=args.precision,
-                                method=args.method, olive_pass=args.olive_pass, block_size=args.block_size)
+                                method=args.method, olive_pass=args.olive_pass, block_size=args.block_size,
+                                kernel=args.kernel)
     run_id = engine.start_run(config)
     print(f"started run {run_id}: {config.model_id} → {config.output_id()}")
     return _follow(engine, run_id)
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["affine", "builder", "olive"], default="affine", help="int4 method")
     p.add_argument("--olive-pass", choices=["rtn", "kquant"], default="rtn", help="Olive pass (--method olive)")
     p.add_argument("--block-size", type=int, default=32)
+    p.add_argument("--kernel", choices=["fused", "portable"], default="fused",
+                   help="affine int4: fused native Q4_1 kernel (AVX2, shipped in the export) or ONNX Runtime ops only")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("benchmark", help="speed, memory and quality of models, each in a fresh process")

@@ -50,6 +50,9 @@ def fused_kernel(ctx, config: QuantizeConfig) -> Path | None:
 
     if config.kernel != "fused":
         return None
+    if config.execution_provider != "cpu":
+        ctx.log(f"fused kernel: a CPU kernel; for {config.execution_provider} → portable ONNX Runtime ops")
+        return None
     if config.block_size != 32 or config.accuracy_level != 4:
         ctx.log(f"fused kernel: written for block 32 with int8 activations (accuracy level 4); block "
                 f"{config.block_size}, level {config.accuracy_level} → portable ONNX Runtime ops")

@@ -189,8 +189,9 @@ extern "C" __attribute__((visibility("default"))) void slmops_q41_matmul(
     }
   }
   Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0};
-  // a few large slices per thread: ONNX Runtime's pool hands each task to a thread, and many small tasks cost more
-  // in hand-offs than they gain (one row on two threads: 4 slices measured best)
+  // one large slice per thread for a single row: each task handed to ONNX Runtime's pool costs more than a few
+  // columns' work (2 or 4 slices on two threads decoded alike); more slices when many rows make each column's
+  // work large
   const int64_t pairs = n / 2;
   const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
   work.pairs_per_task = ((pairs + slices - 1) / slices + 1) / 2 * 2;
