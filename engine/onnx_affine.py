@@ -87,8 +87,9 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     """Read the builder's fp32 export in `src_dir`, write the affine int4 model to `out_dir`.
 
     With `fused_library` (engine.kernels.library(), block 32 only) each 4-bit weight matrix becomes one Q41MatMul
-    node of that custom-op library, which is copied into the export and named in its genai_config.json."""
-    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE
+    node of that custom-op library and an 8-bit head one Q80MatMul; the library is copied into the export and named
+    in its genai_config.json."""
+    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8
 
     if fused_library is not None and block != 32:
         fused_library = None
@@ -138,9 +139,13 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             qn, sn = f"{wname}_Q8", f"{wname}_scales"
             new_inits += [numpy_helper.from_array(q8, qn), numpy_helper.from_array(d8.reshape(-1), sn)]
             head_table[wname] = (qn, sn)
-            nodes.append(helper.make_node("MatMulNBits", [node.input[0], qn, sn], [node.output[0]],
-                                          name=f"{node.name}_Q8", domain="com.microsoft", K=k, N=n, bits=8,
-                                          block_size=block, accuracy_level=accuracy_level))
+            if fused_library is not None:  # the fused library's Q8_0 kernel: ~16-bit activations for prompts
+                nodes.append(helper.make_node(OP_TYPE_Q8, [node.input[0], qn, sn], [node.output[0]],
+                                              name=f"{node.name}_Q80", domain=DOMAIN))
+            else:
+                nodes.append(helper.make_node("MatMulNBits", [node.input[0], qn, sn], [node.output[0]],
+                                              name=f"{node.name}_Q8", domain="com.microsoft", K=k, N=n, bits=8,
+                                              block_size=block, accuracy_level=accuracy_level))
         else:
             if is_head:
                 head_4bit[wname] = w

@@ -1,9 +1,11 @@
 """Native kernels for ONNX Runtime exports, compiled here from their C++ source with the system's g++.
 
-`q4_1_matmul.cc` is an onnxruntime custom-op library with one op, `Q41MatMul` (domain `slmops`): a Q4_1 matmul that
+`q4_1_matmul.cc` is an onnxruntime custom-op library (domain `slmops`) with two ops: `Q41MatMul`, a Q4_1 matmul that
 carries each block's float offset itself, so an exact Q4_1 export needs one op per weight matrix instead of
-MatMulNBits plus the offset path. It needs an x86-64 CPU with AVX2 and FMA and a C++ compiler; where either is
-missing, `library()` says why and the quantize job keeps the portable MatMulNBits graph.
+MatMulNBits plus the offset path, and `Q80MatMul` for the 8-bit LM head. Both use int8 activations for one row
+(decode) and about 16-bit ones (int8 plus its residual) for prompts, which decide the first token. The library
+needs an x86-64 CPU with AVX2 and FMA and a C++ compiler; where either is missing, `library()` says why and the
+quantize job keeps the portable MatMulNBits graph.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ SOURCES = [HERE / "q4_1_matmul.cc", HERE / "ort_abi.h"]
 LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"
+OP_TYPE_Q8 = "Q80MatMul"
 
 
 class KernelUnavailable(RuntimeError):

@@ -81,6 +81,10 @@ inline float offsets(const uint16_t* m, const float* xsum, int64_t nb) {
 // Two columns (a pair) share each 256-bit register: 32 bytes = 16 of column 2p then 16 of column 2p+1 per block.
 // Low nibbles hold elements 0..15 of a block and high nibbles 16..31, so the activations are laid out per block
 // as [x0..15 x0..15 | x16..31 x16..31] (64 bytes) and one maddubs per half serves both columns.
+// With kFine (prompts, rows > 1) x carries a second int8 layer, its rounding residual at 1/254 of the step, so
+// x ≈ sx·(xq + xr/254) to about 16 bits: [xq halves | xr halves] = 128 bytes per block, and the integer sums
+// are combined as 254·(q·xq) + q·xr before the one float multiply.
+template <bool kFine>
 inline __m256 pair_block(const uint8_t* w, const int8_t* xd) {
   const __m256i low = _mm256_set1_epi8(0x0F);
   const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
@@ -89,7 +93,13 @@ inline __m256 pair_block(const uint8_t* w, const int8_t* xd) {
   const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd));
   const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd + 32));
   const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+  if (!kFine) return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+  const __m256i rlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd + 64));
+  const __m256i rhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd + 96));
+  const __m256i r16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, rlo), _mm256_maddubs_epi16(hi, rhi));
+  const __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(254)),
+                                       _mm256_madd_epi16(r16, _mm256_set1_epi16(1)));
+  return _mm256_cvtepi32_ps(sum);
 }
 
 // [d(2p,b) ×4, d(2p+1,b) ×4] · sx(b); d is float16
@@ -109,6 +119,47 @@ inline void store_pair(__m256 acc, float* y0, float* y1) {
   *y1 = _mm_cvtss_f32(_mm_shuffle_ps(s, s, 1));
 }
 
+// One row's activations for either kernel: int8 (scale sx) and, when fine, the residual at sx/254; xs gets sx or
+// sx/254 to match. Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
+void prepare_activations(const float* x, int64_t rows, int64_t k, bool fine, bool dup, std::vector<int8_t>* xd,
+                         std::vector<float>* xs, std::vector<float>* xsum) {
+  const int64_t nb = k / kBlock, width = dup ? 64 : 32, stride = fine ? 2 * width : width;
+  std::vector<int8_t> xq(static_cast<size_t>(k));
+  xd->resize(static_cast<size_t>(rows * nb * stride));
+  xs->resize(static_cast<size_t>(rows * nb));
+  xsum->resize(static_cast<size_t>(rows * nb));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * k;
+    float* scales = xs->data() + r * nb;
+    quantize_row(xr, k, xq.data(), scales, xsum->data() + r * nb);
+    for (int64_t b = 0; b < nb; ++b) {
+      int8_t* out = xd->data() + (r * nb + b) * stride;
+      const int8_t* in = xq.data() + b * kBlock;
+      int8_t residual[kBlock];
+      if (fine) {
+        const float step = scales[b], inv = step > 0.f ? 254.f / step : 0.f;
+        for (int i = 0; i < kBlock; ++i) {
+          const float rest = (xr[b * kBlock + i] - step * static_cast<float>(in[i])) * inv;
+          residual[i] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, std::nearbyint(rest))));
+        }
+        scales[b] = step / 254.f;
+      }
+      for (int layer = 0; layer < (fine ? 2 : 1); ++layer) {
+        const int8_t* src = layer == 0 ? in : residual;
+        int8_t* dst = out + layer * width;
+        if (dup) {
+          std::memcpy(dst, src, 16);
+          std::memcpy(dst + 16, src, 16);
+          std::memcpy(dst + 32, src + 16, 16);
+          std::memcpy(dst + 48, src + 16, 16);
+        } else {
+          std::memcpy(dst, src, kBlock);
+        }
+      }
+    }
+  }
+}
+
 struct Work {
   const uint8_t* w;   // [N/2, nb, 32]
   const uint16_t* d;  // [N/2, nb, 2] float16
@@ -120,7 +171,9 @@ struct Work {
   int64_t rows, n, k, pairs_per_task;
 };
 
+template <bool kFine>
 void run_task(void* data, size_t task) {
+  constexpr int64_t kStride = kFine ? 128 : 64;  // activation bytes per block
   const Work& t = *static_cast<const Work*>(data);
   const int64_t nb = t.k / kBlock, pairs = t.n / 2;
   const int64_t p0 = static_cast<int64_t>(task) * t.pairs_per_task;
@@ -133,15 +186,16 @@ void run_task(void* data, size_t task) {
     const uint16_t* da = t.d + p * nb * 2;
     const uint16_t* db = da + nb * 2;
     for (int64_t r = 0; r < t.rows; ++r) {
-      const int8_t* xd = t.xd + r * nb * 64;
+      const int8_t* xd = t.xd + r * nb * kStride;
       const float* xs = t.xs + r * nb;
       __m256 acc_a = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();
       for (int64_t b = 0; b < nb; ++b) {
         _mm_prefetch(reinterpret_cast<const char*>(wa + b * 32 + kAhead), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(wb + b * 32 + kAhead), _MM_HINT_T0);
         const __m256 sx = _mm256_set1_ps(xs[b]);
-        acc_a = _mm256_fmadd_ps(pair_block(wa + b * 32, xd + b * 64), pair_scale(da + b * 2, sx), acc_a);
-        acc_b = _mm256_fmadd_ps(pair_block(wb + b * 32, xd + b * 64), pair_scale(db + b * 2, sx), acc_b);
+        const int8_t* xb = xd + b * kStride;
+        acc_a = _mm256_fmadd_ps(pair_block<kFine>(wa + b * 32, xb), pair_scale(da + b * 2, sx), acc_a);
+        acc_b = _mm256_fmadd_ps(pair_block<kFine>(wb + b * 32, xb), pair_scale(db + b * 2, sx), acc_b);
       }
       float* y = t.y + r * t.n + 2 * p;
       store_pair(acc_a, y, y + 1);
@@ -153,11 +207,11 @@ void run_task(void* data, size_t task) {
     const uint8_t* wa = t.w + p * nb * 32;
     const uint16_t* da = t.d + p * nb * 2;
     for (int64_t r = 0; r < t.rows; ++r) {
-      const int8_t* xd = t.xd + r * nb * 64;
+      const int8_t* xd = t.xd + r * nb * kStride;
       __m256 acc = _mm256_setzero_ps();
       for (int64_t b = 0; b < nb; ++b) {
         const __m256 sx = _mm256_set1_ps(t.xs[r * nb + b]);
-        acc = _mm256_fmadd_ps(pair_block(wa + b * 32, xd + b * 64), pair_scale(da + b * 2, sx), acc);
+        acc = _mm256_fmadd_ps(pair_block<kFine>(wa + b * 32, xd + b * kStride), pair_scale(da + b * 2, sx), acc);
       }
       float* y = t.y + r * t.n + 2 * p;
       store_pair(acc, y, y + 1);
@@ -174,20 +228,10 @@ extern "C" __attribute__((visibility("default"))) void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k,
     void (*parallel)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data), void* ctx) {
-  const int64_t nb = k / kBlock;
-  std::vector<int8_t> xq(static_cast<size_t>(k)), xd(static_cast<size_t>(rows * nb * 64));
-  std::vector<float> xs(static_cast<size_t>(rows * nb)), xsum(static_cast<size_t>(rows * nb));
-  for (int64_t r = 0; r < rows; ++r) {
-    quantize_row(x + r * k, k, xq.data(), xs.data() + r * nb, xsum.data() + r * nb);
-    for (int64_t b = 0; b < nb; ++b) {
-      int8_t* out = xd.data() + (r * nb + b) * 64;
-      const int8_t* in = xq.data() + b * kBlock;
-      std::memcpy(out, in, 16);
-      std::memcpy(out + 16, in, 16);
-      std::memcpy(out + 32, in + 16, 16);
-      std::memcpy(out + 48, in + 16, 16);
-    }
-  }
+  const bool fine = rows > 1;  // prompts and perplexity: about 16-bit activations; decode (one row): int8
+  std::vector<int8_t> xd;
+  std::vector<float> xs, xsum;
+  prepare_activations(x, rows, k, fine, true, &xd, &xs, &xsum);
   Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0};
   // one large slice per thread for a single row: each task handed to ONNX Runtime's pool costs more than a few
   // columns' work (2 or 4 slices on two threads decoded alike); more slices when many rows make each column's
@@ -197,10 +241,103 @@ extern "C" __attribute__((visibility("default"))) void slmops_q41_matmul(
   work.pairs_per_task = ((pairs + slices - 1) / slices + 1) / 2 * 2;
   if (work.pairs_per_task == 0) work.pairs_per_task = 2;
   const size_t tasks = static_cast<size_t>((pairs + work.pairs_per_task - 1) / work.pairs_per_task);
+  void (*task)(void*, size_t) = fine ? run_task<true> : run_task<false>;
   if (parallel != nullptr && tasks > 1) {
-    parallel(ctx, run_task, tasks, &work);
+    parallel(ctx, task, tasks, &work);
   } else {
-    for (size_t i = 0; i < tasks; ++i) run_task(&work, i);
+    for (size_t i = 0; i < tasks; ++i) task(&work, i);
+  }
+}
+
+// ---- Q8_0, for the LM head (tied with the embedding): w = d·q, q in −127..127 stored as q + 128 — the table that
+// GatherBlockQuantized reads for the embedding, so the two share it. Same activations as above: int8 for one row,
+// about 16 bits (int8 plus residual) for prompts.
+
+namespace {
+
+struct Work8 {
+  const uint8_t* w;  // [N, K] q + 128
+  const float* d;    // [N, K/32]
+  const int8_t* xd;  // [rows, nb, 32 or 64]
+  const float* xs;   // [rows, nb]
+  float* y;
+  int64_t rows, n, k, cols_per_task;
+};
+
+template <bool kFine>
+inline __m256 q8_block(const uint8_t* w, const int8_t* x) {
+  const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)),
+                                     _mm256_set1_epi8(static_cast<char>(0x80)));
+  const __m256i magnitude = _mm256_abs_epi8(q);  // maddubs multiplies unsigned by signed: |q| · (x with q's sign)
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i p16 = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, q));
+  if (!kFine) return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+  const __m256i rv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
+  const __m256i r16 = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(rv, q));
+  return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(254)),
+                                             _mm256_madd_epi16(r16, _mm256_set1_epi16(1))));
+}
+
+template <bool kFine>
+void run_task8(void* data, size_t task) {
+  constexpr int64_t kStride = kFine ? 64 : 32;
+  const Work8& t = *static_cast<const Work8*>(data);
+  const int64_t nb = t.k / kBlock;
+  const int64_t c0 = static_cast<int64_t>(task) * t.cols_per_task;
+  const int64_t c1 = c0 + t.cols_per_task < t.n ? c0 + t.cols_per_task : t.n;
+  int64_t c = c0;
+  for (; c + 4 <= c1; c += 4) {  // four columns per pass share the activation loads
+    const uint8_t* w = t.w + c * t.k;
+    const uint8_t* next = w + 4 * t.k;
+    for (int64_t r = 0; r < t.rows; ++r) {
+      const int8_t* xd = t.xd + r * nb * kStride;
+      const float* xs = t.xs + r * nb;
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int64_t b = 0; b < nb; ++b) {
+        if (r == 0 && c + 8 <= c1) {  // the next four columns: 4·K bytes over nb blocks = 128 bytes a block
+          _mm_prefetch(reinterpret_cast<const char*>(next + b * 128), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(next + b * 128 + 64), _MM_HINT_T0);
+        }
+        for (int j = 0; j < 4; ++j) {
+          const __m256 scale = _mm256_set1_ps(t.d[(c + j) * nb + b] * xs[b]);
+          acc[j] = _mm256_fmadd_ps(q8_block<kFine>(w + j * t.k + b * kBlock, xd + b * kStride), scale, acc[j]);
+        }
+      }
+      for (int j = 0; j < 4; ++j) t.y[r * t.n + c + j] = hsum(acc[j]);
+    }
+  }
+  for (; c < c1; ++c) {
+    for (int64_t r = 0; r < t.rows; ++r) {
+      const int8_t* xd = t.xd + r * nb * kStride;
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        const __m256 scale = _mm256_set1_ps(t.d[c * nb + b] * t.xs[r * nb + b]);
+        acc = _mm256_fmadd_ps(q8_block<kFine>(t.w + c * t.k + b * kBlock, xd + b * kStride), scale, acc);
+      }
+      t.y[r * t.n + c] = hsum(acc);
+    }
+  }
+}
+
+}  // namespace
+
+// w [N, K] holding q + 128, d [N, K/32] float.
+extern "C" __attribute__((visibility("default"))) void slmops_q80_matmul(
+    const float* x, const uint8_t* w, const float* d, float* y, int64_t rows, int64_t n, int64_t k,
+    void (*parallel)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data), void* ctx) {
+  const bool fine = rows > 1;
+  std::vector<int8_t> xd;
+  std::vector<float> xs, xsum;
+  prepare_activations(x, rows, k, fine, false, &xd, &xs, &xsum);
+  Work8 work{w, d, xd.data(), xs.data(), y, rows, n, k, 0};
+  const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
+  work.cols_per_task = std::max<int64_t>(4, ((n + slices - 1) / slices + 3) / 4 * 4);
+  const size_t tasks = static_cast<size_t>((n + work.cols_per_task - 1) / work.cols_per_task);
+  void (*task)(void*, size_t) = fine ? run_task8<true> : run_task8<false>;
+  if (parallel != nullptr && tasks > 1) {
+    parallel(ctx, task, tasks, &work);
+  } else {
+    for (size_t i = 0; i < tasks; ++i) task(&work, i);
   }
 }
 
@@ -257,52 +394,95 @@ void parallel_for(void* ctx, void (*task)(void*, size_t), size_t count, void* da
   p->status = fn<KernelContextParallelForFn>(p->api, kKernelContextParallelFor)(p->context, task, count, batches, data);
 }
 
-OrtStatus* compute(void* kernel, OrtKernelContext* context) {
-  const OrtApi* api = static_cast<Kernel*>(kernel)->api;
-  Tensor t[4];
-  for (size_t i = 0; i < 4; ++i) {
+OrtStatus* read_inputs(const OrtApi* api, OrtKernelContext* context, Tensor* t, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
     const OrtValue* value = nullptr;
     if (OrtStatus* s = fn<KernelContextGetInputFn>(api, kKernelContextGetInput)(context, i, &value)) return s;
-    if (value == nullptr) return error(api, "Q41MatMul: an input is missing");
+    if (value == nullptr) return error(api, "slmops kernel: an input is missing");
     if (OrtStatus* s = describe(api, value, &t[i])) return s;
   }
+  return nullptr;
+}
+
+int64_t elements(const Tensor& t) {
+  int64_t count = 1;
+  for (int64_t v : t.dims) count *= v;
+  return count;
+}
+
+// Y [..., N] for A [..., K]; `rows` = the product of A's leading dimensions.
+OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a, int64_t n, float** y,
+                  int64_t* rows) {
+  *rows = elements(a) / a.dims.back();
+  std::vector<int64_t> dims(a.dims);
+  dims.back() = n;
+  OrtValue* out = nullptr;
+  if (OrtStatus* s = fn<KernelContextGetOutputFn>(api, kKernelContextGetOutput)(context, 0, dims.data(), dims.size(),
+                                                                                &out))
+    return s;
+  void* data = nullptr;
+  if (OrtStatus* s = fn<GetTensorMutableDataFn>(api, kGetTensorMutableData)(out, &data)) return s;
+  *y = static_cast<float*>(data);
+  return nullptr;
+}
+
+// Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32])
+OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
+  const OrtApi* api = static_cast<Kernel*>(kernel)->api;
+  Tensor t[4];
+  if (OrtStatus* s = read_inputs(api, context, t, 4)) return s;
   if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat16 || t[3].type != kSlmFloat16)
     return error(api, "Q41MatMul: expects float A, uint8 B, float16 scales and float16 mins");
   if (t[1].dims.size() != 3 || t[1].dims[2] != 32 || t[0].dims.empty())
     return error(api, "Q41MatMul: B must be [N/2, K/32, 32] (column pairs)");
   const int64_t n = 2 * t[1].dims[0], nb = t[1].dims[1], k = nb * kBlock;
   if (t[0].dims.back() != k) return error(api, "Q41MatMul: A's last dimension differs from B's K");
-  int64_t sn = 1, sm = 1;
-  for (int64_t v : t[2].dims) sn *= v;
-  for (int64_t v : t[3].dims) sm *= v;
-  if (sn != n * nb || sm != n * nb) return error(api, "Q41MatMul: scales and mins must hold N·K/32 values");
-  int64_t rows = 1;
-  for (size_t i = 0; i + 1 < t[0].dims.size(); ++i) rows *= t[0].dims[i];
-  std::vector<int64_t> out_dims(t[0].dims);
-  out_dims.back() = n;
-  OrtValue* out = nullptr;
-  if (OrtStatus* s = fn<KernelContextGetOutputFn>(api, kKernelContextGetOutput)(context, 0, out_dims.data(),
-                                                                                out_dims.size(), &out))
-    return s;
-  void* y = nullptr;
-  if (OrtStatus* s = fn<GetTensorMutableDataFn>(api, kGetTensorMutableData)(out, &y)) return s;
+  if (elements(t[2]) != n * nb || elements(t[3]) != n * nb)
+    return error(api, "Q41MatMul: scales and mins must hold N·K/32 values");
+  float* y = nullptr;
+  int64_t rows = 0;
+  if (OrtStatus* s = output(api, context, t[0], n, &y, &rows)) return s;
   if (rows == 0) return nullptr;
   ParallelCtx pc{api, context, nullptr};
   slmops_q41_matmul(static_cast<const float*>(t[0].data), static_cast<const uint8_t*>(t[1].data),
-                    static_cast<const uint16_t*>(t[2].data), static_cast<const uint16_t*>(t[3].data),
-                    static_cast<float*>(y), rows, n, k, parallel_for, &pc);
+                    static_cast<const uint16_t*>(t[2].data), static_cast<const uint16_t*>(t[3].data), y, rows, n, k,
+                    parallel_for, &pc);
   return pc.status;
 }
 
+// Q80MatMul(A float [..., K], table uint8 [N, ...] holding q + 128 (K values a row), d float [N·K/32])
+OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
+  const OrtApi* api = static_cast<Kernel*>(kernel)->api;
+  Tensor t[3];
+  if (OrtStatus* s = read_inputs(api, context, t, 3)) return s;
+  if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat)
+    return error(api, "Q80MatMul: expects float A, a uint8 table and float scales");
+  if (t[1].dims.size() < 2 || t[0].dims.empty())
+    return error(api, "Q80MatMul: the table must be [N, K] or [N, K/32, 32]");
+  const int64_t n = t[1].dims[0], k = elements(t[1]) / n;
+  if (k % kBlock != 0) return error(api, "Q80MatMul: K must be a multiple of 32");
+  if (t[0].dims.back() != k) return error(api, "Q80MatMul: A's last dimension differs from the table's K");
+  if (elements(t[2]) != n * (k / kBlock)) return error(api, "Q80MatMul: scales must hold N·K/32 values");
+  float* y = nullptr;
+  int64_t rows = 0;
+  if (OrtStatus* s = output(api, context, t[0], n, &y, &rows)) return s;
+  if (rows == 0) return nullptr;
+  ParallelCtx pc{api, context, nullptr};
+  slmops_q80_matmul(static_cast<const float*>(t[0].data), static_cast<const uint8_t*>(t[1].data),
+                    static_cast<const float*>(t[2].data), y, rows, n, k, parallel_for, &pc);
+  return pc.status;
+}
+
+template <bool kQ41>
 OrtCustomOp make_op() {
   OrtCustomOp op{};
   op.version = kApiVersion;
-  op.GetName = [](const OrtCustomOp*) { return "Q41MatMul"; };
+  op.GetName = [](const OrtCustomOp*) { return kQ41 ? "Q41MatMul" : "Q80MatMul"; };
   op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
   op.GetInputType = [](const OrtCustomOp*, size_t i) {
-    return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kSlmFloat16);
+    return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
   };
-  op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{4}; };
+  op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{kQ41 ? 4u : 3u}; };
   op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };
   op.GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
   op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
@@ -317,11 +497,12 @@ OrtCustomOp make_op() {
     *kernel = new Kernel{api};
     return nullptr;
   };
-  op.KernelComputeV2 = compute;
+  op.KernelComputeV2 = kQ41 ? compute_q41 : compute_q80;
   return op;
 }
 
-OrtCustomOp g_op = make_op();
+OrtCustomOp g_q41 = make_op<true>();
+OrtCustomOp g_q80 = make_op<false>();
 
 }  // namespace
 
@@ -331,6 +512,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
   if (api == nullptr) return nullptr;  // older than 1.17: nothing to report through; the model fails to load
   OrtCustomOpDomain* domain = nullptr;  // lives as long as the process: sessions may outlive any one caller
   if (OrtStatus* s = fn<CreateCustomOpDomainFn>(api, kCreateCustomOpDomain)("slmops", &domain)) return s;
-  if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_op)) return s;
+  if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q41)) return s;
+  if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q80)) return s;
   return fn<AddCustomOpDomainFn>(api, kAddCustomOpDomain)(options, domain);
 }
