@@ -119,7 +119,7 @@ inline void store_pair(__m256 acc, float* y0, float* y1) {
   *y1 = _mm_cvtss_f32(_mm_shuffle_ps(s, s, 1));
 }
 
-// One row's activations for either kernel: int8 (scale sx) and, when fine, the residual at sx/254; xs gets sx or
+// Activations (rows × k) for either kernel: int8 (scale sx) and, when fine, the residual at sx/254; xs gets sx or
 // sx/254 to match. Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
 void prepare_activations(const float* x, int64_t rows, int64_t k, bool fine, bool dup, std::vector<int8_t>* xd,
                          std::vector<float>* xs, std::vector<float>* xsum) {
@@ -164,7 +164,7 @@ struct Work {
   const uint8_t* w;   // [N/2, nb, 32]
   const uint16_t* d;  // [N/2, nb, 2] float16
   const uint16_t* m;  // [N, nb] float16
-  const int8_t* xd;   // [rows, nb, 64]
+  const int8_t* xd;   // [rows, nb, 64], or 128 with the residual layer
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
   float* y;

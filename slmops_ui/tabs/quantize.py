@@ -12,9 +12,9 @@ from ..forms import model_choices, number, ui_errors
 from ..job_panel import build_job_panel
 
 PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact for Q4_1 weights such as the "
-                  "bundled model's, embeddings/head 8-bit. int4 builder: the ONNX Runtime GenAI builder's own "
-                  "int4 (smaller and faster, loses quality on this model). A LoRA adapter is merged into its base "
-                  "first.")
+                  "bundled model's, embeddings/head 8-bit, run by our fused kernel. int4 builder: the ONNX Runtime "
+                  "GenAI builder's own int4 (smaller, loses quality on this model). A LoRA adapter is merged into "
+                  "its base first.")
 
 
 def exports_rows(engine) -> list[list]:
