@@ -9,7 +9,9 @@ so the fast symmetric MatMulNBits (default zero point 8) does the first part and
 of x (K/32 values) does the second: exact for weights on a Q4_1 grid, and for any other weights it is Q4_1-style
 min/max quantization (llama.cpp's Q4_1), better than symmetric int4 at the same block size.
 The embedding table and LM head (Q8_0 in the bundled GGUF: w = d·q, q in −127..127) go to 8-bit MatMulNBits and
-GatherBlockQuantized sharing one uint8 table, exact for Q8_0 weights.
+GatherBlockQuantized sharing one uint8 table, exact for Q8_0 weights. That is the portable graph (ONNX Runtime ops
+only). With the fused kernels (engine/kernels, the default where they can be built) each 4-bit matrix is one
+Q41MatMul that carries m itself and the head one Q80MatMul on the same shared table.
 
 The input is the fp32 export of the ONNX Runtime GenAI model builder; this rewrites its MatMul and Gather nodes.
 """
@@ -161,19 +163,17 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
                               numpy_helper.from_array(m.astype(np.float16), mn)]
                 nodes.append(helper.make_node(OP_TYPE, [node.input[0], qn, sn, mn], [node.output[0]],
                                               name=f"{node.name}_Q41", domain=DOMAIN))
-                drop_inits.add(wname)
-                new_nodes[node.name] = nodes
-                continue
-            qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
-            new_inits += [numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
-                          numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)]
-            sums = block_sum_of(node.input[0], k, prefix + "/" + node.name.rsplit("/", 1)[-1], nodes)
-            y0, corr = f"{node.name}_Q4/output_0", f"{node.name}/Offsets/output_0"
-            nodes += [helper.make_node("MatMulNBits", [node.input[0], qn, sn], [y0], name=f"{node.name}_Q4",
-                                       domain="com.microsoft", K=k, N=n, bits=4, block_size=block,
-                                       accuracy_level=accuracy_level),
-                      helper.make_node("MatMul", [sums, cn], [corr], name=f"{node.name}/Offsets"),
-                      helper.make_node("Add", [y0, corr], [node.output[0]], name=f"{node.name}/AddOffsets")]
+            else:
+                qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
+                new_inits += [numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
+                              numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)]
+                sums = block_sum_of(node.input[0], k, prefix + "/" + node.name.rsplit("/", 1)[-1], nodes)
+                y0, corr = f"{node.name}_Q4/output_0", f"{node.name}/Offsets/output_0"
+                nodes += [helper.make_node("MatMulNBits", [node.input[0], qn, sn], [y0], name=f"{node.name}_Q4",
+                                           domain="com.microsoft", K=k, N=n, bits=4, block_size=block,
+                                           accuracy_level=accuracy_level),
+                          helper.make_node("MatMul", [sums, cn], [corr], name=f"{node.name}/Offsets"),
+                          helper.make_node("Add", [y0, corr], [node.output[0]], name=f"{node.name}/AddOffsets")]
         drop_inits.add(wname)
         new_nodes[node.name] = nodes
         if (i + 1) % 20 == 0:
