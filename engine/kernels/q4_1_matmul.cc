@@ -160,6 +160,26 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool fine, boo
   }
 }
 
+using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
+
+// Units (column pairs or columns) per task, a multiple of `align`. One large slice per thread for a single row:
+// each task handed to ONNX Runtime's pool costs more than a few columns' work (2 or 4 slices on two threads
+// decoded alike); more slices when many rows make each column's work large.
+int64_t per_task(int64_t units, int64_t rows, int64_t align) {
+  const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
+  return std::max<int64_t>(align, ((units + slices - 1) / slices + align - 1) / align * align);
+}
+
+// Runs task(work, i) for each slice: on ONNX Runtime's pool through `parallel`, or here when there is none.
+void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t per, Parallel parallel, void* ctx) {
+  const size_t tasks = static_cast<size_t>((units + per - 1) / per);
+  if (parallel != nullptr && tasks > 1) {
+    parallel(ctx, task, tasks, work);
+  } else {
+    for (size_t i = 0; i < tasks; ++i) task(work, i);
+  }
+}
+
 struct Work {
   const uint8_t* w;   // [N/2, nb, 32]
   const uint16_t* d;  // [N/2, nb, 2] float16
@@ -226,27 +246,14 @@ void run_task(void* data, size_t task) {
 // m [N, K/32] as float16 bits; N even. `parallel` runs tasks 0..count-1 (serially if null).
 extern "C" __attribute__((visibility("default"))) void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
-    int64_t k,
-    void (*parallel)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data), void* ctx) {
+    int64_t k, Parallel parallel, void* ctx) {
   const bool fine = rows > 1;  // prompts and perplexity: about 16-bit activations; decode (one row): int8
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
   prepare_activations(x, rows, k, fine, true, &xd, &xs, &xsum);
   Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0};
-  // one large slice per thread for a single row: each task handed to ONNX Runtime's pool costs more than a few
-  // columns' work (2 or 4 slices on two threads decoded alike); more slices when many rows make each column's
-  // work large
-  const int64_t pairs = n / 2;
-  const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
-  work.pairs_per_task = ((pairs + slices - 1) / slices + 1) / 2 * 2;
-  if (work.pairs_per_task == 0) work.pairs_per_task = 2;
-  const size_t tasks = static_cast<size_t>((pairs + work.pairs_per_task - 1) / work.pairs_per_task);
-  void (*task)(void*, size_t) = fine ? run_task<true> : run_task<false>;
-  if (parallel != nullptr && tasks > 1) {
-    parallel(ctx, task, tasks, &work);
-  } else {
-    for (size_t i = 0; i < tasks; ++i) task(&work, i);
-  }
+  work.pairs_per_task = per_task(n / 2, rows, 2);
+  run_tasks(fine ? run_task<true> : run_task<false>, &work, n / 2, work.pairs_per_task, parallel, ctx);
 }
 
 // ---- Q8_0, for the LM head (tied with the embedding): w = d·q, q in −127..127 stored as q + 128 — the table that
@@ -324,21 +331,14 @@ void run_task8(void* data, size_t task) {
 // w [N, K] holding q + 128, d [N, K/32] float.
 extern "C" __attribute__((visibility("default"))) void slmops_q80_matmul(
     const float* x, const uint8_t* w, const float* d, float* y, int64_t rows, int64_t n, int64_t k,
-    void (*parallel)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data), void* ctx) {
+    Parallel parallel, void* ctx) {
   const bool fine = rows > 1;
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
   prepare_activations(x, rows, k, fine, false, &xd, &xs, &xsum);
   Work8 work{w, d, xd.data(), xs.data(), y, rows, n, k, 0};
-  const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
-  work.cols_per_task = std::max<int64_t>(4, ((n + slices - 1) / slices + 3) / 4 * 4);
-  const size_t tasks = static_cast<size_t>((n + work.cols_per_task - 1) / work.cols_per_task);
-  void (*task)(void*, size_t) = fine ? run_task8<true> : run_task8<false>;
-  if (parallel != nullptr && tasks > 1) {
-    parallel(ctx, task, tasks, &work);
-  } else {
-    for (size_t i = 0; i < tasks; ++i) task(&work, i);
-  }
+  work.cols_per_task = per_task(n, rows, 4);
+  run_tasks(fine ? run_task8<true> : run_task8<false>, &work, n, work.cols_per_task, parallel, ctx);
 }
 
 // ---- the onnxruntime custom op: Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2],
