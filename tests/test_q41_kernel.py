@@ -24,24 +24,28 @@ def q4_1_weights(rng, n, k):
     return (q * d + m).reshape(n, k).astype(np.float32)
 
 
-def session(lib, w, shape):
+def op_session(lib, op_type, initializers: dict, shape):
+    """An onnxruntime session of one `op_type` node y = op(x, *initializers) from the kernel library."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    node = helper.make_node(op_type, ["x", *initializers], ["y"], domain=DOMAIN)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, name) for name, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2  # the kernels split their columns over ONNX Runtime's thread pool
+    options.register_custom_ops_library(str(lib))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def session(lib, w, shape):
+    """Q41MatMul over the Q4_1 weights w [N, K]."""
     packed, d, m, err = quantize_affine_4bit(w, 32)
     assert err.max() < 1e-3  # the weights are on the grid: the export holds them exactly
     codes, scales = fused_layout(packed, d)
-    node = helper.make_node(OP_TYPE, ["x", "B", "d", "m"], ["y"], domain=DOMAIN)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(codes, "B"),
-                               numpy_helper.from_array(scales.astype(np.float16), "d"),
-                               numpy_helper.from_array(m.astype(np.float16), "m")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2  # the kernel splits its columns over ONNX Runtime's thread pool
-    options.register_custom_ops_library(str(lib))
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return op_session(lib, OP_TYPE, {"B": codes, "d": scales.astype(np.float16), "m": m.astype(np.float16)}, shape)
 
 
 def kernel_activations(x):
@@ -97,21 +101,6 @@ def test_fused_kernel_matches_numpy(kernel_lib, shape, n):
         assert np.abs(y - exact).max() < 0.05 * np.abs(int8_only - exact).max()
 
 
-def q8_session(lib, table, scales, shape):
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    node = helper.make_node(OP_TYPE_Q8, ["x", "table", "scales"], ["y"], domain=DOMAIN)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(scales, "scales")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.register_custom_ops_library(str(lib))
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 @pytest.mark.parametrize("shape,n", [((1, 1, 576), 4099), ((1, 9, 64), 30)])
 def test_q8_head_kernel_matches_numpy(kernel_lib, shape, n):
     rng = np.random.default_rng(n)
@@ -120,7 +109,8 @@ def test_q8_head_kernel_matches_numpy(kernel_lib, shape, n):
     table, d = quantize_symmetric_8bit(w, 32)  # q + 128, as the embedding's GatherBlockQuantized reads it
     w8 = ((table.astype(np.float64) - 128) * d[..., None]).reshape(n, k)
     x = rng.standard_normal(shape).astype(np.float32)
-    y = q8_session(kernel_lib, table, d.reshape(-1), list(shape)).run(None, {"x": x})[0]
+    sess = op_session(kernel_lib, OP_TYPE_Q8, {"table": table, "scales": d.reshape(-1)}, list(shape))
+    y = sess.run(None, {"x": x})[0]
     assert y.shape == (*shape[:-1], n)
     xq, _, _ = kernel_activations(x)
     ref = (xq.reshape(-1, k) @ w8.T).reshape(*shape[:-1], n)
