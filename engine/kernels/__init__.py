@@ -2,8 +2,8 @@
 
 `q4_1_matmul.cc` is an onnxruntime custom-op library (domain `slmops`) with two ops: `Q41MatMul`, a Q4_1 matmul that
 carries each block's float offset itself, so an exact Q4_1 export needs one op per weight matrix instead of
-MatMulNBits plus the offset path, and `Q80MatMul` for the 8-bit LM head. Both use int8 activations for one row
-(decode) and about 16-bit ones (int8 plus its residual) for prompts, which decide the first token. The library
+MatMulNBits plus the offset path, and `Q80MatMul` for the 8-bit LM head. Both take activations at about 16 bits
+(int8 plus its rounding residual as a second int8 layer), for prompts and decode alike. The library
 needs an x86-64 CPU with AVX2 and FMA and a C++ compiler; where either is missing, `library()` says why and the
 quantize job keeps the portable MatMulNBits graph.
 """

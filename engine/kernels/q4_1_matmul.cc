@@ -81,10 +81,11 @@ inline float offsets(const uint16_t* m, const float* xsum, int64_t nb) {
 // Two columns (a pair) share each 256-bit register: 32 bytes = 16 of column 2p then 16 of column 2p+1 per block.
 // Low nibbles hold elements 0..15 of a block and high nibbles 16..31, so the activations are laid out per block
 // as [x0..15 x0..15 | x16..31 x16..31] (64 bytes) and one maddubs per half serves both columns.
-// With kFine (prompts, rows > 1) x carries a second int8 layer, its rounding residual at 1/254 of the step, so
-// x ≈ sx·(xq + xr/254) to about 16 bits: [xq halves | xr halves] = 128 bytes per block, and the integer sums
-// are combined as 254·(q·xq) + q·xr before the one float multiply.
-template <bool kFine>
+// x carries a second int8 layer, its rounding residual at 1/254 of the step, so x ≈ sx·(xq + xr/254) to about
+// 16 bits: [xq halves | xr halves] = 128 bytes per block, and the integer sums are combined as 254·(q·xq) + q·xr
+// before the one float multiply. Decode too: with int8 activations alone a fine-tune's int4 export answered 3 of
+// 100 task examples differently from its fp32 export (near-ties); with the residual layer none, at the same decode
+// speed (memory-bound: 145.1 vs 144.6 tok/s, medians of 12 interleaved runs).
 inline __m256 pair_block(const uint8_t* w, const int8_t* xd) {
   const __m256i low = _mm256_set1_epi8(0x0F);
   const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
@@ -93,7 +94,6 @@ inline __m256 pair_block(const uint8_t* w, const int8_t* xd) {
   const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd));
   const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd + 32));
   const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
-  if (!kFine) return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
   const __m256i rlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd + 64));
   const __m256i rhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xd + 96));
   const __m256i r16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, rlo), _mm256_maddubs_epi16(hi, rhi));
@@ -119,11 +119,11 @@ inline void store_pair(__m256 acc, float* y0, float* y1) {
   *y1 = _mm_cvtss_f32(_mm_shuffle_ps(s, s, 1));
 }
 
-// Activations (rows × k) for either kernel: int8 (scale sx) and, when fine, the residual at sx/254; xs gets sx or
-// sx/254 to match. Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
-void prepare_activations(const float* x, int64_t rows, int64_t k, bool fine, bool dup, std::vector<int8_t>* xd,
+// Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
+// Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
+void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
                          std::vector<float>* xs, std::vector<float>* xsum) {
-  const int64_t nb = k / kBlock, width = dup ? 64 : 32, stride = fine ? 2 * width : width;
+  const int64_t nb = k / kBlock, width = dup ? 64 : 32, stride = 2 * width;
   std::vector<int8_t> xq(static_cast<size_t>(k));
   xd->resize(static_cast<size_t>(rows * nb * stride));
   xs->resize(static_cast<size_t>(rows * nb));
@@ -136,15 +136,13 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool fine, boo
       int8_t* out = xd->data() + (r * nb + b) * stride;
       const int8_t* in = xq.data() + b * kBlock;
       int8_t residual[kBlock];
-      if (fine) {
-        const float step = scales[b], inv = step > 0.f ? 254.f / step : 0.f;
-        for (int i = 0; i < kBlock; ++i) {
-          const float rest = (xr[b * kBlock + i] - step * static_cast<float>(in[i])) * inv;
-          residual[i] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, std::nearbyint(rest))));
-        }
-        scales[b] = step / 254.f;
+      const float step = scales[b], inv = step > 0.f ? 254.f / step : 0.f;
+      for (int i = 0; i < kBlock; ++i) {
+        const float rest = (xr[b * kBlock + i] - step * static_cast<float>(in[i])) * inv;
+        residual[i] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, std::nearbyint(rest))));
       }
-      for (int layer = 0; layer < (fine ? 2 : 1); ++layer) {
+      scales[b] = step / 254.f;
+      for (int layer = 0; layer < 2; ++layer) {
         const int8_t* src = layer == 0 ? in : residual;
         int8_t* dst = out + layer * width;
         if (dup) {
@@ -184,16 +182,15 @@ struct Work {
   const uint8_t* w;   // [N/2, nb, 32]
   const uint16_t* d;  // [N/2, nb, 2] float16
   const uint16_t* m;  // [N, nb] float16
-  const int8_t* xd;   // [rows, nb, 64], or 128 with the residual layer
+  const int8_t* xd;   // [rows, nb, 128]: int8 layer, then the residual layer
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
   float* y;
   int64_t rows, n, k, pairs_per_task;
 };
 
-template <bool kFine>
 void run_task(void* data, size_t task) {
-  constexpr int64_t kStride = kFine ? 128 : 64;  // activation bytes per block
+  constexpr int64_t kStride = 128;  // activation bytes per block
   const Work& t = *static_cast<const Work*>(data);
   const int64_t nb = t.k / kBlock, pairs = t.n / 2;
   const int64_t p0 = static_cast<int64_t>(task) * t.pairs_per_task;
@@ -214,8 +211,8 @@ void run_task(void* data, size_t task) {
         _mm_prefetch(reinterpret_cast<const char*>(wb + b * 32 + kAhead), _MM_HINT_T0);
         const __m256 sx = _mm256_set1_ps(xs[b]);
         const int8_t* xb = xd + b * kStride;
-        acc_a = _mm256_fmadd_ps(pair_block<kFine>(wa + b * 32, xb), pair_scale(da + b * 2, sx), acc_a);
-        acc_b = _mm256_fmadd_ps(pair_block<kFine>(wb + b * 32, xb), pair_scale(db + b * 2, sx), acc_b);
+        acc_a = _mm256_fmadd_ps(pair_block(wa + b * 32, xb), pair_scale(da + b * 2, sx), acc_a);
+        acc_b = _mm256_fmadd_ps(pair_block(wb + b * 32, xb), pair_scale(db + b * 2, sx), acc_b);
       }
       float* y = t.y + r * t.n + 2 * p;
       store_pair(acc_a, y, y + 1);
@@ -231,7 +228,7 @@ void run_task(void* data, size_t task) {
       __m256 acc = _mm256_setzero_ps();
       for (int64_t b = 0; b < nb; ++b) {
         const __m256 sx = _mm256_set1_ps(t.xs[r * nb + b]);
-        acc = _mm256_fmadd_ps(pair_block<kFine>(wa + b * 32, xd + b * kStride), pair_scale(da + b * 2, sx), acc);
+        acc = _mm256_fmadd_ps(pair_block(wa + b * 32, xd + b * kStride), pair_scale(da + b * 2, sx), acc);
       }
       float* y = t.y + r * t.n + 2 * p;
       store_pair(acc, y, y + 1);
@@ -247,47 +244,43 @@ void run_task(void* data, size_t task) {
 extern "C" __attribute__((visibility("default"))) void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k, Parallel parallel, void* ctx) {
-  const bool fine = rows > 1;  // prompts and perplexity: about 16-bit activations; decode (one row): int8
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
-  prepare_activations(x, rows, k, fine, true, &xd, &xs, &xsum);
+  prepare_activations(x, rows, k, true, &xd, &xs, &xsum);
   Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0};
   work.pairs_per_task = per_task(n / 2, rows, 2);
-  run_tasks(fine ? run_task<true> : run_task<false>, &work, n / 2, work.pairs_per_task, parallel, ctx);
+  run_tasks(run_task, &work, n / 2, work.pairs_per_task, parallel, ctx);
 }
 
 // ---- Q8_0, for the LM head (tied with the embedding): w = d·q, q in −127..127 stored as q + 128 — the table that
-// GatherBlockQuantized reads for the embedding, so the two share it. Same activations as above: int8 for one row,
-// about 16 bits (int8 plus residual) for prompts.
+// GatherBlockQuantized reads for the embedding, so the two share it. Same activations as above (int8 plus
+// residual, about 16 bits).
 
 namespace {
 
 struct Work8 {
   const uint8_t* w;  // [N, K] q + 128
   const float* d;    // [N, K/32]
-  const int8_t* xd;  // [rows, nb, 32 or 64]
+  const int8_t* xd;  // [rows, nb, 64]
   const float* xs;   // [rows, nb]
   float* y;
   int64_t rows, n, k, cols_per_task;
 };
 
-template <bool kFine>
 inline __m256 q8_block(const uint8_t* w, const int8_t* x) {
   const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)),
                                      _mm256_set1_epi8(static_cast<char>(0x80)));
   const __m256i magnitude = _mm256_abs_epi8(q);  // maddubs multiplies unsigned by signed: |q| · (x with q's sign)
   const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
   const __m256i p16 = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(xv, q));
-  if (!kFine) return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
   const __m256i rv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
   const __m256i r16 = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(rv, q));
   return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(254)),
                                              _mm256_madd_epi16(r16, _mm256_set1_epi16(1))));
 }
 
-template <bool kFine>
 void run_task8(void* data, size_t task) {
-  constexpr int64_t kStride = kFine ? 64 : 32;
+  constexpr int64_t kStride = 64;
   const Work8& t = *static_cast<const Work8*>(data);
   const int64_t nb = t.k / kBlock;
   const int64_t c0 = static_cast<int64_t>(task) * t.cols_per_task;
@@ -307,7 +300,7 @@ void run_task8(void* data, size_t task) {
         }
         for (int j = 0; j < 4; ++j) {
           const __m256 scale = _mm256_set1_ps(t.d[(c + j) * nb + b] * xs[b]);
-          acc[j] = _mm256_fmadd_ps(q8_block<kFine>(w + j * t.k + b * kBlock, xd + b * kStride), scale, acc[j]);
+          acc[j] = _mm256_fmadd_ps(q8_block(w + j * t.k + b * kBlock, xd + b * kStride), scale, acc[j]);
         }
       }
       for (int j = 0; j < 4; ++j) t.y[r * t.n + c + j] = hsum(acc[j]);
@@ -319,7 +312,7 @@ void run_task8(void* data, size_t task) {
       __m256 acc = _mm256_setzero_ps();
       for (int64_t b = 0; b < nb; ++b) {
         const __m256 scale = _mm256_set1_ps(t.d[c * nb + b] * t.xs[r * nb + b]);
-        acc = _mm256_fmadd_ps(q8_block<kFine>(t.w + c * t.k + b * kBlock, xd + b * kStride), scale, acc);
+        acc = _mm256_fmadd_ps(q8_block(t.w + c * t.k + b * kBlock, xd + b * kStride), scale, acc);
       }
       t.y[r * t.n + c] = hsum(acc);
     }
@@ -332,13 +325,12 @@ void run_task8(void* data, size_t task) {
 extern "C" __attribute__((visibility("default"))) void slmops_q80_matmul(
     const float* x, const uint8_t* w, const float* d, float* y, int64_t rows, int64_t n, int64_t k,
     Parallel parallel, void* ctx) {
-  const bool fine = rows > 1;
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
-  prepare_activations(x, rows, k, fine, false, &xd, &xs, &xsum);
+  prepare_activations(x, rows, k, false, &xd, &xs, &xsum);
   Work8 work{w, d, xd.data(), xs.data(), y, rows, n, k, 0};
   work.cols_per_task = per_task(n, rows, 4);
-  run_tasks(fine ? run_task8<true> : run_task8<false>, &work, n, work.cols_per_task, parallel, ctx);
+  run_tasks(run_task8, &work, n, work.cols_per_task, parallel, ctx);
 }
 
 // ---- the onnxruntime custom op: Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2],
