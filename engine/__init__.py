@@ -4,7 +4,8 @@ from .chat import ChatChunk
 from .configs import (JOB_CONFIGS, BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig,
                       GenerationParams, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
                       SelfTestConfig)
-from .errors import Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel
+from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
+                     VerificationFailed)
 from .models import DEFAULT_MODEL_ID
 from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
 from .settings import Settings
@@ -15,4 +16,5 @@ __all__ = [
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams", "JOB_CONFIGS",
     "ChatChunk", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine", "ArtifactRecord",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
+    "VerificationFailed",
 ]

@@ -252,9 +252,17 @@ class QuantizeConfig(JobConfig):
         "layers (mixed_layers) at int8.")
     accuracy_level: Literal[1, 2, 3, 4] = Field(default=4, description="MatMulNBits compute type: 4 = int8 "
                                                 "activations (fast on CPU), 1 = fp32 (slow on CPU).")
+    fine_tune_delta: Literal["auto", "off"] = Field(
+        default="auto", description="affine int4 of a fine-tune: auto = when the model was fine-tuned from a "
+        "registered model of the same shape, quantize that model's weights and keep the fine-tune's change beside "
+        "them (a LoRA change exactly, in fp32; a full-rank one as 8-bit blocks); off = quantize the merged weights "
+        "as they are (4-bit rounding erases most of a small fine-tune's change).")
     execution_provider: Literal["cpu", "cuda"] = Field(default="cpu", description="Where the export will run.")
     verify_tokens: int = Field(default=4096, ge=0, le=65_536, description="Tokens of the standard text for the "
                                "perplexity check (0: skip perplexity).")
+    min_agreement: float = Field(default=0.75, ge=0.0, le=1.0, description="Verify: the export must pick the "
+                                 "source's first reply token on at least this share of 16 chat prompts, else it is "
+                                 "not registered and the run fails (0: register whatever it scores).")
     threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")
 
     def variant(self) -> str:
@@ -311,6 +319,8 @@ class QuantizeSweepConfig(JobConfig):
                                   min_length=1, description="Variants to build (see SWEEP_PRESETS).")
     max_ppl_ratio: float = Field(default=1.05, ge=1.0, le=10.0, description="Quality bound: perplexity of the "
                                  "export ÷ source perplexity.")
+    min_agreement: float = Field(default=0.75, ge=0.0, le=1.0, description="Quality bound: share of 16 chat "
+                                 "prompts on which the export picks the source's first reply token.")
     output_name: str = Field(default="", description="Name of the chosen export (empty: <model>-onnx-<variant>).")
     verify_tokens: int = Field(default=2048, ge=128, le=65_536, description="Tokens of the standard text scored.")
     threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")

@@ -23,3 +23,7 @@ class OfflineError(SlmopsError):
 
 class Busy(SlmopsError):
     """The object is in use (a model being prepared, a run still active)."""
+
+
+class VerificationFailed(SlmopsError):
+    """A job's product failed its check against its source (an export that lost what it was made from)."""

@@ -35,19 +35,34 @@ class AffineReport:
     max_rel_error: float  # largest |w - ŵ| / block step over all 4-bit blocks
     head_bits: int
     tied_embedding: bool
+    low_rank_deltas: int = 0  # matrices whose fine-tune change rides beside the parent's 4-bit weights in fp32
+    eight_bit_deltas: int = 0  # matrices stored as 8-bit blocks because 4-bit rounding would erase their change
+    rounding_keeps: float | None = None  # share of the fine-tune's change that rounding the merged weights keeps
 
 
-def quantize_affine_4bit(w_t: np.ndarray, block: int):
-    """w_t [N, K] → (packed uint8 [N, K/block, block/2], d [N, K/block], m [N, K/block], error/step per block)."""
+def affine_codes(w_t: np.ndarray, block: int):
+    """w_t [N, K] → min/max Q4_1 rounding per block: (blocks [N, K/block, block], codes, d, m)."""
     n, k = w_t.shape
     b = w_t.reshape(n, k // block, block).astype(np.float32)
     lo, hi = b.min(axis=2), b.max(axis=2)
     d = (hi - lo) / 15.0
     safe = np.where(d > 0, d, 1.0)
     q = np.clip(np.rint((b - lo[..., None]) / safe[..., None]), 0, 15).astype(np.uint8)
-    err = np.abs(q * d[..., None] + lo[..., None] - b).max(axis=2) / safe
+    return b, q, d, lo
+
+
+def quantize_affine_4bit(w_t: np.ndarray, block: int):
+    """w_t [N, K] → (packed uint8 [N, K/block, block/2], d [N, K/block], m [N, K/block], error/step per block)."""
+    b, q, d, lo = affine_codes(w_t, block)
+    err = np.abs(q * d[..., None] + lo[..., None] - b).max(axis=2) / np.where(d > 0, d, 1.0)
     packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
     return packed, d.astype(np.float32), lo.astype(np.float32), err
+
+
+def round_affine_4bit(w: np.ndarray, block: int) -> np.ndarray:
+    """w [K, N] as the affine int4 export holds it (dequantized), for measuring what rounding keeps."""
+    _, q, d, lo = affine_codes(w.T, block)
+    return (q * d[..., None] + lo[..., None]).reshape(w.shape[1], w.shape[0]).T
 
 
 def fused_layout(packed: np.ndarray, d: np.ndarray):
@@ -85,12 +100,15 @@ def check_block_size(widths: list[int], block: int) -> None:
 
 
 def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int = 4, head_bits: int = 8,
-            log=print, check_cancelled=lambda: None, fused_library: Path | None = None) -> AffineReport:
+            log=print, check_cancelled=lambda: None, fused_library: Path | None = None,
+            parent_dir: Path | None = None) -> AffineReport:
     """Read the builder's fp32 export in `src_dir`, write the affine int4 model to `out_dir`.
 
     With `fused_library` (engine.kernels.library(), block 32 only) each 4-bit weight matrix becomes one Q41MatMul
     node of that custom-op library and an 8-bit head one Q80MatMul; the library is copied into the export and named
-    in its genai_config.json."""
+    in its genai_config.json. With `parent_dir` (the fp32 export of the model this one was fine-tuned from) each
+    matrix the fine-tune changed keeps its change (engine/onnx_delta.py): a low-rank change in fp32 beside the
+    parent's 4-bit weights, a full-rank one that 4-bit rounding would erase as 8-bit blocks."""
     from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8
 
     if fused_library is not None and block != 32:
@@ -115,6 +133,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     head_table: dict[str, tuple[str, str]] = {}  # fp32 head weight name → (uint8 table, scales)
     head_4bit: dict[str, np.ndarray] = {}  # fp32 head weights quantized to 4 bits (a tied embedding needs its own)
     errors, exact_blocks, total_blocks, n_weights = [], 0, 0, 0
+    low_rank_deltas = eight_bit_deltas = 0
 
     def block_sum_of(x: str, k: int, prefix: str, nodes: list) -> str:
         if x not in block_sums:
@@ -127,53 +146,81 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             nodes.append(helper.make_node("MatMul", [x, indicator[k]], [block_sums[x]], name=f"{prefix}/BlockSums"))
         return block_sums[x]
 
+    deltas, rounding_keeps = {}, None
+    if parent_dir is not None:
+        from .onnx_delta import find_deltas
+
+        weights = {n.input[1]: numpy_helper.to_array(inits[n.input[1]]) for n in matmuls}
+        deltas, rounding_keeps = find_deltas(weights, parent_dir, lambda w: round_affine_4bit(w, block), log)
+
+    def eight_bit(x: str, w: np.ndarray, wname: str, y: str, name: str) -> list:
+        q8, d8 = quantize_symmetric_8bit(w.T, block)
+        qn, sn = f"{wname}_Q8", f"{wname}_scales"
+        new_inits.extend([numpy_helper.from_array(q8, qn), numpy_helper.from_array(d8.reshape(-1), sn)])
+        head_table[wname] = (qn, sn)
+        if fused_library is not None:  # the fused library's Q8_0 kernel (~16-bit activations)
+            return [helper.make_node(OP_TYPE_Q8, [x, qn, sn], [y], name=f"{name}_Q80", domain=DOMAIN)]
+        k, n = w.shape
+        return [helper.make_node("MatMulNBits", [x, qn, sn], [y], name=f"{name}_Q8", domain="com.microsoft", K=k,
+                                 N=n, bits=8, block_size=block, accuracy_level=accuracy_level)]
+
+    def four_bit(x: str, w: np.ndarray, wname: str, y: str, name: str, prefix: str) -> list:
+        nonlocal exact_blocks, total_blocks
+        k, n = w.shape
+        packed, d, m, err = quantize_affine_4bit(w.T, block)
+        errors.append(float(err.max()))
+        exact_blocks += int((err < 1e-3).sum())
+        total_blocks += err.size
+        if fused_library is not None and n % 2 == 0:
+            qn, sn, mn = f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins"
+            codes, pair_scales = fused_layout(packed, d)
+            new_inits.extend([numpy_helper.from_array(codes, qn),
+                              numpy_helper.from_array(pair_scales.astype(np.float16), sn),
+                              numpy_helper.from_array(m.astype(np.float16), mn)])
+            return [helper.make_node(OP_TYPE, [x, qn, sn, mn], [y], name=f"{name}_Q41", domain=DOMAIN)]
+        qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
+        new_inits.extend([numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
+                          numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)])
+        nodes: list = []
+        sums = block_sum_of(x, k, prefix + "/" + name.rsplit("/", 1)[-1], nodes)
+        y0, corr = f"{name}_Q4/output_0", f"{name}/Offsets/output_0"
+        return nodes + [helper.make_node("MatMulNBits", [x, qn, sn], [y0], name=f"{name}_Q4", domain="com.microsoft",
+                                         K=k, N=n, bits=4, block_size=block, accuracy_level=accuracy_level),
+                        helper.make_node("MatMul", [sums, cn], [corr], name=f"{name}/Offsets"),
+                        helper.make_node("Add", [y0, corr], [y], name=f"{name}/AddOffsets")]
+
+    def low_rank(x: str, delta, wname: str, y_base: str, y: str, name: str) -> list:
+        """y = y_base + (x·A)·B: a fine-tune's low-rank update beside the parent's quantized weights, in fp32."""
+        an, bn = f"{wname}_delta_A", f"{wname}_delta_B"
+        new_inits.extend([numpy_helper.from_array(delta.a, an), numpy_helper.from_array(delta.b, bn)])
+        xa, xab = f"{name}/DeltaA/output_0", f"{name}/DeltaB/output_0"
+        return [helper.make_node("MatMul", [x, an], [xa], name=f"{name}/DeltaA"),
+                helper.make_node("MatMul", [xa, bn], [xab], name=f"{name}/DeltaB"),
+                helper.make_node("Add", [y_base, xab], [y], name=f"{name}/AddDelta")]
+
     for i, node in enumerate(matmuls):
         check_cancelled()
-        wname = node.input[1]
+        wname, x, y = node.input[1], node.input[0], node.output[0]
         w = numpy_helper.to_array(inits[wname])  # [K, N]
         k, n = w.shape
         n_weights += w.size
         prefix = node.name.rsplit("/", 1)[0] if "/" in node.name else node.name
-        nodes: list = []
         is_head = "lm_head" in node.name or n == max(int(inits[m.input[1]].dims[1]) for m in matmuls) and n > 8 * k
+        delta = deltas.get(wname)
         if is_head and head_bits == 8:
-            q8, d8 = quantize_symmetric_8bit(w.T, block)
-            qn, sn = f"{wname}_Q8", f"{wname}_scales"
-            new_inits += [numpy_helper.from_array(q8, qn), numpy_helper.from_array(d8.reshape(-1), sn)]
-            head_table[wname] = (qn, sn)
-            if fused_library is not None:  # the fused library's Q8_0 kernel: ~16-bit activations for prompts
-                nodes.append(helper.make_node(OP_TYPE_Q8, [node.input[0], qn, sn], [node.output[0]],
-                                              name=f"{node.name}_Q80", domain=DOMAIN))
-            else:
-                nodes.append(helper.make_node("MatMulNBits", [node.input[0], qn, sn], [node.output[0]],
-                                              name=f"{node.name}_Q8", domain="com.microsoft", K=k, N=n, bits=8,
-                                              block_size=block, accuracy_level=accuracy_level))
+            nodes = eight_bit(x, w, wname, y, node.name)
+        elif delta is not None and delta.eight_bit:
+            nodes = eight_bit(x, w, wname, y, node.name)
+            eight_bit_deltas += 1
+        elif delta is not None:
+            y_base = f"{node.name}/Parent/output_0"
+            nodes = four_bit(x, delta.parent, wname, y_base, node.name, prefix)
+            nodes += low_rank(x, delta, wname, y_base, y, node.name)
+            low_rank_deltas += 1
         else:
             if is_head:
                 head_4bit[wname] = w
-            packed, d, m, err = quantize_affine_4bit(w.T, block)
-            errors.append(float(err.max()))
-            exact_blocks += int((err < 1e-3).sum())
-            total_blocks += err.size
-            if fused_library is not None and n % 2 == 0:
-                qn, sn, mn = f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins"
-                codes, pair_scales = fused_layout(packed, d)
-                new_inits += [numpy_helper.from_array(codes, qn),
-                              numpy_helper.from_array(pair_scales.astype(np.float16), sn),
-                              numpy_helper.from_array(m.astype(np.float16), mn)]
-                nodes.append(helper.make_node(OP_TYPE, [node.input[0], qn, sn, mn], [node.output[0]],
-                                              name=f"{node.name}_Q41", domain=DOMAIN))
-            else:
-                qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
-                new_inits += [numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
-                              numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)]
-                sums = block_sum_of(node.input[0], k, prefix + "/" + node.name.rsplit("/", 1)[-1], nodes)
-                y0, corr = f"{node.name}_Q4/output_0", f"{node.name}/Offsets/output_0"
-                nodes += [helper.make_node("MatMulNBits", [node.input[0], qn, sn], [y0], name=f"{node.name}_Q4",
-                                           domain="com.microsoft", K=k, N=n, bits=4, block_size=block,
-                                           accuracy_level=accuracy_level),
-                          helper.make_node("MatMul", [sums, cn], [corr], name=f"{node.name}/Offsets"),
-                          helper.make_node("Add", [y0, corr], [node.output[0]], name=f"{node.name}/AddOffsets")]
+            nodes = four_bit(x, w, wname, y, node.name, prefix)
         drop_inits.add(wname)
         new_nodes[node.name] = nodes
         if (i + 1) % 20 == 0:
@@ -251,4 +298,6 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     tmp.rename(out_dir)
     return AffineReport(matmuls=len(matmuls), weights=n_weights,
                         grid_exact_share=exact_blocks / max(total_blocks, 1),
-                        max_rel_error=max(errors) if errors else 0.0, head_bits=head_bits, tied_embedding=tied)
+                        max_rel_error=max(errors) if errors else 0.0, head_bits=head_bits, tied_embedding=tied,
+                        low_rank_deltas=low_rank_deltas, eight_bit_deltas=eight_bit_deltas,
+                        rounding_keeps=rounding_keeps)

@@ -38,6 +38,20 @@ class ScoreResult:
     def score(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.total)
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a pass rate (stays inside [0, 1] and is sane at 0/n and n/n)."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
 
 def split_conversation(conversation: list[dict]) -> tuple[list[dict], str]:
     """Prompt messages (everything before the last assistant turn) and that turn's text."""

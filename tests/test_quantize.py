@@ -143,3 +143,107 @@ def test_sweep_registers_the_best_and_keeps_the_others_registrable(tiny_engine):
     assert tiny_engine.lineage("tiny")["children"][0]["id"] in {"tiny-other", run.summary["output"]}
     with pytest.raises(InvalidInput, match="no candidate"):
         tiny_engine.register_candidate(run_id, other, "again")
+
+
+def on_q41_grid(engine, folder) -> str:
+    """'tiny' with every linear layer's weights moved onto a Q4_1 grid (blocks of 32 along the input), registered as
+    'tiny-q41': a stand-in for the bundled model, whose weights come from a Q4_1 GGUF."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from engine.onnx_affine import round_affine_4bit
+
+    shutil.copytree(engine.get_model("tiny").path, folder)
+    weights = load_file(f"{folder}/model.safetensors")
+    for name, w in weights.items():
+        if name.endswith("proj.weight"):  # [out, in]
+            weights[name] = np.ascontiguousarray(round_affine_4bit(w.T, 32).T.astype(np.float32))
+    save_file(weights, f"{folder}/model.safetensors", metadata={"format": "pt"})
+    return engine.add_model(str(folder), name="tiny-q41").id
+
+
+def lora_child(engine, parent: str, folder, rank: int = 4, scale: float = 0.02, seed: int = 1) -> str:
+    """A merged LoRA fine-tune of `parent` (random B, so the update is not zero), registered as its child."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from engine.chat import load_causal_lm
+    from engine.models import inspect_hf_folder
+
+    lm, tok = load_causal_lm(engine.get_model(parent).path)
+    lm = get_peft_model(lm, LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, scale)
+    lm.merge_and_unload().save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    facts = inspect_hf_folder(folder)
+    engine.store.add_model(id=f"{parent}-ft", format="hf", path=str(folder), source="run", source_ref="test",
+                           status="ready", params=facts["params"], size_bytes=facts["size_bytes"],
+                           architecture=facts["architecture"], parent_id=parent, owned=False)
+    return f"{parent}-ft"
+
+
+def initializers(export_dir) -> dict:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(export_dir) + "/model.onnx", load_external_data=True).graph
+    return {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+def test_int4_of_a_lora_fine_tune_keeps_the_parents_codes_and_the_whole_update(tiny_engine, tmp_path):
+    """On a parent whose weights lie on a Q4_1 grid (as the bundled model's do), rounding the merged weights keeps
+    little of a small LoRA update; the default export keeps the parent's 4-bit codes and the whole update."""
+    from safetensors.numpy import load_file
+
+    parent = on_q41_grid(tiny_engine, tmp_path / "tiny-q41")
+    child = lora_child(tiny_engine, parent, tmp_path / "tiny-ft", rank=4, scale=0.004)
+    parent_run = tiny_engine.start_run(QuantizeConfig(model_id=parent, verify_tokens=0))
+    child_run = tiny_engine.start_run(QuantizeConfig(model_id=child, verify_tokens=128))
+    finished(tiny_engine, parent_run), finished(tiny_engine, child_run)
+    assert metrics(tiny_engine, parent_run)["grid_exact_share"] == 1.0
+    m = metrics(tiny_engine, child_run)
+    assert m["low_rank_deltas"] >= 2 and m["eight_bit_deltas"] == 0  # q and v of 2 layers (q/k/v may be packed)
+    assert m["rounding_keeps"] < 0.5  # what the export would have kept by rounding the merged weights
+    assert m["grid_exact_share"] == 1.0  # the parent's weights, exactly
+    ours = initializers(tiny_engine.get_model(f"{parent}-onnx-int4").path)
+    ft = initializers(tiny_engine.get_model(f"{child}-onnx-int4").path)
+    codes = [n for n in ours if n.endswith(("_Q41", "_Q4"))]
+    assert codes and all(np.array_equal(ours[n], ft[n]) for n in codes)  # the 4-bit part is the parent's
+    pairs = [(ft[n], ft[n[:-1] + "B"]) for n in ft if n.endswith("_delta_A")]
+    assert len(pairs) == m["low_rank_deltas"] and all(a.shape[1] <= 8 for a, _ in pairs)  # rank 4 (8 when packed)
+    # the update in the export is the whole update, to float precision
+    w_ft = load_file(f"{tmp_path}/tiny-ft/model.safetensors")
+    w_parent = load_file(f"{tmp_path}/tiny-q41/model.safetensors")
+    energy = sum(float(((w_ft[k] - w_parent[k]).astype(np.float64) ** 2).sum()) for k in w_ft)
+    kept = sum(float(((a.astype(np.float64) @ b) ** 2).sum()) for a, b in pairs)
+    assert energy > 0 and abs(kept - energy) < 1e-4 * energy
+
+    off = tiny_engine.start_run(QuantizeConfig(model_id=child, fine_tune_delta="off", verify_tokens=0,
+                                               output_name="tiny-ft-off"))
+    finished(tiny_engine, off)
+    assert metrics(tiny_engine, off)["low_rank_deltas"] == 0
+
+
+def test_verify_refuses_an_export_that_no_longer_answers_like_its_source(tmp_path):
+    from engine.errors import VerificationFailed
+    from engine.jobs.quantize import check_agreement
+
+    check_agreement({"first_token_agreement": 0.75}, 0.75, tmp_path)  # at the bound: kept
+    with pytest.raises(VerificationFailed, match=r"only 31% of the check prompts .*×0\.900.*not registered"):
+        check_agreement({"first_token_agreement": 5 / 16, "ppl_ratio": 0.9}, 0.75, tmp_path)
+
+
+def test_low_rank_factors_an_update_exactly_and_refuses_a_full_rank_one():
+    from engine.onnx_delta import low_rank
+
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((96, 8)) @ rng.standard_normal((8, 160)) * 1e-3
+    a, b = low_rank(d)
+    assert a.shape == (96, 8) and b.shape == (8, 160)
+    np.testing.assert_allclose(a @ b, d, atol=1e-9)
+    assert low_rank(rng.standard_normal((96, 160))) is None

@@ -66,8 +66,37 @@ def fused_kernel(ctx, config: QuantizeConfig) -> Path | None:
     return path
 
 
-def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress=(0.08, 0.4)) -> dict:
-    """Build one variant into `out_dir` (builder, then the affine rewrite for int4 affine); returns its facts."""
+def delta_parent(ctx, source):
+    """The model a fine-tune's change is measured against: the oldest ready ancestor in the lineage with the same
+    architecture and parameter count (a LoRA adapter's base counts as the same shape), or None."""
+    store, found, seen = ctx.store, None, {source.id}
+    params = source.params if source.format == "hf" else None
+    current = source
+    while current.parent_id and current.parent_id not in seen and store.has_model(current.parent_id):
+        up = store.get_model(current.parent_id)
+        params = params if params is not None else up.params
+        if up.format != "hf" or not up.ready or up.architecture != source.architecture or up.params != params:
+            break
+        found, current = up, up
+        seen.add(up.id)
+    return found
+
+
+def parent_export(ctx, config: QuantizeConfig, parent) -> Path:
+    """The fp32 build of the delta parent, in the run folder (built once per run, shared by sweep candidates)."""
+    out = ctx.workdir / "parent-fp32"
+    if not (out / "model.onnx").is_file():
+        ctx.stage(f"convert: the fp32 build of '{parent.id}', to measure the fine-tune's change against")
+        shutil.rmtree(out, ignore_errors=True)
+        run_builder(builder_command(Path(parent.path), out, "fp32", config, ctx.settings.cache_dir / "onnx-builder"),
+                    ctx.workdir, ctx.log, ctx.check_cancelled)
+    return out
+
+
+def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress=(0.08, 0.4),
+                 parent=None) -> dict:
+    """Build one variant into `out_dir` (builder, then the affine rewrite for int4 affine); returns its facts.
+    `parent`: the delta parent (see delta_parent) whose weights an affine int4 export of a fine-tune starts from."""
     t0 = time.perf_counter()
     affine = config.precision == "int4" and config.method == "affine"
     olive = config.precision == "int4" and config.method == "olive"
@@ -83,9 +112,18 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
 
         ctx.progress(progress[1], f"quantize: affine int4 ({config.variant()})")
         fused = fused_kernel(ctx, config)
+        parent_dir = None
+        if parent is not None and config.fine_tune_delta == "auto":
+            ctx.log(f"fine-tune delta: '{parent.id}' is the model this one was fine-tuned from")
+            parent_dir = parent_export(ctx, config, parent)
         report = rewrite(build_dir, out_dir, block=config.block_size, accuracy_level=config.accuracy_level,
-                         log=ctx.log, check_cancelled=ctx.check_cancelled, fused_library=fused)
+                         log=ctx.log, check_cancelled=ctx.check_cancelled, fused_library=fused,
+                         parent_dir=parent_dir)
         facts["fused_kernel"] = 1.0 if fused else 0.0
+        facts["low_rank_deltas"] = float(report.low_rank_deltas)
+        facts["eight_bit_deltas"] = float(report.eight_bit_deltas)
+        if report.rounding_keeps is not None:
+            facts["rounding_keeps"] = report.rounding_keeps
         ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
                 f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
         facts["grid_exact_share"] = report.grid_exact_share
@@ -133,26 +171,40 @@ def prepare_source(ctx, config: QuantizeConfig):
     return source, src, source_size
 
 
+def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
+    """Refuse an export that no longer behaves like its source (a fine-tune rounded away agrees on ~0.3)."""
+    from ..errors import VerificationFailed
+
+    agreement = result["first_token_agreement"]
+    if agreement >= min_agreement:
+        return
+    ppl = f"; perplexity ×{result['ppl_ratio']:.3f} of the source" if "ppl_ratio" in result else ""
+    raise VerificationFailed(
+        f"Verification failed: the export picks its source's first reply token on only {agreement:.0%} of the "
+        f"check prompts (min_agreement {min_agreement:.0%}){ppl}, so it does not answer like the model it was "
+        f"made from. It was not registered; its files are in {folder}. For a fine-tune keep fine_tune_delta on "
+        "auto or export int8; set min_agreement to 0 to register it anyway.")
+
+
 def run(ctx, config: QuantizeConfig) -> None:
     out_id = config.output_id()
     if ctx.store.has_model(out_id):
         raise ValueError(f"a model named '{out_id}' already exists; choose another output name")
     t0 = time.perf_counter()
     source, src, source_size = prepare_source(ctx, config)
-    facts = build_export(ctx, config, src, ctx.workdir / "export")
-    ctx.metric("build_s", facts["build_s"])
-    if "grid_exact_share" in facts:
-        ctx.metric("grid_exact_share", facts["grid_exact_share"])
-    if "fused_kernel" in facts:
-        ctx.metric("fused_kernel", facts["fused_kernel"])
-    ctx.progress(0.5, "write: registering the export")
-    final = register_export(ctx, source, ctx.workdir / "export", out_id)
+    folder = ctx.workdir / "export"
+    facts = build_export(ctx, config, src, folder, parent=delta_parent(ctx, source))
+    shutil.rmtree(ctx.workdir / "parent-fp32", ignore_errors=True)
+    for name in ("build_s", "grid_exact_share", "fused_kernel", "low_rank_deltas", "eight_bit_deltas",
+                 "rounding_keeps"):
+        if name in facts:
+            ctx.metric(name, facts[name])
     size = facts["size_bytes"]
     ctx.metric("size_mb", size / 1e6)
-    ctx.summary(output=out_id, variant=config.variant(), size_mb=round(size / 1e6, 1),
+    ctx.summary(variant=config.variant(), size_mb=round(size / 1e6, 1),
                 size_ratio=round(size / source_size, 3) if source_size else None)
     verifier = Verifier(ctx, src, config.threads, config.verify_tokens)
-    result = verifier.measure(final, (0.55, 1.0))
+    result = verifier.measure(folder, (0.5, 0.97))
     for name, value in result.items():
         if isinstance(value, (int, float)):
             ctx.metric(name, value)
@@ -160,6 +212,10 @@ def run(ctx, config: QuantizeConfig) -> None:
                 first_token_agreement=round(result["first_token_agreement"], 3),
                 **({"ppl": round(result["ppl_export"], 3), "ppl_ratio": round(result["ppl_ratio"], 4)}
                    if "ppl_ratio" in result else {}))
+    check_agreement(result, config.min_agreement, folder)
+    ctx.progress(0.98, "write: registering the export")
+    register_export(ctx, source, folder, out_id)
+    ctx.summary(output=out_id)
     ctx.metric("total_s", time.perf_counter() - t0)
     ctx.progress(1.0, "done")
 
@@ -257,6 +313,7 @@ def run_sweep(ctx, config) -> None:
 
     candidates = config.candidate_configs()
     source, src, source_size = prepare_source(ctx, candidates[0])
+    parent = delta_parent(ctx, source)
     verifier = Verifier(ctx, src, config.threads, config.verify_tokens)
     results = []
     share = 0.95 / len(candidates)
@@ -269,7 +326,7 @@ def run_sweep(ctx, config) -> None:
             ctx.log(f"candidate {name} skipped: {exc}", "warning")
             continue
         folder = ctx.workdir / "candidates" / name
-        facts = build_export(ctx, cand, src, folder, progress=(lo, lo + 0.2 * share))
+        facts = build_export(ctx, cand, src, folder, progress=(lo, lo + 0.2 * share), parent=parent)
         result = verifier.measure(folder, (lo + 0.3 * share, lo + share))
         row = {"variant": name, "size_mb": round(facts["size_bytes"] / 1e6, 1),
                "size_ratio": round(facts["size_bytes"] / source_size, 3) if source_size else None,
@@ -280,11 +337,14 @@ def run_sweep(ctx, config) -> None:
         for key in ("size_mb", "decode_tok_s", "ppl_ratio", "first_token_agreement"):
             ctx.metric(key, row[key], step=i)
         ctx.summary(candidates=results)
-    within = [r for r in results if r["ppl_ratio"] <= config.max_ppl_ratio]
+    shutil.rmtree(ctx.workdir / "parent-fp32", ignore_errors=True)
+    within = [r for r in results if r["ppl_ratio"] <= config.max_ppl_ratio
+              and r["first_token_agreement"] >= config.min_agreement]
     if not within:
         ctx.summary(chosen=None)
-        ctx.log(f"no candidate keeps perplexity within ×{config.max_ppl_ratio}; none registered (register one "
-                "from the Quantize tab if you accept the loss)", "warning")
+        ctx.log(f"no candidate keeps perplexity within ×{config.max_ppl_ratio} and first-token agreement ≥ "
+                f"{config.min_agreement}; none registered (register one from the Quantize tab if you accept the "
+                "loss)", "warning")
         return
     best = max(within, key=lambda r: (r["decode_tok_s"], -r["size_mb"]))
     out_id = config.output_name.strip() or f"{source.id}-onnx-{best['variant']}"

@@ -62,6 +62,10 @@ def build_quantize_tab(engine) -> dict:
                               info="fused: one native Q4_1 kernel per weight matrix (x86-64 AVX2; built here with "
                                    "g++, shipped in the export); portable: ONNX Runtime's own ops only.")
             verify_tokens = number(QuantizeConfig, "verify_tokens", precision=0)
+        with gr.Row():
+            delta = gr.Radio(["auto", "off"], value="auto", label="Fine-tune delta (affine int4)",
+                             info=QuantizeConfig.model_fields["fine_tune_delta"].description)
+            min_agreement = number(QuantizeConfig, "min_agreement", label="Minimum first-token agreement")
     with gr.Row():
         check = gr.Button("Check")
         start = gr.Button("Export and verify", variant="primary", elem_id="q-start")
@@ -97,16 +101,16 @@ def build_quantize_tab(engine) -> dict:
         serve_text = gr.Markdown("Not serving. The API binds to 127.0.0.1 (this machine only).")
 
     form = [model, output_name, precision, method, olive_pass, block, symmetric, higher, accuracy, kernel,
-            verify_tokens]
+            verify_tokens, delta, min_agreement]
 
     def to_config(model_id, out, precision_, method_, olive_, block_, sym, higher_, acc, kernel_,
-                  tokens) -> QuantizeConfig:
+                  tokens, delta_, agreement) -> QuantizeConfig:
         if not model_id:
             raise gr.Error("Pick a source model.")
         return QuantizeConfig(model_id=model_id, output_name=(out or "").strip(), precision=precision_,
                               method=method_, olive_pass=olive_, block_size=int(block_), symmetric=sym,
                               higher_precision=higher_, accuracy_level=int(acc), kernel=kernel_,
-                              verify_tokens=int(tokens))
+                              verify_tokens=int(tokens), fine_tune_delta=delta_, min_agreement=float(agreement))
 
     @ui_errors
     def do_check(*values):
@@ -204,7 +208,8 @@ def build_quantize_tab(engine) -> dict:
     fields = {"model_id": model, "output_name": output_name, "precision": precision, "method": method,
               "olive_pass": olive_pass,
               "block_size": block, "symmetric": symmetric, "higher_precision": higher, "accuracy_level": accuracy,
-              "kernel": kernel, "verify_tokens": verify_tokens}
+              "kernel": kernel, "verify_tokens": verify_tokens, "fine_tune_delta": delta,
+              "min_agreement": min_agreement}
     sweep_fields = {"model_id": model, "verify_tokens": verify_tokens, "candidates": candidates,
                     "max_ppl_ratio": bound}
     return {"refresh": (refresh, [model, serve_model], [model, serve_model, exports]),
