@@ -118,6 +118,8 @@ def make_metrics(rng: random.Random, kind: str, config, steps: int) -> list[tupl
 
 def fill(store, n: int, seed: int = 0) -> None:
     """`n` runs (and their metrics) with exactly the columns and formats the Store and the runner write."""
+    from engine import JOB_KINDS
+
     rng = random.Random(seed)
     now = datetime.now(timezone.utc)
     created = sorted(now - timedelta(seconds=rng.uniform(0, 365 * 86400)) for _ in range(n))
@@ -135,7 +137,7 @@ def fill(store, n: int, seed: int = 0) -> None:
         progress = 1.0 if finished else (0.0 if status == "queued" else round(rng.random(), 3))
         stage = {"succeeded": "done", "queued": "queued"}.get(status, f"step {int(progress * 200)}/200")
         runs.append({"kind": kind, "status": status, "model_id": config.model_ref(),
-                     "config_json": config.model_dump_json(), "target": config.target, "created_at": iso(when),
+                     "config_json": config.model_dump_json(), "target": JOB_KINDS[kind].target, "created_at": iso(when),
                      "started_at": iso(started) if started else None, "finished_at": iso(ended) if ended else None,
                      "progress": progress, "stage": stage,
                      "eta_s": round(rng.uniform(10, 900), 1) if status == "running" else None,

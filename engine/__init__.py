@@ -1,19 +1,20 @@
 """SLMOps Studio engine: models, runs, chat. No UI imports here (gradio/plotly belong to slmops_ui)."""
 from .api import Engine
-from .chat import ChatChunk
-from .configs import (JOB_CONFIGS, BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig,
+from .configs import (BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig,
                       GenerationParams, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
-                      SelfTestConfig)
+                      SelfTestConfig, sweep_variants)
 from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
                      VerificationFailed)
+from .jobs.registry import JOB_KINDS, JobKind
 from .models import DEFAULT_MODEL_ID
-from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
+from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
 from .settings import Settings
 
 __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig",
     "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
-    "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams", "JOB_CONFIGS",
+    "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams",
+    "JOB_KINDS", "JobKind", "sweep_variants",
     "ChatChunk", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine", "ArtifactRecord",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
     "VerificationFailed",

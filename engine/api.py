@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import dataset_files
-from .chat import ChatChunk, LoadedModels, stream_reply
-from .checks import check_distill, check_generate, student_preview
+from .chat import LoadedModels, stream_reply
+from .checks import check_finetune, check_quantize, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .paths import check_config_paths, check_local_path
-from .records import ArtifactRecord, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
+from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
+from .exports import export_summary, register_onnx
+from .jobs.registry import JOB_KINDS, job_kind
 from .runner import Runner
 from .settings import Settings, hub_reachable
 from .store import Store
@@ -80,7 +82,7 @@ class Engine:
         self.store.add_model(id=model_id, format="hf", path=str(self.settings.models_dir / model_id),
                              source=record_source or source, source_ref=ref, status=ModelStatus.PREPARING.value,
                              owned=True)
-        run_id = self.runner.start(config)
+        run_id = self._launch(config)
         self.store.update_model(model_id, run_id=run_id)
         return self.store.get_model(model_id)
 
@@ -169,30 +171,26 @@ class Engine:
     # ---- runs ---------------------------------------------------------------------------------------------
     def start_run(self, config: JobConfig) -> int:
         """Validate what can be validated up front, then hand the run to a worker process."""
+        job_kind(config.kind)  # an unknown kind is refused before anything else
         model_id = config.model_ref()
         if model_id is not None and config.kind != PrepareModelConfig.kind:
             self.ready_model(model_id)
         self.check(config)
-        return self.runner.start(config)
+        return self._launch(config)
+
+    def _launch(self, config: JobConfig) -> int:
+        kind = job_kind(config.kind)
+        return self.runner.start(config, kind.target, kind.exclusive)
 
     def check(self, config: JobConfig) -> None:
         """The up-front checks of a job kind (raise InvalidInput with the reason when it cannot work)."""
         check_config_paths(self.settings, config)
-        if isinstance(config, FineTuneConfig):
-            self.check_finetune(config)
-        elif isinstance(config, GenerateDataConfig):
-            check_generate(self, config)
-        elif isinstance(config, DistillConfig):
-            check_distill(self, config)
-        elif isinstance(config, QuantizeConfig):
-            self.check_quantize(config)
-        elif isinstance(config, QuantizeSweepConfig):
-            self.check_quantize(config.candidate_configs()[0].model_copy(update={"output_name": "sweep-check"}))
+        kind = job_kind(config.kind)
+        if kind.check is not None:
+            kind.check(self, config)
 
     def export_summary(self, model_id: str) -> dict:
         """Verified numbers of an ONNX export (variant, size, perplexity ratio, decode tok/s); {} if unknown."""
-        from .jobs.quantize import export_summary
-
         return export_summary(self.store, self.store.get_model(model_id))
 
     def lineage(self, model_id: str) -> dict:
@@ -203,8 +201,6 @@ class Engine:
 
     def register_candidate(self, run_id: int, variant: str, name: str | None = None) -> ModelRecord:
         """Register a candidate a sweep built but did not choose (it stays in the run folder until then)."""
-        from .jobs.quantize import register_onnx
-
         run = self.store.get_run(run_id)
         if run.kind != QuantizeSweepConfig.kind or not run.status.final:
             raise InvalidInput(f"Run {run_id} is not a finished quantize sweep.")
@@ -217,23 +213,13 @@ class Engine:
         if self.store.has_model(model_id):
             raise InvalidInput(f"A model named '{model_id}' already exists: choose another name.")
         register_onnx(self.store, self.settings.models_dir, source, folder, model_id, run_id)
+        rows = [dict(c, model_id=model_id) if c["variant"] == variant else c for c in run.summary["candidates"]]
+        self.store.merge_summary(run_id, {"candidates": rows})
         return self.store.get_model(model_id)
 
     def check_quantize(self, config: QuantizeConfig) -> dict:
-        """Refuse an export that cannot work (architecture, block size, GPU, name, disk) before a run starts."""
-        from .onnx_export import check_disk, check_export
-
-        model = self.ready_model(config.model_id)
-        if model.format == "onnx-genai":
-            raise InvalidInput(f"'{model.id}' is already an ONNX export; quantize its source model instead.")
-        check_model_id(config.output_id())
-        if self.store.has_model(config.output_id()):
-            raise InvalidInput(f"A model named '{config.output_id()}' already exists: choose another output name "
-                               "or delete that model first.")
-        folder = Path(self.weights_of(model)[0])
-        facts = check_export(folder, config, model.params)
-        check_disk(self.settings.models_dir, facts["bytes_needed"])
-        return facts
+        """Architecture, widths and disk needed of an export; InvalidInput when it cannot work."""
+        return check_quantize(self, config)
 
     def student_preview(self, config: DistillConfig) -> dict:
         """Parameter count and size of the student a distill config would train, before anything loads."""
@@ -251,30 +237,9 @@ class Engine:
         """Datasets made by runs (distillation stage 1), newest first, whose files still exist."""
         return [a for a in self.store.artifacts_of_kind("dataset") if Path(a.path).exists()]
 
-    def check_finetune(self, config: FineTuneConfig, max_length: int | None = None) -> dict:
-        """Everything that can be known before a fine-tune starts: the dataset report and the memory estimate.
-        Raises InvalidInput when the run cannot work (bad data, no room in memory)."""
-        import psutil
-
-        from .training import estimate_memory_bytes, qlora_unavailable_reason
-
-        model = self.ready_model(config.model_id)
-        if model.format != "hf":
-            raise InvalidInput(f"'{model.id}' is a {model.format} model; fine-tune its base or a merged model.")
-        if config.method == "qlora" and (reason := qlora_unavailable_reason()):
-            raise InvalidInput(reason + " Use method 'lora' instead.")
-        paths = [config.train_path] + ([config.eval_path] if config.eval_path else [])
-        reports = [self.validate_dataset(model.id, p, config.max_length, config.columns) for p in paths]
-        errors = [f"{r.path}: {e}" for r in reports for e in r.errors]
-        if errors:
-            raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
-        memory = estimate_memory_bytes(config, model.path, model.params or 0)
-        available = psutil.virtual_memory().available
-        if memory["total"] > available:
-            raise InvalidInput(f"This run needs about {memory['total'] / 2**30:.1f} GiB of memory but "
-                               f"{available / 2**30:.1f} GiB are free. Lower batch size or max length, or use "
-                               "LoRA instead of full fine-tuning.")
-        return {"reports": reports, "memory": memory, "available_bytes": available}
+    def check_finetune(self, config: FineTuneConfig) -> dict:
+        """The dataset reports and the memory estimate of a fine-tune; InvalidInput when it cannot work."""
+        return check_finetune(self, config)
 
     def validate_dataset(self, model_id: str, path: str, max_length: int, columns: dict | None = None):
         """The dataset report (problems, lengths, preview) as `model_id`'s tokenizer sees the data."""
@@ -285,6 +250,12 @@ class Engine:
         tokenizer = AutoTokenizer.from_pretrained(self.ready_model(model_id).path, trust_remote_code=False)
         return validate_dataset(str(check_local_path(self.settings, path, "Dataset path")), tokenizer, max_length,
                                 columns or None)
+
+    def qlora_unavailable_reason(self) -> str | None:
+        """Why QLoRA cannot run on this machine (it needs a CUDA GPU and bitsandbytes), or None when it can."""
+        from .training import qlora_unavailable_reason
+
+        return qlora_unavailable_reason()
 
     def probe_finetune_step(self, config: FineTuneConfig) -> float:
         """Seconds per optimizer step, measured with 2 real steps on a batch of the data (in this process)."""
@@ -299,12 +270,12 @@ class Engine:
         from .training import last_checkpoint
 
         run = self.store.get_run(run_id)
-        resumable = {c.kind: c for c in (FineTuneConfig, DistillConfig, GenerateDataConfig)}
+        resumable = [k.name for k in JOB_KINDS.values() if k.resumable]
         if run.kind not in resumable:
-            raise InvalidInput(f"Run {run_id} is a {run.kind} run; fine-tune, distill and generate_data runs resume.")
+            raise InvalidInput(f"Run {run_id} is a {run.kind} run; {', '.join(resumable)} runs resume.")
         if not run.status.final:
             raise Busy(f"Run {run_id} is still {run.status.value}.")
-        config = resumable[run.kind].model_validate_json(run.config_json)
+        config = job_kind(run.kind).config.model_validate_json(run.config_json)
         if run.kind == GenerateDataConfig.kind:
             if run.status.value == "succeeded":
                 raise InvalidInput(f"Run {run_id} already answered every prompt.")

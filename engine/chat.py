@@ -9,23 +9,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from .configs import GenerationParams
 from .errors import InvalidInput
-
-
-@dataclass(frozen=True)
-class ChatChunk:
-    """The reply so far; `done` on the last chunk, which carries the final speed figures."""
-
-    text: str
-    new_tokens: int
-    seconds_to_first_token: float | None
-    tokens_per_s: float | None  # decode speed: tokens after the first, over the time after the first
-    done: bool = False
-    prompt_tokens: int | None = None
+from .records import ChatChunk
 
 
 def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):

@@ -1,5 +1,6 @@
-"""Up-front checks for the distillation jobs (fine-tuning's live in Engine.check_finetune): what can be known
-before a run starts is checked here, so a bad input never becomes a failed run."""
+"""Up-front checks of the job kinds (the registry, engine/jobs/registry.py, names each kind's): what can be known
+before a run starts is checked here, so a bad input never becomes a failed run. Each takes (engine, config) and
+raises InvalidInput with what to fix."""
 from __future__ import annotations
 
 import json
@@ -7,16 +8,16 @@ import re
 import struct
 from pathlib import Path
 
-from .configs import DistillConfig, GenerateDataConfig
+from .configs import DistillConfig, FineTuneConfig, GenerateDataConfig, QuantizeConfig, QuantizeSweepConfig
+from .data import load_prompts
 from .errors import InvalidInput
+from .models import check_model_id
 
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
 def check_generate(engine, config: GenerateDataConfig) -> int:
     """The teacher is a ready full model and the prompts load; returns the number of prompts."""
-    from .jobs.generate import load_prompts
-
     teacher = engine.ready_model(config.teacher_model_id)
     if teacher.format != "hf":
         raise InvalidInput(f"'{teacher.id}' is a {teacher.format} model; use a full model as the teacher.")
@@ -91,3 +92,51 @@ def check_distill(engine, config: DistillConfig) -> dict:
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
     return preview
+
+
+def check_finetune(engine, config: FineTuneConfig) -> dict:
+    """Everything that can be known before a fine-tune starts: the dataset report and the memory estimate.
+    Raises InvalidInput when the run cannot work (bad data, no room in memory)."""
+    import psutil
+
+    from .training import estimate_memory_bytes, qlora_unavailable_reason
+
+    model = engine.ready_model(config.model_id)
+    if model.format != "hf":
+        raise InvalidInput(f"'{model.id}' is a {model.format} model; fine-tune its base or a merged model.")
+    if config.method == "qlora" and (reason := qlora_unavailable_reason()):
+        raise InvalidInput(reason + " Use method 'lora' instead.")
+    paths = [config.train_path] + ([config.eval_path] if config.eval_path else [])
+    reports = [engine.validate_dataset(model.id, p, config.max_length, config.columns) for p in paths]
+    errors = [f"{r.path}: {e}" for r in reports for e in r.errors]
+    if errors:
+        raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
+    memory = estimate_memory_bytes(config, model.path, model.params or 0)
+    available = psutil.virtual_memory().available
+    if memory["total"] > available:
+        raise InvalidInput(f"This run needs about {memory['total'] / 2**30:.1f} GiB of memory but "
+                           f"{available / 2**30:.1f} GiB are free. Lower batch size or max length, or use "
+                           "LoRA instead of full fine-tuning.")
+    return {"reports": reports, "memory": memory, "available_bytes": available}
+
+
+def check_quantize(engine, config: QuantizeConfig) -> dict:
+    """Refuse an export that cannot work (architecture, block size, GPU, name, disk) before a run starts."""
+    from .onnx_export import check_disk, check_export
+
+    model = engine.ready_model(config.model_id)
+    if model.format == "onnx-genai":
+        raise InvalidInput(f"'{model.id}' is already an ONNX export; quantize its source model instead.")
+    check_model_id(config.output_id())
+    if engine.store.has_model(config.output_id()):
+        raise InvalidInput(f"A model named '{config.output_id()}' already exists: choose another output name "
+                           "or delete that model first.")
+    folder = Path(engine.weights_of(model)[0])
+    facts = check_export(folder, config, model.params)
+    check_disk(engine.settings.models_dir, facts["bytes_needed"])
+    return facts
+
+
+def check_quantize_sweep(engine, config: QuantizeSweepConfig) -> dict:
+    """A sweep's source can be exported (checked as its first candidate)."""
+    return check_quantize(engine, config.candidate_configs()[0].model_copy(update={"output_name": "sweep-check"}))

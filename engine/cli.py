@@ -10,8 +10,9 @@ import threading
 from pydantic import ValidationError
 
 from .api import Engine
-from .configs import JOB_CONFIGS, GenerationParams
+from .configs import GenerationParams
 from .errors import SlmopsError
+from .jobs.registry import JOB_KINDS
 from .records import ModelStatus
 
 
@@ -146,9 +147,9 @@ def _load_config(path: str, kind: str | None = None):
     if not isinstance(data, dict):
         raise SlmopsError(f"{path}: expected a mapping of settings (YAML or JSON object).")
     kind = data.pop("kind", None) or kind
-    if kind not in JOB_CONFIGS:
-        raise SlmopsError(f"{path}: needs a 'kind:' field, one of {', '.join(JOB_CONFIGS)}.")
-    return JOB_CONFIGS[kind].model_validate(data)
+    if kind not in JOB_KINDS:
+        raise SlmopsError(f"{path}: needs a 'kind:' field, one of {', '.join(JOB_KINDS)}.")
+    return JOB_KINDS[kind].config.model_validate(data)
 
 
 def cmd_training_job(engine: Engine, args) -> int:
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $SLMOPS_API_KEY, else none)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_CONFIGS)}) and follow it")
+    p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_KINDS)}) and follow it")
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_run)
     return parser

@@ -9,14 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class JobConfig(BaseModel):
-    """Base of every job config: unknown fields are refused, and each kind names the function that runs it."""
+    """Base of every job config: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    kind: ClassVar[str]
-    target: ClassVar[str]  # "module:function" the worker process calls with (context, config)
-    # exclusive jobs (training, generation, export, benchmark) wait for one of Settings.max_parallel_jobs slots;
-    # the others (model preparation, self-test) start at once
-    exclusive: ClassVar[bool] = False
+    kind: ClassVar[str]  # the job kind's name; engine/jobs/registry.py declares the rest of the kind
 
     def model_ref(self) -> str | None:
         """The registered model this run is about (shown in the run history)."""
@@ -27,7 +23,6 @@ class PrepareModelConfig(JobConfig):
     """Bring a model into the workspace as a safetensors folder: convert a GGUF file, or download from the Hub."""
 
     kind: ClassVar[str] = "prepare_model"
-    target: ClassVar[str] = "engine.jobs.prepare:run"
     model_id: str = Field(description="Name the prepared model is registered under.")
     source: Literal["gguf", "hub"] = Field(description="gguf: convert a local .gguf file; hub: download a Hub repo.")
     source_ref: str = Field(min_length=1, description="Path of the .gguf file, or the Hub repo id (owner/name).")
@@ -45,7 +40,6 @@ class SelfTestConfig(JobConfig):
     """A quick generation self-test: load a model, answer a few prompts greedily, record load time and tokens/s."""
 
     kind: ClassVar[str] = "selftest"
-    target: ClassVar[str] = "engine.jobs.selftest:run"
     model_id: str = Field(description="Registered model to test.")
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_SELFTEST_PROMPTS), min_length=1,
                                max_length=50, description="User messages to answer, one generation each.")
@@ -107,8 +101,6 @@ class FineTuneConfig(TrainingConfig):
     """Fine-tune a registered model on a dataset with LoRA or full fine-tuning (HF Trainer + peft)."""
 
     kind: ClassVar[str] = "finetune"
-    exclusive: ClassVar[bool] = True
-    target: ClassVar[str] = "engine.jobs.finetune:run"
     model_id: str = Field(description="Registered base model (safetensors folder) to fine-tune.")
     method: Literal["lora", "full", "qlora"] = Field(default="lora", description="lora: train small adapters; "
                                                      "full: all weights; qlora: 4-bit base (CUDA + bitsandbytes).")
@@ -134,8 +126,6 @@ class GenerateDataConfig(JobConfig):
     """Distillation stage 1: the teacher answers a prompt set; filtered answers become a chat dataset."""
 
     kind: ClassVar[str] = "generate_data"
-    exclusive: ClassVar[bool] = True
-    target: ClassVar[str] = "engine.jobs.generate:run"
     teacher_model_id: str = Field(description="Registered model that writes the answers.")
     prompts_path: str = Field(default=SEED_PROMPTS, description="Prompts: JSONL with a 'prompt' field, or any "
                               "dataset (chat, Alpaca, prompt/completion) whose user prompts are reused.")
@@ -174,8 +164,6 @@ class DistillConfig(TrainingConfig):
     """Distillation stage 2: train a student on the teacher's data with α·KL(teacher‖student) + (1−α)·CE."""
 
     kind: ClassVar[str] = "distill"
-    exclusive: ClassVar[bool] = True
-    target: ClassVar[str] = "engine.jobs.distill:run"
     teacher_model_id: str = Field(description="Registered teacher (full model).")
     train_path: str = Field(min_length=1, description="The teacher's dataset (stage 1 output, or any chat data).")
     student: Literal["derived", "existing"] = Field(default="derived", description="derived: keep some of the "
@@ -228,8 +216,6 @@ class QuantizeConfig(JobConfig):
     """
 
     kind: ClassVar[str] = "quantize"
-    exclusive: ClassVar[bool] = True
-    target: ClassVar[str] = "engine.jobs.quantize:run"
     model_id: str = Field(description="Registered model to convert (a LoRA adapter is merged into its base first).")
     output_name: str = Field(default="", description="Name of the exported model (empty: <model>-onnx-<variant>).")
     precision: Literal["int4", "int8", "fp32"] = Field(default="int4", description="Weight precision.")
@@ -311,8 +297,6 @@ class QuantizeSweepConfig(JobConfig):
     one within the quality bound; the others stay in the run folder and can be registered from the UI."""
 
     kind: ClassVar[str] = "quantize_sweep"
-    exclusive: ClassVar[bool] = True
-    target: ClassVar[str] = "engine.jobs.quantize:run_sweep"
     model_id: str = Field(description="Registered model to convert.")
     candidates: list[str] = Field(default_factory=lambda: ["int4", "int4-b64", "int4-builder-b32",
                                                            "int4-builder-b64", "int8"],
@@ -349,8 +333,6 @@ class BenchmarkConfig(JobConfig):
     """Speed, memory and quality of several models, each measured in a fresh process, scored the same way."""
 
     kind: ClassVar[str] = "benchmark"
-    exclusive: ClassVar[bool] = True
-    target: ClassVar[str] = "engine.jobs.benchmark:run"
     model_ids: list[str] = Field(min_length=1, max_length=32, description="Registered models of any format.")
     prompts_path: str = Field(default=HELDOUT_PROMPTS, description="Prompt set: JSONL with a 'prompt' field "
                               "(or any dataset whose user prompts are reused).")
@@ -378,8 +360,3 @@ class BenchmarkConfig(JobConfig):
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(v.strip() for v in value if v.strip()))
-
-
-JOB_CONFIGS: dict[str, type[JobConfig]] = {
-    c.kind: c for c in (PrepareModelConfig, SelfTestConfig, FineTuneConfig, GenerateDataConfig, DistillConfig,
-                        QuantizeConfig, QuantizeSweepConfig, BenchmarkConfig)}

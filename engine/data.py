@@ -361,3 +361,20 @@ def split_dataset(ds, eval_ratio: float, seed: int) -> tuple["datasets.Dataset",
                            f"{1 / max(len(ds), 1):.3g} or add rows.")
     parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def load_prompts(path: str) -> list[dict]:
+    """[{id, prompt}] from a JSONL with a 'prompt' field, or from any dataset shape (the last user turn)."""
+    ds = read_dataset(path)
+    if "prompt" in ds.column_names and "completion" not in ds.column_names:
+        ids = ds["id"] if "id" in ds.column_names else [str(i) for i in range(1, len(ds) + 1)]
+        return [{"id": str(i), "prompt": p} for i, p in zip(ids, ds["prompt"]) if isinstance(p, str) and p.strip()]
+    shape, mapping = detect_shape(ds.column_names)
+    if shape is DatasetShape.TEXT:
+        raise InvalidInput(f"{path} holds plain text; give prompts (a 'prompt' field) or chat/Alpaca data.")
+    prompts = []
+    for n, row in enumerate(ds, 1):
+        users = [m["content"] for m in to_conversation(row, shape, mapping) if m["role"] == "user"]
+        if users:
+            prompts.append({"id": str(n), "prompt": users[-1]})
+    return prompts

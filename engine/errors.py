@@ -27,3 +27,9 @@ class Busy(SlmopsError):
 
 class VerificationFailed(SlmopsError):
     """A job's product failed its check against its source (an export that lost what it was made from)."""
+
+
+class Cancelled(BaseException):
+    """Raised inside a job when its run was asked to stop. A BaseException (like KeyboardInterrupt), so that the
+    `except Exception` blocks of libraries cannot swallow it or re-raise it as another error (a SIGTERM arriving
+    inside a tokenizer call must still end the run as cancelled)."""

@@ -9,7 +9,7 @@ KEY_NUMBERS = ("variant", "size_ratio", "ppl_ratio", "decode_tok_s", "first_toke
 
 
 def lineage_tree(store, model_id: str) -> dict:
-    from .jobs.quantize import export_summary
+    from .exports import export_summary
 
     models = {m.id: m for m in store.list_models()}
     if model_id not in models:

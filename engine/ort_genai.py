@@ -104,7 +104,7 @@ class OgModel:
 
     def stream_reply(self, messages: list[dict], params: GenerationParams,
                      stop: threading.Event | None = None) -> Iterator:
-        from .chat import ChatChunk
+        from .records import ChatChunk
 
         ids = self.prompt_ids(messages, params.system_prompt)
         stream = self.tokenizer.create_stream()

@@ -114,3 +114,15 @@ class ArtifactRecord:
     size_bytes: int
     model_id: str | None
     created_at: str
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """The reply so far; `done` on the last chunk, which carries the final speed figures."""
+
+    text: str
+    new_tokens: int
+    seconds_to_first_token: float | None
+    tokens_per_s: float | None  # decode speed: tokens after the first, over the time after the first
+    done: bool = False
+    prompt_tokens: int | None = None

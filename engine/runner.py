@@ -66,11 +66,12 @@ class Runner:
         self._stop = threading.Event()
 
     # ---- starting -----------------------------------------------------------------------------------------
-    def start(self, config: JobConfig, target: str | None = None) -> int:
-        """Record the run and return its id at once. It starts now when a slot is free (exclusive jobs: at most
-        `settings.max_parallel_jobs` at a time), otherwise it waits in the queue, oldest first."""
-        run_id = self.store.add_run(config.kind, config.model_dump_json(), target or config.target, config.model_ref(),
-                                    exclusive=config.exclusive)
+    def start(self, config: JobConfig, target: str, exclusive: bool = False) -> int:
+        """Record the run (its recipe's `module:function` as target) and return its id at once. It starts now when
+        a slot is free (exclusive jobs: at most `settings.max_parallel_jobs` at a time), otherwise it waits in the
+        queue, oldest first."""
+        run_id = self.store.add_run(config.kind, config.model_dump_json(), target, config.model_ref(),
+                                    exclusive=exclusive)
         (self.settings.runs_dir / str(run_id)).mkdir(parents=True, exist_ok=True)
         self.dispatch()
         self._ensure_supervisor()

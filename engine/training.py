@@ -231,7 +231,7 @@ class TrainingSession:
 
     def train(self):
         """Train (resuming when asked); raise Cancelled when the run was cancelled (a checkpoint is kept)."""
-        from .jobs.context import Cancelled
+        from .errors import Cancelled
 
         result = self.trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         steps = self.trainer.state.global_step

@@ -18,7 +18,7 @@ from .store import Store, utcnow
 
 
 def _on_sigterm(signum, frame):  # turn a polite kill into an exception so `finally` blocks run
-    from .jobs.context import Cancelled
+    from .errors import Cancelled
 
     raise Cancelled("stopped by SIGTERM")
 
@@ -49,18 +49,18 @@ def main(run_id: int) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     faults.install()
 
-    from .jobs.context import Cancelled, JobContext
+    from .errors import Cancelled
+    from .jobs.context import JobContext
 
     ctx = JobContext(run_id, store, settings)
     ctx.log(f"worker pid {os.getpid()} started {row['kind']} run")
     try:
-        module_name, func_name = row["target"].split(":")
-        module = importlib.import_module(module_name)
-        from .configs import JOB_CONFIGS
+        from .jobs.registry import JOB_KINDS
 
-        config_cls = JOB_CONFIGS.get(row["kind"]) or module.CONFIG
-        config = config_cls.model_validate_json(row["config_json"])
-        getattr(module, func_name)(ctx, config)
+        if row["kind"] not in JOB_KINDS:  # a kind registered outside the engine registers itself on import
+            importlib.import_module(row["target"].split(":")[0])
+        kind = JOB_KINDS[row["kind"]]
+        kind.run(ctx, kind.config.model_validate_json(row["config_json"]))
     except Cancelled as exc:
         ctx.log(f"cancelled: {exc}", "warning")
         store.finish_run(run_id, RunStatus.CANCELLED, str(exc))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from engine import JOB_KINDS
+
 from .charts import loss_figure
 from .forms import ui_errors
 
@@ -23,12 +25,21 @@ def status_markdown(engine, run_id) -> str:
     if run.error:
         text += f"\n\n**Error:** {run.error}"
     if run.summary:
-        text += "\n\n" + " · ".join(f"{k} = {v}" for k, v in run.summary.items()
-                                     if not k.endswith(("_teacher", "_student"))
-                                     and not isinstance(v, (list, dict)))  # lists get their own table
+        text += "\n\n" + summary_line(run.kind, run.summary)
         text += comparison_table(run.summary)
         text += results_lines(run.summary.get("results"))
     return text
+
+
+def summary_line(kind: str, summary: dict) -> str:
+    """The figures the job kind declares (engine/jobs/registry.py) with their labels, then the other scalar entries
+    as `key = value` (lists and teacher/student pairs get their own tables)."""
+    declared = JOB_KINDS[kind].summary if kind in JOB_KINDS else ()
+    parts = [f"{label}: **{summary[key]}**" for key, label in declared if summary.get(key) is not None]
+    named = {key for key, _ in declared}
+    parts += [f"{k} = {v}" for k, v in summary.items() if k not in named and not k.endswith(("_teacher", "_student"))
+              and not isinstance(v, (list, dict))]
+    return " · ".join(parts)
 
 
 def results_lines(rows) -> str:
@@ -67,10 +78,12 @@ def comparison_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], resumable: bool = True,
-                    continuable: bool = True, chart: bool = True, poll_s: float = 2.0) -> None:
+def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continuable: bool = False,
+                    chart: bool = True, poll_s: float = 2.0) -> None:
     """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
-    reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser)."""
+    reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser).
+    *Resume* is offered when the kinds resume (the registry says); *Continue* (more epochs) when `continuable`."""
+    resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
     plot = gr.Plot(label="Loss", visible=False)

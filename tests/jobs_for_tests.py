@@ -6,17 +6,18 @@ import time
 from typing import ClassVar, Literal
 
 from engine.configs import JobConfig
+from engine.jobs.registry import JobKind, register
 
 
 class ProbeJob(JobConfig):
     kind: ClassVar[str] = "test_probe"
-    target: ClassVar[str] = "tests.jobs_for_tests:run"
     behaviour: Literal["succeed", "raise", "exit", "stubborn"] = "succeed"
     steps: int = 5
     step_s: float = 0.05
 
 
-CONFIG = ProbeJob
+class ExclusiveProbe(ProbeJob):
+    kind: ClassVar[str] = "test_probe_exclusive"
 
 
 def run(ctx, config: ProbeJob) -> None:
@@ -32,3 +33,8 @@ def run(ctx, config: ProbeJob) -> None:
         ctx.progress((i + 1) / config.steps, f"step {i + 1}/{config.steps}")
         time.sleep(config.step_s)
     ctx.summary(last_value=(config.steps - 1) * 2.0)
+
+
+# registered on import, in the test process and in the worker that imports this module to run a probe
+register(JobKind(ProbeJob, run))
+register(JobKind(ExclusiveProbe, run, exclusive=True))

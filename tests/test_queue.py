@@ -1,17 +1,10 @@
 """The job queue: exclusive jobs share Settings.max_parallel_jobs slots, the others start at once; queued runs
 show their position, can be cancelled before they start, and survive a restart of the server."""
-from typing import ClassVar
-
 from engine import Engine, Settings
 from engine.records import RunStatus
 from slmops_ui.job_panel import status_markdown  # imported here: importing gradio inside the test took longer
                                                  # than the first run's 3 s when this file ran alone
-from tests.jobs_for_tests import ProbeJob
-
-
-class ExclusiveProbe(ProbeJob):
-    kind: ClassVar[str] = "test_probe_exclusive"
-    exclusive: ClassVar[bool] = True
+from tests.jobs_for_tests import ExclusiveProbe, ProbeJob
 
 
 def wait_status(engine, run_id, status, timeout=30.0):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from engine import Engine, RunStatus, Settings
+from engine import JOB_KINDS, Engine, RunStatus, Settings
 from engine.store import Store
 from tests.jobs_for_tests import ProbeJob
 
@@ -87,7 +87,7 @@ def test_orphaned_run_becomes_interrupted_on_restart(tmp_path):
     settings.prepare()
     # the first server's store only: an Engine's runner would start this queued run itself before it is altered
     first = Store(settings.db_path)
-    rid = first.add_run("test_probe", ProbeJob().model_dump_json(), ProbeJob.target, None)
+    rid = first.add_run("test_probe", ProbeJob().model_dump_json(), JOB_KINDS["test_probe"].target, None)
     gone = subprocess.Popen(["true"])
     gone.wait()
     first.update_run(rid, status="running", pid=gone.pid)  # a worker that no longer exists

@@ -11,7 +11,7 @@ import time
 
 from ..bench import agreement, hardware_record
 from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
-from .generate import load_prompts
+from ..data import load_prompts
 
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
@@ -74,7 +74,7 @@ def log_line(res: dict) -> str:
 
 
 def run(ctx, config: BenchmarkConfig) -> None:
-    from ..jobs.quantize import export_summary
+    from ..exports import export_summary
 
     store = ctx.store
     models = [store.get_model(m) for m in config.model_ids]

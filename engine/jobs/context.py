@@ -7,17 +7,12 @@ import time
 from pathlib import Path
 
 from .. import faults
+from ..errors import Cancelled  # noqa: F401 - recipes and the worker catch it by this name too
 from ..settings import Settings
 from ..store import Store
 
 
 _FAULTS = bool(os.environ.get("SLMOPS_FAULT"))
-
-
-class Cancelled(BaseException):
-    """Raised inside a job when its run was asked to stop. A BaseException (like KeyboardInterrupt), so that the
-    `except Exception` blocks of libraries cannot swallow it or re-raise it as another error (a SIGTERM arriving
-    inside a tokenizer call must still end the run as cancelled)."""
 
 
 class JobContext:

@@ -9,29 +9,11 @@ import time
 from pathlib import Path
 
 from ..configs import GenerateDataConfig
+from ..data import load_prompts
 from ..errors import InvalidInput
 
 CONFIG = GenerateDataConfig
 RAW = "raw.jsonl"
-
-
-def load_prompts(path: str) -> list[dict]:
-    """[{id, prompt}] from a JSONL with a 'prompt' field, or from any dataset shape (the last user turn)."""
-    from ..data import DatasetShape, detect_shape, read_dataset, to_conversation
-
-    ds = read_dataset(path)
-    if "prompt" in ds.column_names and "completion" not in ds.column_names:
-        ids = ds["id"] if "id" in ds.column_names else [str(i) for i in range(1, len(ds) + 1)]
-        return [{"id": str(i), "prompt": p} for i, p in zip(ids, ds["prompt"]) if isinstance(p, str) and p.strip()]
-    shape, mapping = detect_shape(ds.column_names)
-    if shape is DatasetShape.TEXT:
-        raise InvalidInput(f"{path} holds plain text; give prompts (a 'prompt' field) or chat/Alpaca data.")
-    prompts = []
-    for n, row in enumerate(ds, 1):
-        users = [m["content"] for m in to_conversation(row, shape, mapping) if m["role"] == "user"]
-        if users:
-            prompts.append({"id": str(n), "prompt": users[-1]})
-    return prompts
 
 
 def conversation(config: GenerateDataConfig, prompt: str) -> list[dict]:
@@ -173,7 +155,7 @@ def run(ctx, config: GenerateDataConfig) -> None:
     teacher = ctx.store.get_model(config.teacher_model_id)
     export = None
     if config.teacher_backend != "transformers":
-        from .quantize import best_export
+        from ..exports import best_export
 
         export = best_export(ctx.store, teacher.id)
         if export is None and config.teacher_backend == "onnx":

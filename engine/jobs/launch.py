@@ -7,7 +7,8 @@ import traceback
 
 from ..records import RunStatus
 from ..store import utcnow
-from .context import Cancelled, JobContext
+from ..errors import Cancelled
+from .context import JobContext
 
 
 class ReplicaContext(JobContext):
@@ -38,17 +39,18 @@ def world() -> tuple[int, int]:
 
 def run_in_process(engine, config) -> int:
     """Run `config`'s job here on every rank; returns the run id (recorded by rank 0, shared with the others)."""
-    import importlib
-
     import torch
     import torch.distributed as dist
 
+    from .registry import job_kind
+
+    kind = job_kind(config.kind)
     rank, size = world()
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     run_id = None
     if rank == 0:
-        run_id = engine.store.add_run(config.kind, config.model_dump_json(), config.target, config.model_ref())
+        run_id = engine.store.add_run(config.kind, config.model_dump_json(), kind.target, config.model_ref())
         engine.store.update_run(run_id, status=RunStatus.RUNNING.value, started_at=utcnow(), pid=os.getpid(),
                                 stage=f"running on {size} processes")
     if size > 1:
@@ -58,10 +60,8 @@ def run_in_process(engine, config) -> int:
     context_cls = JobContext if rank == 0 else ReplicaContext
     ctx = context_cls(run_id, engine.store, engine.settings)
     ctx.summary(world_size=size)
-    module_name, func_name = config.target.split(":")
-    module = importlib.import_module(module_name)
     try:
-        getattr(module, func_name)(ctx, config)
+        kind.run(ctx, config)
     except Cancelled as exc:
         if rank == 0:
             engine.store.finish_run(run_id, RunStatus.CANCELLED, str(exc))

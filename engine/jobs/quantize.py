@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from ..configs import QuantizeConfig
+from ..exports import register_onnx
 from ..onnx_export import builder_command, check_disk, check_export, export_size, run_builder
-from ..records import ModelStatus
 from ..settings import PROJECT_ROOT
 
 CONFIG = QuantizeConfig
@@ -139,19 +139,6 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
         build_dir.rename(out_dir)
     facts["size_bytes"] = export_size(out_dir)
     return facts
-
-
-def register_onnx(store, models_dir: Path, source, folder: Path, out_id: str, run_id: int) -> Path:
-    """Move a built export into the models folder and register it (files complete before the record exists)."""
-    final = models_dir / out_id
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.move(str(folder), str(final))
-    size = export_size(final)
-    store.add_model(id=out_id, format="onnx-genai", path=str(final), source="run", source_ref=f"run {run_id}",
-                    status=ModelStatus.READY.value, params=source.params, size_bytes=size,
-                    architecture=source.architecture, parent_id=source.id, run_id=run_id, owned=True)
-    store.add_artifact(run_id, "model", str(final), size, out_id)
-    return final
 
 
 def register_export(ctx, source, folder: Path, out_id: str) -> Path:
@@ -351,36 +338,8 @@ def run_sweep(ctx, config) -> None:
     if ctx.store.has_model(out_id):
         out_id = f"{out_id}-run{ctx.run_id}"
     register_export(ctx, source, ctx.workdir / "candidates" / best["variant"], out_id)
-    ctx.summary(chosen=best["variant"], output=out_id, max_ppl_ratio=config.max_ppl_ratio)
+    best["model_id"] = out_id  # export_summary finds a registered candidate's numbers by this
+    ctx.summary(chosen=best["variant"], output=out_id, max_ppl_ratio=config.max_ppl_ratio, candidates=results)
     ctx.log(f"chose {best['variant']}: fastest within ×{config.max_ppl_ratio} perplexity "
             f"({best['decode_tok_s']} tok/s, {best['size_mb']} MB, ×{best['ppl_ratio']})")
     ctx.progress(1.0, "done")
-
-
-def export_summary(store, model) -> dict:
-    """The verified numbers of an ONNX export (variant, size, perplexity ratio, decode speed…) from the run that
-    made it; for a sweep, the row of its candidate. Empty when unknown."""
-    if model.format != "onnx-genai" or not model.run_id:
-        return {}
-    try:
-        summary = store.get_run(model.run_id).summary
-    except Exception:  # noqa: BLE001 - the run was deleted: the numbers are gone, the model stays
-        return {}
-    for cand in summary.get("candidates", []):
-        if (model.id == summary.get("output") and cand["variant"] == summary.get("chosen")) or \
-                model.id.endswith("-" + cand["variant"]):
-            return dict(cand)
-    return {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
-
-
-def best_export(store, source_id: str, max_ppl_ratio: float = 1.05):
-    """The fastest ready ONNX export of `source_id` whose verified perplexity stays within the bound, or None."""
-    best, best_speed = None, -1.0
-    for m in store.list_models():
-        if m.format != "onnx-genai" or m.parent_id != source_id or not m.ready:
-            continue
-        facts = export_summary(store, m)
-        ratio, speed = facts.get("ppl_ratio"), facts.get("decode_tok_s") or 0.0
-        if ratio is not None and ratio <= max_ppl_ratio and speed > best_speed:
-            best, best_speed = m, speed
-    return best

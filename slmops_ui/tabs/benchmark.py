@@ -53,7 +53,7 @@ def build_benchmark_tab(engine) -> dict:
         start = gr.Button("Run benchmark", variant="primary", elem_id="bench-start", scale=2)
         past = gr.Dropdown(label="…or show an earlier benchmark run", choices=[], scale=1, elem_id="bench-past")
     message = gr.Markdown("")
-    build_job_panel(engine, run_state, ("benchmark",), resumable=False, continuable=False, chart=False,
+    build_job_panel(engine, run_state, ("benchmark",), chart=False,
                     poll_s=POLL_S)
     scatter = gr.Plot(label="Size vs latency", visible=False, elem_id="bench-scatter")
     table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, visible=False, elem_id="bench-table", wrap=True)

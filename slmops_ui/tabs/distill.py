@@ -53,7 +53,7 @@ def build_stage1(engine) -> tuple:
     name = gr.Textbox(label="Dataset name (optional)")
     start = gr.Button("Generate dataset", variant="primary")
     message = gr.Markdown("")
-    build_job_panel(engine, run_state, ("generate_data",), resumable=True, continuable=False, chart=False)
+    build_job_panel(engine, run_state, ("generate_data",), chart=False)
 
     @ui_errors
     def do_start(teacher_, prompts_, upload_, system_, shots_, temp, top_p_, max_new_, n_per_, batch_, max_p, cut,
@@ -143,7 +143,7 @@ def build_stage2(engine, dataset_picker) -> tuple:
         name = gr.Textbox(label="Student name (optional)")
     start = gr.Button("Train student", variant="primary")
     message = gr.Markdown("")
-    build_job_panel(engine, run_state, ("distill",))
+    build_job_panel(engine, run_state, ("distill",), continuable=True)
 
     inputs = [teacher, data, eval_ratio, mode, keep, layers, student, alpha, temp, lr, epochs, steps, batch, max_len,
               eval_steps, save_steps, name]

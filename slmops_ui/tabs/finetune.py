@@ -92,7 +92,7 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         estimate = gr.Button("Estimate memory and time")
         start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
     estimate_text = gr.Markdown("")
-    build_job_panel(engine, run_state, ("finetune",))
+    build_job_panel(engine, run_state, ("finetune",), continuable=True)
 
     inputs = [model, method, upload, train_path, eval_path, eval_ratio, columns, lora_r, lora_alpha, lora_dropout,
               targets, epochs, max_steps, lr, scheduler, warmup, batch, accum, max_length, packing, eval_steps,

@@ -8,7 +8,7 @@ from datetime import date
 
 import gradio as gr
 
-from engine import JOB_CONFIGS, NotFound, RunStatus
+from engine import JOB_KINDS, NotFound, RunStatus
 
 from ..charts import metrics_figure, overlay_loss_figure
 from ..forms import ui_errors
@@ -70,7 +70,7 @@ def model_choices(engine) -> list[str]:
 
 
 def build_runs_tab(engine) -> dict:
-    kinds = [ANY, *sorted(set(JOB_CONFIGS) | set(engine.run_facets()["kind"]))]
+    kinds = [ANY, *sorted(set(JOB_KINDS) | set(engine.run_facets()["kind"]))]
     with gr.Row(equal_height=True):
         kind = gr.Dropdown(kinds, value=ANY, label="Kind", scale=2, min_width=120)
         status = gr.Dropdown([ANY, *(s.value for s in RunStatus)], value=ANY, label="Status", scale=2, min_width=120)

@@ -1,0 +1,73 @@
+"""The job kinds, each declared once: its config, its recipe, its up-front check, whether it resumes, whether it
+waits for a job slot, and the summary figures a run shows. The worker, `Engine`, the CLI and the UI read this.
+
+Adding a kind: its config (engine/configs.py), its recipe (engine/jobs/<kind>.py: `run(ctx, config)`), one line
+here, and its tab.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .. import checks
+from ..configs import (BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig, JobConfig,
+                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
+from ..errors import InvalidInput
+from . import benchmark, distill, finetune, generate, prepare, quantize, selftest
+
+
+@dataclass(frozen=True)
+class JobKind:
+    config: type[JobConfig]
+    run: Callable  # the recipe: run(ctx: JobContext, config) in the worker process
+    check: Callable | None = None  # check(engine, config) before a run starts: raises InvalidInput with the fix
+    resumable: bool = False  # a stopped run continues from what it left (checkpoints, rows written)
+    exclusive: bool = False  # waits for one of Settings.max_parallel_jobs slots (training, export, benchmark)
+    summary: tuple[tuple[str, str], ...] = ()  # (summary key, label with unit) shown first, in this order
+
+    @property
+    def name(self) -> str:
+        return self.config.kind
+
+    @property
+    def target(self) -> str:
+        """Where the recipe lives, stored with each run (a worker imports it for kinds registered outside)."""
+        return f"{self.run.__module__}:{self.run.__qualname__}"
+
+
+JOB_KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    """Add a kind (the engine's own below; tests and plugins register theirs from the module of their recipe)."""
+    JOB_KINDS[kind.name] = kind
+    return kind
+
+
+def job_kind(name: str) -> JobKind:
+    try:
+        return JOB_KINDS[name]
+    except KeyError:
+        raise InvalidInput(f"Unknown job kind '{name}': use one of {', '.join(JOB_KINDS)}.") from None
+
+
+for _kind in (
+    JobKind(PrepareModelConfig, prepare.run),
+    JobKind(SelfTestConfig, selftest.run),
+    JobKind(FineTuneConfig, finetune.run, checks.check_finetune, resumable=True, exclusive=True,
+            summary=(("score_before", "held-out score before"), ("score_after", "held-out score after"),
+                     ("eval_loss_before", "eval loss before"), ("eval_loss_after", "eval loss after"),
+                     ("wall_s", "wall time (s)"))),
+    JobKind(GenerateDataConfig, generate.run, checks.check_generate, resumable=True, exclusive=True,
+            summary=(("generated", "answers kept"), ("teacher_tokens_per_s", "teacher tokens/s"))),
+    JobKind(DistillConfig, distill.run, checks.check_distill, resumable=True, exclusive=True),
+    JobKind(QuantizeConfig, quantize.run, checks.check_quantize, exclusive=True,
+            summary=(("output", "export"), ("variant", "variant"), ("size_mb", "size (MB)"),
+                     ("size_ratio", "size × source"), ("ppl_ratio", "perplexity × source"),
+                     ("first_token_agreement", "first-token agreement"), ("decode_tok_s", "decode tokens/s"),
+                     ("answer", "answer to 'capital of France?'"))),
+    JobKind(QuantizeSweepConfig, quantize.run_sweep, checks.check_quantize_sweep, exclusive=True,
+            summary=(("chosen", "chosen variant"), ("output", "export"))),
+    JobKind(BenchmarkConfig, benchmark.run, exclusive=True),
+):
+    register(_kind)
