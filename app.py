@@ -114,7 +114,7 @@ def main(argv=None) -> None:
             log.info("default model '%s' is %s", DEFAULT_MODEL_ID, model.status)
     log.info("building the UI")
     from slmops_ui import build_app
-    from slmops_ui.layout import ASSETS, THEME, app_kwargs, queued
+    from slmops_ui.server import ASSETS, THEME, app_kwargs, queued
 
     app = build_app(engine)
     log.info("serving on http://%s:%d (started in %.1f s)", args.host, args.port, time.monotonic() - t0)

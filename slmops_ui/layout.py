@@ -1,10 +1,9 @@
 """build_app(engine): the header, the preparation banner and the tabs. No logic beyond wiring."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
+from .api import register_api
 from .clone import build_clone_row, wire
 from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
@@ -13,69 +12,8 @@ from .tabs.finetune import build_finetune_tab
 from .tabs.models import build_models_tab
 from .tabs.quantize import build_quantize_tab
 from .tabs.runs import build_runs_tab
+from .tabs.serve import build_serve_tab
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-# System fonts only: the default theme would fetch web fonts, and the app must work with no internet.
-THEME = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
-                       font_mono=["ui-monospace", "monospace"])
-
-
-class EarlyScript:
-    """ASGI middleware that puts a script into every HTML page ahead of Gradio's own modules. (Gradio's `head=`
-    is added by its JavaScript after those modules have run: too late for assets/quiet_frames.js, whose target
-    keeps a reference to `requestAnimationFrame` taken when its module loads.)"""
-
-    MARKER = b'<script type="module"'
-
-    def __init__(self, app, script: str):
-        self.app, self.tag = app, f"<script>{script}</script>".encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "GET":
-            return await self.app(scope, receive, send)
-        state: dict = {}
-
-        async def rewrite(message):
-            if message["type"] == "http.response.start":
-                headers = {k.lower(): v for k, v in message.get("headers") or []}
-                state["html"] = (headers.get(b"content-type", b"").startswith(b"text/html")
-                                 and b"content-encoding" not in headers)
-                if not state["html"]:
-                    return await send(message)
-                state["start"], state["body"] = message, b""
-                return None
-            if not state.get("html") or message["type"] != "http.response.body":
-                return await send(message)
-            state["body"] += message.get("body", b"")
-            if message.get("more_body"):
-                return None
-            body = state["body"].replace(self.MARKER, self.tag + self.MARKER, 1)
-            start = state["start"]
-            headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
-            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-            return await send({"type": "http.response.body", "body": body})
-
-        return await self.app(scope, receive, rewrite)
-
-
-def app_kwargs() -> dict:
-    """FastAPI settings for launch(): the early script of EarlyScript (Gradio's idle status tracker asks for 5
-    frames a second, not 60)."""
-    from starlette.middleware import Middleware
-
-    return {"middleware": [Middleware(EarlyScript, script=(ASSETS / "quiet_frames.js").read_text())]}
-
-
-def queued(app: gr.Blocks, concurrency: int = 4) -> gr.Blocks:
-    """Gradio's queue, polling less while idle. Its event loop looks for new events every 1 ms and for progress
-    every 10 ms when nothing is queued: 0.095 cores of an idle server (measured with py-spy), taken from whatever
-    job runs beside it on a small machine. 20 ms / 100 ms keep clicks immediate to a person."""
-    app.queue(default_concurrency_limit=concurrency)
-    queue = getattr(app, "_queue", None)
-    if queue is not None and hasattr(queue, "sleep_when_free"):
-        queue.sleep_when_free = 0.02
-        queue.progress_update_sleep_when_free = 0.1
-    return app
 
 
 def banner_poll_s(text: str) -> float:
@@ -94,9 +32,7 @@ def banner_text(engine) -> str:
 
 
 def build_app(engine) -> gr.Blocks:
-    from engine.training import qlora_unavailable_reason
-
-    qlora_reason = qlora_unavailable_reason()
+    qlora_reason = engine.qlora_unavailable_reason()
     with gr.Blocks(title="SLMOps Studio") as app:
         gr.Markdown("# SLMOps Studio\nDistill, fine-tune, quantize, benchmark and chat with small language models "
                     f"— all local. Workspace: `{engine.settings.home}`", elem_id="header")
@@ -114,6 +50,8 @@ def build_app(engine) -> gr.Blocks:
                 quantize = build_quantize_tab(engine)
             with gr.Tab("Benchmark", id="benchmark"):
                 benchmark = build_benchmark_tab(engine)
+            with gr.Tab("Serve", id="serve"):
+                serve = build_serve_tab(engine)
             with gr.Tab("Models", id="models"):
                 models = build_models_tab(engine)
             with gr.Tab("Runs", id="runs") as runs_tab:
@@ -129,7 +67,7 @@ def build_app(engine) -> gr.Blocks:
         runs_tab.select(*runs["shown"], show_progress="hidden")
         wire(clone_state, [form for tab in (finetune, distill, quantize, benchmark) for form in tab["clone"]])
         refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
-                      quantize["refresh"], benchmark["refresh"], cloner["refresh"]]
+                      quantize["refresh"], serve["refresh"], benchmark["refresh"], cloner["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 
@@ -156,4 +94,8 @@ def build_app(engine) -> gr.Blocks:
                           [banner, preparing, banner_timer, *refresh_outputs], show_progress="hidden")
         app.load(lambda *values: (gr.Timer(banner_poll_s(banner_text(engine))), *refresh_all(*values)),
                  refresh_inputs, [banner_timer, *refresh_outputs])
+        public = register_api(engine)
+    for fn in app.fns.values():  # the UI's own events are not an API: only register_api's names are
+        if fn.api_name not in public:
+            fn.api_visibility = "private"
     return app

@@ -1,11 +1,10 @@
 """Quantize tab: export a model to ONNX Runtime GenAI (one variant, or a sweep of candidates with a Pareto chart),
-follow the run, register a sweep candidate, and serve any model on an OpenAI-compatible API."""
+follow the run, register a sweep candidate."""
 from __future__ import annotations
 
 import gradio as gr
 
-from engine import QuantizeConfig, QuantizeSweepConfig
-from engine.configs import sweep_variants
+from engine import QuantizeConfig, QuantizeSweepConfig, sweep_variants
 
 from ..charts import pareto_figure
 from ..forms import model_choices, number, ui_errors
@@ -76,7 +75,7 @@ def build_quantize_tab(engine) -> dict:
                 "candidates"].default_factory(), label="Candidates")
             bound = number(QuantizeSweepConfig, "max_ppl_ratio", label="Quality bound (perplexity × source)")
         sweep = gr.Button("Run sweep", elem_id="q-sweep")
-    build_job_panel(engine, run_state, ("quantize", "quantize_sweep"), resumable=False, continuable=False,
+    build_job_panel(engine, run_state, ("quantize", "quantize_sweep"),
                     chart=False)
     pareto = gr.Plot(label="Candidates", visible=False, elem_id="q-pareto")
     cand_table = gr.Dataframe(headers=["variant", "MB", "size ratio", "decode tok/s", "perplexity ×", "first-token "
@@ -89,17 +88,6 @@ def build_quantize_tab(engine) -> dict:
     gr.Markdown("### ONNX exports")
     exports = gr.Dataframe(headers=["model", "source", "MB", "variant", "perplexity ×", "decode tok/s",
                                     "first-token agreement"], interactive=False, elem_id="q-exports")
-    with gr.Accordion("Serve a model on an OpenAI-compatible API", open=False):
-        with gr.Row():
-            serve_model = gr.Dropdown(label="Model", choices=[])
-            port = gr.Number(value=8000, precision=0, label="Port", minimum=1024, maximum=65535)
-            api_key = gr.Textbox(label="API key (optional)", type="password",
-                                 info="When set, clients must send 'Authorization: Bearer <key>'.")
-        with gr.Row():
-            serve_start = gr.Button("Start serving")
-            serve_stop = gr.Button("Stop serving", variant="stop")
-        serve_text = gr.Markdown("Not serving. The API binds to 127.0.0.1 (this machine only).")
-
     form = [model, output_name, precision, method, olive_pass, block, symmetric, higher, accuracy, kernel,
             verify_tokens, delta, min_agreement]
 
@@ -170,39 +158,9 @@ def build_quantize_tab(engine) -> dict:
 
     register.click(do_register, [run_state, pick, pick_name], [exports])
 
-    def serving_text() -> str:
-        servers = engine.servers()
-        if not servers:
-            return "Not serving. The API binds to 127.0.0.1 (this machine only)."
-        lines = []
-        for s in servers:
-            key = " -H 'Authorization: Bearer <key>'" if s.api_key else ""
-            lines.append(f"Serving **{', '.join(s.model_ids)}** at `{s.url}`\n\n```\ncurl {s.url}/chat/completions"
-                         f" -H 'Content-Type: application/json'{key} -d '{{\"model\": \"{s.model_ids[0]}\", "
-                         "\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n```")
-        return "\n\n".join(lines)
-
-    @ui_errors
-    def do_serve(model_id, port_, key):
-        if not model_id:
-            raise gr.Error("Pick a model to serve.")
-        engine.start_server([model_id], "127.0.0.1", int(port_), (key or "").strip() or None)
-        return serving_text()
-
-    @ui_errors
-    def do_unserve(port_):
-        engine.stop_server(int(port_))
-        return serving_text()
-
-    serve_start.click(do_serve, [serve_model, port, api_key], [serve_text])
-    serve_stop.click(do_unserve, [port], [serve_text])
-
-    def refresh(current, current_serve):
+    def refresh(current):
         sources = [m for m in model_choices(engine) if engine.get_model(m).format in {"hf", "hf-adapter"}]
-        every = model_choices(engine)
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
-                gr.update(choices=every, value=current_serve if current_serve in every else
-                          (every[0] if every else None)),
                 exports_rows(engine))
 
     fields = {"model_id": model, "output_name": output_name, "precision": precision, "method": method,
@@ -212,5 +170,5 @@ def build_quantize_tab(engine) -> dict:
               "min_agreement": min_agreement}
     sweep_fields = {"model_id": model, "verify_tokens": verify_tokens, "candidates": candidates,
                     "max_ppl_ratio": bound}
-    return {"refresh": (refresh, [model, serve_model], [model, serve_model, exports]),
+    return {"refresh": (refresh, [model], [model, exports]),
             "clone": [({"quantize"}, fields), ({"quantize_sweep"}, sweep_fields)]}
