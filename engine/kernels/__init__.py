@@ -1,6 +1,8 @@
 """Native kernels for ONNX Runtime exports, compiled here from their C++ source with the system's g++.
 
-`q4_1_matmul.cc` is an onnxruntime custom-op library (domain `slmops`) with two ops: `Q41MatMul`, a Q4_1 matmul that
+The C++ sources here build one onnxruntime custom-op library (domain `slmops`; `ort_ops.cc` registers the ops,
+`q4_1_matmul.cc` and `q8_0_matmul.cc` compute, `activations.cc` prepares the inputs) with two ops: `Q41MatMul`, a
+Q4_1 matmul that
 carries each block's float offset itself, so an exact Q4_1 export needs one op per weight matrix instead of
 MatMulNBits plus the offset path, and `Q80MatMul` for the 8-bit LM head. Both take activations at about 16 bits
 (int8 plus its rounding residual as a second int8 layer), for prompts and decode alike. The library
@@ -18,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = [HERE / "q4_1_matmul.cc", HERE / "ort_abi.h"]
+SOURCES = [HERE / name for name in ("activations.cc", "q4_1_matmul.cc", "q8_0_matmul.cc", "ort_ops.cc", "kernels.h",
+                                    "ort_abi.h")]
 LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"
@@ -64,7 +67,7 @@ def library(cache_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         partial = Path(tmp) / LIBRARY_NAME
         cmd = [compiler, "-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-fPIC", "-shared", "-fvisibility=hidden",
-               "-o", str(partial), str(SOURCES[0])]
+               "-o", str(partial), *(str(p) for p in SOURCES if p.suffix == ".cc")]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as exc:

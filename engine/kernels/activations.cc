@@ -1,0 +1,102 @@
+// The activations every slmops kernel takes (int8 blocks of 32 plus their rounding residual) and the slicing of a
+// matmul's columns over ONNX Runtime's thread pool.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "kernels.h"
+
+namespace slmops {
+
+// Read once: std::thread::hardware_concurrency() asks the system each time (a file read per call on Linux).
+int64_t cores() {
+  static const int64_t count = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  return count;
+}
+
+// One row of activations as int8 blocks: q[k], per-block scale s[k/32] and exact sum sum[k/32].
+void quantize_row(const float* x, int64_t k, int8_t* q, float* s, float* sum) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t b = 0; b < k / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 v[4];
+    for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
+    const __m256 amax4 = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m128 mx = _mm_max_ps(_mm256_castps256_ps128(amax4), _mm256_extractf128_ps(amax4, 1));
+    mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+    mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
+    const float amax = _mm_cvtss_f32(mx);
+    sum[b] = hsum(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+    s[b] = amax / 127.f;
+    const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+    __m256i i32[4];
+    for (int i = 0; i < 4; ++i) i32[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // rounds to nearest
+    // packs work within 128-bit lanes; the permute puts the 32 values back in order
+    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
+    const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
+    const __m256i i8 = _mm256_packs_epi16(i16a, i16b);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock), _mm256_permutevar8x32_epi32(i8, order));
+  }
+}
+
+// Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
+// Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
+void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
+                         std::vector<float>* xs, std::vector<float>* xsum) {
+  const int64_t nb = k / kBlock, width = dup ? 64 : 32, stride = 2 * width;
+  std::vector<int8_t> xq(static_cast<size_t>(k));
+  xd->resize(static_cast<size_t>(rows * nb * stride));
+  xs->resize(static_cast<size_t>(rows * nb));
+  xsum->resize(static_cast<size_t>(rows * nb));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * k;
+    float* scales = xs->data() + r * nb;
+    quantize_row(xr, k, xq.data(), scales, xsum->data() + r * nb);
+    for (int64_t b = 0; b < nb; ++b) {
+      int8_t* out = xd->data() + (r * nb + b) * stride;
+      const int8_t* in = xq.data() + b * kBlock;
+      int8_t residual[kBlock];
+      const float step = scales[b], inv = step > 0.f ? 254.f / step : 0.f;
+      for (int i = 0; i < kBlock; ++i) {
+        const float rest = (xr[b * kBlock + i] - step * static_cast<float>(in[i])) * inv;
+        residual[i] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, std::nearbyint(rest))));
+      }
+      scales[b] = step / 254.f;
+      for (int layer = 0; layer < 2; ++layer) {
+        const int8_t* src = layer == 0 ? in : residual;
+        int8_t* dst = out + layer * width;
+        if (dup) {
+          std::memcpy(dst, src, 16);
+          std::memcpy(dst + 16, src, 16);
+          std::memcpy(dst + 32, src + 16, 16);
+          std::memcpy(dst + 48, src + 16, 16);
+        } else {
+          std::memcpy(dst, src, kBlock);
+        }
+      }
+    }
+  }
+}
+
+// Units (column pairs or columns) per task, a multiple of `align`. One large slice per thread for a single row:
+// each task handed to ONNX Runtime's pool costs more than a few columns' work (2 or 4 slices on two threads
+// decoded alike); more slices when many rows make each column's work large.
+int64_t per_task(int64_t units, int64_t rows, int64_t align) {
+  const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
+  return std::max<int64_t>(align, ((units + slices - 1) / slices + align - 1) / align * align);
+}
+
+// Runs task(work, i) for each slice: on ONNX Runtime's pool through `parallel`, or here when there is none.
+void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t per, Parallel parallel, void* ctx) {
+  const size_t tasks = static_cast<size_t>((units + per - 1) / per);
+  if (parallel != nullptr && tasks > 1) {
+    parallel(ctx, task, tasks, work);
+  } else {
+    for (size_t i = 0; i < tasks; ++i) task(work, i);
+  }
+}
+
+}  // namespace slmops

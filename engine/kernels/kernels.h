@@ -1,0 +1,52 @@
+// What the slmops kernels share: int8 activations with their rounding residual, slicing work over ONNX Runtime's
+// thread pool, and the two entry points that the custom ops (ort_ops.cc) and the tests (through ctypes) call.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace slmops {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kAhead = 256;  // bytes of weights prefetched ahead of the ones in use
+
+// Threads of this machine, read once.
+int64_t cores();
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One row of activations as int8 blocks: q[k], per-block scale s[k/32] and exact sum sum[k/32].
+void quantize_row(const float* x, int64_t k, int8_t* q, float* s, float* sum);
+
+// Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
+// Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
+void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
+                         std::vector<float>* xs, std::vector<float>* xsum);
+
+using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
+
+// Units (column pairs or columns) per task, a multiple of `align` (see activations.cc).
+int64_t per_task(int64_t units, int64_t rows, int64_t align);
+
+// Runs task(work, i) for each slice: on ONNX Runtime's pool through `parallel`, or here when there is none.
+void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t per, Parallel parallel, void* ctx);
+
+}  // namespace slmops
+
+extern "C" {
+// Q4_1: w [N/2, K/32, 32] (column pairs), d [N/2, K/32, 2] and m [N, K/32] as float16 bits; N even.
+__attribute__((visibility("default"))) void slmops_q41_matmul(const float* x, const uint8_t* w, const uint16_t* d,
+                                                              const uint16_t* m, float* y, int64_t rows, int64_t n,
+                                                              int64_t k, slmops::Parallel parallel, void* ctx);
+// Q8_0: w [N, K] holding q + 128, d [N, K/32] float.
+__attribute__((visibility("default"))) void slmops_q80_matmul(const float* x, const uint8_t* w, const float* d,
+                                                              float* y, int64_t rows, int64_t n, int64_t k,
+                                                              slmops::Parallel parallel, void* ctx);
+}

@@ -1,0 +1,184 @@
+// The onnxruntime custom ops of domain "slmops" over the kernels: Q41MatMul(A float [..., K], B uint8
+// [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32]) and Q80MatMul(A, table uint8 [N, K], d float
+// [N·K/32]) → Y float [..., N]; RegisterCustomOps is the library's entry point.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernels.h"
+#include "ort_abi.h"
+
+namespace {
+
+using namespace slm_ort;
+using slmops::cores;
+using slmops::kBlock;
+
+struct Kernel {
+  const OrtApi* api;
+};
+
+OrtStatus* error(const OrtApi* api, const char* message) {
+  return fn<CreateStatusFn>(api, kCreateStatus)(kSlmInvalidArgument, message);
+}
+
+// Shape, element type and data of one tensor (a status when ONNX Runtime refuses).
+struct Tensor {
+  std::vector<int64_t> dims;
+  int type = 0;
+  void* data = nullptr;
+};
+
+OrtStatus* describe(const OrtApi* api, const OrtValue* value, Tensor* out) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (OrtStatus* s = fn<GetTensorTypeAndShapeFn>(api, kGetTensorTypeAndShape)(value, &info)) return s;
+  size_t count = 0;
+  OrtStatus* s = fn<GetDimensionsCountFn>(api, kGetDimensionsCount)(info, &count);
+  if (s == nullptr) {
+    out->dims.resize(count);
+    s = fn<GetDimensionsFn>(api, kGetDimensions)(info, out->dims.data(), count);
+  }
+  if (s == nullptr) s = fn<GetTensorElementTypeFn>(api, kGetTensorElementType)(info, &out->type);
+  fn<ReleaseTensorTypeAndShapeInfoFn>(api, kReleaseTensorTypeAndShapeInfo)(info);
+  if (s == nullptr) {
+    auto* mutable_value = const_cast<OrtValue*>(value);  // the API takes non-const; the data is only read
+    s = fn<GetTensorMutableDataFn>(api, kGetTensorMutableData)(mutable_value, &out->data);
+  }
+  return s;
+}
+
+struct ParallelCtx {
+  const OrtApi* api;
+  const OrtKernelContext* context;
+  OrtStatus* status;
+};
+
+void parallel_for(void* ctx, void (*task)(void*, size_t), size_t count, void* data) {
+  auto* p = static_cast<ParallelCtx*>(ctx);
+  // one batch per thread, so each thread takes whole slices (0 would let ONNX Runtime choose; not measured apart)
+  const size_t batches = std::min<size_t>(count, static_cast<size_t>(cores()));
+  p->status = fn<KernelContextParallelForFn>(p->api, kKernelContextParallelFor)(p->context, task, count, batches, data);
+}
+
+OrtStatus* read_inputs(const OrtApi* api, OrtKernelContext* context, Tensor* t, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    const OrtValue* value = nullptr;
+    if (OrtStatus* s = fn<KernelContextGetInputFn>(api, kKernelContextGetInput)(context, i, &value)) return s;
+    if (value == nullptr) return error(api, "slmops kernel: an input is missing");
+    if (OrtStatus* s = describe(api, value, &t[i])) return s;
+  }
+  return nullptr;
+}
+
+int64_t elements(const Tensor& t) {
+  int64_t count = 1;
+  for (int64_t v : t.dims) count *= v;
+  return count;
+}
+
+// Y [..., N] for A [..., K]; `rows` = the product of A's leading dimensions.
+OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a, int64_t n, float** y,
+                  int64_t* rows) {
+  *rows = elements(a) / a.dims.back();
+  std::vector<int64_t> dims(a.dims);
+  dims.back() = n;
+  OrtValue* out = nullptr;
+  if (OrtStatus* s = fn<KernelContextGetOutputFn>(api, kKernelContextGetOutput)(context, 0, dims.data(), dims.size(),
+                                                                                &out))
+    return s;
+  void* data = nullptr;
+  if (OrtStatus* s = fn<GetTensorMutableDataFn>(api, kGetTensorMutableData)(out, &data)) return s;
+  *y = static_cast<float*>(data);
+  return nullptr;
+}
+
+// Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32])
+OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
+  const OrtApi* api = static_cast<Kernel*>(kernel)->api;
+  Tensor t[4];
+  if (OrtStatus* s = read_inputs(api, context, t, 4)) return s;
+  if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat16 || t[3].type != kSlmFloat16)
+    return error(api, "Q41MatMul: expects float A, uint8 B, float16 scales and float16 mins");
+  if (t[1].dims.size() != 3 || t[1].dims[2] != 32 || t[0].dims.empty())
+    return error(api, "Q41MatMul: B must be [N/2, K/32, 32] (column pairs)");
+  const int64_t n = 2 * t[1].dims[0], nb = t[1].dims[1], k = nb * kBlock;
+  if (t[0].dims.back() != k) return error(api, "Q41MatMul: A's last dimension differs from B's K");
+  if (elements(t[2]) != n * nb || elements(t[3]) != n * nb)
+    return error(api, "Q41MatMul: scales and mins must hold N·K/32 values");
+  float* y = nullptr;
+  int64_t rows = 0;
+  if (OrtStatus* s = output(api, context, t[0], n, &y, &rows)) return s;
+  if (rows == 0) return nullptr;
+  ParallelCtx pc{api, context, nullptr};
+  slmops_q41_matmul(static_cast<const float*>(t[0].data), static_cast<const uint8_t*>(t[1].data),
+                    static_cast<const uint16_t*>(t[2].data), static_cast<const uint16_t*>(t[3].data), y, rows, n, k,
+                    parallel_for, &pc);
+  return pc.status;
+}
+
+// Q80MatMul(A float [..., K], table uint8 [N, ...] holding q + 128 (K values a row), d float [N·K/32])
+OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
+  const OrtApi* api = static_cast<Kernel*>(kernel)->api;
+  Tensor t[3];
+  if (OrtStatus* s = read_inputs(api, context, t, 3)) return s;
+  if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat)
+    return error(api, "Q80MatMul: expects float A, a uint8 table and float scales");
+  if (t[1].dims.size() < 2 || t[0].dims.empty())
+    return error(api, "Q80MatMul: the table must be [N, K] or [N, K/32, 32]");
+  const int64_t n = t[1].dims[0], k = elements(t[1]) / n;
+  if (k % kBlock != 0) return error(api, "Q80MatMul: K must be a multiple of 32");
+  if (t[0].dims.back() != k) return error(api, "Q80MatMul: A's last dimension differs from the table's K");
+  if (elements(t[2]) != n * (k / kBlock)) return error(api, "Q80MatMul: scales must hold N·K/32 values");
+  float* y = nullptr;
+  int64_t rows = 0;
+  if (OrtStatus* s = output(api, context, t[0], n, &y, &rows)) return s;
+  if (rows == 0) return nullptr;
+  ParallelCtx pc{api, context, nullptr};
+  slmops_q80_matmul(static_cast<const float*>(t[0].data), static_cast<const uint8_t*>(t[1].data),
+                    static_cast<const float*>(t[2].data), y, rows, n, k, parallel_for, &pc);
+  return pc.status;
+}
+
+template <bool kQ41>
+OrtCustomOp make_op() {
+  OrtCustomOp op{};
+  op.version = kApiVersion;
+  op.GetName = [](const OrtCustomOp*) { return kQ41 ? "Q41MatMul" : "Q80MatMul"; };
+  op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
+  op.GetInputType = [](const OrtCustomOp*, size_t i) {
+    return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
+  };
+  op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{kQ41 ? 4u : 3u}; };
+  op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };
+  op.GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
+  op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+  op.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
+  op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
+  op.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return 0; };
+  op.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  op.CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo*, void** kernel) -> OrtStatus* {
+    *kernel = new Kernel{api};
+    return nullptr;
+  };
+  op.KernelComputeV2 = kQ41 ? compute_q41 : compute_q80;
+  return op;
+}
+
+OrtCustomOp g_q41 = make_op<true>();
+OrtCustomOp g_q80 = make_op<false>();
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOptions* options,
+                                                                                const OrtApiBase* base) {
+  const OrtApi* api = base->GetApi(kApiVersion);
+  if (api == nullptr) return nullptr;  // older than 1.17: nothing to report through; the model fails to load
+  OrtCustomOpDomain* domain = nullptr;  // lives as long as the process: sessions may outlive any one caller
+  if (OrtStatus* s = fn<CreateCustomOpDomainFn>(api, kCreateCustomOpDomain)("slmops", &domain)) return s;
+  if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q41)) return s;
+  if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q80)) return s;
+  return fn<AddCustomOpDomainFn>(api, kAddCustomOpDomain)(options, domain);
+}
