@@ -7,7 +7,8 @@ from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, Un
                      VerificationFailed)
 from .jobs.registry import JOB_KINDS, JobKind
 from .models import DEFAULT_MODEL_ID
-from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord, RunStatus
+from .records import (ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus,
+                      RunRecord, RunStatus)
 from .settings import Settings
 
 __all__ = [
@@ -15,7 +16,8 @@ __all__ = [
     "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams",
     "JOB_KINDS", "JobKind", "sweep_variants",
-    "ChatChunk", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine", "ArtifactRecord",
+    "ChatChunk", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine",
+    "ArtifactRecord",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
     "VerificationFailed",
 ]

@@ -16,7 +16,7 @@ from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .paths import check_config_paths, check_local_path
-from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelRecord, ModelStatus, RunRecord
+from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus, RunRecord
 from .exports import export_summary, register_onnx
 from .jobs.registry import JOB_KINDS, job_kind
 from .runner import Runner
@@ -61,7 +61,7 @@ class Engine:
         if source == "local":
             folder = Path(ref)
             facts = inspect_hf_folder(folder)
-            return self.store.add_model(id=model_id, format="hf", path=str(folder), source="local",
+            return self.store.add_model(id=model_id, format=ModelFormat.HF, path=str(folder), source="local",
                                         source_ref=str(folder), status=ModelStatus.READY.value, owned=False, **facts)
         if source == "gguf":
             check_gguf(Path(ref))
@@ -79,7 +79,7 @@ class Engine:
 
     def _prepare(self, model_id: str, source: str, ref: str, record_source: str | None = None) -> ModelRecord:
         config = PrepareModelConfig(model_id=model_id, source=source, source_ref=ref)
-        self.store.add_model(id=model_id, format="hf", path=str(self.settings.models_dir / model_id),
+        self.store.add_model(id=model_id, format=ModelFormat.HF, path=str(self.settings.models_dir / model_id),
                              source=record_source or source, source_ref=ref, status=ModelStatus.PREPARING.value,
                              owned=True)
         run_id = self._launch(config)
@@ -102,7 +102,8 @@ class Engine:
         active = [r.id for r in self.store.active_runs() if r.model_id == model_id]
         if active:
             raise Busy(f"Model '{model_id}' is used by active run(s) {active}: cancel them first.")
-        adapters = [m.id for m in self.store.list_models() if m.parent_id == model_id and m.format == "hf-adapter"]
+        adapters = [m.id for m in self.store.list_models()
+                    if m.parent_id == model_id and m.format == ModelFormat.ADAPTER]
         if adapters:
             raise Busy(f"Adapters {', '.join(adapters)} load on top of '{model_id}': delete them first.")
         self._models.drop(model_id)
@@ -128,13 +129,13 @@ class Engine:
         model = self.ready_model(model_id)
         base_path, adapter_path = self.weights_of(model)
         lm, tokenizer = self._models.get(model.id, base_path, adapter_path, model.format)
-        if model.format == "onnx-genai":
+        if model.format == ModelFormat.ONNX:
             return lm.stream_reply(messages, params, stop)
         return stream_reply(lm, tokenizer, messages, params, stop)
 
     def weights_of(self, model: ModelRecord) -> tuple[str, str | None]:
         """(base folder, adapter folder or None): an adapter model loads on top of its parent's weights."""
-        if model.format != "hf-adapter":
+        if model.format != ModelFormat.ADAPTER:
             return model.path, None
         if not model.parent_id or not self.store.has_model(model.parent_id):
             raise InvalidInput(f"Adapter '{model.id}' needs its base model '{model.parent_id}', which is no longer "

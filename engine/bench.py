@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .eval_text import log_softmax, windowed_nll
 from .settings import PROJECT_ROOT
+from .records import ModelFormat
 
 MC_PATH = PROJECT_ROOT / "assets" / "eval" / "mc_questions.jsonl"
 
@@ -127,28 +129,14 @@ class OgBackend:
 
 
 def open_backend(fmt: str, path: str, adapter_path: str | None = None, threads: int = 0):
-    if fmt == "onnx-genai":
+    if fmt == ModelFormat.ONNX:
         return OgBackend(path, threads)
     return TorchBackend(path, adapter_path, threads)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float64)
-    logits = logits - logits.max(axis=-1, keepdims=True)
-    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-
-
 def perplexity(backend, text: str, n_tokens: int, window: int = 512) -> tuple[float, int]:
     """Perplexity over the first n_tokens of `text`, non-overlapping windows; (ppl, tokens scored)."""
-    ids = backend.encode(text)[:n_tokens]
-    total, count = 0.0, 0
-    for start in range(0, len(ids) - 1, window):
-        w = ids[start:start + window]
-        if len(w) < 2:
-            break
-        logp = log_softmax(backend.logits(w)[:-1])
-        total -= float(logp[np.arange(len(w) - 1), w[1:]].sum())
-        count += len(w) - 1
+    total, count = windowed_nll(backend.logits, backend.encode(text)[:n_tokens], window)
     return math.exp(total / max(count, 1)), count
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .configs import GenerationParams
 from .errors import InvalidInput
-from .records import ChatChunk
+from .records import ChatChunk, ModelFormat
 
 
 def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):
@@ -40,7 +40,7 @@ class LoadedModels:
         self._items: OrderedDict[str, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str, path: str, adapter_path: str | None = None, fmt: str = "hf"):
+    def get(self, model_id: str, path: str, adapter_path: str | None = None, fmt: str = ModelFormat.HF):
         """(model, tokenizer) for torch formats; (OgModel, None) for an ONNX Runtime GenAI export."""
         with self._lock:
             key = f"{model_id}@{path}+{adapter_path}"
@@ -49,7 +49,7 @@ class LoadedModels:
                 return self._items[key]
             while len(self._items) >= self.capacity:
                 self._items.popitem(last=False)
-            if fmt == "onnx-genai":
+            if fmt == ModelFormat.ONNX:
                 from .ort_genai import OgModel
 
                 self._items[key] = (OgModel(path), None)

@@ -12,6 +12,7 @@ from .configs import DistillConfig, FineTuneConfig, GenerateDataConfig, Quantize
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
+from .records import ModelFormat
 
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -19,7 +20,7 @@ LAYER = re.compile(r"\.layers\.(\d+)\.")
 def check_generate(engine, config: GenerateDataConfig) -> int:
     """The teacher is a ready full model and the prompts load; returns the number of prompts."""
     teacher = engine.ready_model(config.teacher_model_id)
-    if teacher.format != "hf":
+    if teacher.format != ModelFormat.HF:
         raise InvalidInput(f"'{teacher.id}' is a {teacher.format} model; use a full model as the teacher.")
     if config.regex:
         try:
@@ -77,12 +78,12 @@ def check_distill(engine, config: DistillConfig) -> dict:
     from .distill import check_same_tokenizer
 
     teacher = engine.ready_model(config.teacher_model_id)
-    if teacher.format != "hf":
+    if teacher.format != ModelFormat.HF:
         raise InvalidInput(f"'{teacher.id}' is a {teacher.format} model; use a full model as the teacher.")
     preview = student_preview(engine, config)
     if config.student == "existing":
         student = engine.ready_model(config.student_model_id)
-        if student.format != "hf":
+        if student.format != ModelFormat.HF:
             raise InvalidInput(f"'{student.id}' is a {student.format} model; the student must be a full model.")
         check_same_tokenizer(AutoTokenizer.from_pretrained(teacher.path), AutoTokenizer.from_pretrained(student.path),
                              teacher.id, student.id)
@@ -102,7 +103,7 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
     from .training import estimate_memory_bytes, qlora_unavailable_reason
 
     model = engine.ready_model(config.model_id)
-    if model.format != "hf":
+    if model.format != ModelFormat.HF:
         raise InvalidInput(f"'{model.id}' is a {model.format} model; fine-tune its base or a merged model.")
     if config.method == "qlora" and (reason := qlora_unavailable_reason()):
         raise InvalidInput(reason + " Use method 'lora' instead.")
@@ -125,7 +126,7 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     from .onnx_export import check_disk, check_export
 
     model = engine.ready_model(config.model_id)
-    if model.format == "onnx-genai":
+    if model.format == ModelFormat.ONNX:
         raise InvalidInput(f"'{model.id}' is already an ONNX export; quantize its source model instead.")
     check_model_id(config.output_id())
     if engine.store.has_model(config.output_id()):

@@ -1,31 +1,42 @@
-"""ONNX exports as registered models: registering a built export folder, and the verified numbers of each export
-(from the run that made it) for the tables, the lineage view and the choice of the fastest good export."""
+"""What runs make, as registered models: publishing a finished folder (fine-tunes, adapters, students, ONNX
+exports), and the verified numbers of each ONNX export (from the run that made it) for the tables, the lineage view
+and the choice of the fastest good export."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from .onnx_export import export_size
-from .records import ModelStatus
+from .records import ModelFormat, ModelStatus
+
+
+def publish_model(store, models_dir: Path, folder: Path, model_id: str, fmt: str, parent, run_id: int, *,
+                  params: int | None = None, note: str = "") -> Path:
+    """Move a run's finished folder to models/<model_id> and register it as the child of `parent`, made by `run_id`
+    (the files are complete before the record exists); the run lists it as an artifact. The one way a job publishes
+    a model: fine-tunes, adapters, students and ONNX exports."""
+    from .models import dir_size, safetensors_params
+
+    final = models_dir / model_id
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.move(str(folder), str(final))
+    size = dir_size(final)
+    store.add_model(id=model_id, format=fmt, path=str(final), source="run",
+                    source_ref=f"run {run_id}" + (f": {note}" if note else ""), status=ModelStatus.READY.value,
+                    params=safetensors_params(final) if params is None else params, size_bytes=size,
+                    architecture=parent.architecture, parent_id=parent.id, run_id=run_id, owned=True)
+    store.add_artifact(run_id, "adapter" if fmt == ModelFormat.ADAPTER else "model", str(final), size, model_id)
+    return final
 
 
 def register_onnx(store, models_dir: Path, source, folder: Path, out_id: str, run_id: int) -> Path:
-    """Move a built export into the models folder and register it (files complete before the record exists)."""
-    final = models_dir / out_id
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.move(str(folder), str(final))
-    size = export_size(final)
-    store.add_model(id=out_id, format="onnx-genai", path=str(final), source="run", source_ref=f"run {run_id}",
-                    status=ModelStatus.READY.value, params=source.params, size_bytes=size,
-                    architecture=source.architecture, parent_id=source.id, run_id=run_id, owned=True)
-    store.add_artifact(run_id, "model", str(final), size, out_id)
-    return final
+    """Publish a built ONNX export of `source` (its parameter count is the source's)."""
+    return publish_model(store, models_dir, folder, out_id, ModelFormat.ONNX, source, run_id, params=source.params)
 
 
 def export_summary(store, model) -> dict:
     """The verified numbers of an ONNX export (variant, size, perplexity ratio, decode speed…) from the run that
     made it; for a sweep, the row of its candidate. Empty when unknown."""
-    if model.format != "onnx-genai" or not model.run_id:
+    if model.format != ModelFormat.ONNX or not model.run_id:
         return {}
     try:
         summary = store.get_run(model.run_id).summary
@@ -42,7 +53,7 @@ def best_export(store, source_id: str, max_ppl_ratio: float = 1.05):
     """The fastest ready ONNX export of `source_id` whose verified perplexity stays within the bound, or None."""
     best, best_speed = None, -1.0
     for m in store.list_models():
-        if m.format != "onnx-genai" or m.parent_id != source_id or not m.ready:
+        if m.format != ModelFormat.ONNX or m.parent_id != source_id or not m.ready:
             continue
         facts = export_summary(store, m)
         ratio, speed = facts.get("ppl_ratio"), facts.get("decode_tok_s") or 0.0

@@ -149,18 +149,6 @@ class OgModel:
             gen.rewind_to(prefix)
         return out
 
-    def nll(self, ids: list[int], window: int = 512) -> tuple[float, int]:
-        """Total NLL and scored-token count over `ids` in non-overlapping windows (as eval_text does for torch)."""
-        total, count = 0.0, 0
-        window = min(window, self.context)
-        for start in range(0, len(ids) - 1, window):
-            chunk = ids[start:start + window]
-            if len(chunk) < 2:
-                break
-            total += token_nll(self.logits(chunk)[:-1], np.asarray(chunk[1:]))
-            count += len(chunk) - 1
-        return total, count
-
 
 def common_prefix(seqs: list[list[int]]) -> int:
     """Length of the prefix all `seqs` share, leaving each at least one token of its own."""
@@ -168,25 +156,3 @@ def common_prefix(seqs: list[list[int]]) -> int:
     while seqs and all(len(s) > n + 1 for s in seqs) and len({s[n] for s in seqs}) == 1:
         n += 1
     return n
-
-
-def token_nll(logits: np.ndarray, target: np.ndarray) -> float:
-    """Summed negative log-likelihood of `target` under `logits` [n, vocab] (float64 log-softmax)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(target)), target].sum())
-
-
-def standard_text_nll(model: OgModel, n_tokens: int = 4096, window: int = 512) -> float:
-    """Mean NLL per token on the same slice of the standard text as `eval_text.standard_text_nll` for torch."""
-    from .eval_text import standard_text
-
-    ids = model.encode(standard_text())[:n_tokens]
-    total, count = model.nll(ids, window)
-    return total / max(count, 1)
-
-
-def is_onnx_folder(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / "genai_config.json").is_file() and any(path.glob("*.onnx"))

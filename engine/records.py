@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
+
+
+class ModelFormat(StrEnum):
+    """What a registered model's folder holds (one of these, never a bare string)."""
+    HF = "hf"  # a transformers safetensors folder (full weights)
+    ADAPTER = "hf-adapter"  # a PEFT LoRA adapter; its base is the model's parent
+    ONNX = "onnx-genai"  # an ONNX Runtime GenAI export
 
 
 class RunStatus(str, Enum):
@@ -31,7 +38,7 @@ class ModelStatus(str, Enum):
 @dataclass(frozen=True)
 class ModelRecord:
     id: str
-    format: str  # "hf" (safetensors folder) for now; later "hf-adapter", "onnx-genai"
+    format: ModelFormat
     path: str
     source: str  # bundled | local | gguf | hub | run
     source_ref: str
@@ -47,7 +54,8 @@ class ModelRecord:
 
     @classmethod
     def from_row(cls, row: dict) -> "ModelRecord":
-        return cls(**{k: row.get(k) for k in cls.__dataclass_fields__ if k != "owned"}, owned=bool(row.get("owned")))
+        values = {k: row.get(k) for k in cls.__dataclass_fields__ if k not in ("owned", "format")}
+        return cls(**values, format=ModelFormat(row["format"]), owned=bool(row.get("owned")))
 
     @property
     def ready(self) -> bool:

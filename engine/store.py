@@ -13,7 +13,8 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .errors import InvalidInput, NotFound
-from .records import ACTIVE_STATUSES, ArtifactRecord, LogLine, MetricPoint, ModelRecord, RunRecord, RunStatus
+from .records import (ACTIVE_STATUSES, ArtifactRecord, LogLine, MetricPoint, ModelFormat, ModelRecord, RunRecord,
+                      RunStatus)
 
 migrations = Migrations("slmops")
 
@@ -150,6 +151,7 @@ class Store:
 
     # ---- models -------------------------------------------------------------------------------------------
     def add_model(self, **row) -> ModelRecord:
+        row["format"] = ModelFormat(row["format"]).value  # an unknown format is refused; the column holds its text
         row.setdefault("created_at", utcnow())
         row["owned"] = int(bool(row.get("owned")))
         self.db["models"].insert(row, pk="id")

@@ -209,7 +209,7 @@ class TrainingSession:
         if config.resume_from_run is not None:
             self.resume_from = last_checkpoint(ctx.settings.runs_dir / str(config.resume_from_run))
             if self.resume_from is None:
-                raise ValueError(f"run {config.resume_from_run} left no checkpoint to resume from")
+                raise InvalidInput(f"run {config.resume_from_run} left no checkpoint to resume from")
             ctx.log(f"resuming from {self.resume_from}")
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         args = TrainingArguments(

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+from ..errors import InvalidInput
 from ..bench import agreement, hardware_record
 from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
 from ..data import load_prompts
+from ..records import ModelFormat
 
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
@@ -80,7 +82,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
     models = [store.get_model(m) for m in config.model_ids]
     prompts = [p["prompt"] for p in load_prompts(config.prompts_path)]
     if not prompts:
-        raise ValueError(f"{config.prompts_path} holds no prompts")
+        raise InvalidInput(f"{config.prompts_path} holds no prompts")
     timed = prompts[:config.prompt_count]
     agree_prompts = prompts[:config.agreement_prompts]
     hardware = hardware_record(config.threads)
@@ -89,7 +91,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
 
     def request(model, mode: str) -> dict:
         path, adapter = model.path, None
-        if model.format == "hf-adapter":
+        if model.format == ModelFormat.ADAPTER:
             path, adapter = store.get_model(model.parent_id).path, model.path
         return {"model": {"id": model.id, "format": model.format, "path": path, "adapter_path": adapter},
                 "mode": mode, "threads": config.threads, "prompts": timed, "new_tokens": GEN_LENGTHS[config.gen_length],

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .. import faults
-from ..errors import Cancelled  # noqa: F401 - recipes and the worker catch it by this name too
+from ..errors import Cancelled
 from ..settings import Settings
 from ..store import Store
 

@@ -7,12 +7,14 @@ import os
 import shutil
 import time
 
+from ..errors import InvalidInput
 from ..configs import DistillConfig
 from ..distill import (check_same_tokenizer, decode_tokens_per_s, derive_student, greedy_tokens,
                        make_distill_trainer, perplexity, response_nll)
-from ..records import ModelStatus
+from ..exports import publish_model
 from ..scoring import split_conversation
 from ..training import TrainingSession, count_params, prepare_data
+from ..records import ModelFormat
 
 CONFIG = DistillConfig
 
@@ -98,22 +100,13 @@ def run(ctx, config: DistillConfig) -> None:
 
 
 def save_student(ctx, config: DistillConfig, teacher_rec, student, tokenizer) -> None:
-    from ..models import dir_size, safetensors_params
-
     name = config.output_name or f"{teacher_rec.id}-student-run{ctx.run_id}"
     if ctx.store.has_model(name):
-        raise ValueError(f"a model named '{name}' already exists; choose another output name")
+        raise InvalidInput(f"a model named '{name}' already exists; choose another output name")
     tmp = ctx.workdir / f"{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    final = ctx.settings.models_dir / name
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    ctx.store.add_model(id=name, format="hf", path=str(final), source="run",
-                        source_ref=f"run {ctx.run_id}: distilled on {config.train_path}",
-                        status=ModelStatus.READY.value, params=safetensors_params(final), size_bytes=dir_size(final),
-                        architecture=teacher_rec.architecture, parent_id=teacher_rec.id, run_id=ctx.run_id,
-                        owned=True)
-    ctx.artifact("model", final, model_id=name)
+    publish_model(ctx.store, ctx.settings.models_dir, tmp, name, ModelFormat.HF, teacher_rec, ctx.run_id,
+                  note=f"distilled on {config.train_path}")
     ctx.log(f"registered student '{name}'")

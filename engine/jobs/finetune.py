@@ -7,9 +7,11 @@ import shutil
 import time
 from pathlib import Path
 
+from ..errors import InvalidInput
 from ..configs import FineTuneConfig
-from ..records import ModelStatus
+from ..exports import publish_model
 from ..training import TrainingSession, build_model, count_params, prepare_data
+from ..records import ModelFormat
 
 CONFIG = FineTuneConfig
 
@@ -47,8 +49,8 @@ def run(ctx, config: FineTuneConfig) -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
     base = ctx.store.get_model(config.model_id)
-    if base.format != "hf":
-        raise ValueError(f"'{base.id}' is a {base.format} model; fine-tune a full model (its base or a merged one).")
+    if base.format != ModelFormat.HF:
+        raise InvalidInput(f"'{base.id}' is a {base.format} model; fine-tune a full model (its base or a merged one).")
     set_seed(config.seed)
     ctx.progress(0.01, "loading tokenizer and data")
     tokenizer = AutoTokenizer.from_pretrained(base.path, trust_remote_code=False)
@@ -84,18 +86,8 @@ def run(ctx, config: FineTuneConfig) -> None:
 
 
 def _publish(ctx, folder_tmp: Path, model_id: str, fmt: str, parent_id: str) -> None:
-    """Move a finished folder into place and register it (files complete before the record exists)."""
-    from ..models import dir_size, safetensors_params
-
-    final = ctx.settings.models_dir / model_id
-    shutil.rmtree(final, ignore_errors=True)
-    folder_tmp.rename(final)
-    arch = ctx.store.get_model(parent_id).architecture
-    ctx.store.add_model(id=model_id, format=fmt, path=str(final), source="run", source_ref=f"run {ctx.run_id}",
-                        status=ModelStatus.READY.value, params=safetensors_params(final),
-                        size_bytes=dir_size(final), architecture=arch, parent_id=parent_id, run_id=ctx.run_id,
-                        owned=True)
-    ctx.artifact("adapter" if fmt == "hf-adapter" else "model", final, model_id=model_id)
+    publish_model(ctx.store, ctx.settings.models_dir, folder_tmp, model_id, fmt, ctx.store.get_model(parent_id),
+                  ctx.run_id)
     ctx.log(f"registered '{model_id}' ({fmt})")
 
 
@@ -108,15 +100,15 @@ def save_outputs(ctx, config: FineTuneConfig, base, model, tokenizer) -> None:
     name, merged_name = output_names(ctx, config)
     for model_id in (name, merged_name) if config.merge and config.method != "full" else (name,):
         if ctx.store.has_model(model_id):
-            raise ValueError(f"a model named '{model_id}' already exists; choose another output name")
+            raise InvalidInput(f"a model named '{model_id}' already exists; choose another output name")
     tmp = ctx.workdir / f"{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    _publish(ctx, tmp, name, "hf" if config.method == "full" else "hf-adapter", base.id)
+    _publish(ctx, tmp, name, ModelFormat.HF if config.method == "full" else ModelFormat.ADAPTER, base.id)
     if config.merge and config.method != "full":
         merged = model.merge_and_unload()
         tmp = ctx.workdir / f"{merged_name}.partial"
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _publish(ctx, tmp, merged_name, "hf", base.id)
+        _publish(ctx, tmp, merged_name, ModelFormat.HF, base.id)

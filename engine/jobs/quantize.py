@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 from ..configs import QuantizeConfig
+from ..errors import InvalidInput, VerificationFailed
 from ..exports import register_onnx
 from ..onnx_export import builder_command, check_disk, check_export, export_size, run_builder
 from ..settings import PROJECT_ROOT
+from ..records import ModelFormat
 
 CONFIG = QuantizeConfig
 CHECK_PROMPT = "What is the capital of France?"
@@ -28,7 +30,7 @@ def agreement_prompts(limit: int = 16) -> list[str]:
 
 def merged_source(ctx, model) -> Path:
     """The HF folder to export: the model itself, or its adapter merged into the base in the run folder."""
-    if model.format == "hf":
+    if model.format == ModelFormat.HF:
         return Path(model.path)
     import torch
     from peft import PeftModel
@@ -70,12 +72,12 @@ def delta_parent(ctx, source):
     """The model a fine-tune's change is measured against: the oldest ready ancestor in the lineage with the same
     architecture and parameter count (a LoRA adapter's base counts as the same shape), or None."""
     store, found, seen = ctx.store, None, {source.id}
-    params = source.params if source.format == "hf" else None
+    params = source.params if source.format == ModelFormat.HF else None
     current = source
     while current.parent_id and current.parent_id not in seen and store.has_model(current.parent_id):
         up = store.get_model(current.parent_id)
         params = params if params is not None else up.params
-        if up.format != "hf" or not up.ready or up.architecture != source.architecture or up.params != params:
+        if up.format != ModelFormat.HF or not up.ready or up.architecture != source.architecture or up.params != params:
             break
         found, current = up, up
         seen.add(up.id)
@@ -154,14 +156,12 @@ def prepare_source(ctx, config: QuantizeConfig):
     facts = check_export(src, config, source.params)
     check_disk(ctx.settings.models_dir, facts["bytes_needed"])
     ctx.check_cancelled()
-    source_size = source.size_bytes if source.format == "hf" else export_size(src)
+    source_size = source.size_bytes if source.format == ModelFormat.HF else export_size(src)
     return source, src, source_size
 
 
 def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
     """Refuse an export that no longer behaves like its source (a fine-tune rounded away agrees on ~0.3)."""
-    from ..errors import VerificationFailed
-
     agreement = result["first_token_agreement"]
     if agreement >= min_agreement:
         return
@@ -176,7 +176,7 @@ def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
 def run(ctx, config: QuantizeConfig) -> None:
     out_id = config.output_id()
     if ctx.store.has_model(out_id):
-        raise ValueError(f"a model named '{out_id}' already exists; choose another output name")
+        raise InvalidInput(f"a model named '{out_id}' already exists; choose another output name")
     t0 = time.perf_counter()
     source, src, source_size = prepare_source(ctx, config)
     folder = ctx.workdir / "export"
@@ -230,28 +230,27 @@ class Verifier:
         import numpy as np
         import torch
 
-        from ..ort_genai import token_nll
+        from ..eval_text import token_nll, windows
 
         if self._ref is not None:
             return self._ref
         prompts = [og_model.prompt_ids([{"role": "user", "content": p}]) for p in agreement_prompts()]
-        window = min(512, og_model.context)
-        windows = [self.text_ids[s:s + window] for s in range(0, len(self.text_ids) - 1, window)]
-        windows = [w for w in windows if len(w) >= 2]
+        texts = windows(self.text_ids, min(512, og_model.context))
         with torch.inference_mode():
             first = [int(self.lm(input_ids=torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
             stats = []
-            for w in windows:
+            for w in texts:
                 self.ctx.check_cancelled()
                 logits = self.lm(input_ids=torch.tensor([w])).logits[0, :-1].double().numpy()
                 stats.append((token_nll(logits, np.asarray(w[1:])), logits.argmax(1)))
-        self._ref = {"prompts": prompts, "first": first, "windows": windows, "stats": stats}
+        self._ref = {"prompts": prompts, "first": first, "windows": texts, "stats": stats}
         return self._ref
 
     def measure(self, export: Path, span=(0.6, 1.0)) -> dict:
         import numpy as np
 
-        from ..ort_genai import OgModel, token_nll
+        from ..eval_text import token_nll
+        from ..ort_genai import OgModel
 
         ctx, (lo, hi) = self.ctx, span
         ctx.progress(lo, "verify: loading the export with onnxruntime-genai")
@@ -296,8 +295,6 @@ class Verifier:
 
 def run_sweep(ctx, config) -> None:
     """Build and verify each candidate; register the fastest within the quality bound."""
-    from ..errors import InvalidInput
-
     candidates = config.candidate_configs()
     source, src, source_size = prepare_source(ctx, candidates[0])
     parent = delta_parent(ctx, source)

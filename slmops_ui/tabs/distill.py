@@ -6,7 +6,7 @@ import json
 
 import gradio as gr
 
-from engine import DistillConfig, GenerateDataConfig
+from engine import DistillConfig, GenerateDataConfig, ModelFormat
 
 from ..forms import model_choices, number, slider, ui_errors
 from ..job_panel import build_job_panel
@@ -198,7 +198,7 @@ def build_distill_tab(engine) -> dict:
         teacher2, student, fields2 = build_stage2(engine, picker)
 
     def refresh(t1, t2, st, ds):
-        full = [m for m in model_choices(engine) if engine.get_model(m).format == "hf"]
+        full = [m for m in model_choices(engine) if engine.get_model(m).format == ModelFormat.HF]
         default = full[0] if full else None
         pick = lambda cur: cur if cur in full else default  # noqa: E731
         datasets = dataset_choices()

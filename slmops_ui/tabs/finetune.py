@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine import FineTuneConfig
+from engine import FineTuneConfig, ModelFormat
 
 from ..forms import model_choices, number, parse_mapping, slider, ui_errors
 from ..job_panel import build_job_panel
@@ -139,7 +139,7 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
     start.click(do_start, inputs, [run_state, estimate_text])
 
     def refresh(current, current_data):
-        choices = [m for m in model_choices(engine) if engine.get_model(m).format == "hf"]
+        choices = [m for m in model_choices(engine) if engine.get_model(m).format == ModelFormat.HF]
         datasets = [(f"{d.path.rsplit('/', 1)[-1]} (run {d.run_id})", d.path) for d in engine.list_datasets()]
         return (gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None)),
                 gr.update(choices=datasets, value=current_data if current_data in dict(datasets).values() else None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import QuantizeConfig, QuantizeSweepConfig, sweep_variants
+from engine import ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
 
 from ..charts import pareto_figure
 from ..forms import model_choices, number, ui_errors
@@ -19,7 +19,7 @@ PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact
 def exports_rows(engine) -> list[list]:
     rows = []
     for m in engine.list_models():
-        if m.format != "onnx-genai":
+        if m.format != ModelFormat.ONNX:
             continue
         summary = engine.export_summary(m.id)
         rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", summary.get("variant", ""),
@@ -159,7 +159,8 @@ def build_quantize_tab(engine) -> dict:
     register.click(do_register, [run_state, pick, pick_name], [exports])
 
     def refresh(current):
-        sources = [m for m in model_choices(engine) if engine.get_model(m).format in {"hf", "hf-adapter"}]
+        sources = [m for m in model_choices(engine)
+                   if engine.get_model(m).format in {ModelFormat.HF, ModelFormat.ADAPTER}]
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
                 exports_rows(engine))
 
