@@ -1,6 +1,6 @@
 """SLMOps Studio engine: models, runs, chat. No UI imports here (gradio/plotly belong to slmops_ui)."""
 from .api import Engine
-from .configs import (BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig,
+from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
                       GenerationParams, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
                       SelfTestConfig, sweep_variants)
 from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
@@ -10,14 +10,15 @@ from .models import DEFAULT_MODEL_ID
 from .records import (ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus,
                       RunRecord, RunStatus)
 from .settings import Settings
+from .tasks import Task
 
 __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig",
-    "JobConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
+    "JobConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams",
     "JOB_KINDS", "JobKind", "sweep_variants",
     "ChatChunk", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine",
-    "ArtifactRecord",
+    "ArtifactRecord", "Task",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
     "VerificationFailed",
 ]

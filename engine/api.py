@@ -19,9 +19,12 @@ from .paths import check_config_paths, check_local_path
 from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus, RunRecord
 from .exports import export_summary, register_onnx
 from .jobs.registry import JOB_KINDS, job_kind
+from .loading import weights_of
 from .runner import Runner
 from .settings import Settings, hub_reachable
 from .store import Store
+from .tasks import BUNDLED as BUNDLED_TASKS
+from .tasks import Task, check_task
 
 
 class Engine:
@@ -34,6 +37,8 @@ class Engine:
         self.runner = Runner(self.settings, self.store)
         self._models = LoadedModels(self.settings.max_loaded_models)
         self._servers: dict = {}
+        for task in BUNDLED_TASKS:  # the example tasks, registered on every start (their files ship with the app)
+            self.store.put_task(task.name, task.model_dump_json(), bundled=True)
         if recover:
             self.runner.recover()
 
@@ -135,12 +140,7 @@ class Engine:
 
     def weights_of(self, model: ModelRecord) -> tuple[str, str | None]:
         """(base folder, adapter folder or None): an adapter model loads on top of its parent's weights."""
-        if model.format != ModelFormat.ADAPTER:
-            return model.path, None
-        if not model.parent_id or not self.store.has_model(model.parent_id):
-            raise InvalidInput(f"Adapter '{model.id}' needs its base model '{model.parent_id}', which is no longer "
-                               "registered. Register the base again under that name, or delete the adapter.")
-        return self.ready_model(model.parent_id).path, model.path
+        return weights_of(self.store, model)
 
     # ---- serving ------------------------------------------------------------------------------------------
     def start_server(self, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000,
@@ -168,6 +168,32 @@ class Engine:
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()
+
+    # ---- tasks ----------------------------------------------------------------------------------------------
+    def list_tasks(self) -> list[Task]:
+        return [Task.model_validate_json(row["config_json"]) for row in self.store.task_rows()]
+
+    def get_task(self, name: str) -> Task:
+        return Task.model_validate_json(self.store.task_json(name))
+
+    def add_task(self, task: Task, replace: bool = False) -> int:
+        """Store a task after checking that it can be scored; returns its number of examples."""
+        check_local_path(self.settings, task.eval_path, "Evaluation set")
+        if not replace and task.name in {t.name for t in self.list_tasks()}:
+            raise InvalidInput(f"A task named '{task.name}' exists already: choose another name.")
+        count = check_task(task)
+        self.store.put_task(task.name, task.model_dump_json())
+        return count
+
+    def run_predictions(self, run_id: int) -> list[dict]:
+        """Every example an evaluate run scored: n, prompt, reference, prediction, score ([] when it wrote none)."""
+        import json
+
+        files = [a.path for a in self.store.artifacts(run_id) if a.kind == "predictions" and Path(a.path).is_file()]
+        if not files:
+            return []
+        with open(files[0], encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
 
     # ---- runs ---------------------------------------------------------------------------------------------
     def start_run(self, config: JobConfig) -> int:
@@ -244,11 +270,10 @@ class Engine:
 
     def validate_dataset(self, model_id: str, path: str, max_length: int, columns: dict | None = None):
         """The dataset report (problems, lengths, preview) as `model_id`'s tokenizer sees the data."""
-        from transformers import AutoTokenizer
-
         from .data_check import validate_dataset
+        from .loading import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.ready_model(model_id).path, trust_remote_code=False)
+        tokenizer = load_tokenizer(self.ready_model(model_id).path)
         return validate_dataset(str(check_local_path(self.settings, path, "Dataset path")), tokenizer, max_length,
                                 columns or None)
 

@@ -26,7 +26,7 @@ class TorchBackend:
     def __init__(self, path: str, adapter_path: str | None = None, threads: int = 0):
         import torch
 
-        from .chat import load_causal_lm
+        from .loading import load_causal_lm
 
         if threads:
             torch.set_num_threads(threads)

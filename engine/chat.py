@@ -9,27 +9,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 
 from .configs import GenerationParams
 from .errors import InvalidInput
+from .loading import load_causal_lm
 from .records import ChatChunk, ModelFormat
-
-
-def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):
-    """Load a registered HF folder (and optionally a PEFT LoRA adapter on top): safetensors only, no remote code."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(adapter_path or path, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                 trust_remote_code=False)
-    if adapter_path is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
-    model.eval()
-    return model, tokenizer
 
 
 class LoadedModels:

@@ -8,7 +8,8 @@ import re
 import struct
 from pathlib import Path
 
-from .configs import DistillConfig, FineTuneConfig, GenerateDataConfig, QuantizeConfig, QuantizeSweepConfig
+from .configs import (DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig, QuantizeConfig,
+                      QuantizeSweepConfig)
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
@@ -73,7 +74,7 @@ def student_preview(engine, config: DistillConfig) -> dict:
 
 def check_distill(engine, config: DistillConfig) -> dict:
     """Teacher, student and data can work together; returns the student preview."""
-    from transformers import AutoTokenizer
+    from .loading import load_tokenizer
 
     from .distill import check_same_tokenizer
 
@@ -85,7 +86,7 @@ def check_distill(engine, config: DistillConfig) -> dict:
         student = engine.ready_model(config.student_model_id)
         if student.format != ModelFormat.HF:
             raise InvalidInput(f"'{student.id}' is a {student.format} model; the student must be a full model.")
-        check_same_tokenizer(AutoTokenizer.from_pretrained(teacher.path), AutoTokenizer.from_pretrained(student.path),
+        check_same_tokenizer(load_tokenizer(teacher.path), load_tokenizer(student.path),
                              teacher.id, student.id)
     paths = [config.train_path] + ([config.eval_path] if config.eval_path else [])
     errors = [f"{r.path}: {e}" for p in paths
@@ -141,3 +142,19 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
 def check_quantize_sweep(engine, config: QuantizeSweepConfig) -> dict:
     """A sweep's source can be exported (checked as its first candidate)."""
     return check_quantize(engine, config.candidate_configs()[0].model_copy(update={"output_name": "sweep-check"}))
+
+
+def check_evaluate(engine, config: EvaluateConfig) -> int:
+    """The task exists and can be scored; the model is ready (an adapter's base too); returns the examples scored."""
+    from .exports import best_export
+    from .loading import weights_of
+    from .tasks import check_task
+
+    task = engine.get_task(config.task)
+    model = engine.ready_model(config.model_id)
+    weights_of(engine.store, model)
+    if config.backend == "onnx" and model.format != ModelFormat.ONNX and best_export(engine.store, model.id) is None:
+        raise InvalidInput(f"'{model.id}' has no verified ONNX export: build one in the Quantize tab, or score it with "
+                           "backend transformers (or auto).")
+    count = check_task(task)
+    return min(count, config.limit) if config.limit else count

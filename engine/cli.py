@@ -215,6 +215,42 @@ def cmd_benchmark(engine: Engine, args) -> int:
     return code
 
 
+def cmd_eval(engine: Engine, args) -> int:
+    """Score a model on a task and print the score with its 95 % interval."""
+    from .configs import EvaluateConfig
+
+    config = EvaluateConfig(model_id=args.model, task=args.task, limit=args.limit, backend=args.backend,
+                            threads=args.threads)
+    run_id = engine.start_run(config)
+    print(f"started run {run_id}")
+    code = _follow(engine, run_id)
+    s = engine.get_run(run_id).summary
+    if "score" in s:
+        print(f"{s['task']} ({s['scorer']}): {s['score']:.3f}, 95 % interval {s['ci_low']:.3f}–{s['ci_high']:.3f}, "
+              f"{s['examples']} examples, {s['scoring_s']} s on {s['backend']}")
+    for a in engine.run_artifacts(run_id):
+        print(f"{a.kind}: {a.path}")
+    return code
+
+
+def cmd_tasks_list(engine: Engine, args) -> int:
+    _print_table([{"name": t.name, "scorer": t.scorer, "max_new_tokens": t.max_new_tokens,
+                   "eval_path": t.eval_path} for t in engine.list_tasks()])
+    return 0
+
+
+def cmd_tasks_add(engine: Engine, args) -> int:
+    import yaml
+
+    from .tasks import Task
+
+    with open(args.config, encoding="utf-8") as fh:
+        task = Task.model_validate(yaml.safe_load(fh))
+    count = engine.add_task(task, replace=args.replace)
+    print(f"task '{task.name}': {count} examples, {task.scorer} scorer")
+    return 0
+
+
 def cmd_serve(engine: Engine, args) -> int:
     from .serve import serve
 
@@ -306,6 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML/JSON config (kind: benchmark) instead of the flags")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("eval", help="score a model on a task (score, 95 % interval, every answer in a JSONL file)")
+    p.add_argument("--model", required=True, help="registered model (any format)")
+    p.add_argument("--task", required=True, help="stored task (python -m engine tasks list)")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N examples (default: all)")
+    p.add_argument("--backend", choices=["auto", "transformers", "onnx"], default="auto",
+                   help="auto: a model's fastest verified ONNX export when it has one")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_eval)
+
+    tasks = sub.add_parser("tasks", help="list or add tasks").add_subparsers(dest="action", required=True)
+    p = tasks.add_parser("list", help="stored tasks")
+    p.set_defaults(func=cmd_tasks_list)
+    p = tasks.add_parser("add", help="store a task from a YAML/JSON file (fields of engine.tasks.Task)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--replace", action="store_true", help="replace a task of the same name")
+    p.set_defaults(func=cmd_tasks_add)
 
     p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/models, /v1/chat/completions) for models")
     p.add_argument("--model", action="append", required=True, help="model to serve (repeat for several)")

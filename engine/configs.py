@@ -360,3 +360,17 @@ class BenchmarkConfig(JobConfig):
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(v.strip() for v in value if v.strip()))
+
+
+class EvaluateConfig(JobConfig):
+    """Score a model on a task: greedy answers to the task's evaluation set, each compared with its reference by
+    the task's scorer; the score with a 95 % interval, and every example's answer."""
+
+    kind: ClassVar[str] = "evaluate"
+    model_id: str = Field(description="Registered model to score (any format).")
+    task: str = Field(min_length=1, description="Name of a stored task (the bundled one: request_to_json).")
+    limit: int = Field(default=0, ge=0, le=1_000_000, description="Score only the first N examples (0: all).")
+    backend: Literal["auto", "transformers", "onnx"] = Field(
+        default="auto", description="auto: an ONNX export scores itself; a full model or adapter scores on its "
+        "fastest verified ONNX export when it has one (the summary names it), else on transformers.")
+    threads: int = Field(default=2, ge=0, le=256, description="Threads (0: the library default).")

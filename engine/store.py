@@ -63,6 +63,13 @@ def m003_run_queue(db: Database) -> None:
     db["runs"].add_column("exclusive", int, not_null_default=0)
 
 
+@migrations()
+def m004_tasks(db: Database) -> None:
+    """Named tasks (engine/tasks.py): an evaluation set, a scorer and generation settings, as the Task's JSON."""
+    db["tasks"].create({"name": str, "config_json": str, "bundled": int, "created_at": str}, pk="name",
+                       if_not_exists=True)  # two processes opening an older workspace at once may both run this
+
+
 def _utc_bound(value: str, name: str, end_of_day: bool) -> str:
     """A `since`/`until` filter as the ISO UTC text stored in created_at (string order = time order).
 
@@ -316,6 +323,19 @@ class Store:
             "SELECT run_id, time, level, message FROM (SELECT * FROM logs WHERE run_id = ? ORDER BY id DESC LIMIT ?)"
             " ORDER BY id", [run_id, tail]).fetchall()
         return [LogLine(*r) for r in rows]
+
+    def put_task(self, name: str, config_json: str, bundled: bool = False) -> None:
+        self.db["tasks"].upsert({"name": name, "config_json": config_json, "bundled": int(bundled),
+                                 "created_at": utcnow()}, pk="name")
+
+    def task_rows(self) -> list[dict]:
+        return list(self.db["tasks"].rows_where(order_by="name"))
+
+    def task_json(self, name: str) -> str:
+        rows = list(self.db["tasks"].rows_where("name = ?", [name]))
+        if not rows:
+            raise NotFound(f"No task named '{name}'. `python -m engine tasks list` shows the stored ones.")
+        return rows[0]["config_json"]
 
     def add_artifact(self, run_id: int, kind: str, path: str, size_bytes: int, model_id: str | None = None) -> None:
         self.db["artifacts"].insert({"run_id": run_id, "kind": kind, "path": path, "size_bytes": size_bytes,

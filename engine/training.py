@@ -96,9 +96,10 @@ def qlora_unavailable_reason() -> str | None:
 def build_model(config: FineTuneConfig, base_path: str):
     """The base model, wrapped with LoRA adapters unless this is full fine-tuning."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": torch.float32, "use_safetensors": True, "trust_remote_code": False}
+    from .loading import load_model
+
+    kwargs = {}
     if config.method == "qlora":
         reason = qlora_unavailable_reason()
         if reason:
@@ -106,7 +107,7 @@ def build_model(config: FineTuneConfig, base_path: str):
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
-    model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    model = load_model(base_path, **kwargs)
     if config.method == "full":
         return model
     from peft import LoraConfig, get_peft_model
@@ -157,13 +158,12 @@ def estimate_memory_bytes(config: FineTuneConfig, model_dir: str | Path, params:
 def probe_step_seconds(config: FineTuneConfig, base_path: str, steps: int = 2) -> float:
     """Time optimizer steps on a real batch of the data (the last of `steps` counts: the first warms up)."""
     import torch
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+    from transformers import DataCollatorForSeq2Seq
 
     from .data import encode_example
+    from .loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_path, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base_path, pad=True)
     _, _, conversations = _conversations(config.train_path, config.columns)
     rows = [encode_example(tokenizer, c, config.max_length) for c in conversations[:config.batch_size]]
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)

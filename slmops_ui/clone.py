@@ -33,7 +33,7 @@ def wire(clone_state: gr.State, forms: list[tuple[set[str], dict]]) -> None:
 
 # Which tab holds the form of a job kind (the tab ids of layout.py).
 TAB_OF_KIND = {"finetune": "finetune", "generate_data": "distill", "distill": "distill", "quantize": "quantize",
-               "quantize_sweep": "quantize", "benchmark": "benchmark"}
+               "quantize_sweep": "quantize", "benchmark": "benchmark", "evaluate": "evaluate"}
 
 
 def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs) -> dict:

@@ -8,6 +8,7 @@ from .clone import build_clone_row, wire
 from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
+from .tabs.evaluate import build_evaluate_tab
 from .tabs.finetune import build_finetune_tab
 from .tabs.models import build_models_tab
 from .tabs.quantize import build_quantize_tab
@@ -48,6 +49,8 @@ def build_app(engine) -> gr.Blocks:
                 finetune = build_finetune_tab(engine, qlora_reason)
             with gr.Tab("Quantize", id="quantize"):
                 quantize = build_quantize_tab(engine)
+            with gr.Tab("Evaluate", id="evaluate"):
+                evaluate = build_evaluate_tab(engine)
             with gr.Tab("Benchmark", id="benchmark"):
                 benchmark = build_benchmark_tab(engine)
             with gr.Tab("Serve", id="serve"):
@@ -65,9 +68,10 @@ def build_app(engine) -> gr.Blocks:
 
         tabs.select(runs_polling, None, [runs["timer"]], show_progress="hidden")
         runs_tab.select(*runs["shown"], show_progress="hidden")
-        wire(clone_state, [form for tab in (finetune, distill, quantize, benchmark) for form in tab["clone"]])
+        wire(clone_state, [form for tab in (finetune, distill, quantize, evaluate, benchmark) for form in tab["clone"]])
         refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
-                      quantize["refresh"], serve["refresh"], benchmark["refresh"], cloner["refresh"]]
+                      quantize["refresh"], evaluate["refresh"], serve["refresh"], benchmark["refresh"],
+                      cloner["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from engine import FineTuneConfig, GenerationParams
+from engine import EvaluateConfig, FineTuneConfig, GenerationParams, Task
 from engine.configs import BenchmarkConfig, DistillConfig, QuantizeConfig
 from engine.errors import SlmopsError
 from slmops_ui.forms import user_message
@@ -120,6 +120,20 @@ CASES = [
     ("delete-unknown-run", lambda e, t, d: e.delete_run(999), ["999"]),
     ("resume-unknown-run", lambda e, t, d: e.resume_run(999), ["999"]),
     ("delete-unknown-model", lambda e, t, d: e.delete_model("ghost"), ["ghost"]),
+    # ---- tasks and evaluation (`python -m engine eval`, `tasks add`) ----
+    ("eval-unknown-task", lambda e, t, d: e.check(EvaluateConfig(model_id="tiny", task="nope")), ["nope", "task"]),
+    ("eval-onnx-without-export", lambda e, t, d: e.check(EvaluateConfig(model_id="tiny", task="request_to_json",
+                                                                         backend="onnx")),
+     ["no verified onnx export", "quantize"]),
+    ("task-invalid-regex", lambda e, t, d: e.add_task(Task(name="r", eval_path=write(t, "r.jsonl", rows(3)),
+                                                           scorer="regex", pattern="(unclosed")),
+     ["pattern", "regular expression"]),
+    ("task-json-scorer-on-text", lambda e, t, d: e.add_task(Task(name="j", scorer="json", eval_path=write(
+        t, "j.jsonl", '{"prompt": "Capital of France?", "completion": "Paris"}\n' * 3))), ["json", "exact"]),
+    ("task-without-references", lambda e, t, d: e.add_task(Task(name="n", eval_path=write(
+        t, "n.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n' * 3))), ["reference"]),
+    ("task-duplicate-name", lambda e, t, d: e.add_task(Task(name="request_to_json", eval_path=write(
+        t, "d.jsonl", rows(3)))), ["exists", "another name"]),
 ]
 
 

@@ -233,6 +233,24 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
 
 
 @needs_chromium
+def test_evaluate_from_the_ui_scores_a_task_and_lists_every_example(app_url, tmp_path):
+    with open_tab(app_url, "Evaluate") as page:
+        page.click("#eval-model input")
+        page.get_by_role("option", name="smollm2-135m-instruct", exact=True).click()
+        page.get_by_label("Examples (0: all)").fill("3")
+        page.locator("#eval-backend").get_by_label("transformers").check()
+        page.click("#eval-start")
+        page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => e.innerText.includes("
+                               "'succeeded') && e.innerText.includes('95 % interval'))", timeout=300_000, polling=1000)
+        page.wait_for_function("(document.querySelector('#eval-examples')?.innerText.match(/intent/g) || [])"
+                               ".length >= 3", timeout=30_000, polling=500)
+        page.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
+        status = page.locator(".prose.job-status").filter(has_text="request_to_json").inner_text()
+        assert "score" in status and "scored on" in status and "transformers" in status
+    keep_screenshots(tmp_path, ("evaluate.png",))
+
+
+@needs_chromium
 def test_an_idle_page_does_not_animate_at_display_rate(app_url):
     """Gradio's hidden page-level status tracker would ask for ~60 frames a second forever (0.10 of a core of
     Chromium, measured); assets/quiet_frames.js, put ahead of Gradio's modules, serves it 5 a second."""

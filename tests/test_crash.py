@@ -3,7 +3,7 @@ the server itself is killed mid-run and restarted, and a worker runs out of disk
 says what happened, the store passes PRAGMA integrity_check, no record was lost, and every registered model and
 artifact has complete files (outputs are written to `*.partial` and renamed; leftovers are removed).
 
-Bounded: 6 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
+Bounded: 7 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
 kill points (default 1)."""
 import json
 import os
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, Settings
-from engine.configs import (BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig, QuantizeConfig,
-                            SelfTestConfig)
+from engine.configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
+                            QuantizeConfig, SelfTestConfig)
 from engine.records import RunStatus
 from engine.training import last_checkpoint
 from tests.helpers import ROOT, build_tiny_llama
@@ -44,6 +44,7 @@ def job_configs(data: Path) -> dict:
         "benchmark": BenchmarkConfig(model_ids=["tiny"], prompt_count=2, gen_length="short", repetitions=4, warmup=1,
                                      ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
         "selftest": SelfTestConfig(model_id="tiny", max_new_tokens=24),
+        "evaluate": EvaluateConfig(model_id="tiny", task="request_to_json", limit=24, backend="transformers"),
     }
 
 

@@ -22,7 +22,7 @@ def metrics(engine, run_id) -> dict:
 def test_tiny_exports_fp32_matches_torch_and_int4_builds(tiny_engine):
     import torch
 
-    from engine.chat import load_causal_lm
+    from engine.loading import load_causal_lm
     from engine.ort_genai import OgModel
 
     run_fp32 = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="fp32", verify_tokens=256))
@@ -168,7 +168,7 @@ def lora_child(engine, parent: str, folder, rank: int = 4, scale: float = 0.02, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from engine.chat import load_causal_lm
+    from engine.loading import load_causal_lm
     from engine.models import inspect_hf_folder
 
     lm, tok = load_causal_lm(engine.get_model(parent).path)

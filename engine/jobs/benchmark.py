@@ -13,7 +13,7 @@ from ..errors import InvalidInput
 from ..bench import agreement, hardware_record
 from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
 from ..data import load_prompts
-from ..records import ModelFormat
+from ..loading import weights_of
 
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
@@ -90,9 +90,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
     ctx.log("hardware: " + ", ".join(f"{k}={v}" for k, v in hardware.items()))
 
     def request(model, mode: str) -> dict:
-        path, adapter = model.path, None
-        if model.format == ModelFormat.ADAPTER:
-            path, adapter = store.get_model(model.parent_id).path, model.path
+        path, adapter = weights_of(store, model)
         return {"model": {"id": model.id, "format": model.format, "path": path, "adapter_path": adapter},
                 "mode": mode, "threads": config.threads, "prompts": timed, "new_tokens": GEN_LENGTHS[config.gen_length],
                 "prefix_tokens": PROMPT_LENGTHS[config.prompt_length], "repetitions": config.repetitions,

@@ -20,15 +20,11 @@ CONFIG = DistillConfig
 
 
 def load_models(ctx, config: DistillConfig):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..loading import load_model, load_tokenizer
 
     teacher_rec = ctx.store.get_model(config.teacher_model_id)
-    kwargs = {"dtype": torch.float32, "use_safetensors": True, "trust_remote_code": False}
-    tokenizer = AutoTokenizer.from_pretrained(teacher_rec.path, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_rec.path, **kwargs).eval()
+    tokenizer = load_tokenizer(teacher_rec.path, pad=True)
+    teacher = load_model(teacher_rec.path).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     if config.student == "derived":
@@ -37,9 +33,8 @@ def load_models(ctx, config: DistillConfig):
         student = derive_student(teacher, layers)
     else:
         student_rec = ctx.store.get_model(config.student_model_id)
-        check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(student_rec.path), teacher_rec.id,
-                             student_rec.id)
-        student = AutoModelForCausalLM.from_pretrained(student_rec.path, **kwargs)
+        check_same_tokenizer(tokenizer, load_tokenizer(student_rec.path), teacher_rec.id, student_rec.id)
+        student = load_model(student_rec.path)
     return teacher_rec, teacher, student, tokenizer
 
 

@@ -43,7 +43,9 @@ def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> di
 
 def run(ctx, config: FineTuneConfig) -> None:
     import torch
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
+
+    from ..loading import load_tokenizer
 
     t_start = time.perf_counter()
     if config.threads:
@@ -53,9 +55,7 @@ def run(ctx, config: FineTuneConfig) -> None:
         raise InvalidInput(f"'{base.id}' is a {base.format} model; fine-tune a full model (its base or a merged one).")
     set_seed(config.seed)
     ctx.progress(0.01, "loading tokenizer and data")
-    tokenizer = AutoTokenizer.from_pretrained(base.path, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base.path, pad=True)
     data = prepare_data(config, tokenizer)
     ctx.log(f"data: {len(data.train)} train / {len(data.eval)} eval examples ({data.shape}); "
             f"{data.truncated} truncated to {config.max_length} tokens")

@@ -130,7 +130,7 @@ def _read_raw(path: Path) -> list[dict]:
 def run(ctx, config: GenerateDataConfig) -> None:
     import torch
 
-    from ..chat import load_causal_lm
+    from ..loading import load_causal_lm
 
     if config.regex:
         try:

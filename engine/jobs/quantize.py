@@ -32,17 +32,14 @@ def merged_source(ctx, model) -> Path:
     """The HF folder to export: the model itself, or its adapter merged into the base in the run folder."""
     if model.format == ModelFormat.HF:
         return Path(model.path)
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..loading import load_model, load_tokenizer
 
     base = ctx.store.get_model(model.parent_id)
     ctx.log(f"merging LoRA adapter '{model.id}' into its base '{base.id}' before export")
-    lm = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, use_safetensors=True)
-    lm = PeftModel.from_pretrained(lm, model.path).merge_and_unload()
+    lm = load_model(base.path, model.path).merge_and_unload()
     out = ctx.workdir / "merged"
     lm.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model.path).save_pretrained(out)
+    load_tokenizer(model.path).save_pretrained(out)
     return out
 
 
@@ -213,7 +210,7 @@ class Verifier:
     def __init__(self, ctx, src: Path, threads: int, verify_tokens: int):
         import torch
 
-        from ..chat import load_causal_lm
+        from ..loading import load_causal_lm
         from ..eval_text import standard_text
 
         if threads:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import checks
-from ..configs import (BenchmarkConfig, DistillConfig, FineTuneConfig, GenerateDataConfig, JobConfig,
-                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
+from ..configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
+                       JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
 from ..errors import InvalidInput
-from . import benchmark, distill, finetune, generate, prepare, quantize, selftest
+from . import benchmark, distill, evaluate, finetune, generate, prepare, quantize, selftest
 
 
 @dataclass(frozen=True)
@@ -69,5 +69,8 @@ for _kind in (
     JobKind(QuantizeSweepConfig, quantize.run_sweep, checks.check_quantize_sweep, exclusive=True,
             summary=(("chosen", "chosen variant"), ("output", "export"))),
     JobKind(BenchmarkConfig, benchmark.run, exclusive=True),
+    JobKind(EvaluateConfig, evaluate.run, checks.check_evaluate, exclusive=True,
+            summary=(("task", "task"), ("score", "score"), ("ci_low", "95 % interval from"), ("ci_high", "to"),
+                     ("examples", "examples"), ("backend", "scored on"), ("scoring_s", "scoring time (s)"))),
 ):
     register(_kind)

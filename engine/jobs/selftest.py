@@ -4,7 +4,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from ..chat import load_causal_lm, stream_reply
+from ..chat import stream_reply
+from ..loading import load_causal_lm
 from ..configs import GenerationParams, SelfTestConfig
 
 CONFIG = SelfTestConfig

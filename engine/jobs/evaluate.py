@@ -1,0 +1,81 @@
+"""Job `evaluate`: a model's score on a task. Greedy answers to the task's evaluation set (an ONNX export answers
+itself; a full model or adapter answers on its fastest verified export when it has one, else on transformers,
+batched), each scored against its reference; the mean with a 95 % interval, and every example as a JSONL file."""
+from __future__ import annotations
+
+import json
+import time
+
+from ..configs import EvaluateConfig
+from ..errors import InvalidInput
+from ..exports import best_export
+from ..records import ModelFormat
+from ..tasks import BINARY, Task, interval, load_examples, score
+
+
+def choose_backend(ctx, config: EvaluateConfig, model):
+    """(description, generate(list of prompts) → list of answers) for the model."""
+    from ..loading import load_causal_lm, weights_of
+
+    export = model if model.format == ModelFormat.ONNX else None
+    if export is None and config.backend in ("auto", "onnx"):
+        export = best_export(ctx.store, model.id)
+        if export is None and config.backend == "onnx":
+            raise InvalidInput(f"'{model.id}' has no verified ONNX export: build one in the Quantize tab, or score "
+                               "it with backend transformers.")
+    if export is not None:
+        from ..ort_genai import OgModel
+
+        og = OgModel(export.path, threads=config.threads)
+
+        def answer(prompts, max_new_tokens):
+            return [og.decode(og.generate_ids(og.prompt_ids(p), max_new_tokens)[0]).strip() for p in prompts]
+        return f"onnxruntime-genai ({export.id})", answer
+
+    import torch
+
+    from ..scoring import generate_batch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    lm, tokenizer = load_causal_lm(*weights_of(ctx.store, model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def answer(prompts, max_new_tokens):
+        return [a.strip() for a in generate_batch(lm, tokenizer, prompts, max_new_tokens)]
+    return f"transformers fp32 ({model.id})", answer
+
+
+def run(ctx, config: EvaluateConfig) -> None:
+    t0 = time.perf_counter()
+    task = Task.model_validate_json(ctx.store.task_json(config.task))
+    model = ctx.store.get_model(config.model_id)
+    examples = load_examples(task, config.limit)
+    ctx.progress(0.02, "loading the model")
+    backend, answer = choose_backend(ctx, config, model)
+    ctx.log(f"{len(examples)} examples of '{task.name}' ({task.scorer} scorer) on {backend}")
+    ctx.summary(task=task.name, scorer=task.scorer, backend=backend, examples=len(examples), task_config=task
+                .model_dump())
+    rows, scores, batch, t_gen = [], [], 8, time.perf_counter()
+    for start in range(0, len(examples), batch):
+        ctx.check_cancelled()
+        chunk = examples[start:start + batch]
+        for (prompt, reference), prediction in zip(chunk, answer([p for p, _ in chunk], task.max_new_tokens)):
+            value = score(task, prediction, reference)
+            scores.append(value)
+            rows.append({"n": len(rows) + 1, "prompt": prompt[-1]["content"], "reference": reference,
+                         "prediction": prediction, "score": value})
+        done = len(rows)
+        ctx.progress(0.05 + 0.9 * done / len(examples), f"scored {done}/{len(examples)}")
+    mean = sum(scores) / max(len(scores), 1)
+    lo, hi = interval(scores, task.scorer in BINARY)
+    path = ctx.workdir / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    ctx.artifact("predictions", path)
+    seconds = time.perf_counter() - t_gen
+    ctx.metric("task_score", mean)
+    ctx.summary(score=round(mean, 4), ci_low=round(lo, 4), ci_high=round(hi, 4), passed=sum(s >= 1.0 for s in
+                scores), scoring_s=round(seconds, 1), wall_s=round(time.perf_counter() - t0, 1))
+    ctx.log(f"{task.name}: {mean:.3f} (95 % interval {lo:.3f}–{hi:.3f}) on {len(scores)} examples in {seconds:.0f} s")
+    ctx.progress(1.0, "done")

@@ -1,0 +1,54 @@
+"""The one way the engine loads transformers weights and tokenizers: safetensors only, never remote code, float32
+unless told otherwise. (A GGUF file is read once, by the conversion in engine/models.py.)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InvalidInput
+from .records import ModelFormat, ModelRecord
+
+
+def weights_of(store, model: ModelRecord) -> tuple[str, str | None]:
+    """(base folder, adapter folder or None) of a registered model: an adapter loads on top of its parent's weights.
+    The one place that resolves a model record to the weights to load."""
+    if model.format != ModelFormat.ADAPTER:
+        return model.path, None
+    if not model.parent_id or not store.has_model(model.parent_id):
+        raise InvalidInput(f"Adapter '{model.id}' needs its base model '{model.parent_id}', which is no longer "
+                           "registered. Register the base again under that name, or delete the adapter.")
+    base = store.get_model(model.parent_id)
+    if not base.ready:
+        raise InvalidInput(f"Adapter '{model.id}': its base '{base.id}' is {base.status}, not ready.")
+    return base.path, model.path
+
+
+def load_tokenizer(path: str | Path, pad: bool = False):
+    """A folder's tokenizer; `pad` gives it the EOS token as padding when it has none (training, batching)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if pad and tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str | Path, adapter_path: str | Path | None = None, **kwargs):
+    """A causal LM from a safetensors folder (with a PEFT adapter on top when given); `kwargs` go to
+    from_pretrained (a dtype, a quantization config) but cannot turn the safety settings off."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    options = {"dtype": torch.float32, **kwargs, "use_safetensors": True, "trust_remote_code": False}
+    model = AutoModelForCausalLM.from_pretrained(str(path), **options)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    return model
+
+
+def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):
+    """(model in eval mode, tokenizer) of a registered HF folder, optionally with a LoRA adapter on top (whose folder
+    holds the tokenizer it was trained with)."""
+    tokenizer = load_tokenizer(adapter_path or path)
+    return load_model(path, adapter_path).eval(), tokenizer

@@ -1,0 +1,71 @@
+"""Evaluate tab: score any model on a task (the bundled one, or one added with `python -m engine tasks add`): the
+score with its 95 % interval, which backend answered, and every example — prompt, reference, answer, score —
+filterable to the failures."""
+from __future__ import annotations
+
+import gradio as gr
+
+from engine import EvaluateConfig
+
+from ..forms import model_choices, number, ui_errors
+from ..job_panel import build_job_panel
+
+HEADERS = ["#", "score", "prompt", "reference", "answer"]
+
+
+def example_rows(engine, run_id, failures_only: bool) -> list[list]:
+    if not run_id:
+        return []
+    rows = engine.run_predictions(int(run_id))
+    return [[r["n"], round(r["score"], 3), r["prompt"], r["reference"], r["prediction"]] for r in rows
+            if not failures_only or r["score"] < 1.0]
+
+
+def build_evaluate_tab(engine) -> dict:
+    run_state = gr.State(None)
+    gr.Markdown("Does a model still do **your task**? Score it on a task's evaluation set (never trained on): "
+                "greedy answers, each compared with its reference by the task's scorer, the mean with a 95 % "
+                "interval. A full model or adapter answers on its fastest verified ONNX export when it has one "
+                "(the result says which backend answered).")
+    with gr.Row():
+        model = gr.Dropdown(label="Model", choices=[], elem_id="eval-model")
+        task = gr.Dropdown(label="Task", choices=[], elem_id="eval-task",
+                           info="Add tasks with `python -m engine tasks add --config task.yaml`.")
+        limit = number(EvaluateConfig, "limit", precision=0, label="Examples (0: all)")
+        backend = gr.Radio(["auto", "transformers", "onnx"], value="auto", label="Backend", elem_id="eval-backend",
+                           info=EvaluateConfig.model_fields["backend"].description)
+    start = gr.Button("Evaluate", variant="primary", elem_id="eval-start")
+    message = gr.Markdown("")
+    build_job_panel(engine, run_state, ("evaluate",), chart=False)
+    failures = gr.Checkbox(value=False, label="Failures only")
+    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="eval-examples")
+
+    @ui_errors
+    def do_start(model_id, task_name, limit_, backend_):
+        if not model_id or not task_name:
+            raise gr.Error("Pick a model and a task.")
+        run_id = engine.start_run(EvaluateConfig(model_id=model_id, task=task_name, limit=int(limit_ or 0),
+                                                 backend=backend_))
+        return run_id, f"Started run {run_id}."
+
+    start.click(do_start, [model, task, limit, backend], [run_state, message])
+    timer = gr.Timer(3.0, active=False)
+
+    def show(run_id, failures_only):
+        final = not run_id or engine.get_run(int(run_id)).status.final
+        return example_rows(engine, run_id, failures_only), gr.Timer(active=not final)
+
+    timer.tick(show, [run_state, failures], [table, timer], show_progress="hidden")
+    run_state.change(show, [run_state, failures], [table, timer])
+    failures.change(show, [run_state, failures], [table, timer])
+
+    def refresh(current_model, current_task):
+        models = model_choices(engine)
+        tasks = [t.name for t in engine.list_tasks()]
+        return (gr.update(choices=models, value=current_model if current_model in models else
+                          (models[0] if models else None)),
+                gr.update(choices=tasks, value=current_task if current_task in tasks else
+                          (tasks[0] if tasks else None)))
+
+    fields = {"model_id": model, "task": task, "limit": limit, "backend": backend}
+    return {"refresh": (refresh, [model, task], [model, task]), "clone": [({"evaluate"}, fields)]}
