@@ -10,7 +10,7 @@ import threading
 from pydantic import ValidationError
 
 from .api import Engine
-from .configs import GenerationParams
+from .configs import BenchmarkConfig, EvaluateConfig, GenerationParams, QuantizeConfig
 from .errors import SlmopsError
 from .jobs.registry import JOB_KINDS
 from .records import ModelStatus
@@ -172,18 +172,46 @@ def cmd_training_job(engine: Engine, args) -> int:
     return 0
 
 
+def config_flags(parser: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+    """A flag per field of the job config `cls`, with its type, choices and help taken from the field (`--block-size`
+    for block_size; `aliases` adds short names). A flag not given leaves the field to the config file or default."""
+    import types
+    import typing
+
+    for name, field in cls.model_fields.items():
+        kind, args = typing.get_origin(field.annotation), typing.get_args(field.annotation)
+        if kind in (typing.Union, types.UnionType):  # `X | None`: the flag takes an X
+            kind, args = None, ()
+            annotation = next(a for a in typing.get_args(field.annotation) if a is not type(None))
+        else:
+            annotation = field.annotation
+        options = {"dest": name, "default": argparse.SUPPRESS, "help": field.description}
+        if kind is typing.Literal:
+            options.update(choices=list(args), type=type(args[0]))
+        elif annotation is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind is list:
+            options.update(action="append", type=args[0] if args else str)
+        elif kind is dict:
+            options["type"] = json.loads
+        else:
+            options["type"] = annotation
+        parser.add_argument(*(aliases or {}).get(name, ()), f"--{name.replace('_', '-')}", **options)
+
+
+def config_from_args(args, kind: str):
+    """The job config from `--config FILE` (if given) with the flags on top."""
+    data = {}
+    if getattr(args, "config", None):
+        data = _load_config(args.config, kind).model_dump(exclude_unset=True)
+    cls = JOB_KINDS[kind].config
+    data.update({k: v for k, v in vars(args).items() if k in cls.model_fields})
+    return cls.model_validate(data)
+
+
 def cmd_quantize(engine: Engine, args) -> int:
     """Export a model to ONNX Runtime GenAI from a config file or from flags, and follow the run."""
-    from .configs import QuantizeConfig
-
-    if args.config:
-        config = _load_config(args.config, "quantize")
-    else:
-        if not args.model:
-            raise SlmopsError("give --model NAME (or --config FILE)")
-        config = QuantizeConfig(model_id=args.model, output_name=args.name or "", precision=args.precision,
-                                method=args.method, olive_pass=args.olive_pass, block_size=args.block_size,
-                                kernel=args.kernel)
+    config = config_from_args(args, "quantize")
     run_id = engine.start_run(config)
     print(f"started run {run_id}: {config.model_id} → {config.output_id()}")
     return _follow(engine, run_id)
@@ -191,14 +219,7 @@ def cmd_quantize(engine: Engine, args) -> int:
 
 def cmd_benchmark(engine: Engine, args) -> int:
     """Benchmark models from a config file or flags; print the table; CSV/JSON land in the run folder."""
-    from .configs import BenchmarkConfig
-
-    if args.config:
-        config = _load_config(args.config, "benchmark")
-    elif args.model:
-        config = BenchmarkConfig(model_ids=args.model, repetitions=args.reps)
-    else:
-        raise SlmopsError("give --model NAME (repeat for several) or --config FILE")
+    config = config_from_args(args, "benchmark")
     run_id = engine.start_run(config)
     print(f"started run {run_id}")
     code = _follow(engine, run_id)
@@ -217,10 +238,7 @@ def cmd_benchmark(engine: Engine, args) -> int:
 
 def cmd_eval(engine: Engine, args) -> int:
     """Score a model on a task and print the score with its 95 % interval."""
-    from .configs import EvaluateConfig
-
-    config = EvaluateConfig(model_id=args.model, task=args.task, limit=args.limit, backend=args.backend,
-                            threads=args.threads)
+    config = config_from_args(args, "evaluate")
     run_id = engine.start_run(config)
     print(f"started run {run_id}")
     code = _follow(engine, run_id)
@@ -326,30 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_training_job)
 
     p = sub.add_parser("quantize", help="export a model to ONNX Runtime GenAI (int4 affine by default) and verify it")
-    p.add_argument("--model", help="registered model to export")
-    p.add_argument("--config", help="YAML/JSON config (kind: quantize) instead of the flags")
-    p.add_argument("--name", help="name of the export (default: <model>-onnx-<variant>)")
-    p.add_argument("--precision", choices=["int4", "int8", "fp32"], default="int4")
-    p.add_argument("--method", choices=["affine", "builder", "olive"], default="affine", help="int4 method")
-    p.add_argument("--olive-pass", choices=["rtn", "kquant"], default="rtn", help="Olive pass (--method olive)")
-    p.add_argument("--block-size", type=int, default=32)
-    p.add_argument("--kernel", choices=["fused", "portable"], default="fused",
-                   help="affine int4: fused native Q4_1 kernel (AVX2, shipped in the export) or ONNX Runtime ops only")
+    p.add_argument("--config", help="YAML/JSON config (kind: quantize); flags override its fields")
+    config_flags(p, QuantizeConfig, {"model_id": ("--model",), "output_name": ("--name",)})
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("benchmark", help="speed, memory and quality of models, each in a fresh process")
-    p.add_argument("--model", action="append", help="model to measure (repeat for several)")
-    p.add_argument("--config", help="YAML/JSON config (kind: benchmark) instead of the flags")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions")
+    p.add_argument("--config", help="YAML/JSON config (kind: benchmark); flags override its fields")
+    config_flags(p, BenchmarkConfig, {"model_ids": ("--model",), "repetitions": ("--reps",)})
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("eval", help="score a model on a task (score, 95 % interval, every answer in a JSONL file)")
-    p.add_argument("--model", required=True, help="registered model (any format)")
-    p.add_argument("--task", required=True, help="stored task (python -m engine tasks list)")
-    p.add_argument("--limit", type=int, default=0, help="score only the first N examples (default: all)")
-    p.add_argument("--backend", choices=["auto", "transformers", "onnx"], default="auto",
-                   help="auto: a model's fastest verified ONNX export when it has one")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--config", help="YAML/JSON config (kind: evaluate); flags override its fields")
+    config_flags(p, EvaluateConfig, {"model_id": ("--model",)})
     p.set_defaults(func=cmd_eval)
 
     tasks = sub.add_parser("tasks", help="list or add tasks").add_subparsers(dest="action", required=True)
@@ -385,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        print(f"error: invalid config: {exc}", file=sys.stderr)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'} (flag --"
+                             f"{str(e['loc'][0] if e['loc'] else '').replace('_', '-')}): {e['msg']}"
+                             for e in exc.errors())
+        print(f"error: invalid config: {problems}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -60,3 +60,24 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
     result = cli(tmp_path / "ws", *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_job_flags_come_from_the_config_fields():
+    from engine import BenchmarkConfig, EvaluateConfig, QuantizeConfig
+    from engine.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    for command, cls in (("quantize", QuantizeConfig), ("benchmark", BenchmarkConfig), ("eval", EvaluateConfig)):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        flags = {a.dest: a for a in sub._actions}
+        assert set(cls.model_fields) <= set(flags), command  # every field has its flag
+        for name, field in cls.model_fields.items():
+            assert flags[name].help == field.description
+    args = parser.parse_args(["quantize", "--model", "m", "--name", "out", "--block-size", "64", "--no-symmetric",
+                              "--method", "builder"])
+    config = config_from_args(args, "quantize")
+    assert (config.model_id, config.output_name, config.block_size, config.symmetric, config.method) == \
+        ("m", "out", 64, False, "builder")
+    assert config.kernel == QuantizeConfig.model_fields["kernel"].default  # not given: the config's default
+    args = parser.parse_args(["benchmark", "--model", "a", "--model", "b", "--reps", "3"])
+    assert config_from_args(args, "benchmark").model_ids == ["a", "b"]
