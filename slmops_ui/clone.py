@@ -31,13 +31,9 @@ def wire(clone_state: gr.State, forms: list[tuple[set[str], dict]]) -> None:
         clone_state.change(lambda c, _k=kinds, _f=fields: fill(_f, _k, c), [clone_state], list(fields.values()))
 
 
-# Which tab holds the form of a job kind (the tab ids of layout.py).
-TAB_OF_KIND = {"finetune": "finetune", "generate_data": "distill", "distill": "distill", "quantize": "quantize",
-               "quantize_sweep": "quantize", "benchmark": "benchmark", "evaluate": "evaluate"}
-
-
-def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs) -> dict:
-    """Under the run history: pick a run, copy its config into the form of its tab and switch to that tab."""
+def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs, tab_of_kind: dict[str, str]) -> dict:
+    """Under the run history: pick a run, copy its config into the form of its tab (`tab_of_kind`: job kind → tab
+    id) and switch to that tab."""
     from .forms import ui_errors
 
     with gr.Row():
@@ -48,14 +44,14 @@ def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs) -> dict:
 
     def choices():
         return [(f"#{r.id} {r.kind} · {r.model_id or ''} ({r.status.value})", r.id)
-                for r in engine.list_runs(limit=200) if r.kind in TAB_OF_KIND]
+                for r in engine.list_runs(limit=200) if r.kind in tab_of_kind]
 
     @ui_errors
     def do_clone(run_id):
         if not run_id:
             raise gr.Error("Pick a run to clone.")
         run = engine.get_run(int(run_id))
-        tab = TAB_OF_KIND[run.kind]
+        tab = tab_of_kind[run.kind]
         return ({"kind": run.kind, "config": run.config, "run": run.id}, gr.Tabs(selected=tab),
                 f"Copied run {run.id}'s {run.kind} settings into the {tab} tab.")
 

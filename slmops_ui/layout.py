@@ -40,26 +40,24 @@ def build_app(engine) -> gr.Blocks:
         banner = gr.Markdown(banner_text(engine), elem_id="banner", visible=bool(banner_text(engine)))
         preparing = gr.State("")
         clone_state = gr.State(None)  # a run's {kind, config}, set by the Runs tab's "Clone into its tab"
+        # the job tabs and the others, in order: (label, id, builder); a tab returns its "refresh" and, for a job
+        # form, its "clone" mapping (kinds → {config field: widget})
+        pages = [("Chat", "chat", build_chat_tab), ("Distill", "distill", build_distill_tab),
+                 ("Fine-tune", "finetune", lambda e: build_finetune_tab(e, qlora_reason)),
+                 ("Quantize", "quantize", build_quantize_tab), ("Evaluate", "evaluate", build_evaluate_tab),
+                 ("Benchmark", "benchmark", build_benchmark_tab), ("Serve", "serve", build_serve_tab),
+                 ("Models", "models", build_models_tab)]
+        built = {}
         with gr.Tabs() as tabs:
-            with gr.Tab("Chat", id="chat"):
-                chat = build_chat_tab(engine)
-            with gr.Tab("Distill", id="distill"):
-                distill = build_distill_tab(engine)
-            with gr.Tab("Fine-tune", id="finetune"):
-                finetune = build_finetune_tab(engine, qlora_reason)
-            with gr.Tab("Quantize", id="quantize"):
-                quantize = build_quantize_tab(engine)
-            with gr.Tab("Evaluate", id="evaluate"):
-                evaluate = build_evaluate_tab(engine)
-            with gr.Tab("Benchmark", id="benchmark"):
-                benchmark = build_benchmark_tab(engine)
-            with gr.Tab("Serve", id="serve"):
-                serve = build_serve_tab(engine)
-            with gr.Tab("Models", id="models"):
-                models = build_models_tab(engine)
+            for label, tab_id, build in pages:
+                with gr.Tab(label, id=tab_id):
+                    built[tab_id] = build(engine)
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs = build_runs_tab(engine)
-                cloner = build_clone_row(engine, clone_state, tabs)
+                forms = {tab_id: tab.get("clone", []) for tab_id, tab in built.items()}
+                tab_of_kind = {kind: tab_id for tab_id, mapping in forms.items() for kinds, _ in mapping
+                               for kind in kinds}
+                cloner = build_clone_row(engine, clone_state, tabs, tab_of_kind)
 
         # The Runs table polls every 2 s only while its tab is on screen (it ticked on every tab: each tick is an
         # event whose loading status Gradio's frontend walks through every component, for a table nobody saw).
@@ -68,10 +66,8 @@ def build_app(engine) -> gr.Blocks:
 
         tabs.select(runs_polling, None, [runs["timer"]], show_progress="hidden")
         runs_tab.select(*runs["shown"], show_progress="hidden")
-        wire(clone_state, [form for tab in (finetune, distill, quantize, evaluate, benchmark) for form in tab["clone"]])
-        refreshers = [chat["refresh"], models["refresh"], finetune["refresh"], distill["refresh"],
-                      quantize["refresh"], evaluate["refresh"], serve["refresh"], benchmark["refresh"],
-                      cloner["refresh"]]
+        wire(clone_state, [form for mapping in forms.values() for form in mapping])
+        refreshers = [tab["refresh"] for tab in built.values()] + [cloner["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]
 
