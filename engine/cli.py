@@ -14,6 +14,7 @@ from .configs import BenchmarkConfig, EvaluateConfig, GenerationParams, Quantize
 from .errors import SlmopsError
 from .jobs.registry import JOB_KINDS
 from .records import ModelStatus
+from .tasks import Task
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -259,8 +260,6 @@ def cmd_tasks_list(engine: Engine, args) -> int:
 
 def cmd_tasks_add(engine: Engine, args) -> int:
     import yaml
-
-    from .tasks import Task
 
     with open(args.config, encoding="utf-8") as fh:
         task = Task.model_validate(yaml.safe_load(fh))

@@ -49,7 +49,6 @@ def parse_filters(kind, status, model, since, until) -> tuple[dict, str]:
 def query_view(engine, filters: dict, limit: int = SHOWN) -> tuple[list, int]:
     """The newest `limit` matching runs and how many match in all (counted only when the page is full)."""
     runs = engine.list_runs(limit=limit, **filters)
-    # Engine has no count method: the store's count uses the same filter SQL (read-only).
     total = len(runs) if len(runs) < limit else engine.count_runs(**filters)
     return runs, total
 
