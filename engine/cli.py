@@ -186,7 +186,7 @@ def config_flags(parser: argparse.ArgumentParser, cls, aliases: dict[str, tuple[
             annotation = next(a for a in typing.get_args(field.annotation) if a is not type(None))
         else:
             annotation = field.annotation
-        options = {"dest": name, "default": argparse.SUPPRESS, "help": field.description}
+        options = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or "").replace("%", "%%")}
         if kind is typing.Literal:
             options.update(choices=list(args), type=type(args[0]))
         elif annotation is bool:
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags(p, BenchmarkConfig, {"model_ids": ("--model",), "repetitions": ("--reps",)})
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("eval", help="score a model on a task (score, 95 % interval, every answer in a JSONL file)")
+    p = sub.add_parser("eval", help="score a model on a task (score, 95 %% interval, every answer in a JSONL file)")
     p.add_argument("--config", help="YAML/JSON config (kind: evaluate); flags override its fields")
     config_flags(p, EvaluateConfig, {"model_id": ("--model",)})
     p.set_defaults(func=cmd_eval)

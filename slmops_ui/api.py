@@ -1,5 +1,5 @@
 """The dashboard's public API: the actions a user scripts with `gradio_client` (see README), one stable name each.
-`build_app` makes every other event of the UI private, so `view_api()` lists exactly these."""
+`build_app` marks every other event of the UI undocumented, so `view_api()` lists exactly these."""
 from __future__ import annotations
 
 import dataclasses
