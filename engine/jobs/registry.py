@@ -71,7 +71,7 @@ for _kind in (
             summary=(("chosen", "chosen variant"), ("output", "export"))),
     JobKind(BenchmarkConfig, benchmark.run, exclusive=True),
     JobKind(EvaluateConfig, evaluate.run, checks.check_evaluate, exclusive=True,
-            summary=(("task", "task"), ("score", "score"), ("ci_low", "95 % interval from"), ("ci_high", "to"),
+            summary=(("task", "task"), ("score", "score"), ("ci_low", "95 % interval, low"), ("ci_high", "high"),
                      ("examples", "examples"), ("backend", "scored on"), ("scoring_s", "scoring time (s)"))),
 ):
     register(_kind)

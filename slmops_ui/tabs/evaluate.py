@@ -10,14 +10,14 @@ from engine import EvaluateConfig
 from ..forms import model_choices, number, ui_errors
 from ..job_panel import build_job_panel
 
-HEADERS = ["#", "score", "prompt", "reference", "answer"]
+HEADERS = ["#", "score", "answer", "reference", "prompt"]  # the answer first: it is what a user reads
 
 
 def example_rows(engine, run_id, failures_only: bool) -> list[list]:
     if not run_id:
         return []
     rows = engine.run_predictions(int(run_id))
-    return [[r["n"], round(r["score"], 3), r["prompt"], r["reference"], r["prediction"]] for r in rows
+    return [[r["n"], round(r["score"], 3), r["prediction"], r["reference"], r["prompt"]] for r in rows
             if not failures_only or r["score"] < 1.0]
 
 
@@ -38,7 +38,8 @@ def build_evaluate_tab(engine) -> dict:
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("evaluate",), chart=False)
     failures = gr.Checkbox(value=False, label="Failures only")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="eval-examples")
+    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="eval-examples",
+                         column_widths=["5%", "8%", "31%", "31%", "25%"])
 
     @ui_errors
     def do_start(model_id, task_name, limit_, backend_):
