@@ -55,8 +55,8 @@ def run(ctx, config: EvaluateConfig) -> None:
     ctx.progress(0.02, "loading the model")
     backend, answer = choose_backend(ctx, config, model)
     ctx.log(f"{len(examples)} examples of '{task.name}' ({task.scorer} scorer) on {backend}")
-    ctx.summary(task=task.name, scorer=task.scorer, backend=backend, examples=len(examples), task_config=task
-                .model_dump())
+    ctx.summary(task=task.name, scorer=task.scorer, backend=backend, examples=len(examples),
+                task_config=task.model_dump())  # the task as it was scored, should it change later
     rows, scores, batch, t_gen = [], [], 8, time.perf_counter()
     for start in range(0, len(examples), batch):
         ctx.check_cancelled()
@@ -75,7 +75,7 @@ def run(ctx, config: EvaluateConfig) -> None:
     ctx.artifact("predictions", path)
     seconds = time.perf_counter() - t_gen
     ctx.metric("task_score", mean)
-    ctx.summary(score=round(mean, 4), ci_low=round(lo, 4), ci_high=round(hi, 4), passed=sum(s >= 1.0 for s in
-                scores), scoring_s=round(seconds, 1), wall_s=round(time.perf_counter() - t0, 1))
+    ctx.summary(score=round(mean, 4), ci_low=round(lo, 4), ci_high=round(hi, 4), passed=sum(s >= 1.0 for s in scores),
+                scoring_s=round(seconds, 1), wall_s=round(time.perf_counter() - t0, 1))
     ctx.log(f"{task.name}: {mean:.3f} (95 % interval {lo:.3f}–{hi:.3f}) on {len(scores)} examples in {seconds:.0f} s")
     ctx.progress(1.0, "done")
