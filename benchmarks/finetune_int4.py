@@ -7,17 +7,15 @@
 2. Exports the merged model with the engine's own quantize job: fp32 (the reference), the default int4 (affine, fused
    kernel, fine_tune_delta auto) and the same with fine_tune_delta off (quantize the merged weights as they are, the
    behaviour before the delta path). min_agreement 0 so every export is kept and scored.
-3. Scores each export greedily with onnxruntime-genai on the task's held-out examples (JSON-equal, as the fine-tune
-   job scores), and prints the task score with its 95 % Wilson interval, the score relative to fp32, and each
+3. Scores each export with the engine's evaluate job on the bundled request_to_json task (greedy, JSON-equal, on
+   onnxruntime-genai), and prints the task score with its 95 % Wilson interval, the score relative to fp32, and each
    export's verify figures (perplexity ratio and next-token agreement on 4,096 tokens of Python's documentation,
    first-token agreement on 16 chat prompts), size and decode speed as its quantize run measured them.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,25 +50,21 @@ def export(engine, model_id: str, name: str, threads: int, **settings) -> dict:
     model = engine.get_model(config.output_id())
     run = engine.get_run(model.run_id)
     metrics = {m.name: m.value for m in engine.store.metrics(run.id)}
-    return {"path": model.path, "size_mb": model.size_bytes / 1e6, "summary": run.summary, "metrics": metrics}
+    return {"id": model.id, "size_mb": model.size_bytes / 1e6, "summary": run.summary, "metrics": metrics}
 
 
-def score(path: str, examples: list[dict], threads: int) -> tuple[int, float]:
-    from engine.ort_genai import OgModel
-    from engine.scoring import matches, split_conversation
+def score(engine, model_id: str, limit: int, threads: int) -> dict:
+    """The evaluate job's summary for one export on the bundled task (the same scoring as `python -m engine eval`)."""
+    from engine import EvaluateConfig
 
-    model = OgModel(path, threads=threads)
-    correct, t0 = 0, time.perf_counter()
-    for example in examples:
-        prompt, reference = split_conversation(example["messages"])
-        ids, _ = model.generate_ids(model.prompt_ids(prompt), 64)
-        correct += matches(model.decode(ids), reference, "json")
-    return correct, time.perf_counter() - t0
+    config = EvaluateConfig(model_id=model_id, task="request_to_json", limit=limit, backend="onnx", threads=threads)
+    run = engine.wait_run(engine.start_run(config), timeout=3600)
+    assert run.status.value == "succeeded", run.error
+    return run.summary
 
 
 def main() -> int:
     from engine import Engine, Settings
-    from engine.scoring import wilson_interval
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", default="/tmp/slmops-bench-finetune-int4", help="workspace (models are kept here)")
@@ -83,23 +77,21 @@ def main() -> int:
                "int4 (default: affine, fused, fine_tune_delta auto)": export(engine, model_id, "int4", args.threads),
                "int4 (fine_tune_delta off: merged weights rounded)": export(engine, model_id, "int4-nodelta",
                                                                            args.threads, fine_tune_delta="off")}
-    lines = Path(f"{TASK}.eval.jsonl").read_text(encoding="utf-8").splitlines()
-    examples = [json.loads(line) for line in lines if line.strip()][:args.limit]
-    print(f"{model_id}: {len(examples)} held-out examples of request_to_json, greedy, JSON-equal, "
-          f"{args.threads} threads")
+    print(f"{model_id}: held-out examples of request_to_json, greedy, JSON-equal, {args.threads} threads, each "
+          "export scored by the evaluate job")
     print("| export | task score | 95 % interval | × fp32 | first-token agreement | next-token agreement | "
           "PPL × source | MB | decode tok/s | scoring s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     reference = None
     for label, facts in exports.items():
-        correct, seconds = score(facts["path"], examples, args.threads)
-        reference = reference or correct
-        lo, hi = wilson_interval(correct, len(examples))
+        result = score(engine, facts["id"], args.limit, args.threads)
+        reference = reference or result["score"]
         m = facts["metrics"]
-        print(f"| {label} | {correct}/{len(examples)} | {lo:.2f}–{hi:.2f} | {correct / max(reference, 1):.3f} | "
-              f"{m.get('first_token_agreement', float('nan')):.3f} | {m.get('next_token_agreement', float('nan')):.3f}"
-              f" | {m.get('ppl_ratio', float('nan')):.4f} | {facts['size_mb']:.1f} | "
-              f"{m.get('decode_tok_s', float('nan')):.1f} | {seconds:.0f} |", flush=True)
+        print(f"| {label} | {result['passed']}/{result['examples']} | {result['ci_low']:.2f}–{result['ci_high']:.2f}"
+              f" | {result['score'] / max(reference, 1e-9):.3f} | {m.get('first_token_agreement', float('nan')):.3f}"
+              f" | {m.get('next_token_agreement', float('nan')):.3f} | {m.get('ppl_ratio', float('nan')):.4f} | "
+              f"{facts['size_mb']:.1f} | {m.get('decode_tok_s', float('nan')):.1f} | {result['scoring_s']:.0f} |",
+              flush=True)
     return 0
 
 

@@ -146,15 +146,12 @@ def check_quantize_sweep(engine, config: QuantizeSweepConfig) -> dict:
 
 def check_evaluate(engine, config: EvaluateConfig) -> int:
     """The task exists and can be scored; the model is ready (an adapter's base too); returns the examples scored."""
-    from .exports import best_export
-    from .loading import weights_of
+    from .exports import scoring_export
     from .tasks import check_task
 
     task = engine.get_task(config.task)
     model = engine.ready_model(config.model_id)
-    weights_of(engine.store, model)
-    if config.backend == "onnx" and model.format != ModelFormat.ONNX and best_export(engine.store, model.id) is None:
-        raise InvalidInput(f"'{model.id}' has no verified ONNX export: build one in the Quantize tab, or score it with "
-                           "backend transformers (or auto).")
+    engine.weights_of(model)
+    scoring_export(engine.store, model, config.backend)
     count = check_task(task)
     return min(count, config.limit) if config.limit else count

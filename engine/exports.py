@@ -60,3 +60,20 @@ def best_export(store, source_id: str, max_ppl_ratio: float = 1.05):
         if ratio is not None and ratio <= max_ppl_ratio and speed > best_speed:
             best, best_speed = m, speed
     return best
+
+
+def scoring_export(store, model, backend: str):
+    """The ONNX export that answers for `model` when it is scored: the model itself when it is one; for `auto` and
+    `onnx` its fastest verified export (None under `auto` when it has none: transformers answers). `onnx` without
+    an export is refused."""
+    if model.format == ModelFormat.ONNX:
+        return model
+    if backend == "transformers":
+        return None
+    export = best_export(store, model.id)
+    if export is None and backend == "onnx":
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"'{model.id}' has no verified ONNX export: build one in the Quantize tab, or score it "
+                           "with backend transformers (or auto).")
+    return export

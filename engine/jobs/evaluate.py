@@ -7,9 +7,7 @@ import json
 import time
 
 from ..configs import EvaluateConfig
-from ..errors import InvalidInput
-from ..exports import best_export
-from ..records import ModelFormat
+from ..exports import scoring_export
 from ..tasks import BINARY, Task, interval, load_examples, score
 
 
@@ -17,12 +15,7 @@ def choose_backend(ctx, config: EvaluateConfig, model):
     """(description, generate(list of prompts) → list of answers) for the model."""
     from ..loading import load_causal_lm, weights_of
 
-    export = model if model.format == ModelFormat.ONNX else None
-    if export is None and config.backend in ("auto", "onnx"):
-        export = best_export(ctx.store, model.id)
-        if export is None and config.backend == "onnx":
-            raise InvalidInput(f"'{model.id}' has no verified ONNX export: build one in the Quantize tab, or score "
-                               "it with backend transformers.")
+    export = scoring_export(ctx.store, model, config.backend)
     if export is not None:
         from ..ort_genai import OgModel
 
