@@ -93,6 +93,10 @@ def check_distill(engine, config: DistillConfig) -> dict:
               for r in [engine.validate_dataset(teacher.id, p, config.max_length, config.columns)] for e in r.errors]
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
+    if config.task:
+        from .tasks import check_task
+
+        check_task(engine.get_task(config.task))
     return preview
 
 

@@ -168,10 +168,15 @@ class DistillConfig(TrainingConfig):
     train_path: str = Field(min_length=1, description="The teacher's dataset (stage 1 output, or any chat data).")
     student: Literal["derived", "existing"] = Field(default="derived", description="derived: keep some of the "
                                                     "teacher's layers; existing: a registered model.")
-    keep_layers: int = Field(default=10, ge=1, le=512, description="Teacher layers the derived student keeps "
-                             "(evenly spaced).")
+    keep_layers: int = Field(default=10, ge=1, le=512, description="Teacher layers the derived student keeps.")
+    layer_selection: Literal["importance", "even"] = Field(
+        default="importance", description="Which layers a derived student keeps. importance: drop, in rounds, the "
+        "layers whose removal raises the teacher's loss on the first training examples least (measured at the "
+        "start); even: evenly spaced, first and last included.")
+    calibration_examples: int = Field(default=16, ge=1, le=1024, description="Training examples that measure "
+                                      "layer importance.")
     layers: str = Field(default="", max_length=2000, description="Exact teacher layer indices to keep, "
-                        "comma-separated (overrides keep_layers).")
+                        "comma-separated (overrides keep_layers and layer_selection).")
     student_model_id: str | None = Field(default=None, description="Registered student (student = existing).")
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the KD term (0: cross-entropy only).")
     temperature: float = Field(default=2.0, ge=0.5, le=20.0, description="Softmax temperature of the KD term.")
@@ -189,12 +194,21 @@ class DistillConfig(TrainingConfig):
     eval_max_examples: int = Field(default=60, ge=0, le=100_000, description="Held-out prompts for agreement.")
     general_ppl_tokens: int = Field(default=4096, ge=0, le=1_000_000, description="Tokens of the standard text "
                                     "(Python's own docs) for general perplexity (0: skip).")
+    task: str = Field(default="", max_length=80, description="A stored task: teacher and student are scored on it "
+                      "after training (task retention = student score ÷ teacher score). Empty: no task score.")
+    task_limit: int = Field(default=0, ge=0, le=100_000, description="Score only the task's first N examples "
+                            "(0: all).")
 
     def model_ref(self) -> str | None:
         return self.teacher_model_id
 
+    def measures_importance(self) -> bool:
+        """The derived student's layers are chosen by measured importance (at the start of the run)."""
+        return self.student == "derived" and not self.layers.strip() and self.layer_selection == "importance"
+
     def layer_indices(self, teacher_layers: int) -> list[int]:
-        """The teacher layers the derived student keeps: explicit, or evenly spaced (first and last included)."""
+        """The teacher layers the derived student keeps: explicit, or evenly spaced (first and last included).
+        With measured importance the layers are known only at run time; this gives the same count."""
         if self.layers.strip():
             parts = [x for x in self.layers.replace(" ", "").split(",") if x]
             picked = [int(x) for x in parts if x.isdigit()]

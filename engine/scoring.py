@@ -77,6 +77,18 @@ def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def answerer(model, tokenizer):
+    """answer(prompts, max_new_tokens) → stripped greedy replies of a transformers model (engine.tasks.score_answers
+    calls it batch by batch)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+
+    def answer(prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+        return [a.strip() for a in generate_batch(model, tokenizer, prompts, max_new_tokens)]
+    return answer
+
+
 def score_by_generation(model, tokenizer, conversations: list[list[dict]], mode: str, max_new_tokens: int,
                         batch_size: int = 16, on_batch=None) -> ScoreResult:
     pairs = [split_conversation(c) for c in conversations]

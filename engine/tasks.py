@@ -102,6 +102,27 @@ def interval(scores: list[float], binary: bool, seed: int = 0) -> tuple[float, f
     return means[49], means[1949]
 
 
+def score_answers(task: Task, examples: list[tuple[list[dict], str]], answer, on_batch=None,
+                  batch: int = 8) -> dict:
+    """Every example answered and scored. `answer(prompts, max_new_tokens)` → answers; `on_batch(done)` after each
+    batch of `batch` (progress, cancellation). Returns the rows (n, prompt, reference, prediction, score), the mean
+    score with its 95 % interval, how many passed, and the seconds spent."""
+    import time
+
+    t0, rows = time.perf_counter(), []
+    for start in range(0, len(examples), batch):
+        chunk = examples[start:start + batch]
+        for (prompt, reference), prediction in zip(chunk, answer([p for p, _ in chunk], task.max_new_tokens)):
+            rows.append({"n": len(rows) + 1, "prompt": prompt[-1]["content"], "reference": reference,
+                         "prediction": prediction, "score": score(task, prediction, reference)})
+        if on_batch is not None:
+            on_batch(len(rows))
+    scores = [r["score"] for r in rows]
+    lo, hi = interval(scores, task.scorer in BINARY)
+    return {"rows": rows, "score": sum(scores) / max(len(scores), 1), "ci_low": lo, "ci_high": hi,
+            "passed": sum(s >= 1.0 for s in scores), "seconds": time.perf_counter() - t0}
+
+
 def load_examples(task: Task, limit: int = 0) -> list[tuple[list[dict], str]]:
     """(prompt messages, reference) per example of the task's evaluation set, the system prompt put first."""
     from .data import DatasetShape, detect_shape, read_dataset, to_conversation

@@ -109,10 +109,37 @@ def distill_config(tmp_path, **overrides):
     return DistillConfig(**values)
 
 
+def test_layer_importance_finds_a_layer_that_does_nothing():
+    """A layer whose output projections are zero adds nothing to the residual stream: skipping it costs nothing,
+    so a student never keeps it; every real layer costs something when skipped (the labels are the model's own
+    greedy choices, which every real layer helps to make)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.distill import layer_importance, select_layers
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    with torch.no_grad():
+        model.model.layers[2].self_attn.o_proj.weight.zero_()
+        model.model.layers[2].mlp.down_proj.weight.zero_()
+    ids = torch.randint(0, 64, (3, 12))
+    with torch.no_grad():
+        labels = torch.cat([ids[:, :1], model(input_ids=ids).logits.argmax(-1)[:, :-1]], 1)
+    labels[:, :5] = -100  # the prompt part is not scored
+    base, rises = layer_importance(model, [(ids, torch.ones_like(ids), labels)])
+    assert len(rises) == 4 and abs(rises[2]) < 1e-5 and base > 0
+    assert all(r > 1e-4 for i, r in enumerate(rises) if i != 2)
+    kept, rounds = select_layers(model, [(ids, torch.ones_like(ids), labels)], 3)
+    assert kept == [0, 1, 3] and len(rounds) == 1
+    assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4  # the model is left whole
+
+
 def test_kd_training_lowers_the_loss_and_registers_the_student(distill_engine, tmp_path):
     preview = distill_engine.student_preview(distill_config(tmp_path))
-    assert preview["layers"] == [0, 3] and 0 < preview["ratio"] < 1
-    rid = distill_engine.start_run(distill_config(tmp_path, alpha=1.0))  # pure KD: its loss must fall
+    assert len(preview["layers"]) == 2 and 0 < preview["ratio"] < 1
+    rid = distill_engine.start_run(distill_config(tmp_path, alpha=1.0, task="request_to_json", task_limit=3))
     run = distill_engine.wait_run(rid, timeout=300)
     assert run.status is RunStatus.SUCCEEDED, (run.error, [m.message for m in distill_engine.run_logs(rid)][-4:])
     kd = [m.value for m in distill_engine.run_metrics(rid) if m.name == "kd_loss"]
@@ -120,9 +147,12 @@ def test_kd_training_lowers_the_loss_and_registers_the_student(distill_engine, t
     assert len(kd) == 16 and sum(kd[-4:]) < sum(kd[:4]) and ce
     s = run.summary
     for key in ("heldout_ppl_teacher", "heldout_ppl_student", "agreement", "general_ppl_student",
-                "decode_speedup", "params_ratio"):
+                "decode_speedup", "params_ratio", "task_score_teacher", "task_score_student", "task_retention"):
         assert key in s, key
     assert 0 < s["params_ratio"] < 1
+    assert len(s["layers"]) == 2 and s["importance_rounds"] == 2  # chosen by measured importance (4 → 3 → 2)
+    logs = "\n".join(m.message for m in distill_engine.run_logs(rid))
+    assert "round 1: loss rise without each layer: 0:" in logs and "teacher on request_to_json" in logs
     student = distill_engine.get_model("student")
     assert student.parent_id == "teacher" and student.params == preview["params"]
 

@@ -9,8 +9,8 @@ import time
 
 from ..errors import InvalidInput
 from ..configs import DistillConfig
-from ..distill import (check_same_tokenizer, decode_tokens_per_s, derive_student, greedy_tokens,
-                       make_distill_trainer, perplexity, response_nll)
+from ..distill import (check_same_tokenizer, decode_tokens_per_s, decoder_layers, derive_student, greedy_tokens,
+                       make_distill_trainer, perplexity, response_nll, select_layers)
 from ..exports import publish_model
 from ..scoring import split_conversation
 from ..training import TrainingSession, count_params, prepare_data
@@ -27,15 +27,50 @@ def load_models(ctx, config: DistillConfig):
     teacher = load_model(teacher_rec.path).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    if config.student == "derived":
-        layers = config.layer_indices(teacher.config.num_hidden_layers)
-        ctx.log(f"student keeps teacher layers {layers}")
-        student = derive_student(teacher, layers)
-    else:
+    return teacher_rec, teacher, tokenizer
+
+
+def calibration_batches(dataset, count: int, pad_id: int, batch_size: int = 8) -> list:
+    """(input_ids, attention_mask, labels) tensors of the first `count` tokenized examples, right-padded."""
+    import torch
+
+    rows = dataset[:count]
+    batches = []
+    for start in range(0, len(rows["input_ids"]), batch_size):
+        ids, labels = rows["input_ids"][start:start + batch_size], rows["labels"][start:start + batch_size]
+        width = max(len(x) for x in ids)
+        batches.append((torch.tensor([x + [pad_id] * (width - len(x)) for x in ids]),
+                        torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+                        torch.tensor([x + [-100] * (width - len(x)) for x in labels])))
+    return batches
+
+
+def make_student(ctx, config: DistillConfig, teacher_rec, teacher, tokenizer, data):
+    """The student: the teacher's most important layers (measured), evenly spaced or named ones, or a registered
+    model sharing the teacher's tokenizer."""
+    from ..loading import load_model, load_tokenizer
+
+    if config.student == "existing":
         student_rec = ctx.store.get_model(config.student_model_id)
         check_same_tokenizer(tokenizer, load_tokenizer(student_rec.path), teacher_rec.id, student_rec.id)
-        student = load_model(student_rec.path)
-    return teacher_rec, teacher, student, tokenizer
+        return load_model(student_rec.path)
+    n = len(decoder_layers(teacher))
+    if config.measures_importance():
+        keep = min(config.keep_layers, n)
+        batches = calibration_batches(data.train, config.calibration_examples, tokenizer.pad_token_id)
+        ctx.stage(f"measuring layer importance on {config.calibration_examples} training examples")
+        layers, rounds = select_layers(teacher, batches, keep, lambda r, left: ctx.stage(
+            f"layer importance: round {r}, {left} layers left"))
+        even = config.model_copy(update={"layer_selection": "even"}).layer_indices(n)
+        for r, costs in enumerate(rounds, 1):
+            ctx.log(f"round {r}: loss rise without each layer: " + ", ".join(f"{i}:{c:.3f}" for i, c in costs.items()))
+        ctx.summary(layers=layers, importance_rounds=len(rounds))
+        ctx.log(f"keeping the {keep} most important layers {layers} (evenly spaced would be {even})")
+    else:
+        layers = config.layer_indices(n)
+        ctx.summary(layers=layers)
+    ctx.log(f"student keeps teacher layers {layers}")
+    return derive_student(teacher, layers)
 
 
 def evaluate(ctx, config, teacher, student, tokenizer, data) -> dict:
@@ -58,6 +93,8 @@ def evaluate(ctx, config, teacher, student, tokenizer, data) -> dict:
         ctx.stage("eval: general perplexity (Python's documentation text)")
         results["general_ppl_teacher"] = perplexity(standard_text_nll(teacher, tokenizer, config.general_ppl_tokens))
         results["general_ppl_student"] = perplexity(standard_text_nll(student, tokenizer, config.general_ppl_tokens))
+    if config.task:
+        results.update(task_scores(ctx, config, teacher, student, tokenizer))
     ctx.stage("eval: decode speed")
     results["decode_tok_s_teacher"] = decode_tokens_per_s(teacher, tokenizer)
     results["decode_tok_s_student"] = decode_tokens_per_s(student, tokenizer)
@@ -65,6 +102,33 @@ def evaluate(ctx, config, teacher, student, tokenizer, data) -> dict:
     for name, value in results.items():
         ctx.metric(name, value)
     return results
+
+
+def task_scores(ctx, config: DistillConfig, teacher, student, tokenizer) -> dict:
+    """Teacher and student scored on the config's task (greedy answers to its evaluation set); each one's answers
+    are kept as a predictions artifact."""
+    import json
+
+    from ..scoring import answerer
+    from ..tasks import Task, load_examples, score_answers
+
+    task = Task.model_validate_json(ctx.store.task_json(config.task))
+    examples = load_examples(task, config.task_limit)
+    out = {}
+    for who, model in (("teacher", teacher), ("student", student)):
+        ctx.stage(f"eval: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
+        result = score_answers(task, examples, answerer(model, tokenizer),
+                               lambda done, _w=who: ctx.stage(f"eval: {_w} on '{task.name}' {done}/{len(examples)}"))
+        path = ctx.workdir / f"predictions-{who}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["rows"]), encoding="utf-8")
+        ctx.artifact("predictions", path)
+        out.update({f"task_score_{who}": result["score"], f"task_ci_low_{who}": result["ci_low"],
+                    f"task_ci_high_{who}": result["ci_high"]})
+        ctx.log(f"{who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "
+                f"in {result['seconds']:.0f} s")
+    out["task_examples"] = len(examples)
+    out["task_retention"] = out["task_score_student"] / out["task_score_teacher"] if out["task_score_teacher"] else 0.0
+    return out
 
 
 def run(ctx, config: DistillConfig) -> None:
@@ -75,10 +139,11 @@ def run(ctx, config: DistillConfig) -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
-    ctx.progress(0.01, "loading teacher, student and data")
-    teacher_rec, teacher, student, tokenizer = load_models(ctx, config)
+    ctx.progress(0.01, "loading the teacher and the data")
+    teacher_rec, teacher, tokenizer = load_models(ctx, config)
     data = prepare_data(config, tokenizer)
     ctx.log(f"data: {len(data.train)} train / {len(data.eval)} held-out examples ({data.shape})")
+    student = make_student(ctx, config, teacher_rec, teacher, tokenizer, data)
     t_params, s_params = count_params(teacher)[1], count_params(student)[1]
     ctx.summary(teacher_params_m=round(t_params / 1e6, 1), student_params_m=round(s_params / 1e6, 1),
                 params_ratio=round(s_params / t_params, 3), alpha=config.alpha)

@@ -8,7 +8,7 @@ import time
 
 from ..configs import EvaluateConfig
 from ..exports import scoring_export
-from ..tasks import BINARY, Task, interval, load_examples, score
+from ..tasks import Task, load_examples, score_answers
 
 
 def choose_backend(ctx, config: EvaluateConfig, model):
@@ -27,17 +27,12 @@ def choose_backend(ctx, config: EvaluateConfig, model):
 
     import torch
 
-    from ..scoring import generate_batch
+    from ..scoring import answerer
 
     if config.threads:
         torch.set_num_threads(config.threads)
     lm, tokenizer = load_causal_lm(*weights_of(ctx.store, model))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    def answer(prompts, max_new_tokens):
-        return [a.strip() for a in generate_batch(lm, tokenizer, prompts, max_new_tokens)]
-    return f"transformers fp32 ({model.id})", answer
+    return f"transformers fp32 ({model.id})", answerer(lm, tokenizer)
 
 
 def run(ctx, config: EvaluateConfig) -> None:
@@ -50,25 +45,19 @@ def run(ctx, config: EvaluateConfig) -> None:
     ctx.log(f"{len(examples)} examples of '{task.name}' ({task.scorer} scorer) on {backend}")
     ctx.summary(task=task.name, scorer=task.scorer, backend=backend, examples=len(examples),
                 task_config=task.model_dump())  # the task as it was scored, should it change later
-    rows, scores, batch, t_gen = [], [], 8, time.perf_counter()
-    for start in range(0, len(examples), batch):
+
+    def on_batch(done: int) -> None:
         ctx.check_cancelled()
-        chunk = examples[start:start + batch]
-        for (prompt, reference), prediction in zip(chunk, answer([p for p, _ in chunk], task.max_new_tokens)):
-            value = score(task, prediction, reference)
-            scores.append(value)
-            rows.append({"n": len(rows) + 1, "prompt": prompt[-1]["content"], "reference": reference,
-                         "prediction": prediction, "score": value})
-        done = len(rows)
         ctx.progress(0.05 + 0.9 * done / len(examples), f"scored {done}/{len(examples)}")
-    mean = sum(scores) / max(len(scores), 1)
-    lo, hi = interval(scores, task.scorer in BINARY)
+
+    result = score_answers(task, examples, answer, on_batch)
     path = ctx.workdir / "predictions.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["rows"]), encoding="utf-8")
     ctx.artifact("predictions", path)
-    seconds = time.perf_counter() - t_gen
+    mean, lo, hi = result["score"], result["ci_low"], result["ci_high"]
     ctx.metric("task_score", mean)
-    ctx.summary(score=round(mean, 4), ci_low=round(lo, 4), ci_high=round(hi, 4), passed=sum(s >= 1.0 for s in scores),
-                scoring_s=round(seconds, 1), wall_s=round(time.perf_counter() - t0, 1))
-    ctx.log(f"{task.name}: {mean:.3f} (95 % interval {lo:.3f}–{hi:.3f}) on {len(scores)} examples in {seconds:.0f} s")
+    ctx.summary(score=round(mean, 4), ci_low=round(lo, 4), ci_high=round(hi, 4), passed=result["passed"],
+                scoring_s=round(result["seconds"], 1), wall_s=round(time.perf_counter() - t0, 1))
+    ctx.log(f"{task.name}: {mean:.3f} (95 % interval {lo:.3f}–{hi:.3f}) on {len(result['rows'])} examples in "
+            f"{result['seconds']:.0f} s")
     ctx.progress(1.0, "done")
