@@ -10,7 +10,7 @@ import threading
 from pydantic import ValidationError
 
 from .api import Engine
-from .configs import BenchmarkConfig, EvaluateConfig, GenerationParams, QuantizeConfig
+from .configs import BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerationParams, QuantizeConfig
 from .errors import SlmopsError
 from .jobs.registry import JOB_KINDS
 from .records import ModelStatus
@@ -158,7 +158,7 @@ def cmd_training_job(engine: Engine, args) -> int:
     torchrun (or with --in-process)."""
     from .jobs.launch import run_in_process, world
 
-    config = _load_config(args.config, args.command)
+    config = config_from_args(args, args.command)
     rank, size = world()
     if size == 1 and not args.in_process:
         run_id = engine.start_run(config)
@@ -201,10 +201,14 @@ def config_flags(parser: argparse.ArgumentParser, cls, aliases: dict[str, tuple[
 
 
 def config_from_args(args, kind: str):
-    """The job config from `--config FILE` (if given) with the flags on top."""
+    """The job config from `--config FILE` (if given) with the flags on top (a file of another kind, such as
+    distill's stage 1, is taken as it is)."""
     data = {}
     if getattr(args, "config", None):
-        data = _load_config(args.config, kind).model_dump(exclude_unset=True)
+        loaded = _load_config(args.config, kind)
+        if loaded.kind != kind:
+            return loaded
+        data = loaded.model_dump(exclude_unset=True)
     cls = JOB_KINDS[kind].config
     data.update({k: v for k, v in vars(args).items() if k in cls.model_fields})
     return cls.model_validate(data)
@@ -334,12 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None, help="more epochs (for a run that finished)")
     p.set_defaults(func=cmd_runs_resume)
 
-    for name, text in (("finetune", "fine-tune from a YAML/JSON config; data-parallel under torchrun"),
-                       ("distill", "distillation from a YAML/JSON config (kind: generate_data for stage 1, distill "
-                                   "for stage 2; default distill); data-parallel under torchrun")):
+    for name, cls, text in (
+            ("finetune", FineTuneConfig, "fine-tune from flags and/or a YAML/JSON config; data-parallel under "
+                                         "torchrun"),
+            ("distill", DistillConfig, "distillation from flags and/or a YAML/JSON config (stage 2; a config file "
+                                       "with kind: generate_data runs stage 1); data-parallel under torchrun")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", required=True)
+        p.add_argument("--config", help="YAML/JSON config; flags override its fields")
         p.add_argument("--in-process", action="store_true", help="run here instead of in a worker process")
+        config_flags(p, cls, {"model_id": ("--model",), "teacher_model_id": ("--teacher",),
+                              "train_path": ("--train",)})
         p.set_defaults(func=cmd_training_job)
 
     p = sub.add_parser("quantize", help="export a model to ONNX Runtime GenAI (int4 affine by default) and verify it")

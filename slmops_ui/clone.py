@@ -1,34 +1,23 @@
 """Cloning a run's config into the form of its tab: each job tab names which config field fills which widget."""
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
 
-def widget_value(name: str, value):
-    """A config value as its widget shows it (None → empty text, a mapping → 'k=v, …', few-shot → JSON lines)."""
-    if value is None:
-        return ""
-    if name == "columns" and isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    if name == "few_shot" and isinstance(value, list):
-        return "\n".join(json.dumps(v, ensure_ascii=False) for v in value)
-    return value
-
-
-def fill(fields: dict, kinds: set[str], clone: dict | None) -> list:
-    """Updates for `fields` (in order) from a cloned config, or skips when the config belongs to another tab."""
-    if not clone or clone.get("kind") not in kinds:
-        return [gr.skip()] * len(fields)
+def fill(form, clone: dict | None) -> list:
+    """Updates for the form's widgets (in order) from a cloned config, or skips when it belongs to another form.
+    Fields the stored config lacks (an older run) keep what the widget shows."""
+    if not clone or clone.get("kind") not in form.kinds:
+        return [gr.skip()] * len(form.widgets)
     config = clone["config"]
-    return [gr.update(value=widget_value(name, config[name])) if name in config else gr.skip() for name in fields]
+    return [gr.update(value=form.to_widget(name, config[name])) if name in config else gr.skip()
+            for name in form.widgets]
 
 
-def wire(clone_state: gr.State, forms: list[tuple[set[str], dict]]) -> None:
-    """When a run is cloned, fill every form whose kinds include the run's kind."""
-    for kinds, fields in forms:
-        clone_state.change(lambda c, _k=kinds, _f=fields: fill(_f, _k, c), [clone_state], list(fields.values()))
+def wire(clone_state: gr.State, forms: list) -> None:
+    """When a run is cloned, fill every form (slmops_ui.forms.ConfigForm) whose kinds include the run's kind."""
+    for form in forms:
+        clone_state.change(lambda c, _f=form: fill(_f, c), [clone_state], form.inputs)
 
 
 def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs, tab_of_kind: dict[str, str]) -> dict:

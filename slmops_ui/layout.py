@@ -40,8 +40,9 @@ def build_app(engine) -> gr.Blocks:
         banner = gr.Markdown(banner_text(engine), elem_id="banner", visible=bool(banner_text(engine)))
         preparing = gr.State("")
         clone_state = gr.State(None)  # a run's {kind, config}, set by the Runs tab's "Clone into its tab"
-        # the job tabs and the others, in order: (label, id, builder); a tab returns its "refresh" and, for a job
-        # form, its "clone" mapping (kinds → {config field: widget})
+        # the job tabs and the others, in order: (label, id, builder); a tab returns its "refresh" and, for job
+        # tabs, its "forms" (slmops_ui.forms.ConfigForm: the widgets of a config's fields, and the job kinds whose
+        # runs a clone copies into them)
         pages = [("Chat", "chat", build_chat_tab), ("Distill", "distill", build_distill_tab),
                  ("Fine-tune", "finetune", lambda e: build_finetune_tab(e, qlora_reason)),
                  ("Quantize", "quantize", build_quantize_tab), ("Evaluate", "evaluate", build_evaluate_tab),
@@ -54,9 +55,9 @@ def build_app(engine) -> gr.Blocks:
                     built[tab_id] = build(engine)
             with gr.Tab("Runs", id="runs") as runs_tab:
                 runs = build_runs_tab(engine)
-                forms = {tab_id: tab.get("clone", []) for tab_id, tab in built.items()}
-                tab_of_kind = {kind: tab_id for tab_id, mapping in forms.items() for kinds, _ in mapping
-                               for kind in kinds}
+                forms = {tab_id: tab.get("forms", []) for tab_id, tab in built.items()}
+                tab_of_kind = {kind: tab_id for tab_id, tab_forms in forms.items() for form in tab_forms
+                               for kind in form.kinds}
                 cloner = build_clone_row(engine, clone_state, tabs, tab_of_kind)
 
         # The Runs table polls every 2 s only while its tab is on screen (it ticked on every tab: each tick is an
@@ -66,7 +67,7 @@ def build_app(engine) -> gr.Blocks:
 
         tabs.select(runs_polling, None, [runs["timer"]], show_progress="hidden")
         runs_tab.select(*runs["shown"], show_progress="hidden")
-        wire(clone_state, [form for mapping in forms.values() for form in mapping])
+        wire(clone_state, [form for tab_forms in forms.values() for form in tab_forms])
         refreshers = [tab["refresh"] for tab in built.values()] + [cloner["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]

@@ -1,6 +1,10 @@
-"""The job forms and their configs cannot drift: every widget a tab maps to a config field (the mapping that
-"Clone into its tab" fills) starts at that field's default, for every job kind with a tab."""
+"""The job forms and their configs cannot drift. Every job tab builds its forms from its config's fields
+(slmops_ui.forms.ConfigForm); for each form: every widget starts at its field's default, and a config goes form →
+config → form unchanged, for the defaults and for a config with every field changed."""
+import typing
+
 import gradio as gr
+import pytest
 from pydantic_core import PydanticUndefined
 
 from engine import JOB_KINDS
@@ -8,39 +12,109 @@ from engine import JOB_KINDS
 # Where a form starts elsewhere on purpose: the sweep reuses the single export's "Verify tokens" box (one widget,
 # one value), and the fine-tune form starts on the bundled example task (train and eval files) so that a newcomer
 # can press Start.
-DELIBERATE = {("quantize_sweep", "verify_tokens"), ("finetune", "eval_path")}
+DELIBERATE = {("quantize_sweep", "verify_tokens"), ("finetune", "train_path"), ("finetune", "eval_path")}
+FORM_KINDS = {"finetune", "generate_data", "distill", "quantize", "quantize_sweep", "benchmark", "evaluate"}
 
 
-def field_default(cls, name):
-    field = cls.model_fields[name]
-    if field.default is not PydanticUndefined:
-        return field.default
-    return field.default_factory() if field.default_factory else PydanticUndefined
-
-
-def test_every_form_widget_starts_at_its_config_default(engine):
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory):
+    from engine import Engine, Settings
     from slmops_ui.tabs.benchmark import build_benchmark_tab
     from slmops_ui.tabs.distill import build_distill_tab
     from slmops_ui.tabs.evaluate import build_evaluate_tab
     from slmops_ui.tabs.finetune import build_finetune_tab
     from slmops_ui.tabs.quantize import build_quantize_tab
 
+    engine = Engine(Settings(home=tmp_path_factory.mktemp("forms") / "ws", offline=True))
     with gr.Blocks():
         tabs = [build_finetune_tab(engine, None), build_distill_tab(engine), build_quantize_tab(engine),
                 build_benchmark_tab(engine), build_evaluate_tab(engine)]
-    checked, drift = set(), []
-    for tab in tabs:
-        for kinds, fields in tab["clone"]:
-            for kind in kinds:
-                cls = JOB_KINDS[kind].config
-                for name, widget in fields.items():
-                    default = field_default(cls, name)
-                    if default is PydanticUndefined or (kind, name) in DELIBERATE:
-                        continue  # a required field (the model, the data) has no default to show
-                    value = widget.value
-                    same = value == default or (value in ("", None) and default in ("", None, [], {}))
-                    if not same:
-                        drift.append(f"{kind}.{name}: widget {value!r}, config {default!r}")
-                    checked.add(kind)
+    yield [form for tab in tabs for form in tab["forms"]]
+    engine.close()
+
+
+def required_values(cls) -> dict:
+    """A value for every required field (a model, a data file)."""
+    values = {}
+    for name, field in cls.model_fields.items():
+        if field.is_required():
+            values[name] = ["m1", "m2"] if typing.get_origin(field.annotation) is list else "/tmp/some/file.jsonl"
+    return values
+
+
+def changed(cls, name, value):
+    """A different valid value for a field (to prove the field really travels through its widget)."""
+    field = cls.model_fields[name]
+    hint = field.annotation
+    if typing.get_origin(hint) is typing.Literal:
+        options = [a for a in typing.get_args(hint) if a != value]
+        return options[0] if options else value
+    if isinstance(value, bool):
+        return not value
+    bounds = {k: getattr(m, k) for m in field.metadata for k in ("ge", "gt", "le", "lt")
+              if getattr(m, k, None) is not None}
+    if isinstance(value, int) and not isinstance(value, bool):
+        candidate = value + 1
+        return candidate if candidate <= bounds.get("le", candidate) else value - 1
+    if isinstance(value, float):
+        candidate = round(value * 0.5 + bounds.get("ge", bounds.get("gt", 0)) * 0.5 + 0.01, 4)
+        return candidate
+    if isinstance(value, dict):
+        return {"prompt": "question", "completion": "answer"}
+    if value is None or isinstance(value, str):
+        return {"layers": "0,3,5", "few_shot": None}.get(name, "/tmp/other.jsonl" if "path" in name else "some-name")
+    return value
+
+
+def test_every_job_kind_with_a_tab_has_a_form(forms):
+    assert {kind for form in forms for kind in form.kinds} == FORM_KINDS
+    for form in forms:
+        assert all(JOB_KINDS[kind].config is form.cls for kind in form.kinds)
+
+
+def test_every_config_field_is_in_its_form(forms):
+    for form in forms:
+        assert set(form.cls.model_fields) - set(form.widgets) <= {"resume_from_run"}, form.cls.kind
+
+
+def test_every_form_widget_starts_at_its_config_default(forms):
+    drift = []
+    for form in forms:
+        for name, widget in form.widgets.items():
+            default = form.cls.model_fields[name].get_default(call_default_factory=True)
+            if default is PydanticUndefined or (form.cls.kind, name) in DELIBERATE:
+                continue  # a required field (the model, the data) has no default to show
+            if form.to_value(name, widget.value) != default:
+                drift.append(f"{form.cls.kind}.{name}: widget {widget.value!r}, config {default!r}")
     assert drift == []
-    assert checked == {"finetune", "generate_data", "distill", "quantize", "quantize_sweep", "benchmark", "evaluate"}
+
+
+def test_every_field_round_trips_form_config_form(forms):
+    for form in forms:
+        cls = form.cls
+        config = cls(**required_values(cls))
+        assert form.config(form.shown(config)) == config, cls.kind  # the defaults
+
+        data = config.model_dump()
+        for name in form.widgets:
+            if name == "candidates":
+                data[name] = ["int4", "int8"]
+            elif name == "few_shot":
+                data[name] = [{"prompt": "2+2?", "response": "4"}]
+            elif name == "block_size":
+                data[name] = 64
+            elif name == "accuracy_level":
+                data[name] = 1
+            elif not cls.model_fields[name].is_required():
+                data[name] = changed(cls, name, data[name])
+        other = cls(**data)
+        assert form.config(form.shown(other)) == other, cls.kind  # every field changed
+        assert form.shown(form.config(form.shown(other))) == form.shown(other)
+
+
+def test_an_empty_required_field_says_what_to_fill(forms):
+    form = next(f for f in forms if f.cls.kind == "finetune")
+    shown = form.shown(form.cls(**required_values(form.cls)))
+    shown[list(form.widgets).index("model_id")] = None
+    with pytest.raises(gr.Error, match="Pick a base model"):
+        form.config(shown)

@@ -8,7 +8,7 @@ import gradio as gr
 from engine import BenchmarkConfig
 
 from ..bench_charts import BAR_METRICS, TABLE_HEADERS, bar_figure, scatter_figure, table_rows
-from ..forms import model_choices, number, ui_errors
+from ..forms import ConfigForm, model_choices, ui_errors
 from ..job_panel import build_job_panel
 
 
@@ -25,30 +25,27 @@ def build_benchmark_tab(engine) -> dict:
                 "timed. Quality: perplexity on Python's own documentation text, the bundled multiple-choice set "
                 "(`assets/eval/mc_questions.jsonl`, scored by log-likelihood), and agreement with the model's "
                 "source or teacher.")
+    form = ConfigForm(BenchmarkConfig, required={"model_ids": "Pick at least one model."})
     with gr.Row():
-        models = gr.Dropdown(label="Models", choices=[], multiselect=True, elem_id="bench-models",
-                             info="Any registered models; a model's source/teacher is also run for agreement.")
+        models = form.field("model_ids", gr.Dropdown(
+            label="Models", choices=[], multiselect=True, elem_id="bench-models",
+            info="Any registered models; a model's source/teacher is also run for agreement."))
     with gr.Row():
-        prompt_length = gr.Radio(["short", "medium", "long"], value="short", label="Prompt length",
-                                 info="short: the prompt alone; medium/long: after a ~256/~1024-token passage.")
-        gen_length = gr.Radio(["short", "medium", "long"], value="medium", label="Generation length",
-                              info="32 / 64 / 256 tokens per call (EOS ignored).")
+        form.field("prompt_length")
+        form.field("gen_length", label="Generation length")
     with gr.Row():
-        reps = number(BenchmarkConfig, "repetitions", precision=0)
-        warmup = number(BenchmarkConfig, "warmup", precision=0)
-        threads = number(BenchmarkConfig, "threads", precision=0)
-        prompt_count = number(BenchmarkConfig, "prompt_count", precision=0)
+        for name in ("repetitions", "warmup", "threads", "prompt_count"):
+            form.field(name)
     with gr.Accordion("Prompts and quality", open=False):
         with gr.Row():
             upload = gr.File(label="Upload a prompt set (.jsonl with 'prompt', or any chat dataset)",
                              file_types=[".jsonl", ".json", ".csv", ".parquet"])
-            prompts_path = gr.Textbox(label="…or a prompt file path",
-                                      value=BenchmarkConfig.model_fields["prompts_path"].default)
+            form.field("prompts_path", label="…or a prompt file path")
         with gr.Row():
-            ppl_tokens = number(BenchmarkConfig, "ppl_tokens", precision=0)
-            mc = gr.Checkbox(value=True, label="Multiple-choice accuracy")
-            mc_questions = number(BenchmarkConfig, "mc_questions", precision=0)
-            agreement_prompts = number(BenchmarkConfig, "agreement_prompts", precision=0)
+            form.field("ppl_tokens")
+            form.field("mc", label="Multiple-choice accuracy")
+            for name in ("mc_questions", "agreement_prompts", "agreement_tokens"):
+                form.field(name)
     with gr.Row():
         start = gr.Button("Run benchmark", variant="primary", elem_id="bench-start", scale=2)
         past = gr.Dropdown(label="…or show an earlier benchmark run", choices=[], scale=1, elem_id="bench-past")
@@ -64,19 +61,12 @@ def build_benchmark_tab(engine) -> dict:
     hardware = gr.Markdown("")
 
     @ui_errors
-    def do_start(ids, plen, glen, reps_, warm, thr, count, upload_, path, ppl, mc_, mcq, agree):
-        if not ids:
-            raise gr.Error("Pick at least one model.")
-        config = BenchmarkConfig(model_ids=ids, prompt_length=plen, gen_length=glen, repetitions=int(reps_),
-                                 warmup=int(warm), threads=int(thr), prompt_count=int(count),
-                                 prompts_path=(upload_ or path or "").strip() or
-                                 BenchmarkConfig.model_fields["prompts_path"].default,
-                                 ppl_tokens=int(ppl), mc=mc_, mc_questions=int(mcq), agreement_prompts=int(agree))
-        run_id = engine.start_run(config)
+    def do_start(*values):
+        *fields, upload_ = values
+        run_id = engine.start_run(form.config(fields, **({"prompts_path": upload_} if upload_ else {})))
         return run_id, f"Started benchmark run {run_id}."
 
-    start.click(do_start, [models, prompt_length, gen_length, reps, warmup, threads, prompt_count, upload,
-                           prompts_path, ppl_tokens, mc, mc_questions, agreement_prompts], [run_state, message])
+    start.click(do_start, form.inputs + [upload], [run_state, message])
 
     shown = gr.State("")  # what was drawn last: polling redraws only when the results change
 
@@ -125,8 +115,4 @@ def build_benchmark_tab(engine) -> dict:
         return (gr.update(choices=every, value=kept),
                 gr.update(choices=runs, value=current_past if current_past in [v for _, v in runs] else None))
 
-    fields = {"model_ids": models, "prompt_length": prompt_length, "gen_length": gen_length, "repetitions": reps,
-              "warmup": warmup, "threads": threads, "prompt_count": prompt_count, "prompts_path": prompts_path,
-              "ppl_tokens": ppl_tokens, "mc": mc, "mc_questions": mc_questions,
-              "agreement_prompts": agreement_prompts}
-    return {"refresh": (refresh, [models, past], [models, past]), "clone": [({"benchmark"}, fields)]}
+    return {"refresh": (refresh, [models, past], [models, past]), "forms": [form]}

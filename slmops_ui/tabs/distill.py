@@ -2,81 +2,55 @@
 from the teacher with the KD loss). Each stage follows its run with the shared job panel."""
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
 from engine import DistillConfig, GenerateDataConfig, ModelFormat
 
-from ..forms import model_choices, number, slider, ui_errors
+from ..forms import ConfigForm, model_choices, ui_errors
 from ..job_panel import build_job_panel
-
-
-def _few_shot(text: str) -> list[dict]:
-    shots = []
-    for n, line in enumerate((text or "").splitlines(), 1):
-        if line.strip():
-            try:
-                shots.append(json.loads(line))
-            except json.JSONDecodeError:
-                example = '{"prompt": ..., "response": ...}'
-                raise gr.Error(f"Few-shot line {n} is not JSON: write {example}.") from None
-    return shots
 
 
 def build_stage1(engine) -> tuple:
     run_state = gr.State(None)
-    teacher = gr.Dropdown(label="Teacher", choices=[], info="Any registered full model; the bundled one by default.")
+    form = ConfigForm(GenerateDataConfig, required={"teacher_model_id": "Pick a teacher model."})
+    teacher = form.field("teacher_model_id", gr.Dropdown(
+        label="Teacher", choices=[], info="Any registered full model; the bundled one by default."))
     with gr.Row():
-        prompts = gr.Textbox(label="Prompts file", value=GenerateDataConfig.model_fields["prompts_path"].default,
-                             info=GenerateDataConfig.model_fields["prompts_path"].description, scale=3)
+        form.field("prompts_path", label="Prompts file", scale=3)
         upload = gr.File(label="…or upload prompts", file_types=[".jsonl", ".json", ".csv", ".parquet"], scale=1)
     with gr.Row():
-        system = gr.Textbox(label="System prompt (optional)", lines=2)
-        shots = gr.Textbox(label="Few-shot examples (optional)", lines=2,
-                           placeholder='{"prompt": "2+2?", "response": "4"}  — one JSON object per line')
+        form.field("system_prompt", label="System prompt (optional)", lines=2)
+        form.field("few_shot", label="Few-shot examples (optional)", lines=2, info=None,
+                   placeholder='{"prompt": "2+2?", "response": "4"}  — one JSON object per line')
     with gr.Row():
-        temperature = slider(GenerateDataConfig, "temperature", 0.05)
-        top_p = slider(GenerateDataConfig, "top_p", 0.05)
-        max_new = slider(GenerateDataConfig, "max_new_tokens", 1, maximum=512)
-        n_per = slider(GenerateDataConfig, "n_per_prompt", 1)
-        batch = slider(GenerateDataConfig, "batch_size", 1, maximum=64)
-        max_prompts = number(GenerateDataConfig, "max_prompts", precision=0)
+        form.field("temperature", step=0.05)
+        form.field("top_p", step=0.05)
+        form.field("max_new_tokens", step=1, maximum=512)
+        form.field("n_per_prompt", step=1)
+        form.field("batch_size", step=1, maximum=64)
+        form.field("max_prompts")
     with gr.Accordion("Filters", open=False):
         with gr.Row():
-            drop_cut = gr.Checkbox(label="Drop answers cut off at max tokens", value=True)
-            dedupe = gr.Checkbox(label="Drop duplicates", value=True)
-            require_json = gr.Checkbox(label="Keep only JSON answers", value=False)
-            min_chars = number(GenerateDataConfig, "min_chars", precision=0)
-            max_chars = number(GenerateDataConfig, "max_chars", precision=0)
-            regex = gr.Textbox(label="Keep only answers matching (regex)")
-    name = gr.Textbox(label="Dataset name (optional)")
+            form.field("drop_truncated", label="Drop answers cut off at max tokens")
+            form.field("dedupe", label="Drop duplicates")
+            form.field("require_json", label="Keep only JSON answers")
+            form.field("min_chars")
+            form.field("max_chars")
+            form.field("regex", label="Keep only answers matching (regex)")
+    form.field("output_name", label="Dataset name (optional)")
+    form.remaining()
     start = gr.Button("Generate dataset", variant="primary")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("generate_data",), chart=False)
 
     @ui_errors
-    def do_start(teacher_, prompts_, upload_, system_, shots_, temp, top_p_, max_new_, n_per_, batch_, max_p, cut,
-                 dedupe_, json_, min_c, max_c, regex_, name_):
-        if not teacher_:
-            raise gr.Error("Pick a teacher model.")
-        config = GenerateDataConfig(
-            teacher_model_id=teacher_, prompts_path=upload_ or prompts_, system_prompt=system_ or "",
-            few_shot=_few_shot(shots_), temperature=temp, top_p=top_p_, max_new_tokens=max_new_, n_per_prompt=n_per_,
-            batch_size=batch_, max_prompts=max_p, drop_truncated=cut, dedupe=dedupe_, require_json=json_,
-            min_chars=min_c, max_chars=max_c, regex=regex_ or "", output_name=(name_ or "").strip() or None)
-        run_id = engine.start_run(config)
+    def do_start(*values):
+        *fields, upload_ = values
+        run_id = engine.start_run(form.config(fields, **({"prompts_path": upload_} if upload_ else {})))
         return run_id, f"Started run {run_id}."
 
-    start.click(do_start, [teacher, prompts, upload, system, shots, temperature, top_p, max_new, n_per, batch,
-                           max_prompts, drop_cut, dedupe, require_json, min_chars, max_chars, regex, name],
-                [run_state, message])
-    fields = {"teacher_model_id": teacher, "prompts_path": prompts, "system_prompt": system, "few_shot": shots,
-              "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new, "n_per_prompt": n_per,
-              "batch_size": batch, "max_prompts": max_prompts, "drop_truncated": drop_cut, "dedupe": dedupe,
-              "require_json": require_json, "min_chars": min_chars, "max_chars": max_chars, "regex": regex,
-              "output_name": name}
-    return teacher, fields
+    start.click(do_start, form.inputs + [upload], [run_state, message])
+    return teacher, form
 
 
 def build_datasets(engine):
@@ -117,94 +91,87 @@ def build_datasets(engine):
 
 def build_stage2(engine, dataset_picker) -> tuple:
     run_state = gr.State(None)
+    form = ConfigForm(DistillConfig, required={
+        "teacher_model_id": "Pick a teacher model.",
+        "train_path": "Give the training data: pick a dataset above or type a path."})
     with gr.Row():
-        teacher = gr.Dropdown(label="Teacher", choices=[])
-        data = gr.Textbox(label="Training data (the teacher's dataset)", scale=2,
+        teacher = form.field("teacher_model_id", gr.Dropdown(label="Teacher", choices=[]))
+        data = form.field("train_path", label="Training data (the teacher's dataset)", scale=2,
                           info="Filled from the dataset picked above; any chat dataset works.")
-        eval_ratio = slider(DistillConfig, "eval_ratio", 0.05)
+        form.field("eval_ratio", step=0.05)
     with gr.Row():
-        mode = gr.Radio(["derived", "existing"], value="derived", label="Student",
-                        info=DistillConfig.model_fields["student"].description)
-        keep = slider(DistillConfig, "keep_layers", 1, maximum=64)
-        layers = gr.Textbox(label="Exact layers (optional)", placeholder="e.g. 0,3,6,9,12,15,18,21,24,29")
-        student = gr.Dropdown(label="Existing student", choices=[], info="Must share the teacher's tokenizer.")
+        mode = form.field("student", label="Student")
+        keep = form.field("keep_layers", step=1, maximum=64)
+        selection = form.field("layer_selection")
+        layers = form.field("layers", label="Exact layers (optional)", placeholder="e.g. 0,3,6,9,12,15,18,21,24,29")
+        student = form.field("student_model_id", gr.Dropdown(label="Existing student", choices=[],
+                                                             info="Must share the teacher's tokenizer."))
     preview = gr.Markdown("")
     with gr.Row():
-        alpha = slider(DistillConfig, "alpha", 0.05)
-        temp = slider(DistillConfig, "temperature", 0.5)
-        lr = number(DistillConfig, "learning_rate")
-        epochs = number(DistillConfig, "epochs")
-        steps = number(DistillConfig, "max_steps", precision=0)
-        batch = number(DistillConfig, "batch_size", precision=0)
-        max_len = number(DistillConfig, "max_length", precision=0)
+        task = form.field("task", gr.Dropdown(label="Task (teacher and student are scored on it)", choices=[""],
+                                              value="", info=DistillConfig.model_fields["task"].description))
+        form.field("task_limit")
     with gr.Row():
-        eval_steps = number(DistillConfig, "eval_steps", precision=0)
-        save_steps = number(DistillConfig, "save_steps", precision=0)
-        name = gr.Textbox(label="Student name (optional)")
+        form.field("alpha", step=0.05)
+        form.field("temperature", step=0.5)
+        for name in ("learning_rate", "epochs", "max_steps", "batch_size", "max_length"):
+            form.field(name)
+    with gr.Row():
+        form.field("eval_steps")
+        form.field("save_steps")
+        form.field("output_name", label="Student name (optional)")
+    form.remaining()
     start = gr.Button("Train student", variant="primary")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("distill",), continuable=True)
-
-    inputs = [teacher, data, eval_ratio, mode, keep, layers, student, alpha, temp, lr, epochs, steps, batch, max_len,
-              eval_steps, save_steps, name]
-
-    def to_config(teacher_, data_, ratio, mode_, keep_, layers_, student_, alpha_, temp_, lr_, epochs_, steps_,
-                  batch_, max_len_, ev, sv, name_) -> DistillConfig:
-        if not teacher_:
-            raise gr.Error("Pick a teacher model.")
-        if not (data_ or "").strip():
-            raise gr.Error("Give the training data: pick a dataset above or type a path.")
-        return DistillConfig(teacher_model_id=teacher_, train_path=data_, eval_ratio=ratio, student=mode_,
-                             keep_layers=keep_, layers=layers_ or "", student_model_id=student_ or None,
-                             alpha=alpha_, temperature=temp_, learning_rate=lr_, epochs=epochs_, max_steps=steps_,
-                             batch_size=batch_, max_length=max_len_, eval_steps=ev, save_steps=sv,
-                             output_name=(name_ or "").strip() or None)
+    inputs = form.inputs
 
     def show_preview(*values):
         values = list(values)
         values[1] = values[1] or "preview-needs-no-data.jsonl"  # the preview reads only the teacher's headers
         try:
-            p = engine.student_preview(to_config(*values))
+            p = engine.student_preview(form.config(values))
         except Exception as exc:  # noqa: BLE001 - a preview only explains; starting the run raises properly
             return f"Student preview unavailable: {exc}"
         layers_text = f"layers {p['layers']}" if p["layers"] else "registered model"
+        if p["layers"] and form.config(values).measures_importance():
+            layers_text = f"the {len(p['layers'])} most important layers, measured when the run starts"
         return (f"Student: **{p['params'] / 1e6:.1f} M parameters** ({p['ratio']:.0%} of the teacher's "
                 f"{p['teacher_params'] / 1e6:.1f} M), about **{p['bytes'] / 1e6:.0f} MB** in fp32 · {layers_text}")
 
     @ui_errors
     def do_start(*values):
-        run_id = engine.start_run(to_config(*values))
+        run_id = engine.start_run(form.config(values))
         return run_id, f"Started run {run_id}."
 
-    for widget in (teacher, mode, keep, layers, student):
+    for widget in (teacher, mode, keep, selection, layers, student):
         widget.change(show_preview, inputs, [preview])
     start.click(do_start, inputs, [run_state, message])
     dataset_picker.change(lambda path: path or gr.skip(), [dataset_picker], [data])
-    fields = {"teacher_model_id": teacher, "train_path": data, "eval_ratio": eval_ratio, "student": mode,
-              "keep_layers": keep, "layers": layers, "student_model_id": student, "alpha": alpha,
-              "temperature": temp, "learning_rate": lr, "epochs": epochs, "max_steps": steps, "batch_size": batch,
-              "max_length": max_len, "eval_steps": eval_steps, "save_steps": save_steps, "output_name": name}
-    return teacher, student, fields
+    return teacher, student, task, form
 
 
 def build_distill_tab(engine) -> dict:
     gr.Markdown("Two stages: the teacher answers a prompt set (stage 1), then a smaller student learns from those "
                 "answers and from the teacher's token distributions (stage 2).")
     with gr.Accordion("Stage 1 · the teacher writes a dataset", open=True):
-        teacher1, fields1 = build_stage1(engine)
+        teacher1, form1 = build_stage1(engine)
     with gr.Accordion("Datasets · browse, edit, download", open=False):
         picker, dataset_choices = build_datasets(engine)
     with gr.Accordion("Stage 2 · train the student", open=True):
-        teacher2, student, fields2 = build_stage2(engine, picker)
+        teacher2, student, task, form2 = build_stage2(engine, picker)
 
-    def refresh(t1, t2, st, ds):
+    def refresh(t1, t2, st, ds, current_task):
         full = [m for m in model_choices(engine) if engine.get_model(m).format == ModelFormat.HF]
         default = full[0] if full else None
         pick = lambda cur: cur if cur in full else default  # noqa: E731
         datasets = dataset_choices()
+        tasks = [""] + [t.name for t in engine.list_tasks()]
         return (gr.update(choices=full, value=pick(t1)), gr.update(choices=full, value=pick(t2)),
                 gr.update(choices=full, value=st if st in full else None),
-                gr.update(choices=datasets, value=ds if ds in dict(datasets).values() else None))
+                gr.update(choices=datasets, value=ds if ds in dict(datasets).values() else None),
+                gr.update(choices=tasks, value=current_task if current_task in tasks else ""))
 
-    return {"refresh": (refresh, [teacher1, teacher2, student, picker], [teacher1, teacher2, student, picker]),
-            "clone": [({"generate_data"}, fields1), ({"distill"}, fields2)]}
+    return {"refresh": (refresh, [teacher1, teacher2, student, picker, task],
+                        [teacher1, teacher2, student, picker, task]),
+            "forms": [form1, form2]}

@@ -7,7 +7,7 @@ import gradio as gr
 
 from engine import EvaluateConfig
 
-from ..forms import model_choices, number, ui_errors
+from ..forms import ConfigForm, model_choices, ui_errors
 from ..job_panel import build_job_panel
 
 HEADERS = ["#", "score", "answer", "reference", "prompt"]  # the answer first: it is what a user reads
@@ -27,13 +27,15 @@ def build_evaluate_tab(engine) -> dict:
                 "greedy answers, each compared with its reference by the task's scorer, the mean with a 95 % "
                 "interval. A full model or adapter answers on its fastest verified ONNX export when it has one "
                 "(the result says which backend answered).")
+    form = ConfigForm(EvaluateConfig, required={"model_id": "Pick a model and a task.",
+                                                "task": "Pick a model and a task."})
     with gr.Row():
-        model = gr.Dropdown(label="Model", choices=[], elem_id="eval-model")
-        task = gr.Dropdown(label="Task", choices=[], elem_id="eval-task",
-                           info="Add tasks with `python -m engine tasks add --config task.yaml`.")
-        limit = number(EvaluateConfig, "limit", precision=0, label="Examples (0: all)")
-        backend = gr.Radio(["auto", "transformers", "onnx"], value="auto", label="Backend", elem_id="eval-backend",
-                           info=EvaluateConfig.model_fields["backend"].description)
+        model = form.field("model_id", gr.Dropdown(label="Model", choices=[], elem_id="eval-model"))
+        task = form.field("task", gr.Dropdown(label="Task", choices=[], elem_id="eval-task",
+                                              info="Add tasks with `python -m engine tasks add --config task.yaml`."))
+        form.field("limit", label="Examples (0: all)")
+        form.field("backend", elem_id="eval-backend")
+        form.field("threads")
     start = gr.Button("Evaluate", variant="primary", elem_id="eval-start")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("evaluate",), chart=False)
@@ -42,14 +44,11 @@ def build_evaluate_tab(engine) -> dict:
                          column_widths=["5%", "8%", "31%", "31%", "25%"])
 
     @ui_errors
-    def do_start(model_id, task_name, limit_, backend_):
-        if not model_id or not task_name:
-            raise gr.Error("Pick a model and a task.")
-        run_id = engine.start_run(EvaluateConfig(model_id=model_id, task=task_name, limit=int(limit_ or 0),
-                                                 backend=backend_))
+    def do_start(*values):
+        run_id = engine.start_run(form.config(values))
         return run_id, f"Started run {run_id}."
 
-    start.click(do_start, [model, task, limit, backend], [run_state, message])
+    start.click(do_start, form.inputs, [run_state, message])
     timer = gr.Timer(3.0, active=False)
 
     def show(run_id, failures_only):
@@ -68,5 +67,4 @@ def build_evaluate_tab(engine) -> dict:
                 gr.update(choices=tasks, value=current_task if current_task in tasks else
                           (tasks[0] if tasks else None)))
 
-    fields = {"model_id": model, "task": task, "limit": limit, "backend": backend}
-    return {"refresh": (refresh, [model, task], [model, task]), "clone": [({"evaluate"}, fields)]}
+    return {"refresh": (refresh, [model, task], [model, task]), "forms": [form]}

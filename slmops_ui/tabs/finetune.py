@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import FineTuneConfig, ModelFormat
 
-from ..forms import model_choices, number, parse_mapping, slider, ui_errors
+from ..forms import ConfigForm, model_choices, ui_errors
 from ..job_panel import build_job_panel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "datasets"
@@ -39,77 +39,62 @@ def report_markdown(report) -> str:
 
 def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
     run_state = gr.State(None)
+    form = ConfigForm(FineTuneConfig, required={"model_id": "Pick a base model."})
     with gr.Row():
-        model = gr.Dropdown(label="Base model", choices=[], info="A full model (safetensors); adapters train on it.")
-        method = gr.Radio(["lora", "full"] + ([] if qlora_reason else ["qlora"]), value="lora", label="Method",
-                          info="QLoRA: " + (qlora_reason or "available (CUDA + bitsandbytes)."))
+        model = form.field("model_id", gr.Dropdown(label="Base model", choices=[],
+                                                   info="A full model (safetensors); adapters train on it."))
+        form.field("method", choices=["lora", "full"] + ([] if qlora_reason else ["qlora"]), label="Method",
+                   info="QLoRA: " + (qlora_reason or "available (CUDA + bitsandbytes)."))
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Upload training data (.jsonl, .json, .csv, .parquet)", file_count="single",
                              file_types=[".jsonl", ".json", ".csv", ".parquet"])
-            train_path = gr.Textbox(label="…or a training file path", value=EXAMPLE_TRAIN)
+            train_path = form.field("train_path", label="…or a training file path", value=EXAMPLE_TRAIN, info=None)
             made = gr.Dropdown(label="…or a dataset made by a run (Distill, stage 1)", choices=[],
                                info="Fills the path above.")
-            eval_path = gr.Textbox(label="Eval file path (empty: split off the eval ratio)", value=EXAMPLE_EVAL)
-            eval_ratio = slider(FineTuneConfig, "eval_ratio", 0.05)
-            columns = gr.Textbox(label="Column mapping (optional)", placeholder="prompt=question, completion=answer",
-                                 info="Only when your columns are not messages / instruction,input,output / "
-                                      "prompt,completion / text.")
+            form.field("eval_path", label="Eval file path (empty: split off the eval ratio)", value=EXAMPLE_EVAL,
+                       info=None)
+            form.field("eval_ratio", step=0.05)
+            form.field("columns", label="Column mapping (optional)", placeholder="prompt=question, completion=answer",
+                       info="Only when your columns are not messages / instruction,input,output / prompt,completion "
+                            "/ text.")
             validate = gr.Button("Validate data")
         with gr.Column():
             report = gr.Markdown("")
             preview = gr.HTML("")
     with gr.Accordion("LoRA", open=True):
         with gr.Row():
-            lora_r = slider(FineTuneConfig, "lora_r", 1, maximum=64, label="LoRA rank r")
-            lora_alpha = slider(FineTuneConfig, "lora_alpha", 1, maximum=128, label="LoRA alpha")
-            lora_dropout = slider(FineTuneConfig, "lora_dropout", 0.01, maximum=0.5, label="LoRA dropout")
-            targets = gr.Textbox(label="Target modules", value=FineTuneConfig.model_fields["target_modules"].default,
-                                 info=FineTuneConfig.model_fields["target_modules"].description)
+            form.field("lora_r", step=1, maximum=64, label="LoRA rank r")
+            form.field("lora_alpha", step=1, maximum=128, label="LoRA alpha")
+            form.field("lora_dropout", step=0.01, maximum=0.5, label="LoRA dropout")
+            form.field("target_modules", label="Target modules")
     with gr.Accordion("Training", open=True):
         with gr.Row():
-            epochs = number(FineTuneConfig, "epochs")
-            max_steps = number(FineTuneConfig, "max_steps", precision=0)
-            lr = number(FineTuneConfig, "learning_rate")
-            scheduler = gr.Dropdown(["linear", "cosine", "constant", "constant_with_warmup"], value="linear",
-                                    label="LR scheduler")
-            warmup = slider(FineTuneConfig, "warmup_ratio", 0.01)
+            for name in ("epochs", "max_steps", "learning_rate"):
+                form.field(name)
+            form.field("lr_scheduler", label="LR scheduler")
+            form.field("warmup_ratio", step=0.01)
         with gr.Row():
-            batch = number(FineTuneConfig, "batch_size", precision=0)
-            accum = number(FineTuneConfig, "grad_accum", precision=0)
-            max_length = number(FineTuneConfig, "max_length", precision=0)
-            packing = gr.Checkbox(label="Packing", value=False, info=FineTuneConfig.model_fields["packing"].description)
+            for name in ("batch_size", "grad_accum", "max_length", "packing"):
+                form.field(name)
         with gr.Row():
-            eval_steps = number(FineTuneConfig, "eval_steps", precision=0)
-            save_steps = number(FineTuneConfig, "save_steps", precision=0)
-            keep = number(FineTuneConfig, "save_total_limit", precision=0)
-            seed = number(FineTuneConfig, "seed", precision=0)
+            for name in ("eval_steps", "save_steps", "save_total_limit", "seed"):
+                form.field(name)
         with gr.Row():
-            scored = number(FineTuneConfig, "eval_max_examples", precision=0)
-            merge = gr.Checkbox(label="Also save a merged model", value=False)
-            output_name = gr.Textbox(label="Output model name (optional)")
+            form.field("eval_max_examples")
+            form.field("merge", label="Also save a merged model")
+            form.field("output_name", label="Output model name (optional)")
+    form.remaining()
     with gr.Row():
         estimate = gr.Button("Estimate memory and time")
         start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
     estimate_text = gr.Markdown("")
     build_job_panel(engine, run_state, ("finetune",), continuable=True)
+    inputs = form.inputs + [upload]
 
-    inputs = [model, method, upload, train_path, eval_path, eval_ratio, columns, lora_r, lora_alpha, lora_dropout,
-              targets, epochs, max_steps, lr, scheduler, warmup, batch, accum, max_length, packing, eval_steps,
-              save_steps, keep, seed, scored, merge, output_name]
-
-    def to_config(model_id, method_, upload_, train_, eval_, ratio, columns_, r, alpha, dropout, targets_, epochs_,
-                  steps, lr_, sched, warm, batch_, accum_, max_len, pack, ev_steps, sv_steps, keep_, seed_, scored_,
-                  merge_, out) -> FineTuneConfig:
-        if not model_id:
-            raise gr.Error("Pick a base model.")
-        return FineTuneConfig(
-            model_id=model_id, method=method_, train_path=(upload_ or train_ or "").strip(),
-            eval_path=(eval_ or "").strip() or None, eval_ratio=ratio, columns=parse_mapping(columns_), lora_r=r,
-            lora_alpha=alpha, lora_dropout=dropout, target_modules=targets_, epochs=epochs_, max_steps=steps,
-            learning_rate=lr_, lr_scheduler=sched, warmup_ratio=warm, batch_size=batch_, grad_accum=accum_,
-            max_length=max_len, packing=pack, eval_steps=ev_steps, save_steps=sv_steps, save_total_limit=keep_,
-            seed=seed_, eval_max_examples=scored_, merge=merge_, output_name=(out or "").strip() or None)
+    def to_config(*values) -> FineTuneConfig:
+        *fields, upload_ = values
+        return form.config(fields, **({"train_path": upload_} if upload_ else {}))
 
     @ui_errors
     def do_validate(*values):
@@ -144,11 +129,4 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         return (gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None)),
                 gr.update(choices=datasets, value=current_data if current_data in dict(datasets).values() else None))
 
-    fields = {"model_id": model, "method": method, "train_path": train_path, "eval_path": eval_path,
-              "eval_ratio": eval_ratio, "columns": columns, "lora_r": lora_r, "lora_alpha": lora_alpha,
-              "lora_dropout": lora_dropout, "target_modules": targets, "epochs": epochs, "max_steps": max_steps,
-              "learning_rate": lr, "lr_scheduler": scheduler, "warmup_ratio": warmup, "batch_size": batch,
-              "grad_accum": accum, "max_length": max_length, "packing": packing, "eval_steps": eval_steps,
-              "save_steps": save_steps, "save_total_limit": keep, "seed": seed, "eval_max_examples": scored,
-              "merge": merge, "output_name": output_name}
-    return {"refresh": (refresh, [model, made], [model, made]), "clone": [({"finetune"}, fields)]}
+    return {"refresh": (refresh, [model, made], [model, made]), "forms": [form]}

@@ -7,7 +7,7 @@ import gradio as gr
 from engine import ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
 
 from ..charts import pareto_figure
-from ..forms import model_choices, number, ui_errors
+from ..forms import ConfigForm, model_choices, ui_errors
 from ..job_panel import build_job_panel
 
 PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact for Q4_1 weights such as the "
@@ -38,42 +38,46 @@ def build_quantize_tab(engine) -> dict:
     gr.Markdown("Convert a model for fast local inference with ONNX Runtime GenAI. Every export is verified "
                 "against its source: the answer to a fixed prompt, first-token agreement, perplexity on Python's "
                 "own documentation text, and decode speed.")
+    form = ConfigForm(QuantizeConfig, required={"model_id": "Pick a source model."})
     with gr.Row():
-        model = gr.Dropdown(label="Source model", choices=[], info="Any full model or LoRA adapter "
-                            "(an adapter is merged into its base first).")
-        output_name = gr.Textbox(label="Output name (optional)", placeholder="<model>-onnx-<variant>")
+        model = form.field("model_id", gr.Dropdown(label="Source model", choices=[], info="Any full model or LoRA "
+                                                   "adapter (an adapter is merged into its base first)."))
+        form.field("output_name", label="Output name (optional)", placeholder="<model>-onnx-<variant>", info=None)
     with gr.Row():
-        precision = gr.Radio(["int4", "int8", "fp32"], value="int4", label="Precision", info=PRECISION_HELP)
-        method = gr.Radio(["affine", "builder", "olive"], value="affine", label="int4 method",
-                          info="olive: an Olive ONNX quantization pass (below) on the builder's fp32 export.")
-        olive_pass = gr.Radio(["rtn", "kquant"], value="rtn", label="Olive pass",
-                              info="rtn: OnnxBlockWiseRtnQuantization; kquant: OnnxKQuantQuantization.")
+        form.field("precision", info=PRECISION_HELP)
+        form.field("method", label="int4 method",
+                   info="olive: an Olive ONNX quantization pass (below) on the builder's fp32 export.")
+        form.field("olive_pass", label="Olive pass")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            block = gr.Dropdown([16, 32, 64, 128, 256], value=32, label="int4 block size",
-                                info="Must divide the model's widths (576 and 1536 for the bundled model).")
-            symmetric = gr.Checkbox(value=True, label="Symmetric (builder int4)")
-            higher = gr.Dropdown(["none", "last_matmul", "mixed_layers"], value="none",
-                                 label="Keep at int8 (builder int4)")
-            accuracy = gr.Dropdown([4, 1], value=4, label="Accuracy level",
-                                   info="4: int8 activations (fast on CPU); 1: fp32 activations (slow on CPU).")
-            kernel = gr.Radio(["fused", "portable"], value="fused", label="Kernel (affine int4)",
-                              info="fused: one native Q4_1 kernel per weight matrix (x86-64 AVX2; built here with "
-                                   "g++, shipped in the export); portable: ONNX Runtime's own ops only.")
-            verify_tokens = number(QuantizeConfig, "verify_tokens", precision=0)
+            form.field("block_size", gr.Dropdown([16, 32, 64, 128, 256], value=32, label="int4 block size",
+                                                 info="Must divide the model's widths (576 and 1536 for the bundled "
+                                                      "model)."))
+            form.field("symmetric", label="Symmetric (builder int4)")
+            form.field("higher_precision", label="Keep at int8 (builder int4)")
+            form.field("accuracy_level", gr.Dropdown([4, 1], value=4, label="Accuracy level",
+                                                     info="4: int8 activations (fast on CPU); 1: fp32 activations "
+                                                          "(slow on CPU)."))
+            form.field("kernel", label="Kernel (affine int4)")
+            verify_tokens = form.field("verify_tokens")
         with gr.Row():
-            delta = gr.Radio(["auto", "off"], value="auto", label="Fine-tune delta (affine int4)",
-                             info=QuantizeConfig.model_fields["fine_tune_delta"].description)
-            min_agreement = number(QuantizeConfig, "min_agreement", label="Minimum first-token agreement")
+            form.field("fine_tune_delta", label="Fine-tune delta (affine int4)")
+            form.field("min_agreement", label="Minimum first-token agreement")
+            form.field("execution_provider")
+            form.field("threads")
     with gr.Row():
         check = gr.Button("Check")
         start = gr.Button("Export and verify", variant="primary", elem_id="q-start")
     check_text = gr.Markdown("")
+    sweep_form = ConfigForm(QuantizeSweepConfig, required={"model_id": "Pick a source model."})
+    sweep_form.field("model_id", model)
+    sweep_form.field("verify_tokens", verify_tokens)
     with gr.Accordion("Sweep: build several candidates and pick by size, speed and quality", open=False):
         with gr.Row():
-            candidates = gr.CheckboxGroup(list(sweep_variants()), value=QuantizeSweepConfig.model_fields[
-                "candidates"].default_factory(), label="Candidates")
-            bound = number(QuantizeSweepConfig, "max_ppl_ratio", label="Quality bound (perplexity × source)")
+            sweep_form.field("candidates", choices=list(sweep_variants()), label="Candidates", info=None)
+            sweep_form.field("max_ppl_ratio", label="Quality bound (perplexity × source)")
+            sweep_form.field("min_agreement", label="Minimum first-token agreement (sweep)")
+        sweep_form.remaining(label="More sweep settings")
         sweep = gr.Button("Run sweep", elem_id="q-sweep")
     build_job_panel(engine, run_state, ("quantize", "quantize_sweep"),
                     chart=False)
@@ -88,21 +92,10 @@ def build_quantize_tab(engine) -> dict:
     gr.Markdown("### ONNX exports")
     exports = gr.Dataframe(headers=["model", "source", "MB", "variant", "perplexity ×", "decode tok/s",
                                     "first-token agreement"], interactive=False, elem_id="q-exports")
-    form = [model, output_name, precision, method, olive_pass, block, symmetric, higher, accuracy, kernel,
-            verify_tokens, delta, min_agreement]
-
-    def to_config(model_id, out, precision_, method_, olive_, block_, sym, higher_, acc, kernel_,
-                  tokens, delta_, agreement) -> QuantizeConfig:
-        if not model_id:
-            raise gr.Error("Pick a source model.")
-        return QuantizeConfig(model_id=model_id, output_name=(out or "").strip(), precision=precision_,
-                              method=method_, olive_pass=olive_, block_size=int(block_), symmetric=sym,
-                              higher_precision=higher_, accuracy_level=int(acc), kernel=kernel_,
-                              verify_tokens=int(tokens), fine_tune_delta=delta_, min_agreement=float(agreement))
 
     @ui_errors
     def do_check(*values):
-        config = to_config(*values)
+        config = form.config(values)
         facts = engine.check_quantize(config)
         return (f"OK: **{facts['architecture']}**, widths {', '.join(map(str, facts['widths']))}; will write "
                 f"**{config.output_id()}**, needs about {facts['bytes_needed'] / 1e9:.2f} GB of disk while "
@@ -110,20 +103,17 @@ def build_quantize_tab(engine) -> dict:
 
     @ui_errors
     def do_start(*values):
-        run_id = engine.start_run(to_config(*values))
+        run_id = engine.start_run(form.config(values))
         return run_id, f"Started run {run_id}."
 
     @ui_errors
-    def do_sweep(model_id, tokens, chosen, bound_):
-        if not model_id:
-            raise gr.Error("Pick a source model.")
-        run_id = engine.start_run(QuantizeSweepConfig(model_id=model_id, candidates=chosen or [],
-                                                      max_ppl_ratio=bound_, verify_tokens=int(tokens)))
+    def do_sweep(*values):
+        run_id = engine.start_run(sweep_form.config(values))
         return run_id, f"Started sweep run {run_id}."
 
-    check.click(do_check, form, [check_text])
-    start.click(do_start, form, [run_state, check_text])
-    sweep.click(do_sweep, [model, verify_tokens, candidates, bound], [run_state, check_text])
+    check.click(do_check, form.inputs, [check_text])
+    start.click(do_start, form.inputs, [run_state, check_text])
+    sweep.click(do_sweep, sweep_form.inputs, [run_state, check_text])
 
     shown = gr.State("")  # what was drawn last: polling redraws only when the candidates change
 
@@ -164,12 +154,4 @@ def build_quantize_tab(engine) -> dict:
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
                 exports_rows(engine))
 
-    fields = {"model_id": model, "output_name": output_name, "precision": precision, "method": method,
-              "olive_pass": olive_pass,
-              "block_size": block, "symmetric": symmetric, "higher_precision": higher, "accuracy_level": accuracy,
-              "kernel": kernel, "verify_tokens": verify_tokens, "fine_tune_delta": delta,
-              "min_agreement": min_agreement}
-    sweep_fields = {"model_id": model, "verify_tokens": verify_tokens, "candidates": candidates,
-                    "max_ppl_ratio": bound}
-    return {"refresh": (refresh, [model], [model, exports]),
-            "clone": [({"quantize"}, fields), ({"quantize_sweep"}, sweep_fields)]}
+    return {"refresh": (refresh, [model], [model, exports]), "forms": [form, sweep_form]}
