@@ -195,6 +195,17 @@ class Engine:
         with open(files[0], encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
 
+    def compare_predictions(self, run_a: int, run_b: int) -> list[dict]:
+        """The examples two evaluate runs scored, side by side, with what changed from a to b (engine.tasks.compare).
+        InvalidInput when they scored different tasks."""
+        from .tasks import compare
+
+        tasks = [self.store.get_run(r).summary.get("task") for r in (run_a, run_b)]
+        if tasks[0] != tasks[1]:
+            raise InvalidInput(f"Run {run_a} scored task '{tasks[0]}' and run {run_b} task '{tasks[1]}': compare two "
+                               "runs of the same task.")
+        return compare(self.run_predictions(run_a), self.run_predictions(run_b))
+
     # ---- runs ---------------------------------------------------------------------------------------------
     def start_run(self, config: JobConfig) -> int:
         """Validate what can be validated up front, then hand the run to a worker process."""

@@ -37,9 +37,15 @@ class TorchBackend:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def chat_ids(self, prompt: str) -> list[int]:
+        return self.messages_ids([{"role": "user", "content": prompt}])
+
+    def messages_ids(self, messages: list[dict]) -> list[int]:
         from .chat import build_prompt_ids
 
-        return build_prompt_ids(self.tokenizer, [{"role": "user", "content": prompt}], "")[0].tolist()
+        return build_prompt_ids(self.tokenizer, messages, "")[0].tolist()
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def generate(self, ids: list[int], n: int, stop_at_eos: bool = False) -> tuple[list[int], list[float], float]:
         """Greedy; exactly n tokens unless stop_at_eos. Returns (tokens, arrival times, start time)."""
@@ -98,7 +104,13 @@ class OgBackend:
         return self.m.encode(text)
 
     def chat_ids(self, prompt: str) -> list[int]:
-        return self.m.prompt_ids([{"role": "user", "content": prompt}])
+        return self.messages_ids([{"role": "user", "content": prompt}])
+
+    def messages_ids(self, messages: list[dict]) -> list[int]:
+        return self.m.prompt_ids(messages)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.m.decode(ids)
 
     def generate(self, ids: list[int], n: int, stop_at_eos: bool = False) -> tuple[list[int], list[float], float]:
         og = self.m.og
@@ -217,6 +229,19 @@ def greedy_tokens(backend, prompts: list[list[int]], n: int) -> list[list[int]]:
         eos = backend.eos_ids
         out.append([t for t in tokens[:next((i for i, t in enumerate(tokens) if t in eos), len(tokens))]])
     return out
+
+
+def task_score(backend, task, limit: int = 0) -> dict:
+    """The backend's score on a task (engine.tasks.Task): greedy answers, one example at a time, stopped at EOS."""
+    from .tasks import load_examples, score_answers
+
+    def answer(prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+        ids = [backend.messages_ids(p) for p in prompts]
+        return [backend.decode(t).strip() for t in greedy_tokens(backend, ids, max_new_tokens)]
+
+    result = score_answers(task, load_examples(task, limit), answer)
+    return {"task": task.name, "task_score": result["score"], "task_ci_low": result["ci_low"],
+            "task_ci_high": result["ci_high"], "task_examples": len(result["rows"])}
 
 
 def agreement(a: list[list[int]], b: list[list[int]], n: int) -> float:

@@ -54,6 +54,13 @@ def main(request_path: str, result_path: str) -> int:
             result["mc_accuracy"], _ = bench.mc_accuracy(backend, questions)
             result["mc_questions"] = len(questions)
             lap("multiple_choice")
+        if req.get("task"):
+            from .tasks import Task
+
+            task = Task.model_validate(req["task"])
+            say(stage=f"{model['id']}: task {task.name}", fraction=0.75)
+            result.update(bench.task_score(backend, task, req.get("task_limit", 0)))
+            lap("task")
         if agree_ids:
             say(stage=f"{model['id']}: greedy answers for agreement", fraction=0.9)
             result["greedy"] = bench.greedy_tokens(backend, agree_ids, req["agreement_tokens"])

@@ -8,8 +8,8 @@ import re
 import struct
 from pathlib import Path
 
-from .configs import (DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig, QuantizeConfig,
-                      QuantizeSweepConfig)
+from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
+                      QuantizeConfig, QuantizeSweepConfig)
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
@@ -146,6 +146,16 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
 def check_quantize_sweep(engine, config: QuantizeSweepConfig) -> dict:
     """A sweep's source can be exported (checked as its first candidate)."""
     return check_quantize(engine, config.candidate_configs()[0].model_copy(update={"output_name": "sweep-check"}))
+
+
+def check_benchmark(engine, config: BenchmarkConfig) -> None:
+    """Every model is ready; the task, when one is named, exists and can be scored."""
+    for model_id in config.model_ids:
+        engine.ready_model(model_id)
+    if config.task:
+        from .tasks import check_task
+
+        check_task(engine.get_task(config.task))
 
 
 def check_evaluate(engine, config: EvaluateConfig) -> int:

@@ -366,6 +366,10 @@ class BenchmarkConfig(JobConfig):
     agreement_prompts: int = Field(default=8, ge=0, le=1000, description="Prompts for agreement with the "
                                    "model's source/teacher (0: skip).")
     agreement_tokens: int = Field(default=16, ge=1, le=256, description="Greedy tokens that must match.")
+    task: str = Field(default="", max_length=80, description="A stored task every model is scored on (greedy "
+                      "answers to its evaluation set; the score with its 95 % interval). Empty: no task score.")
+    task_limit: int = Field(default=0, ge=0, le=100_000, description="Score only the task's first N examples "
+                            "(0: all).")
 
     def model_ref(self) -> str | None:
         return self.model_ids[0]

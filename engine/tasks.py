@@ -38,7 +38,11 @@ class Task(BaseModel):
 BUNDLED = [Task(name="request_to_json", eval_path=str(PROJECT_ROOT / "assets/datasets/request_to_json.eval.jsonl"),
                 scorer="json", max_new_tokens=64,
                 description="Turn a household request into a JSON object with intent, item, quantity and when "
-                            "(assets/datasets/, 100 held-out examples).")]
+                            "(assets/datasets/, 100 held-out examples)."),
+           Task(name="ticket_label", eval_path=str(PROJECT_ROOT / "assets/datasets/ticket_label.eval.jsonl"),
+                scorer="exact", max_new_tokens=8,
+                description="Label a customer-support ticket as billing, delivery, refund, login, bug or cancel "
+                            "(assets/datasets/, 120 held-out examples).")]
 
 
 def _normalise(text: str, ignore_case: bool) -> str:
@@ -121,6 +125,26 @@ def score_answers(task: Task, examples: list[tuple[list[dict], str]], answer, on
     lo, hi = interval(scores, task.scorer in BINARY)
     return {"rows": rows, "score": sum(scores) / max(len(scores), 1), "ci_low": lo, "ci_high": hi,
             "passed": sum(s >= 1.0 for s in scores), "seconds": time.perf_counter() - t0}
+
+
+def compare(rows_a: list[dict], rows_b: list[dict]) -> list[dict]:
+    """Two scorings of the same examples side by side (matched by prompt and reference): each example's two answers
+    and scores, and what changed from a to b — "fixed" (fail → pass), "broken" (pass → fail), "better"/"worse"
+    (graded scores), or "same"."""
+    by_key = {(r["prompt"], r["reference"]): r for r in rows_b}
+    out = []
+    for a in rows_a:
+        b = by_key.get((a["prompt"], a["reference"]))
+        if b is None:
+            continue
+        sa, sb = a["score"], b["score"]
+        if (sa >= 1.0) != (sb >= 1.0):
+            change = "fixed" if sb >= 1.0 else "broken"
+        else:
+            change = "better" if sb > sa + 1e-9 else "worse" if sb < sa - 1e-9 else "same"
+        out.append({"n": a["n"], "prompt": a["prompt"], "reference": a["reference"], "prediction_a": a["prediction"],
+                    "score_a": sa, "prediction_b": b["prediction"], "score_b": sb, "change": change})
+    return out
 
 
 def load_examples(task: Task, limit: int = 0) -> list[tuple[list[dict], str]]:

@@ -13,9 +13,26 @@ BAR_METRICS = {  # name -> (label with unit, std column, scale, higher is better
     "ppl": ("perplexity on Python's docs (lower is better)", None, 1.0, False),
     "mc_accuracy": ("multiple-choice accuracy (%)", None, 100.0, True),
     "agreement": ("agreement with source/teacher (%)", None, 100.0, True),
+    "task_score": ("task score (%)", None, 100.0, True),
 }
-TABLE_HEADERS = ["model", "format", "size MB", "decode tok/s", "TTFT ms", "prefill tok/s", "peak RSS MB",
-                 "perplexity", "MC accuracy", "agreement", "lineage"]
+TABLE_HEADERS = ["model", "format", "size MB", "task score (95 % CI)", "decode tok/s", "TTFT ms", "prefill tok/s",
+                 "peak RSS MB", "perplexity", "MC accuracy", "agreement", "lineage"]
+
+
+def quality(rows: list[dict]) -> tuple[str | None, str]:
+    """The quality axis of the charts: the task score when the run scored a task, else MC accuracy."""
+    if any(r.get("task_score") is not None for r in rows):
+        task = next(r.get("task") for r in rows if r.get("task_score") is not None)
+        return "task_score", f"task score, {task} (%)"
+    if any(r.get("mc_accuracy") is not None for r in rows):
+        return "mc_accuracy", "MC accuracy (%)"
+    return None, ""
+
+
+def _task_cell(r: dict) -> str:
+    if r.get("task_score") is None:
+        return ""
+    return f"{r['task_score']:.1%} ({r['task_ci_low']:.0%}–{r['task_ci_high']:.0%})"
 
 
 def _num(value, scale=1.0, digits=1):
@@ -23,7 +40,7 @@ def _num(value, scale=1.0, digits=1):
 
 
 def table_rows(rows: list[dict]) -> list[list]:
-    return [[r["model_id"], r.get("format", ""), r.get("size_mb"),
+    return [[r["model_id"], r.get("format", ""), r.get("size_mb"), _task_cell(r),
              f"{r['decode_tok_s']:.1f} ± {r['decode_tok_s_std']:.1f}",
              f"{r['ttft_s'] * 1000:.0f} ± {r['ttft_s_std'] * 1000:.0f}", _num(r.get("prefill_tok_s")),
              _num(r.get("peak_rss_mb"), digits=0), _num(r.get("ppl"), digits=3),
@@ -33,9 +50,12 @@ def table_rows(rows: list[dict]) -> list[list]:
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
-    """Rows no other row beats on size (smaller), latency (lower) and accuracy (higher, when measured)."""
+    """Rows no other row beats on size (smaller), latency (lower) and quality (higher, when measured: the task score,
+    else MC accuracy)."""
+    axis, _ = quality(rows)
+
     def key(r):
-        return r["size_mb"], 1000.0 / r["decode_tok_s"], -(r.get("mc_accuracy") or 0.0)
+        return r["size_mb"], 1000.0 / r["decode_tok_s"], -((r.get(axis) if axis else None) or 0.0)
 
     def dominates(a, b):
         ka, kb = key(a), key(b)
@@ -44,16 +64,18 @@ def pareto_front(rows: list[dict]) -> list[dict]:
 
 
 def scatter_figure(rows: list[dict], title: str = "Size vs decode latency") -> go.Figure | None:
-    """x = size on disk, y = ms per generated token; colour and marker size = MC accuracy; the Pareto front is
-    ringed and joined; hover shows lineage and the key numbers."""
+    """x = size on disk, y = ms per generated token; colour and marker size = quality (the task score when the run
+    scored a task, else MC accuracy); the Pareto front is ringed and joined; hover shows lineage and the numbers."""
     rows = [r for r in rows if r.get("decode_tok_s") and r.get("size_mb")]
     if not rows:
         return None
-    acc = [r.get("mc_accuracy") for r in rows]
+    axis, axis_label = quality(rows)
+    acc = [r.get(axis) if axis else None for r in rows]
     has_acc = any(a is not None for a in acc)
     front = pareto_front(rows)
-    # the line joins the trade-off visible on these axes (size vs latency); the rings also count accuracy
-    plane = sorted(pareto_front([{**r, "mc_accuracy": None} for r in rows]), key=lambda r: r["size_mb"])
+    # the line joins the trade-off visible on these axes (size vs latency); the rings also count quality
+    plane = sorted(pareto_front([{**r, "mc_accuracy": None, "task_score": None} for r in rows]),
+                   key=lambda r: r["size_mb"])
     fig = go.Figure()
     if len(plane) > 1:
         fig.add_trace(go.Scatter(x=[r["size_mb"] for r in plane], y=[1000.0 / r["decode_tok_s"] for r in plane],
@@ -68,16 +90,18 @@ def scatter_figure(rows: list[dict], title: str = "Size vs decode latency") -> g
         marker=dict(size=[14 + 26 * (a or 0) for a in acc] if has_acc else 16,
                     color=[(a or 0) * 100 for a in acc] if has_acc else "#4f46e5", colorscale="Viridis",
                     cmin=0, cmax=100, showscale=has_acc,
-                    colorbar=dict(title="MC accuracy (%)") if has_acc else None,
+                    colorbar=dict(title=axis_label) if has_acc else None,
                     line=dict(width=[3 if r["model_id"] in in_front else 1 for r in rows], color="black")),
         customdata=[[r.get("lineage", r["model_id"]), r["decode_tok_s"], r.get("ppl"),
-                     None if r.get("mc_accuracy") is None else 100 * r["mc_accuracy"], r.get("peak_rss_mb")]
-                    for r in rows],
+                     None if r.get("mc_accuracy") is None else 100 * r["mc_accuracy"], r.get("peak_rss_mb"),
+                     None if r.get("task_score") is None else 100 * r["task_score"]] for r in rows],
         hovertemplate="<b>%{text}</b><br>%{customdata[0]}<br>%{x:.1f} MB · %{y:.1f} ms/token "
-                      "(%{customdata[1]:.1f} tok/s)<br>perplexity %{customdata[2]:.3f} · MC %{customdata[3]:.1f}%"
-                      "<br>peak RSS %{customdata[4]:.0f} MB<extra></extra>"))
+                      "(%{customdata[1]:.1f} tok/s)<br>task score %{customdata[5]:.1f}% · perplexity "
+                      "%{customdata[2]:.3f} · MC %{customdata[3]:.1f}%<br>peak RSS %{customdata[4]:.0f} MB"
+                      "<extra></extra>"))
+    quality_name = "task score" if axis == "task_score" else "accuracy"
     fig.update_layout(title=f"{title} (lower left is better; thick ring = Pareto-optimal on size, speed and "
-                            "accuracy)",
+                            f"{quality_name})",
                       xaxis_title="size on disk (MB)", yaxis_title="decode latency (ms per token)", height=440,
                       template="plotly_white", margin=dict(l=60, r=30, t=60, b=50),
                       legend=dict(orientation="h", y=-0.2))

@@ -15,7 +15,8 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     assert tiny_engine.wait_run(q, timeout=300).status.value == "succeeded"
     run_id = tiny_engine.start_run(BenchmarkConfig(model_ids=["tiny", "tiny-onnx-fp32"], prompt_count=2,
                                                    gen_length="short", repetitions=3, warmup=1, ppl_tokens=256,
-                                                   mc_questions=8, agreement_prompts=4, threads=1))
+                                                   mc_questions=8, agreement_prompts=4, threads=1,
+                                                   task="request_to_json", task_limit=3))
     run = tiny_engine.wait_run(run_id, timeout=600)
     assert run.status.value == "succeeded", (run.error, [x.message for x in tiny_engine.run_logs(run_id)][-8:])
     rows = {r["model_id"]: r for r in run.summary["results"]}
@@ -29,6 +30,8 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
             assert r[key] >= 0
         assert math.isfinite(r["ppl"]) and 0.0 <= r["mc_accuracy"] <= 1.0
         assert r["peak_rss_mb"] > 100  # a whole Python process with torch or onnxruntime loaded
+        assert r["task"] == "request_to_json" and r["task_examples"] == 3 and 0.0 <= r["task_score"] <= 1.0
+        assert r["task_ci_low"] <= r["task_score"] <= r["task_ci_high"]
     # the fp32 export computes what its source computes: same perplexity, same greedy answers
     assert abs(rows["tiny-onnx-fp32"]["ppl"] / rows["tiny"]["ppl"] - 1) < 1e-3
     assert rows["tiny-onnx-fp32"]["agreement_with"] == "tiny" and rows["tiny-onnx-fp32"]["agreement"] >= 0.75
@@ -139,5 +142,17 @@ def test_chart_functions_return_the_expected_traces():
     bars = bar_figure(ROWS, "decode_tok_s")
     assert list(bars.data[0].y) == [30.0, 130.0, 100.0] and list(bars.data[0].error_y.array) == [1.0, 3.0, 2.0]
     assert bar_figure(ROWS, "agreement").data[0].x == ("int4",)
-    assert table_rows(ROWS)[1][9] == "90% vs base"
+    assert table_rows(ROWS)[1][10] == "90% vs base"
     assert scatter_figure([]) is None
+
+
+def test_with_a_task_the_charts_judge_quality_by_the_task_score():
+    scored = [{**r, "task": "t", "task_score": s, "task_ci_low": s - 0.1, "task_ci_high": min(s + 0.1, 1.0)}
+              for r, s in zip(ROWS, (0.9, 0.5, 0.4))]
+    # int4 is smaller and faster but loses the task, so base is on the front too; worse loses to int4 on all three
+    assert [r["model_id"] for r in pareto_front(scored)] == ["base", "int4"]
+    fig = scatter_figure(scored)
+    markers = [t for t in fig.data if t.name == "models"][0]
+    assert markers.marker.colorbar.title.text == "task score, t (%)" and list(markers.marker.color) == [90, 50, 40]
+    assert "task score" in fig.layout.title.text
+    assert table_rows(scored)[0][3] == "90.0% (80%–100%)"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine import EvaluateConfig, Task
+from engine import EvaluateConfig, InvalidInput, Task
 from engine.tasks import interval, score
 
 
@@ -39,7 +39,7 @@ def test_chrf_grades_similarity_and_intervals_bound_the_mean():
 
 
 def test_a_tiny_model_is_scored_by_the_evaluate_job(tiny_engine, tmp_path):
-    assert "request_to_json" in {t.name for t in tiny_engine.list_tasks()}  # bundled, registered on start
+    assert {"request_to_json", "ticket_label"} <= {t.name for t in tiny_engine.list_tasks()}  # bundled
     rows = [{"messages": [{"role": "user", "content": f"Say {w}"}, {"role": "assistant", "content": w}]}
             for w in ("Paris", "small", "fox", "LoRA")]
     path = tmp_path / "say.jsonl"
@@ -55,3 +55,30 @@ def test_a_tiny_model_is_scored_by_the_evaluate_job(tiny_engine, tmp_path):
     answers = [json.loads(line) for line in open(artifact.path, encoding="utf-8")]
     assert [a["reference"] for a in answers] == ["Paris", "small", "fox", "LoRA"]
     assert all(set(a) == {"n", "prompt", "reference", "prediction", "score"} for a in answers)
+    # the lineage view shows the model's newest score on each task it was scored on
+    shown = tiny_engine.lineage("tiny")["numbers"]["task say"]
+    assert shown == f"{s['score']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f})"
+
+
+def test_compare_says_which_examples_flipped():
+    from engine.tasks import compare
+
+    def rows(scores):
+        return [{"n": i + 1, "prompt": f"p{i}", "reference": "r", "prediction": f"a{s}", "score": s}
+                for i, s in enumerate(scores)]
+    changes = [r["change"] for r in compare(rows([1.0, 0.0, 1.0, 0.0, 0.4, 0.6]), rows([0.0, 1.0, 1.0, 0.0, 0.6, 0.4]))]
+    assert changes == ["broken", "fixed", "same", "same", "better", "worse"]
+    assert compare(rows([1.0]), [{"n": 1, "prompt": "other", "reference": "r", "prediction": "", "score": 0}]) == []
+
+
+def test_two_runs_of_different_tasks_cannot_be_compared(tiny_engine):
+    runs = [tiny_engine.start_run(EvaluateConfig(model_id="tiny", task=t, limit=2, backend="transformers"))
+            for t in ("request_to_json", "ticket_label")]
+    for r in runs:
+        assert tiny_engine.wait_run(r, timeout=300).status.value == "succeeded"
+    with pytest.raises(InvalidInput, match="same task"):
+        tiny_engine.compare_predictions(*runs)
+    same = tiny_engine.start_run(EvaluateConfig(model_id="tiny", task="ticket_label", limit=2, backend="transformers"))
+    assert tiny_engine.wait_run(same, timeout=300).status.value == "succeeded"
+    rows = tiny_engine.compare_predictions(runs[1], same)
+    assert len(rows) == 2 and all(r["change"] == "same" for r in rows)  # greedy: the same answers twice

@@ -18,7 +18,8 @@ from ..loading import weights_of
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
            "ttft_s_std", "prefill_tok_s", "prefill_tok_s_std", "decode_tok_s", "decode_tok_s_std", "timed_calls",
-           "repetitions", "peak_rss_mb", "ppl", "mc_accuracy", "agreement", "agreement_with"]
+           "repetitions", "peak_rss_mb", "ppl", "mc_accuracy", "task", "task_score", "task_ci_low", "task_ci_high",
+           "task_examples", "agreement", "agreement_with"]
 
 
 def lineage(store, model) -> str:
@@ -68,6 +69,9 @@ def log_line(res: dict) -> str:
         line += f", perplexity {res['ppl']:.3f}"
     if res.get("mc_accuracy") is not None:
         line += f", MC {res['mc_accuracy']:.1%}"
+    if res.get("task_score") is not None:
+        line += (f", task {res['task']} {res['task_score']:.3f} ({res['task_ci_low']:.3f}–{res['task_ci_high']:.3f}, "
+                 f"{res['task_examples']} examples)")
     if res.get("stage_s"):
         line += "; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in res["stage_s"].items())
     if res.get("decode_tok_s_reps"):
@@ -85,6 +89,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
         raise InvalidInput(f"{config.prompts_path} holds no prompts")
     timed = prompts[:config.prompt_count]
     agree_prompts = prompts[:config.agreement_prompts]
+    task = ctx.store.task_json(config.task) if config.task else None
     hardware = hardware_record(config.threads)
     ctx.summary(hardware=hardware)
     ctx.log("hardware: " + ", ".join(f"{k}={v}" for k, v in hardware.items()))
@@ -96,7 +101,8 @@ def run(ctx, config: BenchmarkConfig) -> None:
                 "prefix_tokens": PROMPT_LENGTHS[config.prompt_length], "repetitions": config.repetitions,
                 "warmup": config.warmup, "ppl_tokens": config.ppl_tokens, "mc": config.mc,
                 "mc_questions": config.mc_questions, "agreement_prompts": agree_prompts,
-                "agreement_tokens": config.agreement_tokens}
+                "agreement_tokens": config.agreement_tokens, "task": json.loads(task) if task else None,
+                "task_limit": config.task_limit}
 
     # references for agreement: each model's parent (source of an export or adapter, teacher of a student)
     refs = {m.parent_id for m in models if m.parent_id and store.has_model(m.parent_id)} if agree_prompts else set()
@@ -114,7 +120,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
                    size_mb=round((model.size_bytes or 0) / 1e6, 1))
         results.append(res)
         for name in ("load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "ppl", "mc_accuracy",
-                     "size_mb"):
+                     "task_score", "size_mb"):
             if res.get(name) is not None:
                 ctx.metric(name, res[name], step=i)
         ctx.log(log_line(res))

@@ -73,7 +73,7 @@ for _kind in (
                      ("answer", "answer to 'capital of France?'"))),
     JobKind(QuantizeSweepConfig, quantize.run_sweep, checks.check_quantize_sweep, exclusive=True,
             summary=(("chosen", "chosen variant"), ("output", "export"))),
-    JobKind(BenchmarkConfig, benchmark.run, exclusive=True),
+    JobKind(BenchmarkConfig, benchmark.run, checks.check_benchmark, exclusive=True),
     JobKind(EvaluateConfig, evaluate.run, checks.check_evaluate, exclusive=True,
             summary=(("task", "task"), ("score", "score"), ("ci_low", "95 % interval, low"), ("ci_high", "high"),
                      ("examples", "examples"), ("backend", "scored on"), ("scoring_s", "scoring time (s)"))),

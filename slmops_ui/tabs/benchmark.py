@@ -22,14 +22,19 @@ def build_benchmark_tab(engine) -> dict:
     run_state = gr.State(None)
     gr.Markdown("Measure speed, memory and quality of any set of models — transformers, adapters and ONNX exports "
                 "— the same way. Each model runs in a fresh worker process; greedy decoding; tokenization is not "
-                "timed. Quality: perplexity on Python's own documentation text, the bundled multiple-choice set "
-                "(`assets/eval/mc_questions.jsonl`, scored by log-likelihood), and agreement with the model's "
-                "source or teacher.")
+                "timed. Quality: **your task's score** when you pick a task (its 95 % interval in the table; the "
+                "scatter then uses it as its quality axis), perplexity on Python's own documentation text, the "
+                "bundled multiple-choice set (`assets/eval/mc_questions.jsonl`, scored by log-likelihood), and "
+                "agreement with the model's source or teacher.")
     form = ConfigForm(BenchmarkConfig, required={"model_ids": "Pick at least one model."})
     with gr.Row():
         models = form.field("model_ids", gr.Dropdown(
             label="Models", choices=[], multiselect=True, elem_id="bench-models",
             info="Any registered models; a model's source/teacher is also run for agreement."))
+    with gr.Row():
+        task = form.field("task", gr.Dropdown(label="Task (optional)", choices=[""], value="", elem_id="bench-task",
+                                              info=BenchmarkConfig.model_fields["task"].description))
+        form.field("task_limit")
     with gr.Row():
         form.field("prompt_length")
         form.field("gen_length", label="Generation length")
@@ -107,12 +112,14 @@ def build_benchmark_tab(engine) -> dict:
 
     past.input(lambda rid: rid or gr.skip(), [past], [run_state])
 
-    def refresh(current, current_past):
+    def refresh(current, current_past, current_task):
         every = model_choices(engine)
         kept = [m for m in (current or []) if m in every]
         runs = [(f"#{r.id} · {len(r.config.get('model_ids', []))} models · {r.status.value}", r.id)
                 for r in engine.list_runs(limit=200) if r.kind == "benchmark"]
+        tasks = [""] + [t.name for t in engine.list_tasks()]
         return (gr.update(choices=every, value=kept),
-                gr.update(choices=runs, value=current_past if current_past in [v for _, v in runs] else None))
+                gr.update(choices=runs, value=current_past if current_past in [v for _, v in runs] else None),
+                gr.update(choices=tasks, value=current_task if current_task in tasks else ""))
 
-    return {"refresh": (refresh, [models, past], [models, past]), "forms": [form]}
+    return {"refresh": (refresh, [models, past, task], [models, past, task]), "forms": [form]}

@@ -11,6 +11,8 @@ from ..forms import ConfigForm, model_choices, ui_errors
 from ..job_panel import build_job_panel
 
 HEADERS = ["#", "score", "answer", "reference", "prompt"]  # the answer first: it is what a user reads
+COMPARE_HEADERS = ["#", "change", "earlier score", "this score", "earlier answer", "this answer", "reference",
+                   "prompt"]
 
 
 def example_rows(engine, run_id, failures_only: bool) -> list[list]:
@@ -19,6 +21,24 @@ def example_rows(engine, run_id, failures_only: bool) -> list[list]:
     rows = engine.run_predictions(int(run_id))
     return [[r["n"], round(r["score"], 3), r["prediction"], r["reference"], r["prompt"]] for r in rows
             if not failures_only or r["score"] < 1.0]
+
+
+def compare_rows(engine, earlier, run_id, changed_only: bool) -> list[list]:
+    """This run's examples beside an earlier run's on the same task: which flipped (fixed / broken)."""
+    rows = engine.compare_predictions(int(earlier), int(run_id))
+    return [[r["n"], r["change"], round(r["score_a"], 3), round(r["score_b"], 3), r["prediction_a"],
+             r["prediction_b"], r["reference"], r["prompt"]] for r in rows
+            if not changed_only or r["change"] != "same"]
+
+
+def comparable_runs(engine, run_id) -> list[tuple[str, int]]:
+    """Finished evaluate runs of the same task as `run_id` (newest first), as dropdown choices."""
+    if not run_id:
+        return []
+    task = engine.get_run(int(run_id)).config.get("task")
+    return [(f"#{r.id} {r.config.get('model_id')} · {r.summary.get('score', 0):.3f}", r.id)
+            for r in engine.list_runs(limit=200, kind="evaluate", status="succeeded")
+            if r.id != int(run_id) and r.config.get("task") == task]
 
 
 def build_evaluate_tab(engine) -> dict:
@@ -39,7 +59,10 @@ def build_evaluate_tab(engine) -> dict:
     start = gr.Button("Evaluate", variant="primary", elem_id="eval-start")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("evaluate",), chart=False)
-    failures = gr.Checkbox(value=False, label="Failures only")
+    with gr.Row():
+        failures = gr.Checkbox(value=False, label="Failures only (comparing: changed only)")
+        earlier = gr.Dropdown(label="Compare with another run of this task", choices=[], elem_id="eval-compare",
+                              info="The same examples side by side: which ones this run fixed or broke.")
     table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="eval-examples",
                          column_widths=["5%", "8%", "31%", "31%", "25%"])
 
@@ -51,13 +74,22 @@ def build_evaluate_tab(engine) -> dict:
     start.click(do_start, form.inputs, [run_state, message])
     timer = gr.Timer(3.0, active=False)
 
-    def show(run_id, failures_only):
+    def show(run_id, failures_only, other=None):
         final = not run_id or engine.get_run(int(run_id)).status.final
-        return example_rows(engine, run_id, failures_only), gr.Timer(active=not final)
+        if run_id and other and final:
+            rows = compare_rows(engine, other, run_id, failures_only)
+            table_ = gr.update(value={"headers": COMPARE_HEADERS, "data": rows},
+                               column_widths=["4%", "7%", "6%", "6%", "20%", "20%", "20%", "17%"])
+        else:
+            table_ = gr.update(value={"headers": HEADERS, "data": example_rows(engine, run_id, failures_only)},
+                               column_widths=["5%", "8%", "31%", "31%", "25%"])
+        return table_, gr.Timer(active=not final)
 
-    timer.tick(show, [run_state, failures], [table, timer], show_progress="hidden")
-    run_state.change(show, [run_state, failures], [table, timer])
-    failures.change(show, [run_state, failures], [table, timer])
+    timer.tick(show, [run_state, failures, earlier], [table, timer], show_progress="hidden")
+    run_state.change(lambda r, f: (*show(r, f), gr.update(choices=comparable_runs(engine, r), value=None)),
+                     [run_state, failures], [table, timer, earlier])
+    failures.change(show, [run_state, failures, earlier], [table, timer])
+    earlier.change(ui_errors(show), [run_state, failures, earlier], [table, timer])
 
     def refresh(current_model, current_task):
         models = model_choices(engine)
