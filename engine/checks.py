@@ -72,6 +72,14 @@ def student_preview(engine, config: DistillConfig) -> dict:
             "ratio": params / teacher.params}
 
 
+def check_named_task(engine, name: str) -> None:
+    """A job that names a task (empty: none): it exists and can be scored."""
+    if name:
+        from .tasks import check_task
+
+        check_task(engine.get_task(name))
+
+
 def check_distill(engine, config: DistillConfig) -> dict:
     """Teacher, student and data can work together; returns the student preview."""
     from .loading import load_tokenizer
@@ -93,10 +101,7 @@ def check_distill(engine, config: DistillConfig) -> dict:
               for r in [engine.validate_dataset(teacher.id, p, config.max_length, config.columns)] for e in r.errors]
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
-    if config.task:
-        from .tasks import check_task
-
-        check_task(engine.get_task(config.task))
+    check_named_task(engine, config.task)
     return preview
 
 
@@ -140,6 +145,7 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     folder = Path(engine.weights_of(model)[0])
     facts = check_export(folder, config, model.params)
     check_disk(engine.settings.models_dir, facts["bytes_needed"])
+    check_named_task(engine, config.task)
     return facts
 
 
@@ -152,10 +158,7 @@ def check_benchmark(engine, config: BenchmarkConfig) -> None:
     """Every model is ready; the task, when one is named, exists and can be scored."""
     for model_id in config.model_ids:
         engine.ready_model(model_id)
-    if config.task:
-        from .tasks import check_task
-
-        check_task(engine.get_task(config.task))
+    check_named_task(engine, config.task)
 
 
 def check_evaluate(engine, config: EvaluateConfig) -> int:

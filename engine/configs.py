@@ -258,6 +258,13 @@ class QuantizeConfig(JobConfig):
         "them (a LoRA change exactly, in fp32; a full-rank one as 8-bit blocks); off = quantize the merged weights "
         "as they are (4-bit rounding erases most of a small fine-tune's change).")
     execution_provider: Literal["cpu", "cuda"] = Field(default="cpu", description="Where the export will run.")
+    task: str = Field(default="", max_length=80, description="A stored task the export and its source are both "
+                      "scored on; the export is refused when it keeps less than min_task_retention of the source's "
+                      "score (it lost the fine-tune). Empty: no task check.")
+    task_limit: int = Field(default=0, ge=0, le=100_000, description="Score only the task's first N examples "
+                            "(0: all).")
+    min_task_retention: float = Field(default=0.95, ge=0.0, le=1.0, description="With a task: the share of the "
+                                      "source's task score the export must keep to be registered.")
     verify_tokens: int = Field(default=4096, ge=0, le=65_536, description="Tokens of the standard text for the "
                                "perplexity check (0: skip perplexity).")
     min_agreement: float = Field(default=0.75, ge=0.0, le=1.0, description="Verify: the export must pick the "

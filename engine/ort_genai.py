@@ -83,6 +83,10 @@ class OgModel:
                 on_token(token)
         return out, times
 
+    def answer(self, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+        """Greedy, stripped replies to chat prompts, one at a time (engine.tasks.score_answers calls it)."""
+        return [self.decode(self.generate_ids(self.prompt_ids(p), max_new_tokens)[0]).strip() for p in prompts]
+
     def iter_tokens(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
                     stop: threading.Event | None = None, seed: int | None = None) -> Iterator[tuple[int, float]]:
         """(token, arrival time) for each generated token until EOS (included), the limit or `stop`."""

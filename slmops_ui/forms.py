@@ -225,5 +225,11 @@ def parse_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
+def task_choices(engine, current: str | None) -> dict:
+    """An update for an optional task dropdown: "" (no task) and every stored task, keeping the current pick."""
+    tasks = [""] + [t.name for t in engine.list_tasks()]
+    return gr.update(choices=tasks, value=current if current in tasks else "")
+
+
 def model_choices(engine, ready_only: bool = True) -> list[str]:
     return [m.id for m in engine.list_models() if m.ready or not ready_only]

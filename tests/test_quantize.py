@@ -247,3 +247,26 @@ def test_low_rank_factors_an_update_exactly_and_refuses_a_full_rank_one():
     assert a.shape == (96, 8) and b.shape == (8, 160)
     np.testing.assert_allclose(a @ b, d, atol=1e-9)
     assert low_rank(rng.standard_normal((96, 160))) is None
+
+
+def test_verify_on_a_task_scores_the_export_and_its_source(tiny_engine):
+    """With a task, verify scores the source (transformers) and the export (onnxruntime-genai) on it: the fp32
+    export answers as its source does, keeps the whole score and is registered."""
+    run = finished(tiny_engine, tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="fp32", verify_tokens=0,
+                                                                     task="ticket_label", task_limit=4)))
+    s = run.summary
+    assert s["task"] == "ticket_label" and s["task_score_source"] == s["task_score_export"]
+    assert s["task_retention"] == 1.0 and tiny_engine.store.has_model("tiny-onnx-fp32")
+    logs = [line.message for line in tiny_engine.run_logs(run.id)]
+    assert any(m.startswith("verify: export on ticket_label:") for m in logs)
+
+
+def test_verify_refuses_an_export_that_lost_the_task(tmp_path):
+    """The case that started this check: a LoRA fine-tune at 99/100 whose int4 export scored 10/100."""
+    from engine.errors import VerificationFailed
+    from engine.jobs.quantize import check_task_kept
+
+    check_task_kept("t", 0.88, 0.88 * 0.95, 0.95, tmp_path)  # at the bound: kept
+    check_task_kept("t", 0.0, 0.0, 0.95, tmp_path)  # a source that cannot do the task: nothing to lose
+    with pytest.raises(VerificationFailed, match=r"lost the task.*0\.100 on 't'.*0\.990 \(10% kept.*not registered"):
+        check_task_kept("t", 0.99, 0.10, 0.95, tmp_path)

@@ -19,11 +19,7 @@ def choose_backend(ctx, config: EvaluateConfig, model):
     if export is not None:
         from ..ort_genai import OgModel
 
-        og = OgModel(export.path, threads=config.threads)
-
-        def answer(prompts, max_new_tokens):
-            return [og.decode(og.generate_ids(og.prompt_ids(p), max_new_tokens)[0]).strip() for p in prompts]
-        return f"onnxruntime-genai ({export.id})", answer
+        return f"onnxruntime-genai ({export.id})", OgModel(export.path, threads=config.threads).answer
 
     import torch
 

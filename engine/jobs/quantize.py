@@ -170,6 +170,43 @@ def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
         "auto or export int8; set min_agreement to 0 to register it anyway.")
 
 
+def check_task_retention(ctx, config: QuantizeConfig, verifier, folder: Path) -> None:
+    """Score the source (transformers) and the export (onnxruntime-genai) on the config's task; refuse the export
+    when it keeps less than min_task_retention of the source's score."""
+    from ..ort_genai import OgModel
+    from ..scoring import answerer
+    from ..tasks import Task, load_examples, score_answers
+
+    task = Task.model_validate_json(ctx.store.task_json(config.task))
+    examples = load_examples(task, config.task_limit)
+    scores = {}
+    for who, answer in (("source", answerer(verifier.lm, verifier.tokenizer)),
+                        ("export", OgModel(folder, threads=config.threads).answer)):
+        ctx.stage(f"verify: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
+        result = score_answers(task, examples, answer, lambda done, _w=who: (
+            ctx.check_cancelled(), ctx.stage(f"verify: {_w} on '{task.name}' {done}/{len(examples)}")))
+        scores[who] = result["score"]
+        ctx.summary(**{f"task_score_{who}": round(result["score"], 4), f"task_ci_low_{who}": round(result["ci_low"], 4),
+                       f"task_ci_high_{who}": round(result["ci_high"], 4)})
+        ctx.log(f"verify: {who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "
+                f"in {result['seconds']:.0f} s")
+    kept = scores["export"] / scores["source"] if scores["source"] else 1.0
+    ctx.summary(task=task.name, task_retention=round(kept, 4))
+    ctx.metric("task_retention", kept)
+    check_task_kept(task.name, scores["source"], scores["export"], config.min_task_retention, folder)
+
+
+def check_task_kept(task: str, source: float, export: float, minimum: float, folder: Path) -> None:
+    """Refuse an export that keeps less than `minimum` of its source's task score (a fine-tune rounded away)."""
+    kept = export / source if source else 1.0
+    if kept >= minimum:
+        return
+    raise VerificationFailed(
+        f"Verification failed: this export lost the task. It scores {export:.3f} on '{task}' where its source "
+        f"scores {source:.3f} ({kept:.0%} kept; min_task_retention {minimum:.0%}). It was not registered; its files "
+        f"are in {folder}. For a fine-tune keep fine_tune_delta on auto, or export int8.")
+
+
 def run(ctx, config: QuantizeConfig) -> None:
     out_id = config.output_id()
     if ctx.store.has_model(out_id):
@@ -197,6 +234,8 @@ def run(ctx, config: QuantizeConfig) -> None:
                 **({"ppl": round(result["ppl_export"], 3), "ppl_ratio": round(result["ppl_ratio"], 4)}
                    if "ppl_ratio" in result else {}))
     check_agreement(result, config.min_agreement, folder)
+    if config.task:
+        check_task_retention(ctx, config, verifier, folder)
     ctx.progress(0.98, "write: registering the export")
     register_export(ctx, source, folder, out_id)
     ctx.summary(output=out_id)

@@ -8,7 +8,7 @@ import gradio as gr
 from engine import BenchmarkConfig
 
 from ..bench_charts import BAR_METRICS, TABLE_HEADERS, bar_figure, scatter_figure, table_rows
-from ..forms import ConfigForm, model_choices, ui_errors
+from ..forms import ConfigForm, model_choices, task_choices, ui_errors
 from ..job_panel import build_job_panel
 
 
@@ -117,9 +117,8 @@ def build_benchmark_tab(engine) -> dict:
         kept = [m for m in (current or []) if m in every]
         runs = [(f"#{r.id} · {len(r.config.get('model_ids', []))} models · {r.status.value}", r.id)
                 for r in engine.list_runs(limit=200) if r.kind == "benchmark"]
-        tasks = [""] + [t.name for t in engine.list_tasks()]
         return (gr.update(choices=every, value=kept),
                 gr.update(choices=runs, value=current_past if current_past in [v for _, v in runs] else None),
-                gr.update(choices=tasks, value=current_task if current_task in tasks else ""))
+                task_choices(engine, current_task))
 
     return {"refresh": (refresh, [models, past, task], [models, past, task]), "forms": [form]}

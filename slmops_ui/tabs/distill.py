@@ -6,7 +6,7 @@ import gradio as gr
 
 from engine import DistillConfig, GenerateDataConfig, ModelFormat
 
-from ..forms import ConfigForm, model_choices, ui_errors
+from ..forms import ConfigForm, model_choices, task_choices, ui_errors
 from ..job_panel import build_job_panel
 
 
@@ -166,11 +166,10 @@ def build_distill_tab(engine) -> dict:
         default = full[0] if full else None
         pick = lambda cur: cur if cur in full else default  # noqa: E731
         datasets = dataset_choices()
-        tasks = [""] + [t.name for t in engine.list_tasks()]
         return (gr.update(choices=full, value=pick(t1)), gr.update(choices=full, value=pick(t2)),
                 gr.update(choices=full, value=st if st in full else None),
                 gr.update(choices=datasets, value=ds if ds in dict(datasets).values() else None),
-                gr.update(choices=tasks, value=current_task if current_task in tasks else ""))
+                task_choices(engine, current_task))
 
     return {"refresh": (refresh, [teacher1, teacher2, student, picker, task],
                         [teacher1, teacher2, student, picker, task]),

@@ -7,7 +7,7 @@ import gradio as gr
 from engine import ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
 
 from ..charts import pareto_figure
-from ..forms import ConfigForm, model_choices, ui_errors
+from ..forms import ConfigForm, model_choices, task_choices, ui_errors
 from ..job_panel import build_job_panel
 
 PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact for Q4_1 weights such as the "
@@ -48,6 +48,11 @@ def build_quantize_tab(engine) -> dict:
         form.field("method", label="int4 method",
                    info="olive: an Olive ONNX quantization pass (below) on the builder's fp32 export.")
         form.field("olive_pass", label="Olive pass")
+    with gr.Row():
+        task = form.field("task", gr.Dropdown(label="Verify on a task (optional)", choices=[""], value="",
+                                              elem_id="q-task", info=QuantizeConfig.model_fields["task"].description))
+        form.field("task_limit")
+        form.field("min_task_retention", step=0.01)
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
             form.field("block_size", gr.Dropdown([16, 32, 64, 128, 256], value=32, label="int4 block size",
@@ -148,10 +153,10 @@ def build_quantize_tab(engine) -> dict:
 
     register.click(do_register, [run_state, pick, pick_name], [exports])
 
-    def refresh(current):
+    def refresh(current, current_task):
         sources = [m for m in model_choices(engine)
                    if engine.get_model(m).format in {ModelFormat.HF, ModelFormat.ADAPTER}]
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
-                exports_rows(engine))
+                exports_rows(engine), task_choices(engine, current_task))
 
-    return {"refresh": (refresh, [model], [model, exports]), "forms": [form, sweep_form]}
+    return {"refresh": (refresh, [model, task], [model, exports, task]), "forms": [form, sweep_form]}
