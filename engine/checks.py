@@ -8,8 +8,8 @@ import re
 import struct
 from pathlib import Path
 
-from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
-                      QuantizeConfig, QuantizeSweepConfig)
+from .configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
+                      GenerateDataConfig, QuantizeConfig, QuantizeSweepConfig)
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
@@ -102,6 +102,17 @@ def check_distill(engine, config: DistillConfig) -> dict:
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
     check_named_task(engine, config.task)
+    return preview
+
+
+def check_distill_sweep(engine, config: DistillSweepConfig) -> dict:
+    """As for one student, and every size fits in the teacher."""
+    preview = check_distill(engine, config.student_config(config.sizes[0], "sweep-check"))
+    teacher = engine.ready_model(config.teacher_model_id)
+    n_layers = json.loads((Path(teacher.path) / "config.json").read_text()).get("num_hidden_layers", 0)
+    too_big = [s for s in config.sizes if s >= n_layers]
+    if too_big:
+        raise InvalidInput(f"Sizes {too_big}: a student keeps fewer than the teacher's {n_layers} layers.")
     return preview
 
 

@@ -222,6 +222,30 @@ class DistillConfig(TrainingConfig):
         return sorted({round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)})
 
 
+class DistillSweepConfig(DistillConfig):
+    """Students of several sizes from one teacher and dataset, each trained by the distill recipe and scored on a
+    task with the teacher: task retention and decode speed against parameters — how small can the student be for
+    this task."""
+
+    kind: ClassVar[str] = "distill_sweep"
+    sizes: list[int] = Field(default_factory=lambda: [6, 10, 14], min_length=1, max_length=8,
+                             description="Teacher layers each student keeps, one student per value.")
+    task: str = Field(min_length=1, max_length=80, description="The stored task every student and the teacher are "
+                      "scored on (task retention = student score ÷ teacher score).")
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("every size must keep at least 1 layer")
+        return sorted(set(value))
+
+    def student_config(self, size: int, name: str) -> DistillConfig:
+        """The distill config of the student that keeps `size` layers, registered as `name`."""
+        data = self.model_dump(exclude={"sizes"})
+        return DistillConfig(**{**data, "keep_layers": size, "layers": "", "student": "derived", "output_name": name})
+
+
 class QuantizeConfig(JobConfig):
     """Convert a registered model to ONNX Runtime GenAI (fp32/int8/int4), verify it against its source, register it.
 

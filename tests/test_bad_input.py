@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine import EvaluateConfig, FineTuneConfig, GenerationParams, Task
-from engine.configs import BenchmarkConfig, DistillConfig, QuantizeConfig
+from engine.configs import BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
 from engine.errors import SlmopsError
 from slmops_ui.forms import user_message
 from tests.helpers import ROOT
@@ -89,6 +89,11 @@ CASES = [
     ("distill-keep-zero-layers", lambda e, t, d: DistillConfig(teacher_model_id="tiny", train_path="x",
                                                                keep_layers=0), ["keep"]),
     ("benchmark-no-models", lambda e, t, d: BenchmarkConfig(model_ids=[]), ["model"]),
+    ("distill-sweep-without-task", lambda e, t, d: DistillSweepConfig(teacher_model_id="tiny", train_path="x"),
+     ["task"]),
+    ("distill-sweep-size-too-big", lambda e, t, d: e.check(DistillSweepConfig(
+        teacher_model_id="tiny", train_path=write(t, "a.jsonl", rows(8)), task="request_to_json", sizes=[1, 2])),
+     ["sizes [2]", "fewer than"]),
     ("block-not-dividing", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", block_size=48)),
      ["block", "64"]),
     ("block-too-small", lambda e, t, d: QuantizeConfig(model_id="tiny", block_size=7), ["block"]),
@@ -132,6 +137,10 @@ CASES = [
         t, "j.jsonl", '{"prompt": "Capital of France?", "completion": "Paris"}\n' * 3))), ["json", "exact"]),
     ("task-without-references", lambda e, t, d: e.add_task(Task(name="n", eval_path=write(
         t, "n.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n' * 3))), ["reference"]),
+    ("benchmark-unknown-task", lambda e, t, d: e.check(BenchmarkConfig(model_ids=["tiny"], task="nope")), ["nope"]),
+    ("quantize-unknown-task", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", task="nope")), ["nope"]),
+    ("distill-unknown-task", lambda e, t, d: e.check(DistillConfig(
+        teacher_model_id="tiny", train_path=write(t, "a.jsonl", rows(8)), task="nope")), ["nope"]),
     ("task-duplicate-name", lambda e, t, d: e.add_task(Task(name="request_to_json", eval_path=write(
         t, "d.jsonl", rows(3)))), ["exists", "another name"]),
 ]

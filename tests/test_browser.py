@@ -186,6 +186,35 @@ def test_distill_tab_previews_the_student_and_generates_data(app_url, tmp_path):
 
 
 @needs_chromium
+def test_distill_size_sweep_from_the_ui_plots_task_retention_against_size(app_url, tmp_path):
+    train = tmp_path / "answers.jsonl"
+    lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)
+    train.write_text("".join(lines[:24]))
+    with open_tab(app_url, "Distill", wait_for_default_model=True) as page:
+        page.get_by_label("Training data (the teacher's dataset)").fill(str(train))
+        page.get_by_label("even", exact=True).check()  # evenly spaced layers: no importance rounds here
+        page.click("#distill-task input")
+        page.get_by_role("option", name="request_to_json", exact=True).click()
+        page.get_by_label("Task limit").fill("2")
+        page.get_by_label("Max steps").fill("2")
+        page.get_by_text("More settings").nth(1).click()  # stage 2's
+        page.get_by_label("Eval max examples").fill("0")
+        page.get_by_label("General ppl tokens").fill("0")
+        page.get_by_text("Size sweep").click()
+        page.get_by_label("Sizes (teacher layers kept, one per line)").fill("1\n2")
+        page.click("#distill-sweep-start")
+        page.wait_for_function("document.querySelector('#distill-sweep-chart')?.textContent.includes('2 layers')",
+                               timeout=600_000, polling=1000)
+        page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => e.innerText.includes("
+                               "'succeeded') && e.innerText.includes('teacher task score'))", timeout=120_000,
+                               polling=1000)
+        page.screenshot(path=str(tmp_path / "distill-sweep.png"), full_page=True)
+        chart = page.text_content("#distill-sweep-chart")
+        assert "task retention" in chart and "1 layers" in chart
+    keep_screenshots(tmp_path, ("distill-sweep.png",))
+
+
+@needs_chromium
 def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
     with open_tab(app_url, "Quantize", wait_for_default_model=True) as page:
         page.get_by_text("Advanced").click()

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, Settings
-from engine.configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
-                            QuantizeConfig, SelfTestConfig)
+from engine.configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
+                            GenerateDataConfig, QuantizeConfig, SelfTestConfig)
 from engine.records import RunStatus
 from engine.training import last_checkpoint
 from tests.helpers import ROOT, build_tiny_llama
@@ -40,6 +40,9 @@ def job_configs(data: Path) -> dict:
                                             drop_truncated=False, min_chars=0),
         "distill": DistillConfig(teacher_model_id="tiny", keep_layers=1, eval_ratio=0.1, agreement_tokens=4,
                                  general_ppl_tokens=256, **common),
+        "distill_sweep": DistillSweepConfig(
+            teacher_model_id="tiny", sizes=[1], eval_ratio=0.1, agreement_tokens=4, general_ppl_tokens=0,
+            task="request_to_json", task_limit=2, **common),
         "quantize": QuantizeConfig(model_id="tiny", precision="int4", verify_tokens=256),
         "benchmark": BenchmarkConfig(model_ids=["tiny"], prompt_count=2, gen_length="short", repetitions=4, warmup=1,
                                      ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),

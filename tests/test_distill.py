@@ -219,3 +219,26 @@ def test_real_teacher_generates_and_distills_a_few_steps(real_engine, tmp_path):
     assert run.status is RunStatus.SUCCEEDED, run.error
     assert run.summary["params_ratio"] < 0.5
     real_engine.delete_model("ci-real-student")
+
+
+def test_size_sweep_trains_a_student_per_size_and_scores_each_on_the_task(distill_engine, tmp_path):
+    from engine import JOB_KINDS
+
+    config = JOB_KINDS["distill_sweep"].config(
+        **{**distill_config(tmp_path).model_dump(), "sizes": [3, 1], "max_steps": 4, "eval_max_examples": 0,
+           "general_ppl_tokens": 0, "task": "ticket_label", "task_limit": 3, "output_name": "small"})
+    assert config.sizes == [1, 3]  # sorted, one student each
+    rid = distill_engine.start_run(config)
+    run = distill_engine.wait_run(rid, timeout=600)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [m.message for m in distill_engine.run_logs(rid)][-6:])
+    rows = run.summary["students"]
+    assert [r["layers"] for r in rows] == [1, 3] and [r["student"] for r in rows] == ["small-1l", "small-3l"]
+    assert rows[0]["params_ratio"] < rows[1]["params_ratio"] < 1
+    assert all("task_retention" in r and "decode_speedup" in r for r in rows)
+    for r in rows:
+        model = distill_engine.get_model(r["student"])
+        assert model.parent_id == "teacher" and model.run_id == rid
+    logs = [m.message for m in distill_engine.run_logs(rid)]
+    assert sum("teacher on ticket_label" in m for m in logs) == 1  # the teacher is scored once for all students
+    assert {m.name.split("/")[0] for m in distill_engine.run_metrics(rid) if "/" in m.name} == {"1 layers",
+                                                                                              "3 layers"}

@@ -76,3 +76,33 @@ class JobContext:
         path = Path(path)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
         self.store.add_artifact(self.run_id, kind, str(path), size, model_id)
+
+
+class PartContext:
+    """One part of a job that runs a recipe several times (a sweep): the part's own folder, its progress mapped into
+    [lo, hi] of the run's bar, its stages and logs named after it, its metrics prefixed with its name, and its
+    summary kept apart (`values`) for the job to gather. `shared` holds what the parts measure once between them."""
+
+    def __init__(self, ctx, name: str, lo: float, hi: float, shared: dict):
+        self._ctx, self.name, self.lo, self.hi, self.shared = ctx, name, lo, hi, shared
+        self.workdir = ctx.workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.values: dict = {}
+
+    def __getattr__(self, attr):  # run_id, store, settings, cancelled, check_cancelled, artifact: the run's own
+        return getattr(self._ctx, attr)
+
+    def progress(self, fraction: float, stage: str) -> None:
+        self._ctx.progress(self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0), f"{self.name}: {stage}")
+
+    def stage(self, text: str) -> None:
+        self._ctx.stage(f"{self.name}: {text}")
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._ctx.log(f"{self.name}: {message}", level)
+
+    def metric(self, name: str, value: float, step: int = 0) -> None:
+        self._ctx.metric(f"{self.name}/{name}", value, step)
+
+    def summary(self, **values) -> None:
+        self.values.update(values)

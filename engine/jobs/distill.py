@@ -8,12 +8,13 @@ import shutil
 import time
 
 from ..errors import InvalidInput
-from ..configs import DistillConfig
+from ..configs import DistillConfig, DistillSweepConfig
 from ..distill import (check_same_tokenizer, decode_tokens_per_s, decoder_layers, derive_student, greedy_tokens,
                        make_distill_trainer, perplexity, response_nll, select_layers)
 from ..exports import publish_model
 from ..scoring import split_conversation
 from ..training import TrainingSession, count_params, prepare_data
+from .context import PartContext
 from ..records import ModelFormat
 
 CONFIG = DistillConfig
@@ -59,8 +60,8 @@ def make_student(ctx, config: DistillConfig, teacher_rec, teacher, tokenizer, da
         keep = min(config.keep_layers, n)
         batches = calibration_batches(data.train, config.calibration_examples, tokenizer.pad_token_id)
         ctx.stage(f"measuring layer importance on {config.calibration_examples} training examples")
-        layers, rounds = select_layers(teacher, batches, keep, lambda r, left: ctx.stage(
-            f"layer importance: round {r}, {left} layers left"))
+        layers, rounds = select_layers(teacher, batches, keep, lambda r, left: ctx.progress(
+            0.01 + 0.02 * (n - left) / max(n - keep, 1), f"layer importance: round {r}, {left} layers left"))
         even = config.model_copy(update={"layer_selection": "even"}).layer_indices(n)
         for r, costs in enumerate(rounds, 1):
             ctx.log(f"round {r}: loss rise without each layer: " + ", ".join(f"{i}:{c:.3f}" for i, c in costs.items()))
@@ -115,17 +116,24 @@ def task_scores(ctx, config: DistillConfig, teacher, student, tokenizer) -> dict
     task = Task.model_validate_json(ctx.store.task_json(config.task))
     examples = load_examples(task, config.task_limit)
     out = {}
+    shared = getattr(ctx, "shared", None)  # a sweep scores its teacher once for all its students
     for who, model in (("teacher", teacher), ("student", student)):
-        ctx.stage(f"eval: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
-        result = score_answers(task, examples, answerer(model, tokenizer),
-                               lambda done, _w=who: ctx.stage(f"eval: {_w} on '{task.name}' {done}/{len(examples)}"))
+        if who == "teacher" and shared is not None and "teacher" in shared:
+            result = shared["teacher"]
+            ctx.log(f"the teacher's score on {task.name}, measured for an earlier student: {result['score']:.3f}")
+        else:
+            ctx.stage(f"eval: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
+            result = score_answers(task, examples, answerer(model, tokenizer), lambda done, _w=who: ctx.stage(
+                f"eval: {_w} on '{task.name}' {done}/{len(examples)}"))
+            if who == "teacher" and shared is not None:
+                shared["teacher"] = result
+            ctx.log(f"{who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "
+                    f"in {result['seconds']:.0f} s")
         path = ctx.workdir / f"predictions-{who}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["rows"]), encoding="utf-8")
         ctx.artifact("predictions", path)
         out.update({f"task_score_{who}": result["score"], f"task_ci_low_{who}": result["ci_low"],
                     f"task_ci_high_{who}": result["ci_high"]})
-        ctx.log(f"{who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "
-                f"in {result['seconds']:.0f} s")
     out["task_examples"] = len(examples)
     out["task_retention"] = out["task_score_student"] / out["task_score_teacher"] if out["task_score_teacher"] else 0.0
     return out
@@ -170,3 +178,32 @@ def save_student(ctx, config: DistillConfig, teacher_rec, student, tokenizer) ->
     publish_model(ctx.store, ctx.settings.models_dir, tmp, name, ModelFormat.HF, teacher_rec, ctx.run_id,
                   note=f"distilled on {config.train_path}")
     ctx.log(f"registered student '{name}'")
+
+
+SWEEP_COLUMNS = ("layers", "student", "student_params_m", "params_ratio", "decode_speedup", "task_score_student",
+                 "task_ci_low_student", "task_ci_high_student", "task_retention", "train_s", "wall_s")
+
+
+def run_sweep(ctx, config: DistillSweepConfig) -> None:
+    """One student per size, each by the distill recipe (its own folder, its own registered model), the teacher
+    scored on the task once; the students' rows gathered in the summary as they finish."""
+    t0 = time.perf_counter()
+    teacher = ctx.store.get_model(config.teacher_model_id)
+    prefix = config.output_name or f"{teacher.id}-student-run{ctx.run_id}"
+    shared, rows = {}, []
+    for i, size in enumerate(config.sizes):
+        ctx.check_cancelled()
+        part = PartContext(ctx, f"{size} layers", i / len(config.sizes), (i + 1) / len(config.sizes), shared)
+        run(part, config.student_config(size, f"{prefix}-{size}l"))
+        values = part.values
+        rows.append({"layers": size, "student": f"{prefix}-{size}l",
+                     **{k: values[k] for k in SWEEP_COLUMNS[2:] if k in values}})
+        ctx.summary(students=rows, teacher_params_m=values.get("teacher_params_m"),
+                    task_score_teacher=values.get("task_score_teacher"),
+                    decode_tok_s_teacher=values.get("decode_tok_s_teacher"))
+        ctx.log(f"{size} layers: {values.get('student_params_m')} M params, task retention "
+                f"{values.get('task_retention', 0):.1%}, decode ×{values.get('decode_speedup', 0):.2f}")
+    smallest = [r for r in rows if r.get("task_retention", 0) >= 0.9]
+    ctx.summary(smallest_at_90=min(smallest, key=lambda r: r["layers"])["student"] if smallest else None,
+                wall_s=round(time.perf_counter() - t0, 1))
+    ctx.progress(1.0, "done")

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import checks
-from ..configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
-                       JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
+from ..configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
+                       GenerateDataConfig, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
+                       SelfTestConfig)
 from ..errors import InvalidInput
 from . import benchmark, distill, evaluate, finetune, generate, prepare, quantize, selftest
 
@@ -66,6 +67,9 @@ for _kind in (
                      ("task_score_teacher", "teacher task score"), ("task_score_student", "student task score"),
                      ("params_ratio", "parameters × teacher"), ("decode_speedup", "decode × teacher"),
                      ("layers", "teacher layers kept"), ("wall_s", "wall time (s)"))),
+    JobKind(DistillSweepConfig, distill.run_sweep, checks.check_distill_sweep, exclusive=True,
+            summary=(("smallest_at_90", "smallest student keeping ≥ 90 % of the task"),
+                     ("task_score_teacher", "teacher task score"), ("wall_s", "wall time (s)"))),
     JobKind(QuantizeConfig, quantize.run, checks.check_quantize, exclusive=True,
             summary=(("output", "export"), ("variant", "variant"), ("size_mb", "size (MB)"),
                      ("size_ratio", "size × source"), ("ppl_ratio", "perplexity × source"),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import DistillConfig, GenerateDataConfig, ModelFormat
+from engine import JOB_KINDS, DistillConfig, GenerateDataConfig, ModelFormat
 
+from ..charts import student_sweep_figure
 from ..forms import ConfigForm, model_choices, task_choices, ui_errors
 from ..job_panel import build_job_panel
 
@@ -109,7 +110,8 @@ def build_stage2(engine, dataset_picker) -> tuple:
     preview = gr.Markdown("")
     with gr.Row():
         task = form.field("task", gr.Dropdown(label="Task (teacher and student are scored on it)", choices=[""],
-                                              value="", info=DistillConfig.model_fields["task"].description))
+                                              value="", elem_id="distill-task",
+                                              info=DistillConfig.model_fields["task"].description))
         form.field("task_limit")
     with gr.Row():
         form.field("alpha", step=0.05)
@@ -151,6 +153,43 @@ def build_stage2(engine, dataset_picker) -> tuple:
     return teacher, student, task, form
 
 
+def build_sweep(engine, stage2: ConfigForm) -> ConfigForm:
+    """Students of several sizes with the stage-2 settings above, scored on a task: retention and speed against
+    parameters."""
+    run_state = gr.State(None)
+    form = ConfigForm(JOB_KINDS["distill_sweep"].config, required={
+        **stage2.required, "task": "Pick the task (above) every student and the teacher are scored on."})
+    for name, widget in stage2.widgets.items():
+        if name not in ("keep_layers", "layers", "student", "student_model_id"):
+            form.field(name, widget)  # the stage-2 settings above, shared
+    gr.Markdown("One student per size, each trained with the stage-2 settings above and scored on the task with "
+                "the teacher: *how small can the student be for this task?*")
+    with gr.Row():
+        form.field("sizes", label="Sizes (teacher layers kept, one per line)", info=None)
+        start = gr.Button("Train the students", elem_id="distill-sweep-start")
+    message = gr.Markdown("")
+    build_job_panel(engine, run_state, ("distill_sweep",), chart=False)
+    chart = gr.Plot(label="Students", visible=False, elem_id="distill-sweep-chart")
+
+    @ui_errors
+    def do_start(*values):
+        run_id = engine.start_run(form.config(values))
+        return run_id, f"Started sweep run {run_id}."
+
+    def show(run_id):
+        if not run_id:
+            return gr.update(visible=False), gr.Timer(active=False)
+        run = engine.get_run(int(run_id))
+        fig = student_sweep_figure(run.summary.get("students", []), run.summary.get("teacher_params_m"))
+        return gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final)
+
+    start.click(do_start, form.inputs, [run_state, message])
+    timer = gr.Timer(5.0, active=False)
+    timer.tick(show, [run_state], [chart, timer], show_progress="hidden")
+    run_state.change(show, [run_state], [chart, timer])
+    return form
+
+
 def build_distill_tab(engine) -> dict:
     gr.Markdown("Two stages: the teacher answers a prompt set (stage 1), then a smaller student learns from those "
                 "answers and from the teacher's token distributions (stage 2).")
@@ -160,6 +199,8 @@ def build_distill_tab(engine) -> dict:
         picker, dataset_choices = build_datasets(engine)
     with gr.Accordion("Stage 2 · train the student", open=True):
         teacher2, student, task, form2 = build_stage2(engine, picker)
+    with gr.Accordion("Size sweep · students of several sizes, scored on a task", open=False):
+        sweep = build_sweep(engine, form2)
 
     def refresh(t1, t2, st, ds, current_task):
         full = [m for m in model_choices(engine) if engine.get_model(m).format == ModelFormat.HF]
@@ -173,4 +214,4 @@ def build_distill_tab(engine) -> dict:
 
     return {"refresh": (refresh, [teacher1, teacher2, student, picker, task],
                         [teacher1, teacher2, student, picker, task]),
-            "forms": [form1, form2]}
+            "forms": [form1, form2, sweep]}
