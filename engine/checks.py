@@ -72,6 +72,16 @@ def student_preview(engine, config: DistillConfig) -> dict:
             "ratio": params / teacher.params}
 
 
+def check_new_names(engine, *names: str | None) -> None:
+    """The names a run will register its models under are usable and free: refused before anything trains."""
+    for name in names:
+        if name:
+            check_model_id(name)
+            if engine.store.has_model(name):
+                raise InvalidInput(f"A model named '{name}' already exists: choose another output name or delete "
+                                   "that model first.")
+
+
 def check_named_task(engine, name: str) -> None:
     """A job that names a task (empty: none): it exists and can be scored."""
     if name:
@@ -102,17 +112,20 @@ def check_distill(engine, config: DistillConfig) -> dict:
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
     check_named_task(engine, config.task)
+    check_new_names(engine, config.output_name)
     return preview
 
 
 def check_distill_sweep(engine, config: DistillSweepConfig) -> dict:
     """As for one student, and every size fits in the teacher."""
-    preview = check_distill(engine, config.student_config(config.sizes[0], "sweep-check"))
+    preview = check_distill(engine, config.student_config(config.sizes[0], ""))
     teacher = engine.ready_model(config.teacher_model_id)
     n_layers = json.loads((Path(teacher.path) / "config.json").read_text()).get("num_hidden_layers", 0)
     too_big = [s for s in config.sizes if s >= n_layers]
     if too_big:
         raise InvalidInput(f"Sizes {too_big}: a student keeps fewer than the teacher's {n_layers} layers.")
+    if config.output_name:
+        check_new_names(engine, *(f"{config.output_name}-{s}l" for s in config.sizes))
     return preview
 
 
@@ -133,6 +146,9 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
     errors = [f"{r.path}: {e}" for r in reports for e in r.errors]
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
+    if config.output_name:
+        merged = config.merge and config.method != "full"
+        check_new_names(engine, config.output_name, f"{config.output_name}-merged" if merged else None)
     memory = estimate_memory_bytes(config, model.path, model.params or 0)
     available = psutil.virtual_memory().available
     if memory["total"] > available:
@@ -149,10 +165,7 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     model = engine.ready_model(config.model_id)
     if model.format == ModelFormat.ONNX:
         raise InvalidInput(f"'{model.id}' is already an ONNX export; quantize its source model instead.")
-    check_model_id(config.output_id())
-    if engine.store.has_model(config.output_id()):
-        raise InvalidInput(f"A model named '{config.output_id()}' already exists: choose another output name "
-                           "or delete that model first.")
+    check_new_names(engine, config.output_id())
     folder = Path(engine.weights_of(model)[0])
     facts = check_export(folder, config, model.params)
     check_disk(engine.settings.models_dir, facts["bytes_needed"])

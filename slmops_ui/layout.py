@@ -93,8 +93,13 @@ def build_app(engine) -> gr.Blocks:
         banner_timer = gr.Timer(banner_poll_s(banner_text(engine)))
         banner_timer.tick(poll_banner, [preparing, *refresh_inputs],
                           [banner, preparing, banner_timer, *refresh_outputs], show_progress="hidden")
-        app.load(lambda *values: (gr.Timer(banner_poll_s(banner_text(engine))), *refresh_all(*values)),
-                 refresh_inputs, [banner_timer, *refresh_outputs])
+        def on_load(*values):
+            # the page was built with the banner of the app's first start: say what is being prepared now
+            text = banner_text(engine)
+            return (gr.update(value=text, visible=bool(text)), text, gr.Timer(banner_poll_s(text)),
+                    *refresh_all(*values))
+
+        app.load(on_load, refresh_inputs, [banner, preparing, banner_timer, *refresh_outputs])
         public = register_api(engine)
     # The UI's own events are not the API: view_api() lists only register_api's names. "undocumented", not
     # "private": a client can still drive them as the page does (tests/test_concurrency.py loads the app that way).

@@ -34,7 +34,7 @@ def rows(n: int) -> str:
 
 
 def finetune(engine, path, **overrides):
-    engine.check(FineTuneConfig(model_id="tiny", train_path=path, max_length=64, **overrides))
+    engine.check(FineTuneConfig(model_id="tiny", train_path=path, **{"max_length": 64, **overrides}))
 
 
 def hf_folder(tmp: Path, name: str, tiny: Path, drop=(), config_update=None, extra=None) -> str:
@@ -137,6 +137,11 @@ CASES = [
         t, "j.jsonl", '{"prompt": "Capital of France?", "completion": "Paris"}\n' * 3))), ["json", "exact"]),
     ("task-without-references", lambda e, t, d: e.add_task(Task(name="n", eval_path=write(
         t, "n.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n' * 3))), ["reference"]),
+    ("finetune-name-taken", lambda e, t, d: finetune(e, write(t, "a.jsonl", rows(8)), output_name="tiny",
+                                                     max_length=256),
+     ["already exists", "another output name"]),
+    ("distill-name-taken", lambda e, t, d: e.check(DistillConfig(
+        teacher_model_id="tiny", train_path=write(t, "a.jsonl", rows(8)), output_name="tiny")), ["already exists"]),
     ("benchmark-unknown-task", lambda e, t, d: e.check(BenchmarkConfig(model_ids=["tiny"], task="nope")), ["nope"]),
     ("quantize-unknown-task", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", task="nope")), ["nope"]),
     ("distill-unknown-task", lambda e, t, d: e.check(DistillConfig(

@@ -145,6 +145,40 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
 
 
 @needs_chromium
+def test_first_start_banner_goes_away_once_the_model_is_ready(tmp_path):
+    """On a fresh workspace the app starts while the bundled model is prepared; a page opened after that says
+    nothing is being prepared (it showed the first start's banner for as long as the app ran)."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    env = dict(os.environ, SLMOPS_HOME=str(tmp_path / "fresh"), SLMOPS_OFFLINE="1")
+    with open(tmp_path / "app.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            url = wait_for_app(proc, port, tmp_path / "app.log")
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                first = browser.new_page()
+                first.goto(url)
+                first.wait_for_function("document.querySelector('#banner')?.innerText.includes('Preparing')",
+                                        timeout=60_000)
+                first.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                                        "i.value === 'smollm2-135m-instruct')", timeout=300_000, polling=1000)
+                later = browser.new_page()
+                later.goto(url)
+                later.wait_for_function("[...document.querySelectorAll('input')].some(i => "
+                                        "i.value === 'smollm2-135m-instruct')", timeout=60_000, polling=500)
+                assert "Preparing" not in later.inner_text("body")
+                first.wait_for_function("!document.body.innerText.includes('Preparing')", timeout=30_000,
+                                        polling=500)
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+@needs_chromium
 def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
     train = tmp_path / "train.jsonl"
     lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)
@@ -201,7 +235,14 @@ def test_distill_size_sweep_from_the_ui_plots_task_retention_against_size(app_ur
         page.get_by_label("Eval max examples").fill("0")
         page.get_by_label("General ppl tokens").fill("0")
         page.get_by_text("Size sweep").click()
-        page.get_by_label("Sizes (teacher layers kept, one per line)").fill("1\n2")
+        sizes = page.locator("#distill-sweep-sizes")
+        for _ in range(3):  # drop the default sizes (6, 10, 14), then pick 1 and 2
+            sizes.locator("input").click()
+            sizes.locator("input").press("Backspace")
+        for size in ("1", "2"):
+            sizes.locator("input").click()
+            page.get_by_role("option", name=size, exact=True).click()
+        page.keyboard.press("Escape")
         page.click("#distill-sweep-start")
         page.wait_for_function("document.querySelector('#distill-sweep-chart')?.textContent.includes('2 layers')",
                                timeout=600_000, polling=1000)

@@ -165,7 +165,9 @@ def build_sweep(engine, stage2: ConfigForm) -> ConfigForm:
     gr.Markdown("One student per size, each trained with the stage-2 settings above and scored on the task with "
                 "the teacher: *how small can the student be for this task?*")
     with gr.Row():
-        form.field("sizes", label="Sizes (teacher layers kept, one per line)", info=None)
+        form.field("sizes", gr.Dropdown(list(range(1, 65)), value=form.cls.model_fields["sizes"].default_factory(),
+                                        multiselect=True, label="Sizes (teacher layers each student keeps)",
+                                        elem_id="distill-sweep-sizes"))
         start = gr.Button("Train the students", elem_id="distill-sweep-start")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("distill_sweep",), chart=False)
