@@ -9,7 +9,8 @@ cross-entropy only and one made of evenly spaced layers.
    the task's training file with the fine-tune job's defaults (LoRA r 8 on q/v, 2 epochs) and merged; a workspace
    that has it already reuses it. Not counted in the recipe's minutes.
 1. Stage 1 (generate_data): the teacher answers the prompts of the task's training file, greedy, up to the task's
-   max_new_tokens; answers cut off are dropped, and for JSON tasks answers that are not JSON (the validator).
+   max_new_tokens; answers cut off are dropped, and those that fail the task's validator (JSON tasks: not JSON;
+   ticket_label: not one of the six labels).
 2. Stage 2 (distill, the job's defaults): a student of 10 of the teacher's 30 layers, the ones whose removal raises
    the teacher's loss most on 16 training examples; α 0.5 KD + CE, T 2; scored on the task with the teacher.
 3. `--int4`: the student's default int4 export (quantize job) scored on the task by the evaluate job.
@@ -20,10 +21,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# stage 1's validator per bundled task: what an answer must look like to be kept (JSON tasks: parse as JSON)
+VALIDATORS = {"ticket_label": r"^(billing|delivery|refund|login|bug|cancel)$"}
 
 
 def wait(engine, config, what: str):
@@ -57,7 +61,10 @@ def main() -> int:
     ap.add_argument("--task", default="request_to_json")
     ap.add_argument("--teacher", default=None, help="a registered full model (default: fine-tune one)")
     ap.add_argument("--epochs", type=float, default=None, help="stage-2 epochs (default: the distill job's)")
+    ap.add_argument("--stage1-run", type=int, default=None, help="reuse the dataset of this stage-1 run (its minutes "
+                    "as it measured them)")
     ap.add_argument("--ablations", action="store_true", help="also: CE only (alpha 0); evenly spaced layers")
+    ap.add_argument("--only", default="", help="comma-separated subset of: default, ce, even")
     ap.add_argument("--int4", action="store_true", help="also: the student's int4 export, scored on the task")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -67,18 +74,24 @@ def main() -> int:
     teacher = args.teacher or teacher_for(engine, args.task, args.threads)
     train_file = ROOT / "assets" / "datasets" / f"{args.task}.train.jsonl"
 
-    gen, gen_s = wait(engine, GenerateDataConfig(
-        teacher_model_id=teacher, prompts_path=str(train_file), temperature=0.0, max_new_tokens=task.max_new_tokens,
-        batch_size=16, require_json=task.scorer in ("json", "json_f1"), system_prompt=task.system_prompt),
-        "stage 1: the teacher answers the task's training prompts")
+    if args.stage1_run:
+        gen = engine.get_run(args.stage1_run)
+        gen_s = (datetime.fromisoformat(gen.finished_at) - datetime.fromisoformat(gen.started_at)).total_seconds()
+    else:
+        gen, gen_s = wait(engine, GenerateDataConfig(
+            teacher_model_id=teacher, prompts_path=str(train_file), temperature=0.0,
+            max_new_tokens=task.max_new_tokens, batch_size=16, require_json=task.scorer in ("json", "json_f1"),
+            regex=VALIDATORS.get(args.task, ""), min_chars=1, system_prompt=task.system_prompt),
+            "stage 1: the teacher answers the task's training prompts")
     data = next(d for d in engine.list_datasets() if d.run_id == gen.id)
     print(f"stage 1: {gen.summary.get('kept')} of {gen.summary.get('generated')} answers kept, {gen_s / 60:.1f} min",
           flush=True)
 
-    variants = {"KD, importance layers (default)": {}}
-    if args.ablations:
-        variants["CE only (alpha 0)"] = {"alpha": 0.0}
-        variants["KD, evenly spaced layers"] = {"layer_selection": "even"}
+    variants = {"default": ("KD, importance layers (default)", {}),
+                "ce": ("CE only (alpha 0)", {"alpha": 0.0}),
+                "even": ("KD, evenly spaced layers", {"layer_selection": "even"})}
+    chosen = [v for v in args.only.split(",") if v] or (["default", "ce", "even"] if args.ablations else ["default"])
+    variants = dict(variants[v] for v in chosen)
     extra = {"epochs": args.epochs} if args.epochs else {}
     rows = []
     for label, settings in variants.items():
@@ -99,7 +112,7 @@ def main() -> int:
         print(f"{label:<34}{s['student_params_m']:>8}{s['params_ratio']:>10.3f}{s['decode_speedup']:>9.2f}"
               f"{ci:>24}{s['task_retention']:>10.1%}{seconds / 60:>12.1f}{(seconds + gen_s) / 60:>15.1f}")
 
-    if args.int4:
+    if args.int4 and "default" in chosen:
         student = next(m for m in engine.list_models() if m.run_id == rows[0][1].id)
         export, export_s = wait(engine, QuantizeConfig(model_id=student.id, threads=args.threads),
                                 f"int4 export of {student.id}")

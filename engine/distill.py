@@ -61,16 +61,17 @@ def response_loss(model, batches) -> float:
     return total / max(count, 1)
 
 
-def removal_costs(model, batches, keep: list[int]) -> tuple[float, dict[int, float]]:
+def removal_costs(model, batches, keep: list[int], check=lambda: None) -> tuple[float, dict[int, float]]:
     """(the response loss with only the `keep` layers, how much it rises when each of them is skipped as well).
     Skipping a layer passes its input straight on (the residual stream), which is what removing it from a student
-    does. The model is left whole."""
+    does. The model is left whole. `check()` runs before each measurement (a cancelled run stops there)."""
     import torch
 
     layers = decoder_layers(model)
     n = len(layers)
 
     def loss_with(kept: list[int]) -> float:
+        check()
         model.model.layers = torch.nn.ModuleList(layers[i] for i in kept)
         model.config.num_hidden_layers = len(kept)
         return response_loss(model, batches)
@@ -88,7 +89,8 @@ def layer_importance(model, batches) -> tuple[float, list[float]]:
     return base, [rises[i] for i in sorted(rises)]
 
 
-def select_layers(model, batches, keep: int, on_round=None) -> tuple[list[int], list[dict[int, float]]]:
+def select_layers(model, batches, keep: int, on_round=None,
+                  check=lambda: None) -> tuple[list[int], list[dict[int, float]]]:
     """The `keep` layers to build a student from, by measured importance, removing in rounds: each round measures
     what skipping each remaining layer costs and drops the cheapest half of those still to go (so the later
     choices see the earlier removals; 5 rounds for 30 → 10 layers). Returns the layers and each round's costs.
@@ -97,7 +99,7 @@ def select_layers(model, batches, keep: int, on_round=None) -> tuple[list[int], 
     current = list(range(len(decoder_layers(model))))
     rounds = []
     while len(current) > keep:
-        _, costs = removal_costs(model, batches, current)
+        _, costs = removal_costs(model, batches, current, check)
         rounds.append(costs)
         drop = sorted(current, key=lambda i: costs[i])[:max(1, (len(current) - keep + 1) // 2)]
         current = [i for i in current if i not in drop]

@@ -39,10 +39,18 @@ def _num(value, scale=1.0, digits=1):
     return "" if value is None else round(value * scale, digits)
 
 
+def _spread(mean: float, std: float, reps: int | None, digits: int) -> str:
+    """mean ± std over repetitions; with one repetition there is no spread to show, and the cell says so."""
+    if reps == 1:
+        return f"{mean:.{digits}f} (1 repetition)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def table_rows(rows: list[dict]) -> list[list]:
     return [[r["model_id"], r.get("format", ""), r.get("size_mb"), _task_cell(r),
-             f"{r['decode_tok_s']:.1f} ± {r['decode_tok_s_std']:.1f}",
-             f"{r['ttft_s'] * 1000:.0f} ± {r['ttft_s_std'] * 1000:.0f}", _num(r.get("prefill_tok_s")),
+             _spread(r["decode_tok_s"], r["decode_tok_s_std"], r.get("repetitions"), 1),
+             _spread(r["ttft_s"] * 1000, r["ttft_s_std"] * 1000, r.get("repetitions"), 0),
+             _num(r.get("prefill_tok_s")),
              _num(r.get("peak_rss_mb"), digits=0), _num(r.get("ppl"), digits=3),
              "" if r.get("mc_accuracy") is None else f"{r['mc_accuracy']:.1%}",
              "" if r.get("agreement") is None else f"{r['agreement']:.0%} vs {r.get('agreement_with')}",

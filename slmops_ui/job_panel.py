@@ -22,8 +22,8 @@ def status_markdown(engine, run_id) -> str:
         text += (f"\n\n**Waiting in the queue: position {run.queue_position}.** {slots} training/export/benchmark "
                  f"job{'s run' if slots > 1 else ' runs'} at a time (`SLMOPS_MAX_JOBS`); it starts by itself when "
                  "the one before it ends, even if you close this page.")
-    if run.error:
-        text += f"\n\n**Error:** {run.error}"
+    if run.error:  # a cancelled run's "error" says how it stopped (e.g. "stopped by SIGTERM"): not an error
+        text += f"\n\n**{'Cancelled' if run.status.value == 'cancelled' else 'Error'}:** {run.error}"
     if run.summary:
         text += "\n\n" + summary_line(run.kind, run.summary)
         text += comparison_table(run.summary)
@@ -55,6 +55,8 @@ def results_lines(rows) -> str:
             parts.append(f"perplexity {r['ppl']:.3f}")
         if r.get("mc_accuracy") is not None:
             parts.append(f"MC {r['mc_accuracy']:.1%}")
+        if r.get("task_score") is not None:
+            parts.append(f"task {r['task']} {r['task_score']:.1%} ({r['task_ci_low']:.0%}–{r['task_ci_high']:.0%})")
         lines.append(f"- **{r.get('model_id')}**: " + ", ".join(parts))
     return "\n\n" + "\n".join(lines) if lines else ""
 

@@ -156,3 +156,5 @@ def test_with_a_task_the_charts_judge_quality_by_the_task_score():
     assert markers.marker.colorbar.title.text == "task score, t (%)" and list(markers.marker.color) == [90, 50, 40]
     assert "task score" in fig.layout.title.text
     assert table_rows(scored)[0][3] == "90.0% (80%–100%)"
+    once = table_rows([{**ROWS[0], "repetitions": 1}])[0]
+    assert once[4] == "30.0 (1 repetition)" and once[5] == "50 (1 repetition)"  # no "± 0.0" from one sample

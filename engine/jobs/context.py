@@ -78,22 +78,34 @@ class JobContext:
         self.store.add_artifact(self.run_id, kind, str(path), size, model_id)
 
 
-class PartContext:
+class Span:
+    """A job context whose progress bar runs over [lo, hi] of the run's: a stage that reports 0..1 of its own work
+    (a Trainer's steps) leaves room for what comes after it. Everything else is the run's own."""
+
+    def __init__(self, ctx, lo: float, hi: float):
+        self._ctx, self.lo, self.hi = ctx, lo, hi
+
+    def __getattr__(self, attr):
+        return getattr(self._ctx, attr)
+
+    def progress(self, fraction: float, stage: str) -> None:
+        self._ctx.progress(self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0), stage)
+
+
+class PartContext(Span):
     """One part of a job that runs a recipe several times (a sweep): the part's own folder, its progress mapped into
     [lo, hi] of the run's bar, its stages and logs named after it, its metrics prefixed with its name, and its
     summary kept apart (`values`) for the job to gather. `shared` holds what the parts measure once between them."""
 
     def __init__(self, ctx, name: str, lo: float, hi: float, shared: dict):
-        self._ctx, self.name, self.lo, self.hi, self.shared = ctx, name, lo, hi, shared
+        super().__init__(ctx, lo, hi)
+        self.name, self.shared = name, shared
         self.workdir = ctx.workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.values: dict = {}
 
-    def __getattr__(self, attr):  # run_id, store, settings, cancelled, check_cancelled, artifact: the run's own
-        return getattr(self._ctx, attr)
-
     def progress(self, fraction: float, stage: str) -> None:
-        self._ctx.progress(self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0), f"{self.name}: {stage}")
+        super().progress(fraction, f"{self.name}: {stage}")
 
     def stage(self, text: str) -> None:
         self._ctx.stage(f"{self.name}: {text}")

@@ -14,7 +14,7 @@ from ..distill import (check_same_tokenizer, decode_tokens_per_s, decoder_layers
 from ..exports import publish_model
 from ..scoring import split_conversation
 from ..training import TrainingSession, count_params, prepare_data
-from .context import PartContext
+from .context import PartContext, Span
 from ..records import ModelFormat
 
 CONFIG = DistillConfig
@@ -61,7 +61,8 @@ def make_student(ctx, config: DistillConfig, teacher_rec, teacher, tokenizer, da
         batches = calibration_batches(data.train, config.calibration_examples, tokenizer.pad_token_id)
         ctx.stage(f"measuring layer importance on {config.calibration_examples} training examples")
         layers, rounds = select_layers(teacher, batches, keep, lambda r, left: ctx.progress(
-            0.01 + 0.02 * (n - left) / max(n - keep, 1), f"layer importance: round {r}, {left} layers left"))
+            0.01 + 0.02 * (n - left) / max(n - keep, 1), f"layer importance: round {r}, {left} layers left"),
+            ctx.check_cancelled)
         even = config.model_copy(update={"layer_selection": "even"}).layer_indices(n)
         for r, costs in enumerate(rounds, 1):
             ctx.log(f"round {r}: loss rise without each layer: " + ", ".join(f"{i}:{c:.3f}" for i, c in costs.items()))
@@ -78,7 +79,7 @@ def evaluate(ctx, config, teacher, student, tokenizer, data) -> dict:
     """Teacher and student side by side; also stored as metrics of the run."""
     from ..eval_text import standard_text_nll
 
-    ctx.stage("eval: perplexity of the teacher's held-out answers")
+    ctx.progress(0.8, "eval: perplexity of the teacher's held-out answers")
     pad = tokenizer.pad_token_id
     nll_t = response_nll(teacher, data.eval, config.batch_size, pad)
     nll_s = response_nll(student, data.eval, config.batch_size, pad)
@@ -86,17 +87,17 @@ def evaluate(ctx, config, teacher, student, tokenizer, data) -> dict:
     results["ppl_retention"] = results["heldout_ppl_teacher"] / results["heldout_ppl_student"]
     prompts = [split_conversation(c)[0] for c in data.eval_conversations[:config.eval_max_examples]]
     if prompts:
-        ctx.stage(f"eval: greedy agreement on {len(prompts)} prompts")
+        ctx.progress(0.82, f"eval: greedy agreement on {len(prompts)} prompts")
         want = greedy_tokens(teacher, tokenizer, prompts, config.agreement_tokens)
         got = greedy_tokens(student, tokenizer, prompts, config.agreement_tokens)
         results["agreement"] = sum(a == b for a, b in zip(want, got)) / len(prompts)
     if config.general_ppl_tokens:
-        ctx.stage("eval: general perplexity (Python's documentation text)")
+        ctx.progress(0.85, "eval: general perplexity (Python's documentation text)")
         results["general_ppl_teacher"] = perplexity(standard_text_nll(teacher, tokenizer, config.general_ppl_tokens))
         results["general_ppl_student"] = perplexity(standard_text_nll(student, tokenizer, config.general_ppl_tokens))
     if config.task:
         results.update(task_scores(ctx, config, teacher, student, tokenizer))
-    ctx.stage("eval: decode speed")
+    ctx.progress(0.97, "eval: decode speed")
     results["decode_tok_s_teacher"] = decode_tokens_per_s(teacher, tokenizer)
     results["decode_tok_s_student"] = decode_tokens_per_s(student, tokenizer)
     results["decode_speedup"] = results["decode_tok_s_student"] / results["decode_tok_s_teacher"]
@@ -122,9 +123,10 @@ def task_scores(ctx, config: DistillConfig, teacher, student, tokenizer) -> dict
             result = shared["teacher"]
             ctx.log(f"the teacher's score on {task.name}, measured for an earlier student: {result['score']:.3f}")
         else:
-            ctx.stage(f"eval: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
-            result = score_answers(task, examples, answerer(model, tokenizer), lambda done, _w=who: ctx.stage(
-                f"eval: {_w} on '{task.name}' {done}/{len(examples)}"))
+            lo = 0.87 if who == "teacher" else 0.92
+            result = score_answers(task, examples, answerer(model, tokenizer), lambda done, _w=who, _lo=lo: (
+                ctx.check_cancelled(), ctx.progress(_lo + 0.05 * done / len(examples),
+                                                    f"eval: {_w} on '{task.name}' {done}/{len(examples)}")))
             if who == "teacher" and shared is not None:
                 shared["teacher"] = result
             ctx.log(f"{who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "
@@ -157,7 +159,8 @@ def run(ctx, config: DistillConfig) -> None:
                 params_ratio=round(s_params / t_params, 3), alpha=config.alpha)
 
     trainer_cls = make_distill_trainer(teacher, config.alpha, config.temperature)
-    session = TrainingSession(ctx, config, student, tokenizer, data, trainer_cls=trainer_cls)
+    # training fills the bar up to 80 %; the comparison after it (task scores above all) takes the rest
+    session = TrainingSession(Span(ctx, 0.04, 0.8), config, student, tokenizer, data, trainer_cls=trainer_cls)
     session.train()
     results = evaluate(ctx, config, teacher, student, tokenizer, data)
     ctx.summary(**{k: round(v, 4) for k, v in results.items()})

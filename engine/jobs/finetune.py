@@ -2,6 +2,7 @@
 merged models registered with lineage. Runs in a worker, or data-parallel under torchrun (see `train`)."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -11,6 +12,7 @@ from ..errors import InvalidInput
 from ..configs import FineTuneConfig
 from ..exports import publish_model
 from ..training import TrainingSession, build_model, count_params, prepare_data
+from .context import Span
 from ..records import ModelFormat
 
 CONFIG = FineTuneConfig
@@ -21,9 +23,10 @@ def _is_main_process() -> bool:
 
 
 def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> dict:
-    """Eval loss and the generation score on the held-out split; stored as `<metric>_<label>`."""
+    """Eval loss and the generation score on the held-out split; stored as `<metric>_<label>`. `ctx`'s progress
+    bar is this stage's own (a Span of the run's)."""
     results = {}
-    ctx.stage(f"eval ({label}): loss")
+    ctx.progress(0.0, f"eval ({label}): loss")
     results[f"eval_loss_{label}"] = float(trainer.evaluate()["eval_loss"])
     if config.eval_max_examples and data.eval_conversations and _is_main_process():
         from ..scoring import score_by_generation
@@ -31,7 +34,8 @@ def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> di
         convs = data.eval_conversations[:config.eval_max_examples]
         result = score_by_generation(
             model, tokenizer, convs, config.score, config.eval_max_new_tokens,
-            on_batch=lambda done, total: (ctx.check_cancelled(), ctx.stage(f"eval ({label}): {done}/{total}")))
+            on_batch=lambda done, total: (ctx.check_cancelled(),
+                                          ctx.progress(done / total, f"eval ({label}): scored {done}/{total}")))
         results[f"score_{label}"] = result.score
         ctx.log(f"{label} score ({result.mode} match): {result.correct}/{result.total}")
         for pred, ref, ok in result.samples[:3]:
@@ -66,10 +70,19 @@ def run(ctx, config: FineTuneConfig) -> None:
     ctx.summary(trainable_pct=round(100 * trainable / total, 3), train_examples=len(data.train))
     ctx.log(f"{config.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f} %)")
 
-    session = TrainingSession(ctx, config, model, tokenizer, data)
+    # The bar covers every stage in proportion to its expected work (scoring one held-out example costs about one
+    # optimizer step on CPU), so the ETA is honest from the start; a 10-step run that scores 100 examples twice
+    # spends most of its time scoring and its bar says so.
+    scored = min(config.eval_max_examples, len(data.eval_conversations or []))
+    steps = config.max_steps or math.ceil(config.epochs * len(data.train) / (config.batch_size * config.grad_accum))
+    resumed = config.resume_from_run is not None
+    units = [0 if resumed else scored + 1, steps, scored + 1]  # before, training, after (+1: the eval loss)
+    edges = [0.03 + 0.95 * sum(units[:i]) / max(sum(units), 1) for i in range(4)]
+    session = TrainingSession(Span(ctx, edges[1], edges[2]), config, model, tokenizer, data)
     before = {}
     if session.resume_from is None:
-        before = evaluate_all(ctx, session.trainer, model, tokenizer, data, config, "before")
+        before = evaluate_all(Span(ctx, edges[0], edges[1]), session.trainer, model, tokenizer, data, config,
+                              "before")
     else:  # the base numbers were measured by the run we continue
         old = ctx.store.get_run(config.resume_from_run).summary
         before = {k: v for k, v in old.items() if k.endswith("_before")}
@@ -77,7 +90,7 @@ def run(ctx, config: FineTuneConfig) -> None:
     session.train()
     trainer = session.trainer
 
-    after = evaluate_all(ctx, trainer, model, tokenizer, data, config, "after")
+    after = evaluate_all(Span(ctx, edges[2], edges[3]), trainer, model, tokenizer, data, config, "after")
     ctx.summary(**{k: round(v, 4) for k, v in after.items()})
     if _is_main_process():
         ctx.progress(0.98, "saving")
