@@ -88,6 +88,13 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason="needs Debian's chromium (make test installs it)")
 
 
+def first_rows(path, n: int):
+    """The first n rows of the bundled request → JSON training file, written to `path`."""
+    lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:n]))
+    return path
+
+
 def keep_screenshots(tmp_path, names):
     keep = os.environ.get("SLMOPS_SCREENSHOTS")  # optional: copy the pictures somewhere to look at them
     if keep:
@@ -180,9 +187,7 @@ def test_first_start_banner_goes_away_once_the_model_is_ready(tmp_path):
 
 @needs_chromium
 def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
-    train = tmp_path / "train.jsonl"
-    lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)
-    train.write_text("".join(lines[:24]))
+    train = first_rows(tmp_path / "train.jsonl", 24)
     with open_tab(app_url, "Fine-tune", wait_for_default_model=True) as page:
         page.get_by_label("…or a training file path").fill(str(train))
         page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
@@ -221,9 +226,7 @@ def test_distill_tab_previews_the_student_and_generates_data(app_url, tmp_path):
 
 @needs_chromium
 def test_distill_size_sweep_from_the_ui_plots_task_retention_against_size(app_url, tmp_path):
-    train = tmp_path / "answers.jsonl"
-    lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)
-    train.write_text("".join(lines[:24]))
+    train = first_rows(tmp_path / "answers.jsonl", 24)
     with open_tab(app_url, "Distill", wait_for_default_model=True) as page:
         page.get_by_label("Training data (the teacher's dataset)").fill(str(train))
         page.get_by_label("even", exact=True).check()  # evenly spaced layers: no importance rounds here
