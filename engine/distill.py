@@ -202,24 +202,26 @@ def greedy_tokens(model, tokenizer, prompts: list[list[dict]], n: int, batch_siz
 
 
 def decode_tokens_per_s(model, tokenizer, new_tokens: int = 48, repeats: int = 3) -> float:
-    """Greedy decode speed on a fixed prompt (prefill excluded): median over repeats."""
+    """Greedy decode speed on a fixed prompt, prefill excluded: one token at a time through the KV cache, the
+    median over repeats (after one warm-up). A hand loop, not `generate`: on a 2-core CPU generate's own per-token
+    work hid the model's cost (a 10-of-30-layer student measured 0.96× its teacher through generate, 1.93× here)."""
     import statistics
 
     import torch
 
     messages = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]
     speeds = []
     with torch.inference_mode():
-        for _ in range(repeats + 1):  # the first call warms up
+        for _ in range(repeats + 1):  # the first pass warms up
+            out = model(input_ids=ids, use_cache=True)
+            cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
             t0 = time.perf_counter()
-            model.generate(**ids, max_new_tokens=1, min_new_tokens=1, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)
-            prefill = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id)
-            speeds.append((new_tokens - 1) / max(time.perf_counter() - t0 - prefill, 1e-9))
+            for _ in range(new_tokens):
+                out = model(input_ids=token, past_key_values=cache, use_cache=True)
+                cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            speeds.append(new_tokens / (time.perf_counter() - t0))
     return statistics.median(speeds[1:])
 
 

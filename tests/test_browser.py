@@ -286,6 +286,9 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
         page.get_by_role("option", name="smollm2-135m-instruct", exact=True).click()
         page.keyboard.press("Escape")
         page.get_by_label("short").nth(1).check()  # generation length: 32 tokens
+        page.click("#bench-task input")
+        page.get_by_role("option", name="ticket_label", exact=True).click()
+        page.get_by_label("Task limit").fill("4")
         page.get_by_label("Repetitions").fill("2")
         page.get_by_label("Prompt count").fill("1")
         page.get_by_text("Prompts and quality").click()
@@ -302,6 +305,7 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
         assert "smollm2-135m-instruct" in page.text_content("#bench-scatter")
         table = page.inner_text("#bench-table")
         assert "±" in table and "%" in table  # decode mean ± std, MC accuracy
+        assert "task score" in table and "task score, ticket_label" in page.text_content("#bench-scatter")
     keep_screenshots(tmp_path, ("benchmark.png",))
 
 
