@@ -83,7 +83,7 @@ class ConfigForm:
     def __init__(self, config_cls: type[BaseModel], kinds: set[str] | None = None,
                  required: dict[str, str] | None = None):
         self.cls = config_cls
-        self.kinds = kinds or {config_cls.kind}
+        self.kinds = {config_cls.kind} if kinds is None else kinds
         self.required = required or {}  # field → the message shown when it is left empty
         self.widgets: dict[str, gr.components.Component] = {}
 
