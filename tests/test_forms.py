@@ -126,3 +126,15 @@ def test_an_empty_required_field_says_what_to_fill(forms):
     shown[list(form.widgets).index("model_id")] = None
     with pytest.raises(gr.Error, match="Pick a base model"):
         form.config(shown)
+
+
+def test_the_whole_app_builds(tmp_path):
+    """Every tab, forms and plain widgets alike (the chat tab's sliders come from GenerationParams, no job)."""
+    from engine import Engine, Settings
+    from slmops_ui.layout import build_app
+
+    engine = Engine(Settings(home=tmp_path / "ws", offline=True))
+    try:
+        assert build_app(engine) is not None
+    finally:
+        engine.close()
