@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from .api import Engine
 from .configs import BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerationParams, QuantizeConfig
 from .errors import SlmopsError
+from .cli_flags import config_flags, config_from_args, load_config
 from .jobs.registry import JOB_KINDS
 from .records import ModelStatus
 from .tasks import Task
@@ -134,23 +135,10 @@ def cmd_runs_delete(engine: Engine, args) -> int:
 
 def cmd_run(engine: Engine, args) -> int:
     """Start a job from a JSON or YAML config file (`kind:` selects the job) and follow it."""
-    config = _load_config(args.config)
+    config = load_config(args.config)
     run_id = engine.start_run(config)
     print(f"started run {run_id}")
     return _follow(engine, run_id)
-
-
-def _load_config(path: str, kind: str | None = None):
-    import yaml
-
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    if not isinstance(data, dict):
-        raise SlmopsError(f"{path}: expected a mapping of settings (YAML or JSON object).")
-    kind = data.pop("kind", None) or kind
-    if kind not in JOB_KINDS:
-        raise SlmopsError(f"{path}: needs a 'kind:' field, one of {', '.join(JOB_KINDS)}.")
-    return JOB_KINDS[kind].config.model_validate(data)
 
 
 def cmd_training_job(engine: Engine, args) -> int:
@@ -171,47 +159,6 @@ def cmd_training_job(engine: Engine, args) -> int:
         run = engine.get_run(run_id)
         print(f"run {run_id}: {run.status.value} {json.dumps(run.summary)}")
     return 0
-
-
-def config_flags(parser: argparse.ArgumentParser, cls, aliases: dict[str, tuple[str, ...]] | None = None) -> None:
-    """A flag per field of the job config `cls`, with its type, choices and help taken from the field (`--block-size`
-    for block_size; `aliases` adds short names). A flag not given leaves the field to the config file or default."""
-    import types
-    import typing
-
-    for name, field in cls.model_fields.items():
-        kind, args = typing.get_origin(field.annotation), typing.get_args(field.annotation)
-        if kind in (typing.Union, types.UnionType):  # `X | None`: the flag takes an X
-            kind, args = None, ()
-            annotation = next(a for a in typing.get_args(field.annotation) if a is not type(None))
-        else:
-            annotation = field.annotation
-        options = {"dest": name, "default": argparse.SUPPRESS, "help": (field.description or "").replace("%", "%%")}
-        if kind is typing.Literal:
-            options.update(choices=list(args), type=type(args[0]))
-        elif annotation is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        elif kind is list:
-            options.update(action="append", type=args[0] if args else str)
-        elif kind is dict:
-            options["type"] = json.loads
-        else:
-            options["type"] = annotation
-        parser.add_argument(*(aliases or {}).get(name, ()), f"--{name.replace('_', '-')}", **options)
-
-
-def config_from_args(args, kind: str):
-    """The job config from `--config FILE` (if given) with the flags on top (a file of another kind, such as
-    distill's stage 1, is taken as it is)."""
-    data = {}
-    if getattr(args, "config", None):
-        loaded = _load_config(args.config, kind)
-        if loaded.kind != kind:
-            return loaded
-        data = loaded.model_dump(exclude_unset=True)
-    cls = JOB_KINDS[kind].config
-    data.update({k: v for k, v in vars(args).items() if k in cls.model_fields})
-    return cls.model_validate(data)
 
 
 def cmd_quantize(engine: Engine, args) -> int:

@@ -1,7 +1,7 @@
 """The job kinds, each declared once: its config, its recipe, its up-front check, whether it resumes, whether it
 waits for a job slot, and the summary figures a run shows. The worker, `Engine`, the CLI and the UI read this.
 
-Adding a kind: its config (engine/configs.py), its recipe (engine/jobs/<kind>.py: `run(ctx, config)`), one line
+Adding a kind: its config (engine/configs/), its recipe (engine/jobs/<kind>.py: `run(ctx, config)`), one line
 here, and its tab.
 """
 from __future__ import annotations
