@@ -1,12 +1,21 @@
 """Configs of the jobs that train: fine-tune, and the two distillation stages (and their size sweep)."""
 from __future__ import annotations
 
+import copy
 import os
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from .base import SEED_PROMPTS, JobConfig
+
+
+def retuned(cls, name: str, default):
+    """`cls`'s field `name` — bounds, description and all — with another default: a job retunes a shared field
+    without restating it (so the two cannot drift)."""
+    field = copy.copy(cls.model_fields[name])
+    field.default = default
+    return field
 
 
 class TrainingConfig(JobConfig):
@@ -131,15 +140,15 @@ class DistillConfig(TrainingConfig):
     # distillation's own defaults: a fresh (layer-dropped) student needs more steps at a lower rate than LoRA.
     # Measured (benchmarks/distill_recipe.py, request_to_json, teacher 0.880): 10 of 30 layers by importance,
     # 2 epochs → 0.320 (36 % of the teacher), 6 epochs → 0.830 (94 %).
-    epochs: float = Field(default=6.0, gt=0.0, le=100.0, description="Passes over the training data.")
-    learning_rate: float = Field(default=5e-4, gt=0.0, le=1.0, description="Peak learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        default="cosine", description="Learning-rate schedule.")
-    warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Share of steps spent warming up.")
-    batch_size: int = Field(default=8, ge=1, le=512, description="Examples per step per process.")
-    max_length: int = Field(default=160, ge=8, le=32768, description="Tokens per example (longer ones are cut).")
-    eval_steps: int = Field(default=50, ge=1, le=1_000_000, description="Evaluate every N optimizer steps.")
-    save_steps: int = Field(default=50, ge=1, le=1_000_000, description="Checkpoint every N optimizer steps.")
+    epochs: float = retuned(TrainingConfig, "epochs", 6.0)
+    learning_rate: float = retuned(TrainingConfig, "learning_rate", 5e-4)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = retuned(
+        TrainingConfig, "lr_scheduler", "cosine")
+    warmup_ratio: float = retuned(TrainingConfig, "warmup_ratio", 0.03)
+    batch_size: int = retuned(TrainingConfig, "batch_size", 8)
+    max_length: int = retuned(TrainingConfig, "max_length", 160)
+    eval_steps: int = retuned(TrainingConfig, "eval_steps", 50)
+    save_steps: int = retuned(TrainingConfig, "save_steps", 50)
     agreement_tokens: int = Field(default=16, ge=1, le=256, description="Agreement: greedy student output equals "
                                   "the teacher's first N tokens.")
     eval_max_examples: int = Field(default=60, ge=0, le=100_000, description="Held-out prompts for agreement.")
