@@ -170,7 +170,23 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     facts = check_export(folder, config, model.params)
     check_disk(engine.settings.models_dir, facts["bytes_needed"])
     check_named_task(engine, config.task)
+    check_calibration(engine, config, model)
     return facts
+
+
+def check_calibration(engine, config: QuantizeConfig, model) -> None:
+    """A calibrated int4 fit has data to calibrate on: the file named, readable, or the model's training data."""
+    from .data import read_dataset
+    from .int4_fit import training_data
+
+    if config.precision != "int4" or config.method != "affine" or config.fit == "minmax":
+        return
+    if config.calibration_path:
+        read_dataset(config.calibration_path)  # InvalidInput names the file and what is wrong with it
+    elif config.fit == "gptq" and training_data(engine.store, model) is None:
+        raise InvalidInput(f"fit 'gptq' needs calibration data, and the data '{model.id}' was trained on is not "
+                           "known (or is gone). Set calibration_path to a chat or text file like its training data "
+                           "(not the task's evaluation set), or use fit 'minmax'.")
 
 
 def check_quantize_sweep(engine, config: QuantizeSweepConfig) -> dict:

@@ -221,6 +221,7 @@ class TrainingSession:
             save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed, report_to="none",
             disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
             include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+            prediction_loss_only=True,  # evaluation reports the loss; gathering every eval logit only costs memory
             ddp_find_unused_parameters=False if distributed else None,
         )
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)

@@ -6,21 +6,47 @@ from collections import defaultdict
 import plotly.graph_objects as go
 
 
+METRIC_FAMILIES = (("loss", "loss (nats/token)"), ("speed", "tokens/s"), ("score", "score / share"),
+                   ("learning_rate", "learning rate"), ("other", "value"))
+
+
+def metric_family(name: str) -> str:
+    """Which panel a metric is drawn in: quantities of one unit share an axis (a loss near 1 is not drawn on the
+    axis of a speed near 30)."""
+    if "loss" in name:
+        return "loss"
+    if "tokens_per_s" in name or "tok_s" in name:
+        return "speed"
+    if any(w in name for w in ("score", "agreement", "retention", "accuracy")):
+        return "score"
+    return "learning_rate" if name == "learning_rate" else "other"
+
+
 def metrics_figure(points, title: str = "Metrics by step") -> go.Figure | None:
-    """One line per metric name (step on x); None when the run has no series with more than one point."""
+    """One panel per family of metrics (loss, speed, score, learning rate, other), one line per metric, step on a
+    shared x; None when the run has no series with more than one point. The epoch counter is left out (it is a
+    second x, not a measurement)."""
+    from plotly.subplots import make_subplots
+
     series: dict[str, list] = defaultdict(list)
     for p in points:
-        series[p.name].append((p.step, p.value))
+        if p.name != "epoch":
+            series[p.name].append((p.step, p.value))
     series = {k: sorted(v) for k, v in series.items() if len(v) > 1}
     if not series:
         return None
-    fig = go.Figure()
-    for name, values in series.items():
-        fig.add_trace(go.Scatter(x=[s for s, _ in values], y=[v for _, v in values], mode="lines+markers",
-                                 name=name))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="value", height=320,
-                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.25),
-                      template="plotly_white")
+    families = [(key, unit) for key, unit in METRIC_FAMILIES if any(metric_family(n) == key for n in series)]
+    fig = make_subplots(rows=len(families), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=[unit for _, unit in families])
+    for row, (key, unit) in enumerate(families, 1):
+        for name, values in series.items():
+            if metric_family(name) == key:
+                fig.add_trace(go.Scatter(x=[s for s, _ in values], y=[v for _, v in values], name=name,
+                                         mode="lines+markers" if len(values) < 30 else "lines"), row=row, col=1)
+        fig.update_yaxes(title_text=unit, row=row, col=1)
+    fig.update_xaxes(title_text="step", row=len(families), col=1)
+    fig.update_layout(title=title, height=200 + 180 * len(families), margin=dict(l=60, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=-0.12), template="plotly_white")
     return fig
 
 

@@ -31,22 +31,30 @@ def user_message(exc: BaseException) -> str:
 
 
 def ui_errors(fn):
-    """Turn engine errors and config validation errors into a gr.Error the user can read (never a traceback)."""
+    """Engine errors, config validation errors and gr.Error raised by the handler become a message the user can
+    read (never a traceback), shown as a toast, and the handler's outputs keep what they showed (gr.skip()): a
+    raised gr.Error would mark every output as failed, which blanks a table or a whole conversation."""
+    caught = (SlmopsError, ValidationError, gr.Error)
+
+    def say(exc: BaseException):
+        gr.Warning(exc.message if isinstance(exc, gr.Error) else user_message(exc), title="Error")
+        return gr.skip()
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (SlmopsError, ValidationError) as exc:
-                raise gr.Error(user_message(exc)) from None
+            except caught as exc:
+                yield say(exc)
         return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (SlmopsError, ValidationError) as exc:
-            raise gr.Error(user_message(exc)) from None
+        except caught as exc:
+            return say(exc)
     return wrapper
 
 

@@ -81,10 +81,12 @@ def comparison_table(summary: dict) -> str:
 
 
 def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continuable: bool = False,
-                    chart: bool = True, poll_s: float = 2.0) -> None:
+                    chart: bool = True, poll_s: float = 2.0) -> gr.State:
     """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
     reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser).
-    *Resume* is offered when the kinds resume (the registry says); *Continue* (more epochs) when `continuable`."""
+    *Resume* is offered when the kinds resume (the registry says); *Continue* (more epochs) when `continuable`.
+    Returns a state that takes the run's id once the run has ended (its .change is where a tab offers the result,
+    e.g. stage 1's dataset to stage 2)."""
     resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
@@ -98,15 +100,18 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
             go_on = gr.Button("Continue finished run")
     timer = gr.Timer(poll_s, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
 
+    finished = gr.State(None)
+
     def refresh(run_id):
         if not run_id:
-            return status_markdown(engine, None), 0, gr.update(visible=False), gr.Timer(active=False)
+            return status_markdown(engine, None), 0, gr.update(visible=False), gr.Timer(active=False), gr.skip()
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
         return (status_markdown(engine, run.id), round(100 * run.progress, 1),
-                gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final))
+                gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
+                run.id if run.status.final else gr.skip())
 
-    outputs = [status, progress, plot, timer]
+    outputs = [status, progress, plot, timer, finished]
 
     def attach():
         active = [r.id for r in engine.active_runs() if r.kind in kinds]
@@ -137,3 +142,4 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
         resume.click(do_resume, [run_state], [run_state])
     if continuable:
         go_on.click(do_resume, [run_state, more_epochs], [run_state])
+    return finished

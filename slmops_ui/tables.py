@@ -45,8 +45,14 @@ MODEL_HEADERS = ["name", "status", "format", "architecture", "parameters", "size
                  "created", "path"]
 
 
+def short_text(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def model_rows(models) -> list[list]:
-    return [[m.id, m.status + (f": {m.error}" if m.error else ""), m.format, m.architecture or "",
+    """One row per model; a failed model's error is cut to a few words (the whole of it shows under Manage when
+    the model is picked), so one long message cannot push the other columns off screen."""
+    return [[m.id, m.status + (f": {short_text(m.error)}" if m.error else ""), m.format, m.architecture or "",
              fmt_params(m.params), fmt_size(m.size_bytes), m.source, m.parent_id or "", fmt_time(m.created_at),
              m.path] for m in models]
 
@@ -58,8 +64,7 @@ def short_summary(summary: dict, width: int = 160) -> str:
     """The scalar results of a run on one line (lists and nested tables belong to the run's details)."""
     parts = [f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in summary.items()
              if not isinstance(v, (list, dict))]
-    text = ", ".join(parts)
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return short_text(", ".join(parts), width)
 
 
 def run_rows(runs) -> list[list]:
@@ -67,5 +72,5 @@ def run_rows(runs) -> list[list]:
     for r in runs:
         rows.append([r.id, r.kind, r.status.value, r.model_id or "", fmt_time(r.started_at or r.created_at),
                      fmt_duration(duration_s(r)), f"{r.progress:.0%} {r.stage}",
-                     short_summary(r.summary) or r.error or ""])
+                     short_summary(r.summary) or short_text(r.error or "", 80)])
     return rows

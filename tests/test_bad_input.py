@@ -97,6 +97,10 @@ CASES = [
     ("block-not-dividing", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", block_size=48)),
      ["block", "64"]),
     ("block-too-small", lambda e, t, d: QuantizeConfig(model_id="tiny", block_size=7), ["block"]),
+    ("quantize-gptq-without-data", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", fit="gptq")),
+     ["calibration_path", "minmax"]),
+    ("quantize-calibration-missing", lambda e, t, d: e.check(QuantizeConfig(
+        model_id="tiny", calibration_path=str(t / "nope.jsonl"))), ["nope.jsonl"]),
     # ---- models (Models tab, `python -m engine models add`) ----
     ("model-path-missing", lambda e, t, d: e.add_model(str(t / "no-such-model")), ["no-such-model"]),
     ("model-path-is-a-file", lambda e, t, d: e.add_model(write(t, "notes.txt", "hello")), ["notes.txt"]),

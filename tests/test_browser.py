@@ -123,6 +123,9 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         first_text, second_text = wait_reply(first), wait_reply(second)
         assert "Paris" in first_text
         assert "rainbow" not in first_text and "France" not in second_text
+        first.click("#chat-send")  # an empty message: said in a toast, the conversation stays on screen
+        first.wait_for_function("document.body.innerText.includes('Type a message first')", timeout=30_000)
+        assert "Paris" in first.inner_text("#chatbot")
         first.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
 
         first.get_by_role("tab", name="Side by side").click()
@@ -144,6 +147,11 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         first.get_by_role("tab", name="Models").click()
         first.wait_for_function("document.querySelector('#models-table')?.innerText.includes('LlamaForCausalLM')",
                                 timeout=30_000)
+        first.fill("#models-ref textarea", "/no/such/model")  # a bad path: the message, and the table stays
+        first.click("#models-register")
+        first.wait_for_function("document.body.innerText.includes('/no/such/model')", timeout=30_000)
+        time.sleep(1)
+        assert "LlamaForCausalLM" in first.inner_text("#models-table")
         first.screenshot(path=str(tmp_path / "models.png"), full_page=True)
         browser.close()
     for name in ("chat.png", "side.png", "runs.png", "models.png"):
@@ -220,6 +228,9 @@ def test_distill_tab_previews_the_student_and_generates_data(app_url, tmp_path):
         page.get_by_role("button", name="Generate dataset").click()
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         assert "answers kept: " in page.inner_text("body")
+        # stage 1's dataset is offered to stage 2 as soon as it is written: no refresh, no picking
+        page.wait_for_function("document.querySelector('#distill-data textarea')?.value.endsWith('.jsonl')",
+                               timeout=30_000, polling=500)
         page.screenshot(path=str(tmp_path / "distill.png"), full_page=True)
     keep_screenshots(tmp_path, ("distill.png",))
 

@@ -136,6 +136,39 @@ def test_layer_importance_finds_a_layer_that_does_nothing():
     assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4  # the model is left whole
 
 
+def test_distill_loss_on_response_positions_equals_the_full_logits_formula():
+    """The trainer runs the head only where a response token is predicted; its loss is the textbook
+    α·T²·KL(teacher‖student) + (1−α)·CE over response tokens, computed here from the full logits."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.distill import make_distill_trainer
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    teacher, student = LlamaForCausalLM(config).eval(), LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[2, 8:] = 0  # a right-padded row
+    labels = ids.clone()
+    labels[0, :4], labels[1, :6], labels[2, :3], labels[2, 8:] = -100, -100, -100, -100
+    alpha, t = 0.3, 2.0
+    trainer_cls = make_distill_trainer(teacher, alpha, t)
+    trainer = trainer_cls.__new__(trainer_cls)  # compute_loss needs only the loss parts' log
+    trainer._parts = {"kd_loss": [], "ce_loss": []}
+    got = trainer.compute_loss(student, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+    with torch.no_grad():
+        s_logits = student(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        t_logits = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    keep = labels[:, 1:] != -100
+    ce = F.cross_entropy(s_logits[keep], labels[:, 1:][keep])
+    kd = F.kl_div(F.log_softmax(s_logits[keep] / t, -1), F.softmax(t_logits[keep] / t, -1),
+                  reduction="batchmean") * t * t
+    assert torch.allclose(got, alpha * kd + (1 - alpha) * ce, atol=1e-5)
+
+
 def test_kd_training_lowers_the_loss_and_registers_the_student(distill_engine, tmp_path):
     preview = distill_engine.student_preview(distill_config(tmp_path))
     assert len(preview["layers"]) == 2 and 0 < preview["ratio"] < 1

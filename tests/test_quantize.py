@@ -231,7 +231,7 @@ def test_int4_of_a_lora_fine_tune_keeps_the_parents_codes_and_the_whole_update(t
 
 def test_verify_refuses_an_export_that_no_longer_answers_like_its_source(tmp_path):
     from engine.errors import VerificationFailed
-    from engine.jobs.quantize import check_agreement
+    from engine.export_verify import check_agreement
 
     check_agreement({"first_token_agreement": 0.75}, 0.75, tmp_path)  # at the bound: kept
     with pytest.raises(VerificationFailed, match=r"only 31% of the check prompts .*×0\.900.*not registered"):
@@ -264,7 +264,7 @@ def test_verify_on_a_task_scores_the_export_and_its_source(tiny_engine):
 def test_verify_refuses_an_export_that_lost_the_task(tmp_path):
     """The case that started this check: a LoRA fine-tune at 99/100 whose int4 export scored 10/100."""
     from engine.errors import VerificationFailed
-    from engine.jobs.quantize import check_task_kept
+    from engine.export_verify import check_task_kept
 
     check_task_kept("t", 0.88, 0.88 * 0.95, 0.95, tmp_path)  # at the bound: kept
     check_task_kept("t", 0.0, 0.0, 0.95, tmp_path)  # a source that cannot do the task: nothing to lose

@@ -198,3 +198,29 @@ def test_export_writes_the_filtered_runs_to_csv_and_json(store, tmp_path):
     records = json.loads(json_path.read_text(encoding="utf-8"))
     assert [r["id"] for r in records] == [5, 1] and records[0]["config"]["model_id"] == "smol"
     assert records[0]["summary.eval_loss"] == 1.25 and records[0]["status"] == "succeeded"
+
+
+def test_run_metrics_get_one_panel_per_family_so_a_speed_does_not_flatten_the_losses():
+    from slmops_ui.charts import metrics_figure
+
+    points = [MetricPoint(1, step, name, value, "") for step in (1, 2, 3)
+              for name, value in (("train_loss", 2.0 / step), ("eval_loss", 2.5 / step),
+                                  ("train_tokens_per_s", 30.0 + step), ("learning_rate", 1e-3), ("epoch", step / 3))]
+    fig = metrics_figure(points)
+    panels = {t.yaxis for t in fig.data}
+    by_name = {t.name: t.yaxis for t in fig.data}
+    assert len(panels) == 3 and "epoch" not in by_name
+    assert by_name["train_loss"] == by_name["eval_loss"] != by_name["train_tokens_per_s"]
+    assert metrics_figure([MetricPoint(1, 1, "x", 1.0, "")]) is None  # one point is no line
+
+
+def test_a_long_model_error_is_cut_in_the_table_and_shown_whole_in_the_details():
+    from types import SimpleNamespace
+
+    from slmops_ui.tables import MODEL_HEADERS, model_rows
+
+    failed = SimpleNamespace(id="m", status="failed", error="conversion failed: " + "x" * 300, format="hf",
+                             architecture="", params=None, size_bytes=None, source="gguf", parent_id=None,
+                             created_at="2026-12-02T10:00:00.000+00:00", path="/p")
+    row = model_rows([failed])[0]
+    assert len(row) == len(MODEL_HEADERS) and row[1].startswith("failed: conversion failed") and len(row[1]) < 60

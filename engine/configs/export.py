@@ -43,6 +43,17 @@ class QuantizeConfig(JobConfig):
         "registered model of the same shape, quantize that model's weights and keep the fine-tune's change beside "
         "them (a LoRA change exactly, in fp32; a full-rank one as 8-bit blocks); off = quantize the merged weights "
         "as they are (4-bit rounding erases most of a small fine-tune's change).")
+    fit: Literal["auto", "minmax", "gptq"] = Field(
+        default="auto", description="affine int4: how each block's 4-bit codes are chosen. minmax = round to the "
+        "block's own min/max grid (exact for Q4_1 weights such as the bundled model's); gptq = a calibrated fit "
+        "(GPTQ) that keeps each layer's outputs on calibration data, for weights trained after rounding (a "
+        "distilled student), where rounding erases the training; auto = gptq when the weights are off the 4-bit "
+        "grid and calibration data is found, else minmax. A fine-tune kept by fine_tune_delta is not fitted.")
+    calibration_path: str = Field(default="", max_length=4096, description="gptq: calibration data (chat or "
+                                  "text, like training data; never the task's evaluation set). Empty: the data the "
+                                  "model, or its nearest trained ancestor, was trained or distilled on.")
+    calibration_examples: int = Field(default=128, ge=8, le=4096, description="gptq: examples of the calibration "
+                                      "data the fit uses.")
     execution_provider: Literal["cpu", "cuda"] = Field(default="cpu", description="Where the export will run.")
     task: str = Field(default="", max_length=80, description="A stored task the export and its source are both "
                       "scored on; the export is refused when it keeps less than min_task_retention of the source's "

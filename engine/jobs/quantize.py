@@ -5,29 +5,18 @@ Stages: load (merge an adapter) → convert (model builder) → quantize (affine
 """
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import time
 from pathlib import Path
 
 from ..configs import QuantizeConfig
-from ..errors import InvalidInput, VerificationFailed
+from ..errors import InvalidInput
+from ..export_verify import Verifier, check_agreement, check_task_retention
 from ..exports import register_onnx
 from ..onnx_export import builder_command, check_disk, check_export, export_size, run_builder
-from ..settings import PROJECT_ROOT
 from ..records import ModelFormat
 
 CONFIG = QuantizeConfig
-CHECK_PROMPT = "What is the capital of France?"
-AGREEMENT_PROMPTS = PROJECT_ROOT / "assets" / "prompts" / "seed_prompts.heldout.jsonl"
-
-
-def agreement_prompts(limit: int = 16) -> list[str]:
-    rows = [json.loads(line) for line in AGREEMENT_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [CHECK_PROMPT] + [r["prompt"] for r in rows[:limit - 1]]
-
-
 def merged_source(ctx, model) -> Path:
     """The HF folder to export: the model itself, or its adapter merged into the base in the run folder."""
     if model.format == ModelFormat.HF:
@@ -92,20 +81,67 @@ def parent_export(ctx, config: QuantizeConfig, parent) -> Path:
     return out
 
 
+def fitted_source(ctx, config: QuantizeConfig, source, src: Path, parent) -> tuple[Path, dict]:
+    """The HF folder an affine int4 export is built from: `src`, or — when its weights are off the 4-bit grid (or
+    fit is gptq) — its calibrated GPTQ fit, made once per run in the run folder (engine/int4_fit.py)."""
+    from ..int4_fit import calibration_batches, fit_model, off_grid_share, training_data
+
+    if config.fit == "minmax":
+        return src, {}
+    if parent is not None and config.fine_tune_delta == "auto":
+        return src, {}  # the fine-tune's change rides beside the parent's exact 4-bit weights
+    out = ctx.workdir / "fitted"
+    if (out / "config.json").is_file():
+        return out, {"fit": "gptq"}
+    if config.fit == "auto":
+        off = off_grid_share(src, config.block_size)
+        if off < 0.01:
+            ctx.log(f"fit: {1 - off:.1%} of the 4-bit blocks are on a Q4_1 grid already → min/max rounding (exact)")
+            return src, {"fit": "minmax"}
+        ctx.log(f"fit: {off:.1%} of the 4-bit blocks are off the grid (trained after rounding) → calibrated fit")
+    path = config.calibration_path or training_data(ctx.store, source)
+    if not path:
+        ctx.log("fit: no calibration data (set calibration_path; the model's training data is not known) → "
+                "min/max rounding, which may erase what the model learned after rounding", "warning")
+        return src, {"fit": "minmax"}
+    import torch
+
+    from ..loading import load_causal_lm
+
+    ctx.stage(f"quantize: calibrated int4 fit (GPTQ) on {config.calibration_examples} examples of {path}")
+    model, tokenizer = load_causal_lm(src)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    batches = calibration_batches(path, tokenizer, config.calibration_examples)
+    facts = fit_model(model, batches, config.block_size, ctx.log, ctx.check_cancelled)
+    ctx.log(f"fit: {facts['matrices']} weight matrices fitted on {facts['calibration_tokens']} calibration tokens "
+            f"in {facts['seconds']:.0f} s; output error {facts['output_error_vs_minmax']:.2f}× min/max rounding's")
+    tmp = out.with_name("fitted.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out, {"fit": "gptq", "fit_output_error": facts["output_error_vs_minmax"], "fit_s": facts["seconds"]}
+
+
 def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress=(0.08, 0.4),
-                 parent=None) -> dict:
+                 parent=None, source=None) -> dict:
     """Build one variant into `out_dir` (builder, then the affine rewrite for int4 affine); returns its facts.
-    `parent`: the delta parent (see delta_parent) whose weights an affine int4 export of a fine-tune starts from."""
+    `parent`: the delta parent (see delta_parent) whose weights an affine int4 export of a fine-tune starts from;
+    `source`: the source's record (its lineage names the calibration data of a calibrated fit)."""
     t0 = time.perf_counter()
     affine = config.precision == "int4" and config.method == "affine"
     olive = config.precision == "int4" and config.method == "olive"
     build_precision = "fp32" if affine or olive else config.precision
+    fit = {}
+    if affine and source is not None:
+        src, fit = fitted_source(ctx, config, source, src, parent)
     build_dir = out_dir.with_name(out_dir.name + f".build-{build_precision}")
     shutil.rmtree(build_dir, ignore_errors=True)
     ctx.progress(progress[0], f"convert: ONNX Runtime GenAI builder ({config.variant()})")
     run_builder(builder_command(src, build_dir, build_precision, config, ctx.settings.cache_dir / "onnx-builder"),
                 ctx.workdir, ctx.log, ctx.check_cancelled)
-    facts = {"build_s": time.perf_counter() - t0}
+    facts = {"build_s": time.perf_counter() - t0, **fit}
     if affine:
         from ..onnx_affine import rewrite
 
@@ -157,56 +193,6 @@ def prepare_source(ctx, config: QuantizeConfig):
     return source, src, source_size
 
 
-def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
-    """Refuse an export that no longer behaves like its source (a fine-tune rounded away agrees on ~0.3)."""
-    agreement = result["first_token_agreement"]
-    if agreement >= min_agreement:
-        return
-    ppl = f"; perplexity ×{result['ppl_ratio']:.3f} of the source" if "ppl_ratio" in result else ""
-    raise VerificationFailed(
-        f"Verification failed: the export picks its source's first reply token on only {agreement:.0%} of the "
-        f"check prompts (min_agreement {min_agreement:.0%}){ppl}, so it does not answer like the model it was "
-        f"made from. It was not registered; its files are in {folder}. For a fine-tune keep fine_tune_delta on "
-        "auto or export int8; set min_agreement to 0 to register it anyway.")
-
-
-def check_task_retention(ctx, config: QuantizeConfig, verifier, folder: Path) -> None:
-    """Score the source (transformers) and the export (onnxruntime-genai) on the config's task; refuse the export
-    when it keeps less than min_task_retention of the source's score."""
-    from ..ort_genai import OgModel
-    from ..scoring import answerer
-    from ..tasks import Task, load_examples, score_answers
-
-    task = Task.model_validate_json(ctx.store.task_json(config.task))
-    examples = load_examples(task, config.task_limit)
-    scores = {}
-    for who, answer in (("source", answerer(verifier.lm, verifier.tokenizer)),
-                        ("export", OgModel(folder, threads=config.threads).answer)):
-        ctx.stage(f"verify: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
-        result = score_answers(task, examples, answer, lambda done, _w=who: (
-            ctx.check_cancelled(), ctx.stage(f"verify: {_w} on '{task.name}' {done}/{len(examples)}")))
-        scores[who] = result["score"]
-        ctx.summary(**{f"task_score_{who}": round(result["score"], 4), f"task_ci_low_{who}": round(result["ci_low"], 4),
-                       f"task_ci_high_{who}": round(result["ci_high"], 4)})
-        ctx.log(f"verify: {who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "
-                f"in {result['seconds']:.0f} s")
-    kept = scores["export"] / scores["source"] if scores["source"] else 1.0
-    ctx.summary(task=task.name, task_retention=round(kept, 4))
-    ctx.metric("task_retention", kept)
-    check_task_kept(task.name, scores["source"], scores["export"], config.min_task_retention, folder)
-
-
-def check_task_kept(task: str, source: float, export: float, minimum: float, folder: Path) -> None:
-    """Refuse an export that keeps less than `minimum` of its source's task score (a fine-tune rounded away)."""
-    kept = export / source if source else 1.0
-    if kept >= minimum:
-        return
-    raise VerificationFailed(
-        f"Verification failed: this export lost the task. It scores {export:.3f} on '{task}' where its source "
-        f"scores {source:.3f} ({kept:.0%} kept; min_task_retention {minimum:.0%}). It was not registered; its files "
-        f"are in {folder}. For a fine-tune keep fine_tune_delta on auto, or export int8.")
-
-
 def run(ctx, config: QuantizeConfig) -> None:
     out_id = config.output_id()
     if ctx.store.has_model(out_id):
@@ -214,12 +200,15 @@ def run(ctx, config: QuantizeConfig) -> None:
     t0 = time.perf_counter()
     source, src, source_size = prepare_source(ctx, config)
     folder = ctx.workdir / "export"
-    facts = build_export(ctx, config, src, folder, parent=delta_parent(ctx, source))
-    shutil.rmtree(ctx.workdir / "parent-fp32", ignore_errors=True)
+    facts = build_export(ctx, config, src, folder, parent=delta_parent(ctx, source), source=source)
+    for leftover in ("parent-fp32", "fitted"):
+        shutil.rmtree(ctx.workdir / leftover, ignore_errors=True)
     for name in ("build_s", "grid_exact_share", "fused_kernel", "low_rank_deltas", "eight_bit_deltas",
-                 "rounding_keeps"):
+                 "rounding_keeps", "fit_output_error", "fit_s"):
         if name in facts:
             ctx.metric(name, facts[name])
+    if "fit" in facts:
+        ctx.summary(fit=facts["fit"])
     size = facts["size_bytes"]
     ctx.metric("size_mb", size / 1e6)
     ctx.summary(variant=config.variant(), size_mb=round(size / 1e6, 1),
@@ -246,92 +235,6 @@ def run(ctx, config: QuantizeConfig) -> None:
     ctx.progress(1.0, "done")
 
 
-class Verifier:
-    """Holds the source model and its reference numbers, computed once, to compare any number of exports."""
-
-    def __init__(self, ctx, src: Path, threads: int, verify_tokens: int):
-        import torch
-
-        from ..loading import load_causal_lm
-        from ..eval_text import standard_text
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.ctx, self.threads = ctx, threads
-        ctx.stage("verify: loading the source model")
-        self.lm, self.tokenizer = load_causal_lm(src)
-        self.text_ids = self.tokenizer(standard_text(), add_special_tokens=False)["input_ids"][:verify_tokens] \
-            if verify_tokens else []
-        self._ref: dict | None = None
-
-    def _reference(self, og_model) -> dict:
-        """Source first tokens and per-window logits stats (prompt ids come from the export's tokenizer)."""
-        import numpy as np
-        import torch
-
-        from ..eval_text import token_nll, windows
-
-        if self._ref is not None:
-            return self._ref
-        prompts = [og_model.prompt_ids([{"role": "user", "content": p}]) for p in agreement_prompts()]
-        texts = windows(self.text_ids, min(512, og_model.context))
-        with torch.inference_mode():
-            first = [int(self.lm(input_ids=torch.tensor([p])).logits[0, -1].argmax()) for p in prompts]
-            stats = []
-            for w in texts:
-                self.ctx.check_cancelled()
-                logits = self.lm(input_ids=torch.tensor([w])).logits[0, :-1].double().numpy()
-                stats.append((token_nll(logits, np.asarray(w[1:])), logits.argmax(1)))
-        self._ref = {"prompts": prompts, "first": first, "windows": texts, "stats": stats}
-        return self._ref
-
-    def measure(self, export: Path, span=(0.6, 1.0)) -> dict:
-        import numpy as np
-
-        from ..eval_text import token_nll
-        from ..ort_genai import OgModel
-
-        ctx, (lo, hi) = self.ctx, span
-        ctx.progress(lo, "verify: loading the export with onnxruntime-genai")
-        og_model = OgModel(export, threads=self.threads)
-        ids = og_model.prompt_ids([{"role": "user", "content": CHECK_PROMPT}])
-        answer_ids, _ = og_model.generate_ids(ids, 24)
-        answer = og_model.decode(answer_ids).strip()
-        ctx.log(f"verify {export.name}: '{CHECK_PROMPT}' → {answer!r}")
-        ctx.progress(lo + 0.1 * (hi - lo), "verify: decode speed")
-        speeds = []
-        story = og_model.prompt_ids([{"role": "user", "content": "Write a short story about a lighthouse."}])
-        for _ in range(3):
-            ctx.check_cancelled()
-            _, times = og_model.generate_ids(story, 64)
-            if len(times) > 2:
-                speeds.append((len(times) - 1) / (times[-1] - times[0]))
-        ctx.progress(lo + 0.25 * (hi - lo), "verify: reference numbers of the source model")
-        ref = self._reference(og_model)
-        agree = sum(int(int(og_model.logits(p)[-1].argmax()) == r) for p, r in zip(ref["prompts"], ref["first"]))
-        out = {"answer": answer, "decode_tok_s": float(np.median(speeds)) if speeds else 0.0,
-               "first_token_agreement": agree / len(ref["prompts"]), "size_mb": export_size(export) / 1e6}
-        if ref["windows"]:
-            nll_src = nll_exp = 0.0
-            count = same = 0
-            for i, (w, (src_nll, src_top)) in enumerate(zip(ref["windows"], ref["stats"])):
-                ctx.check_cancelled()
-                exp_logits = og_model.logits(w)[:-1]
-                nll_src += src_nll
-                nll_exp += token_nll(exp_logits, np.asarray(w[1:]))
-                same += int((exp_logits.argmax(1) == src_top).sum())
-                count += len(w) - 1
-                ctx.progress(lo + (0.5 + 0.5 * (i + 1) / len(ref["windows"])) * (hi - lo),
-                             f"verify: perplexity {i + 1}/{len(ref['windows'])} windows")
-            out.update(ppl_source=math.exp(nll_src / count), ppl_export=math.exp(nll_exp / count),
-                       next_token_agreement=same / count)
-            out["ppl_ratio"] = out["ppl_export"] / out["ppl_source"]
-            ctx.log(f"verify {export.name}: perplexity {out['ppl_export']:.3f} vs source {out['ppl_source']:.3f} "
-                    f"(×{out['ppl_ratio']:.4f}) on {count} tokens; next-token agreement {same / count:.1%}; "
-                    f"decode {out['decode_tok_s']:.0f} tok/s")
-        return out
-
-
 def run_sweep(ctx, config) -> None:
     """Build and verify each candidate; register the fastest within the quality bound."""
     candidates = config.candidate_configs()
@@ -349,7 +252,7 @@ def run_sweep(ctx, config) -> None:
             ctx.log(f"candidate {name} skipped: {exc}", "warning")
             continue
         folder = ctx.workdir / "candidates" / name
-        facts = build_export(ctx, cand, src, folder, progress=(lo, lo + 0.2 * share), parent=parent)
+        facts = build_export(ctx, cand, src, folder, progress=(lo, lo + 0.2 * share), parent=parent, source=source)
         result = verifier.measure(folder, (lo + 0.3 * share, lo + share))
         row = {"variant": name, "size_mb": round(facts["size_bytes"] / 1e6, 1),
                "size_ratio": round(facts["size_bytes"] / source_size, 3) if source_size else None,
@@ -360,7 +263,8 @@ def run_sweep(ctx, config) -> None:
         for key in ("size_mb", "decode_tok_s", "ppl_ratio", "first_token_agreement"):
             ctx.metric(key, row[key], step=i)
         ctx.summary(candidates=results)
-    shutil.rmtree(ctx.workdir / "parent-fp32", ignore_errors=True)
+    for leftover in ("parent-fp32", "fitted"):
+        shutil.rmtree(ctx.workdir / leftover, ignore_errors=True)
     within = [r for r in results if r["ppl_ratio"] <= config.max_ppl_ratio
               and r["first_token_agreement"] >= config.min_agreement]
     if not within:

@@ -42,7 +42,7 @@ def build_stage1(engine) -> tuple:
     form.remaining()
     start = gr.Button("Generate dataset", variant="primary")
     message = gr.Markdown("")
-    build_job_panel(engine, run_state, ("generate_data",), chart=False)
+    finished = build_job_panel(engine, run_state, ("generate_data",), chart=False)
 
     @ui_errors
     def do_start(*values):
@@ -51,7 +51,7 @@ def build_stage1(engine) -> tuple:
         return run_id, f"Started run {run_id}."
 
     start.click(do_start, form.inputs + [upload], [run_state, message])
-    return teacher, form
+    return teacher, form, finished
 
 
 def build_datasets(engine):
@@ -59,6 +59,7 @@ def build_datasets(engine):
         picked = gr.Dropdown(label="Dataset", choices=[], scale=3, info="Made by stage-1 runs, newest first.")
         refresh = gr.Button("↻", scale=0, min_width=60)
     rows = gr.Dataframe(headers=["prompt", "response"], interactive=True, wrap=True, max_height=360,
+                        column_widths=["45%", "55%"],
                         label="Rows (edit cells, then save)")
     with gr.Row():
         save = gr.Button("Save edits")
@@ -97,7 +98,7 @@ def build_stage2(engine, dataset_picker) -> tuple:
         "train_path": "Give the training data: pick a dataset above or type a path."})
     with gr.Row():
         teacher = form.field("teacher_model_id", gr.Dropdown(label="Teacher", choices=[]))
-        data = form.field("train_path", label="Training data (the teacher's dataset)", scale=2,
+        data = form.field("train_path", label="Training data (the teacher's dataset)", scale=2, elem_id="distill-data",
                           info="Filled from the dataset picked above; any chat dataset works.")
         form.field("eval_ratio", step=0.05)
     with gr.Row():
@@ -196,13 +197,20 @@ def build_distill_tab(engine) -> dict:
     gr.Markdown("Two stages: the teacher answers a prompt set (stage 1), then a smaller student learns from those "
                 "answers and from the teacher's token distributions (stage 2).")
     with gr.Accordion("Stage 1 · the teacher writes a dataset", open=True):
-        teacher1, form1 = build_stage1(engine)
+        teacher1, form1, stage1_finished = build_stage1(engine)
     with gr.Accordion("Datasets · browse, edit, download", open=False):
         picker, dataset_choices = build_datasets(engine)
     with gr.Accordion("Stage 2 · train the student", open=True):
         teacher2, student, task, form2 = build_stage2(engine, picker)
     with gr.Accordion("Size sweep · students of several sizes, scored on a task", open=False):
         sweep = build_sweep(engine, form2)
+
+    def offer_dataset(run_id):
+        """Stage 1 ended: its dataset is picked (and so filled into stage 2's training data), no refresh needed."""
+        made = [d.path for d in engine.list_datasets() if d.run_id == run_id]
+        return gr.update(choices=dataset_choices(), value=made[0]) if made else gr.skip()
+
+    stage1_finished.change(offer_dataset, [stage1_finished], [picker], show_progress="hidden")
 
     def refresh(t1, t2, st, ds, current_task):
         full = [m for m in model_choices(engine) if engine.get_model(m).format == ModelFormat.HF]

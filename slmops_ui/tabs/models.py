@@ -38,10 +38,11 @@ def build_models_tab(engine) -> dict:
             gr.Markdown("### Register a model")
             source = gr.Radio(list(SOURCES), value="Detect from the text", label="Source")
             ref = gr.Textbox(label="Folder, .gguf file or Hub id", placeholder="/path/to/model or owner/name",
+                             elem_id="models-ref",
                              info="Folders need config.json, *.safetensors and a tokenizer. GGUF files are converted "
                                   "to safetensors in a background run.")
             name = gr.Textbox(label="Name (optional)", placeholder="defaults to the folder/file name")
-            register = gr.Button("Register", variant="primary")
+            register = gr.Button("Register", variant="primary", elem_id="models-register")
             result = gr.Markdown("")
         with gr.Column():
             gr.Markdown("### Manage")
@@ -61,7 +62,9 @@ def build_models_tab(engine) -> dict:
     def show_lineage(model_id):
         if not model_id:
             return "Pick a model to see its family: base → fine-tunes, students → exports."
-        return lineage_markdown(engine.lineage(model_id))
+        model = engine.get_model(model_id)
+        error = f"**{model.status}:** {model.error}\n\n" if model.error else ""
+        return error + lineage_markdown(engine.lineage(model_id))
 
     selected.change(show_lineage, [selected], [lineage])
 

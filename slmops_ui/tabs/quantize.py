@@ -47,7 +47,7 @@ def build_quantize_tab(engine) -> dict:
         form.field("precision", info=PRECISION_HELP)
         form.field("method", label="int4 method",
                    info="olive: an Olive ONNX quantization pass (below) on the builder's fp32 export.")
-        form.field("olive_pass", label="Olive pass")
+        form.field("olive_pass", label="Olive pass", visible=False)
     with gr.Row():
         task = form.field("task", gr.Dropdown(label="Verify on a task (optional)", choices=[""], value="",
                                               elem_id="q-task", info=QuantizeConfig.model_fields["task"].description))
@@ -58,13 +58,18 @@ def build_quantize_tab(engine) -> dict:
             form.field("block_size", gr.Dropdown([16, 32, 64, 128, 256], value=32, label="int4 block size",
                                                  info="Must divide the model's widths (576 and 1536 for the bundled "
                                                       "model)."))
-            form.field("symmetric", label="Symmetric (builder int4)")
-            form.field("higher_precision", label="Keep at int8 (builder int4)")
+            form.field("symmetric", label="Symmetric (builder int4)", visible=False)
+            form.field("higher_precision", label="Keep at int8 (builder int4)", visible=False)
             form.field("accuracy_level", gr.Dropdown([4, 1], value=4, label="Accuracy level",
                                                      info="4: int8 activations (fast on CPU); 1: fp32 activations "
                                                           "(slow on CPU)."))
             form.field("kernel", label="Kernel (affine int4)")
             verify_tokens = form.field("verify_tokens")
+        with gr.Row():
+            form.field("fit", label="4-bit fit (affine int4)")
+            form.field("calibration_path", label="Calibration data (gptq fit, optional)",
+                       placeholder="the model's own training data", info=None)
+            form.field("calibration_examples", label="Calibration examples")
         with gr.Row():
             form.field("fine_tune_delta", label="Fine-tune delta (affine int4)")
             form.field("min_agreement", label="Minimum first-token agreement")
@@ -115,6 +120,21 @@ def build_quantize_tab(engine) -> dict:
     def do_sweep(*values):
         run_id = engine.start_run(sweep_form.config(values))
         return run_id, f"Started sweep run {run_id}."
+
+    # only what applies to the chosen precision and method is on screen (an Olive pass means nothing to affine)
+    applies = {"method": lambda p, m: p == "int4", "block_size": lambda p, m: p == "int4",
+               "olive_pass": lambda p, m: p == "int4" and m == "olive",
+               "symmetric": lambda p, m: p == "int4" and m == "builder",
+               "higher_precision": lambda p, m: p == "int4" and m == "builder",
+               **{name: (lambda p, m: p == "int4" and m == "affine")
+                  for name in ("kernel", "fit", "calibration_path", "calibration_examples", "fine_tune_delta")}}
+
+    def show_applicable(precision, method):
+        return [gr.update(visible=rule(precision, method)) for rule in applies.values()]
+
+    precision_method = [form.widgets["precision"], form.widgets["method"]]
+    for widget in precision_method:
+        widget.change(show_applicable, precision_method, [form.widgets[n] for n in applies], show_progress="hidden")
 
     check.click(do_check, form.inputs, [check_text])
     start.click(do_start, form.inputs, [run_state, check_text])
