@@ -3,7 +3,8 @@ with its 95 % interval, task retention and minutes — and, with --ablations, th
 cross-entropy only and one made of evenly spaced layers.
 
     python benchmarks/distill_recipe.py [--home DIR] [--task request_to_json] [--teacher NAME] [--epochs E]
-                                        [--ablations] [--int4]
+                                        [--ablations] [--only default,ce,even] [--int4]
+                                        [--stage1-run N] [--stage2-run N]
 
 0. The teacher is a task expert: `--teacher NAME` (any registered full model), or the bundled model fine-tuned on
    the task's training file with the fine-tune job's defaults (LoRA r 8 on q/v, 2 epochs) and merged; a workspace
@@ -13,7 +14,8 @@ cross-entropy only and one made of evenly spaced layers.
    ticket_label: not one of the six labels).
 2. Stage 2 (distill, the job's defaults): a student of 10 of the teacher's 30 layers, the ones whose removal raises
    the teacher's loss most on 16 training examples; α 0.5 KD + CE, T 2; scored on the task with the teacher.
-3. `--int4`: the student's default int4 export (quantize job) scored on the task by the evaluate job.
+3. `--int4`: the student's default int4 export (quantize job: off the 4-bit grid, so a GPTQ fit calibrated on the
+   stage-1 dataset), verified on the task against the student (task retention of the export).
 The training files are `assets/datasets/<task>.train.jsonl`; the task's own evaluation set is never trained on.
 """
 from __future__ import annotations
@@ -38,6 +40,11 @@ def wait(engine, config, what: str):
     return run, time.perf_counter() - t0
 
 
+def minutes_of(run) -> float:
+    """A finished run's minutes as it measured them (start to end)."""
+    return (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds() / 60
+
+
 def teacher_for(engine, task: str, threads: int) -> str:
     from engine import FineTuneConfig
 
@@ -54,7 +61,7 @@ def teacher_for(engine, task: str, threads: int) -> str:
 
 
 def main() -> int:
-    from engine import DistillConfig, Engine, EvaluateConfig, GenerateDataConfig, QuantizeConfig, Settings
+    from engine import DistillConfig, Engine, GenerateDataConfig, QuantizeConfig, Settings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", default="/tmp/slmops-bench-distill", help="workspace (models are kept here)")
@@ -63,6 +70,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=None, help="stage-2 epochs (default: the distill job's)")
     ap.add_argument("--stage1-run", type=int, default=None, help="reuse the dataset of this stage-1 run (its minutes "
                     "as it measured them)")
+    ap.add_argument("--stage2-run", type=int, default=None, help="report this finished stage-2 run (default "
+                    "recipe) instead of training one, e.g. to add --int4 to it")
     ap.add_argument("--ablations", action="store_true", help="also: CE only (alpha 0); evenly spaced layers")
     ap.add_argument("--only", default="", help="comma-separated subset of: default, ce, even")
     ap.add_argument("--int4", action="store_true", help="also: the student's int4 export, scored on the task")
@@ -76,7 +85,7 @@ def main() -> int:
 
     if args.stage1_run:
         gen = engine.get_run(args.stage1_run)
-        gen_s = (datetime.fromisoformat(gen.finished_at) - datetime.fromisoformat(gen.started_at)).total_seconds()
+        gen_s = minutes_of(gen) * 60
     else:
         gen, gen_s = wait(engine, GenerateDataConfig(
             teacher_model_id=teacher, prompts_path=str(train_file), temperature=0.0,
@@ -95,6 +104,10 @@ def main() -> int:
     extra = {"epochs": args.epochs} if args.epochs else {}
     rows = []
     for label, settings in variants.items():
+        if args.stage2_run and label.endswith("(default)"):
+            run = engine.get_run(args.stage2_run)
+            rows.append((label, run, minutes_of(run) * 60))
+            continue
         run, seconds = wait(engine, DistillConfig(teacher_model_id=teacher, train_path=data.path, task=args.task,
                                                   threads=args.threads, **extra, **settings), f"stage 2: {label}")
         rows.append((label, run, seconds))
@@ -114,16 +127,17 @@ def main() -> int:
 
     if args.int4 and "default" in chosen:
         student = next(m for m in engine.list_models() if m.run_id == rows[0][1].id)
-        export, export_s = wait(engine, QuantizeConfig(model_id=student.id, threads=args.threads),
-                                f"int4 export of {student.id}")
-        scored, _ = wait(engine, EvaluateConfig(model_id=export.summary["output"], task=args.task, backend="onnx",
-                                                threads=args.threads), "scoring the int4 export")
-        s = scored.summary
-        keep = s["score"] / rows[0][1].summary["task_score_student"] if rows[0][1].summary["task_score_student"] \
-            else 0.0
-        print(f"int4 export {export.summary['output']}: {export.summary.get('size_mb')} MB, task score "
-              f"{s['score']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f}) = {keep:.1%} of the student's, scored on "
-              f"{s['backend']} in {s['scoring_s']} s; export {export_s / 60:.1f} min")
+        t0 = time.perf_counter()
+        print(f"int4 export of {student.id} …", file=sys.stderr, flush=True)
+        export = engine.wait_run(engine.start_run(QuantizeConfig(model_id=student.id, task=args.task,
+                                                                 threads=args.threads)), timeout=3600)
+        s = export.summary
+        verdict = "registered" if export.status.value == "succeeded" else f"refused ({export.status.value})"
+        print(f"int4 export of the student ({s.get('fit', 'minmax')} fit): {s.get('size_mb')} MB "
+              f"({s.get('size_ratio')}× the student's folder), decode {s.get('decode_tok_s')} tok/s; task score "
+              f"{s['task_score_export']:.3f} ({s['task_ci_low_export']:.3f}–{s['task_ci_high_export']:.3f}) against "
+              f"the student's {s['task_score_source']:.3f} = {s['task_retention']:.1%} kept; {verdict}; "
+              f"{(time.perf_counter() - t0) / 60:.1f} min")
     return 0
 
 

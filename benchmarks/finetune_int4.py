@@ -1,12 +1,13 @@
 """Does the int4 export of a LoRA fine-tune still do the fine-tune's task?
 
-    python benchmarks/finetune_int4.py [--home DIR] [--limit 100] [--threads 2]
+    python benchmarks/finetune_int4.py [--home DIR] [--model NAME] [--limit 100] [--threads 2]
 
 1. Fine-tunes the bundled model with LoRA (the fine-tune job's defaults: r 8 on q_proj, v_proj, 2 epochs) on the
    bundled request → JSON task and merges it (skipped when the workspace already has `ft-json-merged`).
 2. Exports the merged model with the engine's own quantize job: fp32 (the reference), the default int4 (affine, fused
-   kernel, fine_tune_delta auto) and the same with fine_tune_delta off (quantize the merged weights as they are, the
-   behaviour before the delta path). min_agreement 0 so every export is kept and scored.
+   kernel, fine_tune_delta auto), and with fine_tune_delta off the merged weights themselves — by the calibrated
+   fit (fit gptq, on the fine-tune's training data) and by min/max rounding (fit minmax, the behaviour before the
+   delta path). min_agreement 0 so every export is kept and scored.
 3. Scores each export with the engine's evaluate job on the bundled request_to_json task (greedy, JSON-equal, on
    onnxruntime-genai), and prints the task score with its 95 % Wilson interval, the score relative to fp32, and each
    export's verify figures (perplexity ratio and next-token agreement on 4,096 tokens of Python's documentation,
@@ -70,13 +71,17 @@ def main() -> int:
     ap.add_argument("--home", default="/tmp/slmops-bench-finetune-int4", help="workspace (models are kept here)")
     ap.add_argument("--limit", type=int, default=100, help="held-out examples scored")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=None, help="a registered merged LoRA fine-tune of the bundled model on the "
+                    "task (default: make ft-json-merged)")
     args = ap.parse_args()
     engine = Engine(Settings(home=Path(args.home), offline=True))
-    model_id = fine_tune(engine, args.threads)
+    model_id = args.model or fine_tune(engine, args.threads)
     exports = {"fp32": export(engine, model_id, "fp32", args.threads, precision="fp32"),
                "int4 (default: affine, fused, fine_tune_delta auto)": export(engine, model_id, "int4", args.threads),
-               "int4 (fine_tune_delta off: merged weights rounded)": export(engine, model_id, "int4-nodelta",
-                                                                           args.threads, fine_tune_delta="off")}
+               "int4 (fine_tune_delta off, fit gptq: merged weights, calibrated fit)": export(
+                   engine, model_id, "int4-gptq", args.threads, fine_tune_delta="off", fit="gptq"),
+               "int4 (fine_tune_delta off, fit minmax: merged weights rounded)": export(
+                   engine, model_id, "int4-nodelta", args.threads, fine_tune_delta="off", fit="minmax")}
     print(f"{model_id}: held-out examples of request_to_json, greedy, JSON-equal, {args.threads} threads, each "
           "export scored by the evaluate job")
     print("| export | task score | 95 % interval | × fp32 | first-token agreement | next-token agreement | "

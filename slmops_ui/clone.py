@@ -20,6 +20,20 @@ def wire(clone_state: gr.State, forms: list) -> None:
         clone_state.change(lambda c, _f=form: fill(_f, c), [clone_state], form.inputs)
 
 
+def restore_active(engine, loaded, forms: list) -> None:
+    """After the page has loaded (`loaded`: its load event, which fills the model lists), a form whose job is
+    running or queued shows that run's settings instead of its defaults: a reload keeps the context."""
+    def latest(form):
+        active = [r for r in engine.active_runs() if r.kind in form.kinds]
+        if not active:
+            return [gr.skip()] * len(form.widgets)
+        run = max(active, key=lambda r: r.id)
+        return fill(form, {"kind": run.kind, "config": run.config, "run": run.id})
+
+    for form in forms:
+        loaded.then(lambda _f=form: latest(_f), None, form.inputs, show_progress="hidden")
+
+
 def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs, tab_of_kind: dict[str, str]) -> dict:
     """Under the run history: pick a run, copy its config into the form of its tab (`tab_of_kind`: job kind → tab
     id) and switch to that tab."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import JOB_KINDS
+from engine import JOB_KINDS, ModelFormat
 
 from .charts import loss_figure
 from .forms import ui_errors
@@ -28,7 +28,22 @@ def status_markdown(engine, run_id) -> str:
         text += "\n\n" + summary_line(run.kind, run.summary)
         text += comparison_table(run.summary)
         text += results_lines(run.summary.get("results"))
+    if run.status.value == "succeeded":
+        text += next_steps(engine, run)
     return text
+
+
+def next_steps(engine, run) -> str:
+    """What a user does with the model a run made: where to chat with it, export, benchmark and score it."""
+    made = [m for m in engine.list_models() if m.run_id == run.id]
+    if not made:
+        return ""
+    name = made[-1].id
+    steps = [f"chat with it (**Chat** tab, pick `{name}`)", "score it on a task (**Evaluate**)",
+             "compare it with others (**Benchmark**)"]
+    if made[-1].format != ModelFormat.ONNX:
+        steps.insert(1, "export it to int4 (**Quantize**)")
+    return f"\n\n**Made `{name}`.** Next: " + " · ".join(steps) + f" · every detail: **Runs** → run {run.id}."
 
 
 def summary_line(kind: str, summary: dict) -> str:
@@ -114,8 +129,12 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     outputs = [status, progress, plot, timer, finished]
 
     def attach():
+        """The tab's latest run: the newest active one, else the newest that ended (with its results)."""
         active = [r.id for r in engine.active_runs() if r.kind in kinds]
-        return max(active) if active else gr.skip()
+        if active:
+            return max(active)
+        ended = [r.id for kind in kinds for r in engine.list_runs(limit=1, kind=kind)]
+        return max(ended) if ended else gr.skip()
 
     gr.on(None, attach, None, [run_state], show_progress="hidden")  # triggers None, no inputs: on page load
     timer.tick(refresh, [run_state], outputs, show_progress="hidden")

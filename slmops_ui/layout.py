@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .api import register_api
-from .clone import build_clone_row, wire
+from .clone import build_clone_row, restore_active, wire
 from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
@@ -99,7 +99,8 @@ def build_app(engine) -> gr.Blocks:
             return (gr.update(value=text, visible=bool(text)), text, gr.Timer(banner_poll_s(text)),
                     *refresh_all(*values))
 
-        app.load(on_load, refresh_inputs, [banner, preparing, banner_timer, *refresh_outputs])
+        loaded = app.load(on_load, refresh_inputs, [banner, preparing, banner_timer, *refresh_outputs])
+        restore_active(engine, loaded, [form for tab_forms in forms.values() for form in tab_forms])
         public = register_api(engine)
     # The UI's own events are not the API: view_api() lists only register_api's names. "undocumented", not
     # "private": a client can still drive them as the page does (tests/test_concurrency.py loads the app that way).

@@ -202,7 +202,7 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.get_by_role("button", name="Validate data").click()
         page.wait_for_selector(".ft-preview mark", timeout=60_000)  # the trained-on part is highlighted
         assert "24 rows" in page.inner_text("body")
-        page.get_by_label("Max steps").fill("4")
+        page.get_by_label("Max steps").fill("8")
         page.get_by_label("Eval steps").fill("2")
         page.get_by_label("Eval max examples").fill("0")
         page.get_by_role("button", name="Start fine-tuning").click()
@@ -210,11 +210,20 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         run_line = next(line for line in page.inner_text("body").splitlines() if line.startswith("Run "))
         page.reload()  # the job outlives the page: the reloaded tab re-attaches to it and follows it live
         page.get_by_role("tab", name="Fine-tune").click()
-        page.wait_for_function(f"document.body.innerText.includes({run_line.split(' · ')[0]!r})", timeout=30_000)
+        run_id = run_line.split(' · ')[0]
+        page.wait_for_function(f"document.body.innerText.includes({run_id!r})", timeout=30_000)
+        # …and the form shows the settings the running job was started with, not the defaults
+        page.wait_for_function("[...document.querySelectorAll('input, textarea')].some(i => i.value === "
+                               f"{str(train)!r})", timeout=30_000)
+        assert page.get_by_label("Max steps").input_value() == "8"
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval loss after" in page.inner_text("body")  # a figure the registry labels for the job panel
+        assert "Next: chat with it" in page.inner_text("body")  # what to do with the adapter it made
         page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
+        page.reload()  # after the run ended, the tab still shows it (not "No run started from this tab yet")
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.wait_for_function(f"document.body.innerText.includes({run_id + ' · succeeded'!r})", timeout=30_000)
     keep_screenshots(tmp_path, ("finetune.png",))
 
 

@@ -60,7 +60,11 @@ def test_quantize_job_fits_off_grid_weights_on_calibration_data(tiny_engine):
     assert metrics["fit_output_error"] < 1.0 and np.isfinite(metrics["ppl_ratio"])
     logs = "\n".join(m.message for m in tiny_engine.run_logs(run_id))
     assert "calibration tokens" in logs and tiny_engine.store.has_model("tiny-gptq")
-    assert not (tiny_engine.settings.runs_dir / str(run_id) / "fitted").exists()  # the fitted copy is cleaned up
+    assert not list((tiny_engine.settings.runs_dir / str(run_id)).glob("fitted*"))  # the fitted copy is removed
+    from slmops_ui.job_panel import status_markdown
+
+    shown = status_markdown(tiny_engine, run_id)  # the job panel names the export and what to do with it next
+    assert "Made `tiny-gptq`" in shown and "**Chat**" in shown and "**Quantize**" not in shown
 
     auto = tiny_engine.wait_run(tiny_engine.start_run(QuantizeConfig(model_id="tiny", verify_tokens=0)), timeout=600)
     assert auto.status.value == "succeeded" and auto.summary["fit"] == "minmax"  # no known training data

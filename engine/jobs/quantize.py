@@ -90,7 +90,7 @@ def fitted_source(ctx, config: QuantizeConfig, source, src: Path, parent) -> tup
         return src, {}
     if parent is not None and config.fine_tune_delta == "auto":
         return src, {}  # the fine-tune's change rides beside the parent's exact 4-bit weights
-    out = ctx.workdir / "fitted"
+    out = ctx.workdir / f"fitted-b{config.block_size}"  # a sweep's candidates of one block size share it
     if (out / "config.json").is_file():
         return out, {"fit": "gptq"}
     if config.fit == "auto":
@@ -116,12 +116,18 @@ def fitted_source(ctx, config: QuantizeConfig, source, src: Path, parent) -> tup
     facts = fit_model(model, batches, config.block_size, ctx.log, ctx.check_cancelled)
     ctx.log(f"fit: {facts['matrices']} weight matrices fitted on {facts['calibration_tokens']} calibration tokens "
             f"in {facts['seconds']:.0f} s; output error {facts['output_error_vs_minmax']:.2f}× min/max rounding's")
-    tmp = out.with_name("fitted.partial")
+    tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     tmp.rename(out)
     return out, {"fit": "gptq", "fit_output_error": facts["output_error_vs_minmax"], "fit_s": facts["seconds"]}
+
+
+def remove_intermediates(workdir: Path) -> None:
+    """The parent's fp32 build and the fitted source: needed while building, not after."""
+    for folder in [workdir / "parent-fp32", *workdir.glob("fitted-b*")]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress=(0.08, 0.4),
@@ -201,8 +207,7 @@ def run(ctx, config: QuantizeConfig) -> None:
     source, src, source_size = prepare_source(ctx, config)
     folder = ctx.workdir / "export"
     facts = build_export(ctx, config, src, folder, parent=delta_parent(ctx, source), source=source)
-    for leftover in ("parent-fp32", "fitted"):
-        shutil.rmtree(ctx.workdir / leftover, ignore_errors=True)
+    remove_intermediates(ctx.workdir)
     for name in ("build_s", "grid_exact_share", "fused_kernel", "low_rank_deltas", "eight_bit_deltas",
                  "rounding_keeps", "fit_output_error", "fit_s"):
         if name in facts:
@@ -263,8 +268,7 @@ def run_sweep(ctx, config) -> None:
         for key in ("size_mb", "decode_tok_s", "ppl_ratio", "first_token_agreement"):
             ctx.metric(key, row[key], step=i)
         ctx.summary(candidates=results)
-    for leftover in ("parent-fp32", "fitted"):
-        shutil.rmtree(ctx.workdir / leftover, ignore_errors=True)
+    remove_intermediates(ctx.workdir)
     within = [r for r in results if r["ppl_ratio"] <= config.max_ppl_ratio
               and r["first_token_agreement"] >= config.min_agreement]
     if not within:
