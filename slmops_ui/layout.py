@@ -5,6 +5,7 @@ import gradio as gr
 
 from .api import register_api
 from .clone import build_clone_row, restore_active, wire
+from .job_indicator import build_job_indicator
 from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
@@ -38,6 +39,7 @@ def build_app(engine) -> gr.Blocks:
         gr.Markdown("# SLMOps Studio\nDistill, fine-tune, quantize, benchmark and chat with small language models "
                     f"— all local. Workspace: `{engine.settings.home}`", elem_id="header")
         banner = gr.Markdown(banner_text(engine), elem_id="banner", visible=bool(banner_text(engine)))
+        build_job_indicator(engine)
         preparing = gr.State("")
         clone_state = gr.State(None)  # a run's {kind, config}, set by the Runs tab's "Clone into its tab"
         # the job tabs and the others, in order: (label, id, builder); a tab returns its "refresh" and, for job

@@ -216,6 +216,12 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.wait_for_function("[...document.querySelectorAll('input, textarea')].some(i => i.value === "
                                f"{str(train)!r})", timeout=30_000)
         assert page.get_by_label("Max steps").input_value() == "8"
+        page.get_by_role("tab", name="Models").click()  # every tab shows what runs (or says that it ended)
+        page.wait_for_function("document.querySelector('#jobs')?.innerText.includes('· finetune ·') || "
+                               "document.body.innerText.includes('(finetune) succeeded')", timeout=30_000,
+                               polling=500)
+        page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
+        page.get_by_role("tab", name="Fine-tune").click()
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval loss after" in page.inner_text("body")  # a figure the registry labels for the job panel
@@ -224,7 +230,7 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.reload()  # after the run ended, the tab still shows it (not "No run started from this tab yet")
         page.get_by_role("tab", name="Fine-tune").click()
         page.wait_for_function(f"document.body.innerText.includes({run_id + ' · succeeded'!r})", timeout=30_000)
-    keep_screenshots(tmp_path, ("finetune.png",))
+    keep_screenshots(tmp_path, ("finetune.png", "jobs.png"))
 
 
 @needs_chromium

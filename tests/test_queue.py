@@ -2,6 +2,7 @@
 show their position, can be cancelled before they start, and survive a restart of the server."""
 from engine import Engine, Settings
 from engine.records import RunStatus
+from slmops_ui.job_indicator import jobs_text
 from slmops_ui.job_panel import status_markdown  # imported here: importing gradio inside the test took longer
                                                  # than the first run's 3 s when this file ran alone
 from tests.jobs_for_tests import ExclusiveProbe, ProbeJob
@@ -27,6 +28,8 @@ def test_exclusive_jobs_wait_in_order_and_light_jobs_do_not(engine):
     wait_status(engine, first, RunStatus.RUNNING)
     assert engine.get_run(second).queue_position == 1 and engine.get_run(third).queue_position == 2
     assert "Waiting in the queue: position 2" in status_markdown(engine, third)  # what the job panel shows
+    line = jobs_text(engine)  # the job indicator under the header, on every tab
+    assert f"run {first} · " in line and f"run {third} · {engine.get_run(third).kind} · queued (2)" in line
     assert engine.wait_run(light, timeout=30).status is RunStatus.SUCCEEDED  # not held up by the queue
     assert engine.get_run(first).status is RunStatus.RUNNING and engine.get_run(second).pid is None
     engine.cancel_run(first)
