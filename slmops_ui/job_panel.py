@@ -95,6 +95,15 @@ def comparison_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def progress_bar(run) -> str:
+    """The run's progress as a bar with its percentage (a read-only slider looked like something to drag)."""
+    share = 0.0 if run is None else run.progress
+    state = "idle" if run is None else run.status.value
+    return (f'<div class="job-bar job-bar-{state}" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+            f'aria-valuenow="{100 * share:.0f}"><div style="width:{100 * share:.1f}%"></div>'
+            f'<span>{100 * share:.0f} %</span></div>')
+
+
 def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continuable: bool = False,
                     chart: bool = True, poll_s: float = 2.0) -> gr.State:
     """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
@@ -104,29 +113,35 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     e.g. stage 1's dataset to stage 2)."""
     resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
-    progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
+    progress = gr.HTML(progress_bar(None), elem_classes=["job-progress"])
     plot = gr.Plot(label="Loss", visible=False)
+    buttons = []  # (button, whether it applies to a run): each is enabled only when it can do something
     with gr.Row():
-        cancel = gr.Button("Cancel run", variant="stop")
+        cancel = gr.Button("Cancel run", variant="stop", interactive=False)
+        buttons.append((cancel, lambda run: not run.status.final))
         if resumable:
-            resume = gr.Button("Resume where it stopped")
+            resume = gr.Button("Resume where it stopped", interactive=False)
+            buttons.append((resume, lambda run: run.status.final and run.status.value != "succeeded"))
         if continuable:
             more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
-            go_on = gr.Button("Continue finished run")
+            go_on = gr.Button("Continue finished run", interactive=False)
+            buttons.append((go_on, lambda run: run.status.value == "succeeded"))
     timer = gr.Timer(poll_s, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
 
     finished = gr.State(None)
 
     def refresh(run_id):
         if not run_id:
-            return status_markdown(engine, None), 0, gr.update(visible=False), gr.Timer(active=False), gr.skip()
+            return (status_markdown(engine, None), progress_bar(None), gr.update(visible=False),
+                    gr.Timer(active=False), gr.skip(), *(gr.update(interactive=False) for _ in buttons))
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
-        return (status_markdown(engine, run.id), round(100 * run.progress, 1),
+        return (status_markdown(engine, run.id), progress_bar(run),
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
-                run.id if run.status.final else gr.skip())
+                run.id if run.status.final else gr.skip(),
+                *(gr.update(interactive=bool(applies(run))) for _, applies in buttons))
 
-    outputs = [status, progress, plot, timer, finished]
+    outputs = [status, progress, plot, timer, finished, *(button for button, _ in buttons)]
 
     def attach():
         """The tab's latest run: the newest active one, else the newest that ended (with its results)."""

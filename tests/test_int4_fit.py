@@ -61,7 +61,9 @@ def test_quantize_job_fits_off_grid_weights_on_calibration_data(tiny_engine):
     logs = "\n".join(m.message for m in tiny_engine.run_logs(run_id))
     assert "calibration tokens" in logs and tiny_engine.store.has_model("tiny-gptq")
     assert not list((tiny_engine.settings.runs_dir / str(run_id)).glob("fitted*"))  # the fitted copy is removed
-    from slmops_ui.job_panel import status_markdown
+    from slmops_ui.job_panel import progress_bar, status_markdown
+
+    assert 'aria-valuenow="100"' in progress_bar(run) and "job-bar-succeeded" in progress_bar(run)
 
     shown = status_markdown(tiny_engine, run_id)  # the job panel names the export and what to do with it next
     assert "Made `tiny-gptq`" in shown and "**Chat**" in shown and "**Quantize**" not in shown

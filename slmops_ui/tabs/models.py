@@ -68,9 +68,12 @@ def build_models_tab(engine) -> dict:
 
     selected.change(show_lineage, [selected], [lineage])
 
-    def refresh():
-        models = engine.list_models()
-        return model_rows(models), gr.update(choices=[m.id for m in models])
+    def refresh(current=None):
+        """The table and the model list; the list keeps its pick, or picks the first model so the lineage below
+        shows something from the start."""
+        ids = [m.id for m in engine.list_models()]
+        return model_rows(engine.list_models()), gr.update(choices=ids, value=current if current in ids else
+                                                           (ids[0] if ids else None))
 
     @ui_errors
     def do_register(source_label, ref_, name_):
@@ -79,7 +82,7 @@ def build_models_tab(engine) -> dict:
             text = f"Registered **{model.id}**; it is being prepared in run {model.run_id} (see the Runs tab)."
         else:
             text = f"Registered **{model.id}** ({model.architecture}, {model.params / 1e6:.1f} M parameters)."
-        return (text, *refresh())
+        return (text, *refresh(model.id))
 
     register.click(do_register, [source, ref, name], [result, table, selected])
 
@@ -109,4 +112,4 @@ def build_models_tab(engine) -> dict:
         return f"Self-test started as run {run_id}: follow it in the Runs tab."
 
     selftest.click(do_selftest, [selected], [manage_result])
-    return {"refresh": (refresh, None, [table, selected])}
+    return {"refresh": (refresh, [selected], [table, selected])}
