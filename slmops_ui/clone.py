@@ -1,6 +1,8 @@
 """Cloning a run's config into the form of its tab: each job tab names which config field fills which widget."""
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 
 
@@ -34,6 +36,15 @@ def restore_active(engine, loaded, forms: list) -> None:
         loaded.then(lambda _f=form: latest(_f), None, form.inputs, show_progress="hidden")
 
 
+def fresh_name(engine, name: str) -> str:
+    """`name` with the first free numeric suffix (-2, -3, …) — free for the model and its '-merged' twin."""
+    stem = re.sub(r"-\d+$", "", name)
+    n = 2
+    while any(engine.store.has_model(f"{stem}-{n}{tail}") for tail in ("", "-merged")):
+        n += 1
+    return f"{stem}-{n}"
+
+
 def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs, tab_of_kind: dict[str, str]) -> dict:
     """Under the run history: pick a run, copy its config into the form of its tab (`tab_of_kind`: job kind → tab
     id) and switch to that tab."""
@@ -55,8 +66,13 @@ def build_clone_row(engine, clone_state: gr.State, tabs: gr.Tabs, tab_of_kind: d
             raise gr.Error("Pick a run to clone.")
         run = engine.get_run(int(run_id))
         tab = tab_of_kind[run.kind]
-        return ({"kind": run.kind, "config": run.config, "run": run.id}, gr.Tabs(selected=tab),
-                f"Copied run {run.id}'s {run.kind} settings into the {tab} tab.")
+        config = dict(run.config)
+        renamed = ""
+        if config.get("output_name"):  # the old name is taken by the run's own model: propose a free one
+            config["output_name"] = fresh_name(engine, config["output_name"])
+            renamed = f" Output name: **{config['output_name']}** (run {run.id}'s name is taken)."
+        return ({"kind": run.kind, "config": config, "run": run.id}, gr.Tabs(selected=tab),
+                f"Copied run {run.id}'s {run.kind} settings into the {tab} tab.{renamed}")
 
     button.click(do_clone, [picked], [clone_state, tabs, note])
     def refresh(current):

@@ -224,3 +224,14 @@ def test_a_long_model_error_is_cut_in_the_table_and_shown_whole_in_the_details()
                              created_at="2026-12-02T10:00:00.000+00:00", path="/p")
     row = model_rows([failed])[0]
     assert len(row) == len(MODEL_HEADERS) and row[1].startswith("failed: conversion failed") and len(row[1]) < 60
+
+
+def test_a_clone_proposes_a_free_output_name(tmp_path):
+    from types import SimpleNamespace
+
+    from slmops_ui.clone import fresh_name
+
+    taken = {"ft-json", "ft-json-merged", "ft-json-2"}
+    engine = SimpleNamespace(store=SimpleNamespace(has_model=lambda name: name in taken))
+    assert fresh_name(engine, "ft-json") == "ft-json-3"
+    assert fresh_name(engine, "ft-json-2") == "ft-json-3" and fresh_name(engine, "other") == "other-2"
