@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import dataset_files
 from .chat import LoadedModels, stream_reply
+from .conversations import Conversations
 from .checks import check_finetune, check_quantize, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
@@ -34,6 +35,7 @@ class Engine:
         self.settings = settings or Settings.from_env()
         self.settings.prepare()
         self.store = Store(self.settings.db_path)
+        self.conversations = Conversations(self.store)  # saved chats: save, get, list, delete, export_json
         self.runner = Runner(self.settings, self.store)
         self._models = LoadedModels(self.settings.max_loaded_models)
         self._servers: dict = {}

@@ -70,6 +70,13 @@ def m004_tasks(db: Database) -> None:
                        if_not_exists=True)  # two processes opening an older workspace at once may both run this
 
 
+@migrations()
+def m005_conversations(db: Database) -> None:
+    """Saved chat conversations (engine/conversations.py): the messages as JSON, the model they were had with."""
+    db["conversations"].create({"id": int, "title": str, "model_id": str, "messages_json": str, "created_at": str,
+                                "updated_at": str}, pk="id", if_not_exists=True)
+
+
 def _utc_bound(value: str, name: str, end_of_day: bool) -> str:
     """A `since`/`until` filter as the ISO UTC text stored in created_at (string order = time order).
 

@@ -1,6 +1,7 @@
 """Drives the real UI in headless Chromium (Debian's /usr/bin/chromium) against the bundled model."""
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -127,6 +128,17 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         first.wait_for_function("document.body.innerText.includes('Type a message first')", timeout=30_000)
         assert "Paris" in first.inner_text("#chatbot")
         first.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+        # saved conversations: save it, clear the screen, reopen it from the list
+        first.get_by_text("Saved conversations").click()
+        first.click("#chat-save")
+        first.wait_for_function("document.body.innerText.includes('Saved as conversation')", timeout=30_000)
+        first.get_by_role("button", name="Clear").click()
+        first.wait_for_function("!document.querySelector('#chatbot').innerText.includes('Paris')", timeout=30_000)
+        first.click("#chat-saved input")
+        first.get_by_role("option", name=re.compile("^What is the capital of France")).click()
+        first.click("#chat-open")
+        first.wait_for_function("document.querySelector('#chatbot').innerText.includes('Paris')", timeout=30_000)
+        first.screenshot(path=str(tmp_path / "saved-chat.png"), full_page=True)
 
         first.get_by_role("tab", name="Side by side").click()
         first.fill("#side-prompt textarea", "What is the capital of France?")
@@ -154,9 +166,9 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         assert "LlamaForCausalLM" in first.inner_text("#models-table")
         first.screenshot(path=str(tmp_path / "models.png"), full_page=True)
         browser.close()
-    for name in ("chat.png", "side.png", "runs.png", "models.png"):
+    for name in ("chat.png", "saved-chat.png", "side.png", "runs.png", "models.png"):
         assert (tmp_path / name).stat().st_size > 10_000
-    keep_screenshots(tmp_path, ("chat.png", "side.png", "runs.png", "models.png"))
+    keep_screenshots(tmp_path, ("chat.png", "saved-chat.png", "side.png", "runs.png", "models.png"))
 
 
 @needs_chromium

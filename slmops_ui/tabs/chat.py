@@ -1,4 +1,5 @@
-"""Chat tab: talk to any registered model, alone or two side by side. History lives in gr.State per session."""
+"""Chat tab: talk to any registered model, alone or two side by side. History lives in gr.State per session;
+*Saved conversations* stores it in the workspace (engine/conversations.py) to reopen after a restart."""
 from __future__ import annotations
 
 import queue
@@ -56,6 +57,19 @@ def build_chat_tab(engine) -> dict:
             stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
             clear = gr.Button("Clear", scale=1)
         stats = gr.Markdown("", elem_id="chat-stats")
+        current = gr.State(None)  # the saved conversation on screen: saving again updates it
+        with gr.Accordion("Saved conversations", open=False, elem_id="chat-saved-panel"):
+            with gr.Row():
+                saved = gr.Dropdown(label="Saved conversation", choices=[], value=None, scale=3,
+                                    elem_id="chat-saved", info="Stored in the workspace: they outlive a restart.")
+                title = gr.Textbox(label="Title (optional)", scale=2, placeholder="default: the first question")
+            with gr.Row():
+                save = gr.Button("Save this conversation", elem_id="chat-save")
+                reopen = gr.Button("Open", elem_id="chat-open")
+                export = gr.Button("Export as JSON")
+                forget = gr.Button("Delete", variant="stop")
+            exported = gr.File(label="Exported conversation", visible=False, interactive=False)
+            saved_note = gr.Markdown("")
 
     with gr.Tab("Side by side"):
         with gr.Row():
@@ -101,7 +115,46 @@ def build_chat_tab(engine) -> dict:
     send.click(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
     message.submit(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
     stop.click(do_stop, None, None, queue=False)
-    clear.click(lambda: ([], [], ""), None, [chatbot, history, stats])
+    clear.click(lambda: ([], [], "", None), None, [chatbot, history, stats, current])
+
+    def saved_choices():
+        return [(f"{c.title} · {c.model_id} · {c.updated_at[:16].replace('T', ' ')}", c.id)
+                for c in engine.conversations.list()]
+
+    @ui_errors
+    def do_save(past, model_id, title_, conversation_id):
+        cid = engine.conversations.save(past, model_id or "", title_ or "", conversation_id)
+        return cid, gr.update(choices=saved_choices(), value=cid), f"Saved as conversation {cid}."
+
+    @ui_errors
+    def do_open(conversation_id):
+        if not conversation_id:
+            raise gr.Error("Pick a saved conversation to open.")
+        c = engine.conversations.get(int(conversation_id))
+        model_update = gr.update(value=c.model_id) if c.model_id in model_choices(engine) else gr.skip()
+        return c.messages, c.messages, c.id, model_update, f"Opened **{c.title}** ({len(c.messages)} messages)."
+
+    @ui_errors
+    def do_export(conversation_id):
+        if not conversation_id:
+            raise gr.Error("Pick a saved conversation to export.")
+        path = engine.settings.cache_dir / "conversations" / f"conversation-{int(conversation_id)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(engine.conversations.export_json(int(conversation_id)), encoding="utf-8")
+        return gr.update(value=str(path), visible=True)
+
+    @ui_errors
+    def do_forget(conversation_id, on_screen):
+        if not conversation_id:
+            raise gr.Error("Pick a saved conversation to delete.")
+        engine.conversations.delete(int(conversation_id))
+        return (gr.update(choices=saved_choices(), value=None), None if on_screen == conversation_id else on_screen,
+                f"Deleted conversation {conversation_id}.")
+
+    save.click(do_save, [history, model, title, current], [current, saved, saved_note])
+    reopen.click(do_open, [saved], [chatbot, history, current, model, saved_note])
+    export.click(do_export, [saved], [exported])
+    forget.click(do_forget, [saved, current], [saved, current, saved_note])
 
     @ui_errors
     def respond_both(model_a, model_b_, text, system_, temp, top_p_, max_new_, request: gr.Request):
@@ -156,4 +209,10 @@ def build_chat_tab(engine) -> dict:
         return gr.update(choices=choices, value=a), gr.update(choices=choices, value=b)
 
     refresh.click(refresh_choices, [model, model_b], [model, model_b])
-    return {"refresh": (refresh_choices, [model, model_b], [model, model_b])}
+
+    def refresh_all(current_a, current_b, picked):
+        choices = saved_choices()
+        keep = picked if picked in [v for _, v in choices] else None
+        return (*refresh_choices(current_a, current_b), gr.update(choices=choices, value=keep))
+
+    return {"refresh": (refresh_all, [model, model_b, saved], [model, model_b, saved])}
