@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .tables import eta_text
+
 
 def jobs_text(engine) -> str:
     """One line: each active run with its progress and ETA, or its place in the queue; empty when none."""
@@ -12,8 +14,7 @@ def jobs_text(engine) -> str:
         if run.queue_position:
             parts.append(f"run {run.id} · {run.kind} · queued ({run.queue_position})")
             continue
-        eta = f" · about {run.eta_s / 60:.0f} min left" if run.eta_s and run.eta_s >= 90 else \
-            f" · about {run.eta_s:.0f} s left" if run.eta_s else ""
+        eta = f" · {eta_text(run)}" if eta_text(run) else ""
         parts.append(f"run {run.id} · {run.kind} · {run.progress:.0%} · {run.stage}{eta}")
     return ("**Jobs:** " + " ｜ ".join(parts)) if parts else ""
 

@@ -7,13 +7,14 @@ from engine import JOB_KINDS, ModelFormat
 
 from .charts import loss_figure
 from .forms import ui_errors
+from .tables import eta_text
 
 
 def status_markdown(engine, run_id) -> str:
     if not run_id:
         return "No run started from this tab yet."
     run = engine.get_run(int(run_id))
-    eta = f" · about {run.eta_s:.0f} s left" if run.eta_s and not run.status.final else ""
+    eta = f" · {eta_text(run)}" if eta_text(run) else ""
     speed = [m.value for m in engine.run_metrics(run.id) if m.name == "train_tokens_per_s"]
     speed_text = f" · {speed[-1]:.0f} train tokens/s" if speed else ""
     text = (f"**Run {run.id}** · {run.status.value} · {run.progress:.0%} · {run.stage}{eta}{speed_text}")

@@ -6,6 +6,7 @@ import gradio as gr
 from .api import register_api
 from .clone import build_clone_row, restore_active, wire
 from .job_indicator import build_job_indicator
+from .tables import eta_text
 from .tabs.benchmark import build_benchmark_tab
 from .tabs.chat import build_chat_tab
 from .tabs.distill import build_distill_tab
@@ -28,7 +29,7 @@ def banner_text(engine) -> str:
     for m in engine.list_models():
         if m.status == "preparing" and m.run_id:
             run = engine.get_run(m.run_id)
-            eta = f", about {run.eta_s:.0f} s left" if run.eta_s else ""
+            eta = f", {eta_text(run)}" if eta_text(run) else ""
             lines.append(f"Preparing model **{m.id}** (run {run.id}): {run.stage} — {run.progress:.0%}{eta}")
     return "\n\n".join(lines)
 

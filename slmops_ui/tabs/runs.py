@@ -13,7 +13,7 @@ from engine import JOB_KINDS, NotFound, RunStatus
 from ..charts import metrics_figure, overlay_loss_figure
 from ..forms import ui_errors
 from ..run_compare import config_compare_html, steps_per_epoch, write_exports
-from ..tables import RUN_HEADERS, fmt_size, run_rows
+from ..tables import RUN_HEADERS, eta_text, fmt_size, run_rows
 
 SHOWN = 500  # rows the table holds; the count line says how many more match
 ANY = "any"
@@ -123,7 +123,7 @@ def build_runs_tab(engine) -> dict:
         run = engine.get_run(rid)
         points = engine.run_metrics(rid)
         fig = metrics_figure(points, title=f"Run {rid} metrics")
-        eta = f", about {run.eta_s:.0f} s left" if run.eta_s and not run.status.final else ""
+        eta = f", {eta_text(run)}" if eta_text(run) else ""
         head = (f"### Run {run.id} · {run.kind} · **{run.status.value}**\n"
                 f"Model: `{run.model_id or '-'}` · stage: {run.stage} ({run.progress:.0%}{eta})"
                 + (f"\n\n**Error:** {run.error}" if run.error else ""))
