@@ -8,7 +8,7 @@ import gradio as gr
 
 from engine import JOB_KINDS, GenerationParams, JobKind
 
-from .forms import ui_errors
+from .forms import api_errors
 
 
 def as_dict(record) -> dict:
@@ -63,5 +63,5 @@ def register_api(engine) -> list[str]:
     endpoints = [list_models, register_model, list_runs, get_run, cancel_run, chat]
     endpoints += [start_endpoint(engine, kind) for kind in JOB_KINDS.values()]
     for fn in endpoints:
-        gr.api(ui_errors(fn), api_name=fn.__name__)
+        gr.api(api_errors(fn), api_name=fn.__name__)
     return [fn.__name__ for fn in endpoints]

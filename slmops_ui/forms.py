@@ -30,15 +30,13 @@ def user_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def ui_errors(fn):
-    """Engine errors, config validation errors and gr.Error raised by the handler become a message the user can
-    read (never a traceback), shown as a toast, and the handler's outputs keep what they showed (gr.skip()): a
-    raised gr.Error would mark every output as failed, which blanks a table or a whole conversation."""
+def _guarded(fn, on_error):
+    """`fn` (a function or a generator function) with engine errors, config validation errors and gr.Error turned
+    into on_error(message)'s result (or what it raises)."""
     caught = (SlmopsError, ValidationError, gr.Error)
 
-    def say(exc: BaseException):
-        gr.Warning(exc.message if isinstance(exc, gr.Error) else user_message(exc), title="Error")
-        return gr.skip()
+    def message(exc: BaseException) -> str:
+        return exc.message if isinstance(exc, gr.Error) else user_message(exc)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -46,7 +44,7 @@ def ui_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except caught as exc:
-                yield say(exc)
+                yield on_error(message(exc))
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -54,8 +52,30 @@ def ui_errors(fn):
         try:
             return fn(*args, **kwargs)
         except caught as exc:
-            return say(exc)
+            return on_error(message(exc))
     return wrapper
+
+
+def _toast_and_keep(message: str):
+    gr.Warning(message, title="Error")
+    return gr.skip()
+
+
+def _raise(message: str):
+    raise gr.Error(message)
+
+
+def ui_errors(fn):
+    """For UI events: an error becomes a message the user can read (never a traceback), shown as a toast, and the
+    handler's outputs keep what they showed (gr.skip()) — a raised gr.Error would mark every output as failed,
+    which blanks a table or a whole conversation."""
+    return _guarded(fn, _toast_and_keep)
+
+
+def api_errors(fn):
+    """For the public API (gr.api): an error is raised as gr.Error with a readable message, so a client (and an MCP
+    tool call) gets an error, not an empty result."""
+    return _guarded(fn, _raise)
 
 
 def field_info(config_cls: type[BaseModel], name: str) -> dict:

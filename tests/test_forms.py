@@ -138,3 +138,22 @@ def test_the_whole_app_builds(tmp_path):
         assert build_app(engine) is not None
     finally:
         engine.close()
+
+
+def test_ui_errors_keep_the_screen_and_api_errors_raise():
+    """A UI event's error is a toast and skips its outputs (a table or a conversation stays); the public API raises
+    it, so a client gets an error."""
+    from engine import InvalidInput
+    from slmops_ui.forms import api_errors, ui_errors
+
+    def bad():
+        raise InvalidInput("that path does not exist")
+
+    def bad_stream():
+        yield "partial"
+        raise gr.Error("Type a message first.")
+
+    assert ui_errors(bad)() == gr.skip()
+    assert list(ui_errors(bad_stream)()) == ["partial", gr.skip()]
+    with pytest.raises(gr.Error, match="that path does not exist"):
+        api_errors(bad)()
