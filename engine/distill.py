@@ -149,8 +149,8 @@ def make_distill_trainer(teacher, alpha: float, temperature: float):
                 kd = torch.zeros((), device=ce.device)
                 loss = ce
             if model.training:
-                self._parts["kd_loss"].append(float(kd))
-                self._parts["ce_loss"].append(float(ce))
+                self._parts["kd_loss"].append(float(kd.detach()))
+                self._parts["ce_loss"].append(float(ce.detach()))
             return (loss, out) if return_outputs else loss
 
         def log(self, logs, *args, **kwargs):
