@@ -51,4 +51,8 @@ def load_causal_lm(path: str | Path, adapter_path: str | Path | None = None):
     """(model in eval mode, tokenizer) of a registered HF folder, optionally with a LoRA adapter on top (whose folder
     holds the tokenizer it was trained with)."""
     tokenizer = load_tokenizer(adapter_path or path)
-    return load_model(path, adapter_path).eval(), tokenizer
+    model = load_model(path, adapter_path).eval()
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:  # a model saved straight from training may say use_cache False: generate with it
+        generation.use_cache = True
+    return model, tokenizer

@@ -73,7 +73,7 @@ def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                             temperature=None, top_p=None, top_k=None)
+                             temperature=None, top_p=None, top_k=None, use_cache=True)
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

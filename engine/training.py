@@ -182,6 +182,16 @@ def probe_step_seconds(config: FineTuneConfig, base_path: str, steps: int = 2) -
     return seconds
 
 
+def save_for_inference(model, tokenizer, folder) -> None:
+    """Save a trained model to serve: its KV cache switched back on (training leaves config.use_cache False, and
+    a model saved so generates without a cache: a distilled student scored its task 1.9× slower than its teacher)."""
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None and hasattr(config, "use_cache"):
+            config.use_cache = True
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
 # ---- checkpoints ------------------------------------------------------------------------------------------------
 def last_checkpoint(run_dir: Path) -> Path | None:
     folder = Path(run_dir) / "checkpoints"

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -188,6 +189,9 @@ def test_kd_training_lowers_the_loss_and_registers_the_student(distill_engine, t
     assert "round 1: loss rise without each layer: 0:" in logs and "teacher on request_to_json" in logs
     student = distill_engine.get_model("student")
     assert student.parent_id == "teacher" and student.params == preview["params"]
+    for name in ("config.json", "generation_config.json"):  # saved to generate with its KV cache
+        saved = json.loads((Path(student.path) / name).read_text())
+        assert saved.get("use_cache", True) is True, name
 
 
 def test_ce_only_ablation_has_no_kd_term(distill_engine, tmp_path):

@@ -13,7 +13,7 @@ from ..distill import (check_same_tokenizer, decode_tokens_per_s, decoder_layers
                        make_distill_trainer, perplexity, response_nll, select_layers)
 from ..exports import publish_model
 from ..scoring import split_conversation
-from ..training import TrainingSession, count_params, prepare_data
+from ..training import TrainingSession, count_params, prepare_data, save_for_inference
 from .context import PartContext, Span
 from ..records import ModelFormat
 
@@ -176,8 +176,7 @@ def save_student(ctx, config: DistillConfig, teacher_rec, student, tokenizer) ->
         raise InvalidInput(f"a model named '{name}' already exists; choose another output name")
     tmp = ctx.workdir / f"{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    save_for_inference(student, tokenizer, tmp)
     publish_model(ctx.store, ctx.settings.models_dir, tmp, name, ModelFormat.HF, teacher_rec, ctx.run_id,
                   note=f"distilled on {config.train_path}")
     ctx.log(f"registered student '{name}'")

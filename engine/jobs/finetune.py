@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import InvalidInput
 from ..configs import FineTuneConfig
 from ..exports import publish_model
-from ..training import TrainingSession, build_model, count_params, prepare_data
+from ..training import TrainingSession, build_model, count_params, prepare_data, save_for_inference
 from .context import Span
 from ..records import ModelFormat
 
@@ -116,12 +116,10 @@ def save_outputs(ctx, config: FineTuneConfig, base, model, tokenizer) -> None:
             raise InvalidInput(f"a model named '{model_id}' already exists; choose another output name")
     tmp = ctx.workdir / f"{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    save_for_inference(model, tokenizer, tmp)
     _publish(ctx, tmp, name, ModelFormat.HF if config.method == "full" else ModelFormat.ADAPTER, base.id)
     if config.merge and config.method != "full":
         merged = model.merge_and_unload()
         tmp = ctx.workdir / f"{merged_name}.partial"
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        save_for_inference(merged, tokenizer, tmp)
         _publish(ctx, tmp, merged_name, ModelFormat.HF, base.id)
