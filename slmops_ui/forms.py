@@ -261,3 +261,53 @@ def task_choices(engine, current: str | None) -> dict:
 
 def model_choices(engine, ready_only: bool = True) -> list[str]:
     return [m.id for m in engine.list_models() if m.ready or not ready_only]
+
+
+def settings_yaml(config: BaseModel) -> str:
+    """A job config as the YAML file the CLI runs (`python -m engine run --config FILE`): its kind and the
+    settings that differ from the defaults."""
+    import yaml
+
+    data = {"kind": config.kind, **config.model_dump(mode="json", exclude_defaults=True)}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def settings_from_yaml(cls: type[BaseModel], text: str) -> BaseModel:
+    """The config of kind `cls` in a settings file (YAML or JSON), checked like any other."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise gr.Error("A settings file holds a mapping of settings (YAML or JSON object).")
+    if data.pop("kind", cls.kind) != cls.kind:
+        raise gr.Error(f"This file is for another kind of job; this form takes kind: {cls.kind}.")
+    return cls.model_validate(data)  # a bad value is refused with the field's own message
+
+
+def settings_file_row(form: ConfigForm, folder) -> None:
+    """Under a job form: save its settings as the YAML file the CLI runs, or load such a file into the form — one
+    typed config either way."""
+    import time
+    from pathlib import Path
+
+    with gr.Row():
+        save = gr.Button("Save settings as YAML", size="sm")
+        load = gr.UploadButton("Load settings (YAML/JSON)", file_types=[".yaml", ".yml", ".json"], size="sm")
+    saved = gr.File(label="Settings file", visible=False, interactive=False)
+    note = gr.Markdown("")
+
+    @ui_errors
+    def do_save(*values):
+        path = Path(folder) / f"{form.cls.kind}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(settings_yaml(form.config(values)), encoding="utf-8")
+        return (gr.update(value=str(path), visible=True),
+                f"Headless, the same job: `python -m engine run --config {path.name}`")
+
+    @ui_errors
+    def do_load(upload):
+        config = settings_from_yaml(form.cls, Path(upload).read_text(encoding="utf-8"))
+        return (*form.shown(config), f"Loaded {Path(upload).name}.")
+
+    save.click(do_save, form.inputs, [saved, note])
+    load.upload(do_load, [load], [*form.inputs, note])

@@ -157,3 +157,17 @@ def test_ui_errors_keep_the_screen_and_api_errors_raise():
     assert list(ui_errors(bad_stream)()) == ["partial", gr.skip()]
     with pytest.raises(gr.Error, match="that path does not exist"):
         api_errors(bad)()
+
+
+def test_a_form_saves_its_settings_as_the_yaml_the_cli_runs(tmp_path):
+    from engine import FineTuneConfig
+    from engine.cli_flags import load_config
+    from slmops_ui.forms import settings_from_yaml, settings_yaml
+
+    config = FineTuneConfig(model_id="smol", train_path="/data/train.jsonl", lora_r=16, epochs=3.0)
+    path = tmp_path / "ft.yaml"
+    path.write_text(settings_yaml(config))
+    assert load_config(str(path)) == config  # what `python -m engine run --config ft.yaml` starts
+    assert settings_from_yaml(FineTuneConfig, path.read_text()) == config  # and what the form loads back
+    with pytest.raises(gr.Error, match="another kind"):
+        settings_from_yaml(FineTuneConfig, "kind: quantize\nmodel_id: smol\n")

@@ -7,7 +7,7 @@ import gradio as gr
 from engine import JOB_KINDS, DistillConfig, GenerateDataConfig, ModelFormat
 
 from ..charts import student_sweep_figure
-from ..forms import ConfigForm, model_choices, task_choices, ui_errors
+from ..forms import ConfigForm, model_choices, settings_file_row, task_choices, ui_errors
 from ..job_panel import build_job_panel
 
 
@@ -124,6 +124,7 @@ def build_stage2(engine, dataset_picker) -> tuple:
         form.field("save_steps")
         form.field("output_name", label="Student name (optional)")
     form.remaining()
+    settings_file_row(form, engine.settings.cache_dir / "settings")
     start = gr.Button("Train student", variant="primary")
     message = gr.Markdown("")
     build_job_panel(engine, run_state, ("distill",), continuable=True)

@@ -9,7 +9,7 @@ import gradio as gr
 
 from engine import FineTuneConfig, ModelFormat
 
-from ..forms import ConfigForm, model_choices, ui_errors
+from ..forms import ConfigForm, model_choices, settings_file_row, ui_errors
 from ..job_panel import build_job_panel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "datasets"
@@ -85,6 +85,7 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
             form.field("merge", label="Also save a merged model")
             form.field("output_name", label="Output model name (optional)")
     form.remaining()
+    settings_file_row(form, engine.settings.cache_dir / "settings")
     with gr.Row():
         estimate = gr.Button("Estimate memory and time")
         start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
