@@ -1,7 +1,9 @@
 """Job `quantize`: build an ONNX Runtime GenAI export of a registered model, quantize it, register it with lineage,
 and verify it against its source (answer, first-token agreement, perplexity on the standard text, decode speed).
 
-Stages: load (merge an adapter) → convert (model builder) → quantize (affine int4) → write (register) → verify.
+Stages: load (merge an adapter) → fit (affine int4 of weights off the 4-bit grid: a calibrated GPTQ fit,
+engine/int4_fit.py) → convert (model builder) → quantize (affine int4) → verify (engine/export_verify.py: the export
+is refused when it lost its source's behaviour) → write (register).
 """
 from __future__ import annotations
 
