@@ -80,7 +80,7 @@ def send(page, text):
 
 
 def wait_reply(page):
-    page.wait_for_function("document.querySelector('#chat-stats')?.innerText.includes('tokens/s')", timeout=120_000,
+    page.wait_for_function("document.querySelector('#chat-stats')?.innerText.includes('tokens/s')", timeout=300_000,
                            polling=250)
     return page.inner_text("#chatbot")
 
@@ -144,7 +144,7 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         first.fill("#side-prompt textarea", "What is the capital of France?")
         first.click("#side-send")
         first.wait_for_function("['#side-stats-a', '#side-stats-b'].every(s => "
-                                "document.querySelector(s)?.innerText.includes('tokens/s'))", timeout=120_000)
+                                "document.querySelector(s)?.innerText.includes('tokens/s'))", timeout=300_000)
         assert "Paris" in first.inner_text("#side-a") and "Paris" in first.inner_text("#side-b")
         first.screenshot(path=str(tmp_path / "side.png"), full_page=True)
 
