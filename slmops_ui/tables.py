@@ -43,7 +43,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 def eta_text(run) -> str:
     """"about 4 min 05 s left" for an active run with an estimate, else empty."""
-    if not run.eta_s or run.status.final:
+    if not run.eta_s or run.eta_s < 1 or run.status.final:
         return ""
     return f"about {fmt_duration(run.eta_s) if run.eta_s >= 60 else f'{run.eta_s:.0f} s'} left"
 

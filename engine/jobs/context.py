@@ -55,7 +55,8 @@ class JobContext:
         if _FAULTS:
             faults.on_progress(fraction)
         elapsed = time.monotonic() - self._t0
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
+        # no estimate from the first seconds: a job that sets 2 % as it starts loading would promise "0 s left"
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and elapsed >= 15 else None
         self.store.update_run(self.run_id, progress=fraction, stage=stage, eta_s=eta)
 
     def stage(self, text: str) -> None:

@@ -55,7 +55,7 @@ def build_chat_tab(engine) -> dict:
                                  elem_id="chat-input")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
             stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
-            clear = gr.Button("Clear", scale=1)
+            clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
         stats = gr.Markdown("", elem_id="chat-stats")
         current = gr.State(None)  # the saved conversation on screen: saving again updates it
         with gr.Accordion("Saved conversations", open=False, elem_id="chat-saved-panel"):
