@@ -159,6 +159,7 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         first.get_by_role("tab", name="Models").click()
         first.wait_for_function("document.querySelector('#models-table')?.innerText.includes('LlamaForCausalLM')",
                                 timeout=30_000)
+        assert "smollm2-135m-instruct" in first.inner_text("#lineage")  # a model is picked: its lineage shows
         first.fill("#models-ref textarea", "/no/such/model")  # a bad path: the message, and the table stays
         first.click("#models-register")
         first.wait_for_function("document.body.innerText.includes('/no/such/model')", timeout=30_000)

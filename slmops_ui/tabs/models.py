@@ -69,11 +69,11 @@ def build_models_tab(engine) -> dict:
     selected.change(show_lineage, [selected], [lineage])
 
     def refresh(current=None):
-        """The table and the model list; the list keeps its pick, or picks the first model so the lineage below
-        shows something from the start."""
+        """The table, the model list (it keeps its pick, or picks the first model) and the picked model's lineage,
+        so the lineage shows something from the start."""
         ids = [m.id for m in engine.list_models()]
-        return model_rows(engine.list_models()), gr.update(choices=ids, value=current if current in ids else
-                                                           (ids[0] if ids else None))
+        pick = current if current in ids else (ids[0] if ids else None)
+        return model_rows(engine.list_models()), gr.update(choices=ids, value=pick), show_lineage(pick)
 
     @ui_errors
     def do_register(source_label, ref_, name_):
@@ -82,7 +82,7 @@ def build_models_tab(engine) -> dict:
             text = f"Registered **{model.id}**; it is being prepared in run {model.run_id} (see the Runs tab)."
         else:
             text = f"Registered **{model.id}** ({model.architecture}, {model.params / 1e6:.1f} M parameters)."
-        return (text, *refresh(model.id))
+        return (text, *refresh(model.id)[:2])
 
     register.click(do_register, [source, ref, name], [result, table, selected])
 
@@ -98,7 +98,7 @@ def build_models_tab(engine) -> dict:
     @ui_errors
     def do_delete(model_id):
         engine.delete_model(model_id)
-        return (gr.update(visible=False), f"Deleted **{model_id}**.", *refresh())
+        return (gr.update(visible=False), f"Deleted **{model_id}**.", *refresh()[:2])
 
     delete.click(ask_delete, [selected], [confirm_row, manage_result])
     confirm.click(do_delete, [selected], [confirm_row, manage_result, table, selected])
@@ -112,4 +112,4 @@ def build_models_tab(engine) -> dict:
         return f"Self-test started as run {run_id}: follow it in the Runs tab."
 
     selftest.click(do_selftest, [selected], [manage_result])
-    return {"refresh": (refresh, [selected], [table, selected])}
+    return {"refresh": (refresh, [selected], [table, selected, lineage])}
