@@ -110,8 +110,8 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
     reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser).
     *Resume* is offered when the kinds resume (the registry says); *Continue* (more epochs) when `continuable`.
-    Returns a state that takes the run's id once the run has ended (its .change is where a tab offers the result,
-    e.g. stage 1's dataset to stage 2)."""
+    Returns a state that takes the run's id when this page saw the run end (its .change is where a tab offers the
+    result, e.g. stage 1's dataset to stage 2)."""
     resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.HTML(progress_bar(None), elem_classes=["job-progress"])
@@ -131,7 +131,7 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
 
     finished = gr.State(None)
 
-    def refresh(run_id):
+    def refresh(run_id, watched: bool = False):
         if not run_id:
             return (status_markdown(engine, None), progress_bar(None), gr.update(visible=False),
                     gr.Timer(active=False), gr.skip(), *(gr.update(interactive=False) for _ in buttons))
@@ -139,7 +139,7 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
         return (status_markdown(engine, run.id), progress_bar(run),
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
-                run.id if run.status.final else gr.skip(),
+                run.id if watched and run.status.final else gr.skip(),
                 *(gr.update(interactive=bool(applies(run))) for _, applies in buttons))
 
     outputs = [status, progress, plot, timer, finished, *(button for button, _ in buttons)]
@@ -153,7 +153,9 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
         return max(ended) if ended else gr.skip()
 
     gr.on(None, attach, None, [run_state], show_progress="hidden")  # triggers None, no inputs: on page load
-    timer.tick(refresh, [run_state], outputs, show_progress="hidden")
+    # `finished` takes a run only when this page saw it end (the timer ticks while it is active): a run that had
+    # ended before the page opened offers nothing (its dataset would overwrite what the user has typed since)
+    timer.tick(lambda run_id: refresh(run_id, watched=True), [run_state], outputs, show_progress="hidden")
     run_state.change(refresh, [run_state], outputs)
 
     @ui_errors
