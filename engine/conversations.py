@@ -51,17 +51,20 @@ class Conversations:
             return conversation_id
         return table.insert({**row, "created_at": row["updated_at"]}).last_pk
 
+    @staticmethod
+    def _record(r: dict) -> Conversation:
+        return Conversation(r["id"], r["title"], r["model_id"], json.loads(r["messages_json"]), r["created_at"],
+                            r["updated_at"])
+
     def get(self, conversation_id: int) -> Conversation:
         rows = list(self.store.db["conversations"].rows_where("id = ?", [conversation_id]))
         if not rows:
             raise NotFound(f"No saved conversation {conversation_id}.")
-        r = rows[0]
-        return Conversation(r["id"], r["title"], r["model_id"], json.loads(r["messages_json"]), r["created_at"],
-                            r["updated_at"])
+        return self._record(rows[0])
 
     def list(self) -> list[Conversation]:
-        return [self.get(r["id"]) for r in self.store.db["conversations"].rows_where(
-            select="id", order_by="updated_at desc, id desc")]
+        return [self._record(r) for r in self.store.db["conversations"].rows_where(
+            order_by="updated_at desc, id desc")]
 
     def delete(self, conversation_id: int) -> None:
         with self.store.db.atomic() as db:

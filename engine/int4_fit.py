@@ -138,10 +138,9 @@ def off_grid_share(folder, group: int = 32) -> float:
     (0 for weights read from a Q4_1 GGUF; nearly 1 for weights trained after that)."""
     from pathlib import Path
 
-    import numpy as np
     from safetensors import safe_open
 
-    from .onnx_affine import affine_codes
+    from .onnx_affine import affine_codes, step_errors
 
     off = total = 0
     for file in sorted(Path(folder).glob("*.safetensors")):
@@ -152,8 +151,7 @@ def off_grid_share(folder, group: int = 32) -> float:
                 w = f.get_tensor(key)
                 if w.ndim != 2 or w.shape[1] % group:
                     continue
-                b, q, d, lo = affine_codes(w.float().numpy(), group)
-                err = np.abs(q * d[..., None] + lo[..., None] - b).max(axis=2) / np.where(d > 0, d, 1.0)
+                err = step_errors(*affine_codes(w.float().numpy(), group))
                 off += int((err >= 1e-3).sum())
                 total += err.size
     return off / total if total else 0.0

@@ -51,10 +51,15 @@ def affine_codes(w_t: np.ndarray, block: int):
     return b, q, d, lo
 
 
+def step_errors(b, q, d, lo) -> np.ndarray:
+    """affine_codes' result → each block's largest |w − ŵ| in steps (≈ 0 for a block on a d·q + m grid)."""
+    return np.abs(q * d[..., None] + lo[..., None] - b).max(axis=2) / np.where(d > 0, d, 1.0)
+
+
 def quantize_affine_4bit(w_t: np.ndarray, block: int):
     """w_t [N, K] → (packed uint8 [N, K/block, block/2], d [N, K/block], m [N, K/block], error/step per block)."""
     b, q, d, lo = affine_codes(w_t, block)
-    err = np.abs(q * d[..., None] + lo[..., None] - b).max(axis=2) / np.where(d > 0, d, 1.0)
+    err = step_errors(b, q, d, lo)
     packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
     return packed, d.astype(np.float32), lo.astype(np.float32), err
 

@@ -71,9 +71,10 @@ def build_models_tab(engine) -> dict:
     def refresh(current=None):
         """The table, the model list (it keeps its pick, or picks the first model) and the picked model's lineage,
         so the lineage shows something from the start."""
-        ids = [m.id for m in engine.list_models()]
+        models = engine.list_models()
+        ids = [m.id for m in models]
         pick = current if current in ids else (ids[0] if ids else None)
-        return model_rows(engine.list_models()), gr.update(choices=ids, value=pick), show_lineage(pick)
+        return model_rows(models), gr.update(choices=ids, value=pick), show_lineage(pick)
 
     @ui_errors
     def do_register(source_label, ref_, name_):
