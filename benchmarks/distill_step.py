@@ -1,12 +1,17 @@
-"""Seconds per distillation training step: the head on every position (the loss as it was) against the head only
-where a response token is predicted (the distill job's loss now), interleaved on the same batches.
+"""Seconds per distillation training step, two ways of computing the loss interleaved on the same batches:
 
-    python benchmarks/distill_step.py --home DIR --teacher NAME --data FILE [--layers 0,1,8,...] [--rounds 5]
+- `full`: both heads on every position, then the response mask (the loss as it was first);
+- `response`: the heads only where a response token is predicted, the teacher run every step (`teacher_top_k 0`);
+- `cached`: the teacher's top-k answer computed once before training (`teacher_top_k K`, the job's default);
+  the seconds that computing it took are printed too, per example.
 
-Both variants compute α·T²·KL(teacher‖student) + (1−α)·CE on the response tokens (the same number, checked), with
-a student of the teacher's layers, batches of 8 from the data file (right-padded to a multiple of 8, as the
-Trainer's collator does), an AdamW step after each backward. Each round times `--steps` steps of each variant in
-turn; the medians over rounds are printed with the ratio.
+    python benchmarks/distill_step.py --home DIR --teacher NAME --data FILE [--compare response,cached] [--top-k 64]
+
+Each computes α·T²·KL(teacher‖student) + (1−α)·CE on the response tokens (`full` and `response` give the same
+number; `cached` the KL with the teacher's other tokens merged — both printed, with the teacher's mean probability
+outside its top k), with a student of the teacher's layers, batches of 8 from the data file (right-padded to a
+multiple of 8, as the Trainer's collator does), an AdamW step after each backward. Each round times `--steps` steps
+of each variant in turn; the medians over rounds are printed with the ratio.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ def main() -> int:
 
     from engine import Engine, Settings
     from engine.data import detect_shape, encode_example, read_dataset, to_conversation
-    from engine.distill import derive_student, make_distill_trainer
+    from engine.distill import derive_student, make_distill_trainer, teacher_top_k
     from engine.loading import load_model, load_tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +57,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", default="response,cached", help="two of full, response, cached")
+    ap.add_argument("--top-k", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine(Settings(home=Path(args.home), offline=True))
@@ -65,16 +72,28 @@ def main() -> int:
     batches = [collate([{k: r[k] for k in ("input_ids", "labels", "attention_mask")} for r in rows[i:i + 8]])
                for i in range(0, len(rows), 8)]
     layers = [int(x) for x in args.layers.split(",")]
-    trainer_cls = make_distill_trainer(teacher, 0.5, 2.0)
-    trainer = trainer_cls.__new__(trainer_cls)  # compute_loss needs only its loss-parts log
-    trainer._parts = {"kd_loss": [], "ce_loss": []}
-    variants = {"head on every position (before)": lambda m, b: full_logits_loss(m, teacher, b, 0.5, 2.0),
-                "head on response positions (now)": lambda m, b: trainer.compute_loss(m, b)}
+    t0 = time.perf_counter()
+    cache = teacher_top_k(teacher, [(b["input_ids"], b["attention_mask"], b["labels"]) for b in batches], args.top_k,
+                          2.0)
+    cache_s = (time.perf_counter() - t0) / len(rows)
+    tail = sum(float(v[2].exp().sum()) for v in cache.values()) / sum(len(v[2]) for v in cache.values())
+
+    def job_loss(use_cache):
+        trainer_cls = make_distill_trainer(teacher, 0.5, 2.0, cache if use_cache else None)
+        trainer = trainer_cls.__new__(trainer_cls)  # compute_loss needs only its loss-parts log
+        trainer._parts = {"kd_loss": [], "ce_loss": []}
+        return lambda m, b: trainer.compute_loss(m, b)
+
+    every = {"full": ("head on every position", lambda m, b: full_logits_loss(m, teacher, b, 0.5, 2.0)),
+             "response": ("teacher every step", job_loss(False)),
+             "cached": (f"teacher's top-{args.top_k} cached", job_loss(True))}
+    variants = dict(every[name.strip()] for name in args.compare.split(","))
     students = {name: derive_student(teacher, layers).train() for name in variants}
     optims = {name: torch.optim.AdamW(students[name].parameters(), lr=1e-5) for name in variants}
     with torch.no_grad():
-        a, b = (variants[n](students[n], batches[0]) for n in variants)
-    print(f"same loss: {float(a):.5f} vs {float(b):.5f}")
+        a, b = (loss_fn(students[n], batches[0]) for n, loss_fn in variants.items())
+    print(f"loss on the first batch: {float(a):.5f} vs {float(b):.5f}; the teacher's mean probability outside its "
+          f"top {args.top_k} at T=2: {tail:.5f}; its answers cached in {cache_s:.3f} s per example")
     times = {name: [] for name in variants}
     for _ in range(args.rounds + 1):  # the first round warms up
         for name, loss_fn in variants.items():
@@ -91,7 +110,7 @@ def main() -> int:
           f"{len(batches)} steps")
     medians = {name: statistics.median(v[1:]) for name, v in times.items()}
     for name, seconds in medians.items():
-        print(f"{name:<36} {seconds:.3f} s/step")
+        print(f"{name:<32} {seconds:.3f} s/step")
     first, second = medians.values()
     print(f"speed-up: {first / second:.2f}×")
     return 0

@@ -53,10 +53,9 @@ def response_loss(model, batches) -> float:
     total, count = 0.0, 0
     with torch.inference_mode():
         for ids, mask, labels in batches:
-            hidden = model.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
-            keep = labels[:, 1:] != -100
-            logits = model.lm_head(hidden[keep]).float()
-            total += float(F.cross_entropy(logits, labels[:, 1:][keep], reduction="sum"))
+            keep = response_positions(labels)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits.float()
+            total += float(F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]], reduction="sum"))
             count += int(keep.sum())
     return total / max(count, 1)
 
@@ -115,12 +114,76 @@ def check_same_tokenizer(teacher_tok, student_tok, teacher_id: str, student_id: 
                            "family, or derive one from the teacher's layers.")
 
 
-def make_distill_trainer(teacher, alpha: float, temperature: float):
+def response_positions(labels):
+    """The boolean mask of the positions that predict a response token (position i predicts token i+1)."""
+    import torch
+
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    return keep
+
+
+def row_key(ids, mask) -> bytes:
+    """An example's identity in the teacher cache: its token ids without padding (either side)."""
+    import torch
+
+    return ids[mask.bool()].to("cpu", torch.int32).numpy().tobytes()
+
+
+def teacher_top_k(teacher, batches, k: int, temperature: float, check=lambda: None, on_batch=None) -> dict:
+    """The teacher's answer, computed once: for each example (keyed by `row_key`), at every position that predicts a
+    response token, its k most likely next tokens with their log-probabilities at `temperature` (normalised over
+    the whole vocabulary) and the log of the probability left to all other tokens. `batches` are
+    (input_ids, attention_mask, labels) tensors. Training then needs no teacher forward pass per step."""
+    import torch
+
+    cache = {}
+    with torch.inference_mode():
+        for n, (ids, mask, labels) in enumerate(batches, 1):
+            check()
+            keep = response_positions(labels)
+            logits = teacher(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float() / temperature
+            logp = torch.log_softmax(logits, -1)
+            top, idx = logp.topk(min(k, logp.shape[-1] - 1), -1)  # at least one token in the tail
+            tail = torch.logsumexp(logp.scatter(1, idx, float("-inf")), -1)
+            counts = keep.sum(1).tolist()
+            for row, (start, count) in enumerate(zip([0, *torch.tensor(counts).cumsum(0).tolist()], counts)):
+                cache[row_key(ids[row], mask[row])] = (top[start:start + count].clone(),
+                                                       idx[start:start + count].clone(),
+                                                       tail[start:start + count].clone())
+            if on_batch is not None:
+                on_batch(n)
+    return cache
+
+
+def top_k_kl(student_logits, top, idx, tail):
+    """KL(teacher‖student) per position over the teacher's top-k tokens plus one bucket for all other tokens (the
+    exact KL of the two distributions with the tail tokens merged; equal to the full KL as the teacher's tail
+    mass goes to 0). `student_logits` are already divided by the temperature; `top`/`tail` are the teacher's log
+    probabilities from `teacher_top_k`."""
+    import torch
+
+    lse = torch.logsumexp(student_logits, -1)
+    logq = student_logits.gather(1, idx) - lse[:, None]
+    logq_tail = torch.logsumexp(student_logits.scatter(1, idx, float("-inf")), -1) - lse
+    p, p_tail = top.exp(), tail.exp()
+    return (p * (top - logq)).sum(-1) + p_tail * (tail - logq_tail)
+
+
+def make_distill_trainer(teacher, alpha: float, temperature: float, cache: dict | None = None):
     """A Trainer whose loss is α·T²·KL(teacher‖student) on response tokens + (1−α)·CE; logs both parts. Both models
-    take `logits_to_keep` as a boolean mask (transformers' Llama-style models do)."""
+    take `logits_to_keep` as a boolean mask (transformers' Llama-style models do). With `cache` (from
+    `teacher_top_k`) the teacher's side comes from it and the KL is over its top-k tokens plus the rest as one
+    bucket; a batch with an example not in the cache runs the teacher (the exact KL)."""
     import torch
     import torch.nn.functional as F
     from transformers import Trainer
+
+    def cached(ids, mask):
+        rows = [cache.get(row_key(i, m)) for i, m in zip(ids, mask)] if cache else [None]
+        if any(r is None for r in rows):
+            return None
+        return tuple(torch.cat(part).to(ids.device) for part in zip(*rows))
 
     class DistillTrainer(Trainer):
         def __init__(self, *args, **kwargs):
@@ -129,21 +192,22 @@ def make_distill_trainer(teacher, alpha: float, temperature: float):
             self._parts = {"kd_loss": [], "ce_loss": []}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs["labels"]
-            # the head runs only where a response token is predicted (position i predicts token i+1): on the
-            # bundled task that is under half the positions, and the head is ~40 % of a 10-layer student's work
-            keep = torch.zeros_like(labels, dtype=torch.bool)
-            keep[:, :-1] = labels[:, 1:] != -100
-            targets = labels[:, 1:][keep[:, :-1]]
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=keep)
-            ce = F.cross_entropy(out.logits.float(), targets)
+            labels, ids, mask = inputs["labels"], inputs["input_ids"], inputs["attention_mask"]
+            # the head runs only where a response token is predicted: on the bundled task that is under half the
+            # positions, and the head is ~40 % of a 10-layer student's work
+            keep = response_positions(labels)
+            out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep)
+            ce = F.cross_entropy(out.logits.float(), labels[:, 1:][keep[:, :-1]])
             if alpha > 0:
-                with torch.no_grad():
-                    t_logits = teacher(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                       logits_to_keep=keep).logits
-                s, t = out.logits / temperature, t_logits / temperature
-                kd = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True,
-                              reduction="batchmean") * temperature ** 2
+                s = out.logits.float() / temperature
+                hit = cached(ids, mask)
+                if hit is not None:
+                    kd = top_k_kl(s, *hit).mean() * temperature ** 2
+                else:
+                    with torch.no_grad():
+                        t = teacher(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits / temperature
+                    kd = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True,
+                                  reduction="batchmean") * temperature ** 2
                 loss = alpha * kd + (1 - alpha) * ce
             else:
                 kd = torch.zeros((), device=ce.device)

@@ -170,6 +170,58 @@ def test_distill_loss_on_response_positions_equals_the_full_logits_formula():
     assert torch.allclose(got, alpha * kd + (1 - alpha) * ce, atol=1e-5)
 
 
+def test_cached_teacher_top_k_gives_the_kl_of_the_merged_tail():
+    """The teacher's answer computed once: with all tokens but one kept, the cached loss is the exact loss; with
+    fewer, it is the KL of the distributions whose other tokens are merged into one bucket, which never exceeds the
+    full KL."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.distill import make_distill_trainer, response_positions, teacher_top_k, top_k_kl
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    teacher, student = LlamaForCausalLM(config).eval(), LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[2, 8:] = 0
+    labels = ids.clone()
+    labels[0, :4], labels[1, :6], labels[2, :3], labels[2, 8:] = -100, -100, -100, -100
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    t = 2.0
+
+    def loss(cache):
+        trainer_cls = make_distill_trainer(teacher, 0.5, t, cache)
+        trainer = trainer_cls.__new__(trainer_cls)
+        trainer._parts = {"kd_loss": [], "ce_loss": []}
+        return trainer.compute_loss(student, batch)
+
+    exact = loss(None)
+    # the cache is keyed by the unpadded ids: built from these rows padded on the other side, it still matches
+    left = torch.stack([torch.cat([torch.zeros(2, dtype=torch.long), r[:8]]) if i == 2 else r
+                        for i, r in enumerate(ids)])
+    left_mask = torch.stack([torch.cat([torch.zeros(2, dtype=torch.long), torch.ones(8, dtype=torch.long)])
+                             if i == 2 else m for i, m in enumerate(mask)])
+    left_labels = torch.stack([torch.cat([torch.full((2,), -100), r[:8]]) if i == 2 else r
+                               for i, r in enumerate(labels)])
+    full_cache = teacher_top_k(teacher, [(left, left_mask, left_labels)], 64, t)
+    assert len(full_cache) == 3 and all(v[1].shape[1] == 63 for v in full_cache.values())
+    assert torch.allclose(loss(full_cache), exact, atol=1e-5)
+
+    keep = response_positions(labels)
+    with torch.no_grad():
+        s = student(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits / t
+        tl = teacher(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits / t
+    full_kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(tl, -1), log_target=True, reduction="none").sum(-1)
+    small = teacher_top_k(teacher, [(ids, mask, labels)], 8, t)
+    parts = [torch.cat(p) for p in zip(*(small[k] for k in small))]
+    merged = top_k_kl(s, *parts)
+    assert merged.shape == full_kl.shape and bool((merged <= full_kl + 1e-6).all()) and float(merged.mean()) > 0
+    assert not torch.allclose(loss(small), exact)  # a real approximation on a flat random teacher
+
+
 def test_kd_training_lowers_the_loss_and_registers_the_student(distill_engine, tmp_path):
     preview = distill_engine.student_preview(distill_config(tmp_path))
     assert len(preview["layers"]) == 2 and 0 < preview["ratio"] < 1

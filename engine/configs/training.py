@@ -137,6 +137,9 @@ class DistillConfig(TrainingConfig):
     student_model_id: str | None = Field(default=None, description="Registered student (student = existing).")
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the KD term (0: cross-entropy only).")
     temperature: float = Field(default=2.0, ge=0.5, le=20.0, description="Softmax temperature of the KD term.")
+    teacher_top_k: int = Field(default=64, ge=0, le=4096, description="The teacher's answer is computed once, "
+                               "before training: its top-k tokens at each response position (the rest as one "
+                               "bucket), so a step needs no teacher pass. 0: run the teacher every step (exact KL).")
     # distillation's own defaults: a fresh (layer-dropped) student needs more steps at a lower rate than LoRA.
     # Measured (benchmarks/distill_recipe.py, request_to_json, teacher 0.880): 10 of 30 layers by importance,
     # 2 epochs → 0.320 (36 % of the teacher), 6 epochs → 0.830 (94 %).

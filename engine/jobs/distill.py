@@ -10,7 +10,7 @@ import time
 from ..errors import InvalidInput
 from ..configs import DistillConfig, DistillSweepConfig
 from ..distill import (check_same_tokenizer, decode_tokens_per_s, decoder_layers, derive_student, greedy_tokens,
-                       make_distill_trainer, perplexity, response_nll, select_layers)
+                       make_distill_trainer, perplexity, response_nll, select_layers, teacher_top_k)
 from ..exports import publish_model
 from ..scoring import split_conversation
 from ..training import TrainingSession, count_params, prepare_data, save_for_inference
@@ -31,7 +31,7 @@ def load_models(ctx, config: DistillConfig):
     return teacher_rec, teacher, tokenizer
 
 
-def calibration_batches(dataset, count: int, pad_id: int, batch_size: int = 8) -> list:
+def padded_batches(dataset, count: int, pad_id: int, batch_size: int = 8) -> list:
     """(input_ids, attention_mask, labels) tensors of the first `count` tokenized examples, right-padded."""
     import torch
 
@@ -58,7 +58,7 @@ def make_student(ctx, config: DistillConfig, teacher_rec, teacher, tokenizer, da
     n = len(decoder_layers(teacher))
     if config.measures_importance():
         keep = min(config.keep_layers, n)
-        batches = calibration_batches(data.train, config.calibration_examples, tokenizer.pad_token_id)
+        batches = padded_batches(data.train, config.calibration_examples, tokenizer.pad_token_id)
         ctx.stage(f"measuring layer importance on {config.calibration_examples} training examples")
         layers, rounds = select_layers(teacher, batches, keep, lambda r, left: ctx.progress(
             0.01 + 0.02 * (n - left) / max(n - keep, 1), f"layer importance: round {r}, {left} layers left"),
@@ -73,6 +73,32 @@ def make_student(ctx, config: DistillConfig, teacher_rec, teacher, tokenizer, da
         ctx.summary(layers=layers)
     ctx.log(f"student keeps teacher layers {layers}")
     return derive_student(teacher, layers)
+
+
+def cached_teacher(ctx, config: DistillConfig, teacher, tokenizer, data) -> dict | None:
+    """The teacher's top-k answer on every training and held-out example, computed once (None: the KD term is off,
+    or the teacher runs every step). A sweep computes it for its first student and shares it."""
+    if config.alpha == 0 or config.teacher_top_k == 0:
+        return None
+    shared = getattr(ctx, "shared", None)
+    key = ("teacher_top_k", config.teacher_top_k, config.temperature)
+    if shared is not None and key in shared:
+        return shared[key]
+    t0 = time.perf_counter()
+    batches = [*padded_batches(data.train, len(data.train), tokenizer.pad_token_id, config.batch_size),
+               *padded_batches(data.eval, len(data.eval), tokenizer.pad_token_id, config.batch_size)]
+    ctx.stage(f"the teacher's top-{config.teacher_top_k} answers on {len(data.train) + len(data.eval)} examples")
+    cache = teacher_top_k(teacher, batches, config.teacher_top_k, config.temperature, ctx.check_cancelled,
+                          lambda n: ctx.progress(n / len(batches), f"teacher's answers: batch {n}/{len(batches)}"))
+    positions = sum(len(v[2]) for v in cache.values())
+    tail = sum(float(v[2].exp().sum()) for v in cache.values()) / max(positions, 1)
+    ctx.log(f"teacher's top-{config.teacher_top_k} answers at {positions} response positions in "
+            f"{time.perf_counter() - t0:.0f} s; mean probability outside the top {config.teacher_top_k} at "
+            f"T={config.temperature:g}: {tail:.4f}")
+    ctx.summary(teacher_tail_mass=round(tail, 5))
+    if shared is not None:
+        shared[key] = cache
+    return cache
 
 
 def evaluate(ctx, config, teacher, student, tokenizer, data) -> dict:
@@ -158,9 +184,10 @@ def run(ctx, config: DistillConfig) -> None:
     ctx.summary(teacher_params_m=round(t_params / 1e6, 1), student_params_m=round(s_params / 1e6, 1),
                 params_ratio=round(s_params / t_params, 3), alpha=config.alpha)
 
-    trainer_cls = make_distill_trainer(teacher, config.alpha, config.temperature)
+    cache = cached_teacher(Span(ctx, 0.035, 0.06), config, teacher, tokenizer, data)
+    trainer_cls = make_distill_trainer(teacher, config.alpha, config.temperature, cache)
     # training fills the bar up to 80 %; the comparison after it (task scores above all) takes the rest
-    session = TrainingSession(Span(ctx, 0.04, 0.8), config, student, tokenizer, data, trainer_cls=trainer_cls)
+    session = TrainingSession(Span(ctx, 0.06, 0.8), config, student, tokenizer, data, trainer_cls=trainer_cls)
     session.train()
     results = evaluate(ctx, config, teacher, student, tokenizer, data)
     ctx.summary(**{k: round(v, 4) for k, v in results.items()})
