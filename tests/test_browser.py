@@ -85,6 +85,16 @@ def wait_reply(page):
     return page.inner_text("#chatbot")
 
 
+def answer_again(page, action):
+    """Do `action` (regenerate, edit) and wait for the new reply: its speed line replaces the last one."""
+    before = page.inner_text("#chat-stats")
+    page.wait_for_timeout(1000)  # the chatbot's message buttons are disabled for a moment after a reply
+    action()
+    page.wait_for_function("(b) => { const t = document.querySelector('#chat-stats')?.innerText || ''; "
+                           "return t.includes('tokens/s') && t !== b; }", arg=before, timeout=300_000, polling=250)
+    return page.inner_text("#chatbot")
+
+
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason="needs Debian's chromium (make test installs it)")
 
@@ -139,6 +149,19 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
         first.click("#chat-open")
         first.wait_for_function("document.querySelector('#chatbot').innerText.includes('Paris')", timeout=30_000)
         first.screenshot(path=str(tmp_path / "saved-chat.png"), full_page=True)
+        # regenerate the answer, edit the question (the conversation goes on from it), take it back into the box
+        answer_again(first, lambda: first.click("#chatbot button[aria-label='Retry']"))
+        assert "Paris" in first.inner_text("#chatbot")
+
+        def edit_question():
+            first.click("#chatbot button[aria-label='Edit']")
+            first.fill("#chatbot textarea", "What is the capital of Germany?")
+            first.click("#chatbot button[aria-label='Submit']")
+        chat = answer_again(first, edit_question)
+        assert "Germany" in chat and "France" not in chat
+        first.click("#chatbot button[aria-label='Undo']")
+        first.wait_for_function("!document.querySelector('#chatbot').innerText.includes('Germany')", timeout=30_000)
+        assert first.input_value("#chat-input textarea") == "What is the capital of Germany?"
 
         first.get_by_role("tab", name="Side by side").click()
         first.fill("#side-prompt textarea", "What is the capital of France?")

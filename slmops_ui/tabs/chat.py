@@ -23,6 +23,14 @@ def _speed(chunk) -> str:
     return " · ".join(parts)
 
 
+# (name, system prompt, temperature, top-p): what the settings are for, picked in one go
+PRESETS = [("Exact answers (greedy)", "", 0.0, 1.0),
+           ("Brief", "Answer briefly, in one or two sentences.", 0.0, 1.0),
+           ("JSON only", "Reply with one JSON object and nothing else.", 0.0, 1.0),
+           ("Balanced sampling", "", 0.7, 0.9),
+           ("Creative sampling", "", 1.0, 0.95)]
+
+
 def build_chat_tab(engine) -> dict:
     stop_events: dict[str, threading.Event] = {}  # one per browser session, set by its Stop button
 
@@ -40,6 +48,8 @@ def build_chat_tab(engine) -> dict:
                             info="Any registered, ready model. Loaded once, then kept in memory.")
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=140)
     with gr.Accordion("Generation settings", open=False):
+        preset = gr.Dropdown(label="Preset", choices=[name for name, *_ in PRESETS], value=None, elem_id="chat-preset",
+                             info="Fills the system prompt and the sampling settings below; change any of them after.")
         system = gr.Textbox(label="System prompt", lines=2, placeholder="Optional, e.g. 'Answer briefly.'")
         with gr.Row():
             temperature = slider(GenerationParams, "temperature", 0.05, value=0.0, label="Temperature")
@@ -49,7 +59,7 @@ def build_chat_tab(engine) -> dict:
 
     with gr.Tab("Chat"):
         history = gr.State([])
-        chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot")
+        chatbot = gr.Chatbot(label="Conversation", height=380, elem_id="chatbot", editable="user")
         with gr.Row():
             message = gr.Textbox(label="Message", placeholder="Ask something and press Enter", scale=5,
                                  elem_id="chat-input")
@@ -57,6 +67,8 @@ def build_chat_tab(engine) -> dict:
             stop = gr.Button("Stop", variant="stop", scale=1, elem_id="chat-stop")
             clear = gr.Button("Clear", scale=1, elem_id="chat-clear")
         stats = gr.Markdown("", elem_id="chat-stats")
+        gr.Markdown("Under the last answer: ↻ answers again, ↶ takes your message back into the box. The pencil on "
+                    "a message of yours edits it; the conversation goes on from there.", elem_classes=["hint"])
         current = gr.State(None)  # the saved conversation on screen: saving again updates it
         with gr.Accordion("Saved conversations", open=False, elem_id="chat-saved-panel"):
             with gr.Row():
@@ -86,24 +98,62 @@ def build_chat_tab(engine) -> dict:
                 out_b = gr.Markdown(label="Model B", elem_id="side-b", container=True)
                 stats_b = gr.Markdown("", elem_id="side-stats-b")
 
-    @ui_errors
-    def respond(model_id, text, past, system_, temp, top_p_, max_new_, request: gr.Request):
+    def answer(model_id, messages, system_, temp, top_p_, max_new_, request):
+        """Stream the model's reply to `messages` (ending with the user's turn): (chat, history, stats) updates."""
         if not model_id:
             raise gr.Error("Pick a model first (the list fills once a model is ready).")
-        text = (text or "").strip()
-        if not text:
-            raise gr.Error("Type a message first.")
         p = params(system_, temp, top_p_, max_new_)
-        messages = past + [{"role": "user", "content": text}]
         stop_event = session_stop(request)
         shown = messages + [{"role": "assistant", "content": ""}]
-        yield shown, past, "", "generating…"
+        yield shown, gr.skip(), "generating…"
         last = None
         for last in engine.chat(model_id, messages, p, stop_event):
             shown[-1] = {"role": "assistant", "content": last.text}
-            yield shown, past, "", "generating…"
+            yield shown, gr.skip(), "generating…"
         new_history = messages + [{"role": "assistant", "content": last.text if last else ""}]
-        yield new_history, new_history, "", _speed(last)
+        yield new_history, new_history, _speed(last)
+
+    @ui_errors
+    def respond(model_id, text, past, system_, temp, top_p_, max_new_, request: gr.Request):
+        text = (text or "").strip()
+        if not text:
+            raise gr.Error("Type a message first.")
+        for shown, kept, note in answer(model_id, past + [{"role": "user", "content": text}], system_, temp,
+                                        top_p_, max_new_, request):
+            yield shown, kept, "", note
+
+    def upto_user(past, index) -> list[dict]:
+        """The conversation up to and including the user message at `index` (what a regenerate or edit answers)."""
+        i = index[0] if isinstance(index, (list, tuple)) else int(index)
+        while i >= 0 and past[i]["role"] != "user":
+            i -= 1
+        if i < 0:
+            raise gr.Error("There is no message of yours to answer again.")
+        return [dict(m) for m in past[:i + 1]]
+
+    @ui_errors
+    def regenerate(model_id, past, system_, temp, top_p_, max_new_, evt: gr.RetryData, request: gr.Request):
+        yield from answer(model_id, upto_user(past, evt.index), system_, temp, top_p_, max_new_, request)
+
+    @ui_errors
+    def edited(model_id, past, system_, temp, top_p_, max_new_, evt: gr.EditData, request: gr.Request):
+        messages = upto_user(past, evt.index)
+        text = evt.value if isinstance(evt.value, str) else str(evt.value)
+        if not text.strip():
+            raise gr.Error("An edited message cannot be empty.")
+        messages[-1]["content"] = text.strip()
+        yield from answer(model_id, messages, system_, temp, top_p_, max_new_, request)
+
+    def take_back(past, evt: gr.UndoData):
+        """↶: the last user message goes back into the box (to edit and send again), its answer is dropped."""
+        messages = upto_user(past, evt.index)
+        return messages[:-1], messages[:-1], messages[-1]["content"], ""
+
+    def apply_preset(name):
+        for preset_name, system_, temp, top_p_ in PRESETS:
+            if preset_name == name:
+                return system_, temp, top_p_
+        return gr.skip(), gr.skip(), gr.skip()
 
     def do_stop(request: gr.Request):
         event = stop_events.get(request.session_hash)
@@ -115,7 +165,13 @@ def build_chat_tab(engine) -> dict:
     send.click(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
     message.submit(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
     stop.click(do_stop, None, None, queue=False)
+    again_inputs = [model, history, system, temperature, top_p, max_new]
+    chatbot.retry(regenerate, again_inputs, [chatbot, history, stats], concurrency_limit=4, concurrency_id="chat")
+    chatbot.edit(edited, again_inputs, [chatbot, history, stats], concurrency_limit=4, concurrency_id="chat")
+    chatbot.undo(take_back, [history], [chatbot, history, message, stats])
+    preset.change(apply_preset, [preset], [system, temperature, top_p])
     clear.click(lambda: ([], [], "", None), None, [chatbot, history, stats, current])
+    chatbot.clear(lambda: ([], "", None), None, [history, stats, current])  # the conversation's own 🗑
 
     def saved_choices():
         return [(f"{c.title} · {c.model_id} · {c.updated_at[:16].replace('T', ' ')}", c.id)
