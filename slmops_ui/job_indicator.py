@@ -6,8 +6,41 @@ import gradio as gr
 from .tables import eta_text
 
 
+_processes: dict[int, object] = {}  # pid → psutil.Process, kept between polls: CPU % is measured since the last one
+GIB = 1024 ** 3
+
+
+def process_gauge(pid: int | None) -> str:
+    """A job's worker (with its children, e.g. torchrun's ranks): CPU since the last poll (100 % = one core) and
+    resident memory; empty when the process is gone."""
+    import psutil
+
+    try:
+        proc = _processes.get(pid) or _processes.setdefault(pid, psutil.Process(pid))
+        procs = [proc, *proc.children(recursive=True)]
+        cpu = 0.0
+        for p in procs:
+            known = _processes.setdefault(p.pid, p)  # a child's first reading is 0: it counts from the next poll
+            cpu += known.cpu_percent(None)
+        rss = sum(p.memory_info().rss for p in procs)
+    except (psutil.Error, TypeError, ValueError):
+        _processes.pop(pid, None)
+        return ""
+    return f"CPU {cpu:.0f} % · {rss / GIB:.1f} GiB"
+
+
+def machine_gauge() -> str:
+    """The whole machine: CPU over all cores since the last call, memory in use of the total."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    return (f"machine: CPU {psutil.cpu_percent(None):.0f} % of {psutil.cpu_count()} cores, memory "
+            f"{(mem.total - mem.available) / GIB:.1f} of {mem.total / GIB:.1f} GiB")
+
+
 def jobs_text(engine) -> str:
-    """One line: each active run with its progress and ETA, or its place in the queue; empty when none."""
+    """One line: each active run with its progress, ETA and what its process uses (CPU, memory), or its place in
+    the queue, then the machine's CPU and memory; empty when no job is active."""
     parts = []
     for run in sorted(engine.active_runs(), key=lambda r: r.id):
         run = engine.get_run(run.id)  # with its queue position
@@ -15,8 +48,12 @@ def jobs_text(engine) -> str:
             parts.append(f"run {run.id} · {run.kind} · queued ({run.queue_position})")
             continue
         eta = f" · {eta_text(run)}" if eta_text(run) else ""
-        parts.append(f"run {run.id} · {run.kind} · {run.progress:.0%} · {run.stage}{eta}")
-    return ("**Jobs:** " + " ｜ ".join(parts)) if parts else ""
+        gauge = process_gauge(run.pid) if run.pid else ""
+        parts.append(f"run {run.id} · {run.kind} · {run.progress:.0%} · {run.stage}{eta}"
+                     + (f" · {gauge}" if gauge else ""))
+    if not parts:
+        return ""
+    return "**Jobs:** " + " ｜ ".join(parts) + f" ｜ {machine_gauge()}"
 
 
 def poll_s(text: str) -> float:

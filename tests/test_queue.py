@@ -1,5 +1,7 @@
 """The job queue: exclusive jobs share Settings.max_parallel_jobs slots, the others start at once; queued runs
 show their position, can be cancelled before they start, and survive a restart of the server."""
+import re
+
 from engine import Engine, Settings
 from engine.records import RunStatus
 from slmops_ui.job_indicator import jobs_text
@@ -30,6 +32,8 @@ def test_exclusive_jobs_wait_in_order_and_light_jobs_do_not(engine):
     assert "Waiting in the queue: position 2" in status_markdown(engine, third)  # what the job panel shows
     line = jobs_text(engine)  # the job indicator under the header, on every tab
     assert f"run {first} · " in line and f"run {third} · {engine.get_run(third).kind} · queued (2)" in line
+    assert re.search(rf"run {first} · .* · CPU \d+ % · \d+\.\d GiB", line), line  # what its process uses
+    assert re.search(r"machine: CPU \d+ % of \d+ cores, memory \d+\.\d of \d+\.\d GiB$", line), line
     assert engine.wait_run(light, timeout=30).status is RunStatus.SUCCEEDED  # not held up by the queue
     assert engine.get_run(first).status is RunStatus.RUNNING and engine.get_run(second).pid is None
     engine.cancel_run(first)
