@@ -117,6 +117,7 @@ def build_stage2(engine, dataset_picker) -> tuple:
     with gr.Row():
         form.field("alpha", step=0.05)
         form.field("temperature", step=0.5)
+        form.field("teacher_top_k", label="Teacher's top-k, cached (0: teacher every step)", step=1)
         for name in ("learning_rate", "epochs", "max_steps", "batch_size", "max_length"):
             form.field(name)
     with gr.Row():
