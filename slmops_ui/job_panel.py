@@ -7,6 +7,7 @@ from engine import JOB_KINDS, ModelFormat
 
 from .charts import loss_figure
 from .forms import ui_errors
+from .navigation import next_buttons
 from .tables import eta_text
 
 
@@ -29,22 +30,18 @@ def status_markdown(engine, run_id) -> str:
         text += "\n\n" + summary_line(run.kind, run.summary)
         text += comparison_table(run.summary)
         text += results_lines(run.summary.get("results"))
-    if run.status.value == "succeeded":
-        text += next_steps(engine, run)
+    made = made_model(engine, run)
+    if made is not None:
+        text += f"\n\n**Made `{made.id}`.** Next steps: the buttons below · every detail: **Runs** → run {run.id}."
     return text
 
 
-def next_steps(engine, run) -> str:
-    """What a user does with the model a run made: where to chat with it, export, benchmark and score it."""
+def made_model(engine, run):
+    """The model a succeeded run registered (the last one, e.g. a fine-tune's merged copy), or None."""
+    if run is None or run.status.value != "succeeded":
+        return None
     made = [m for m in engine.list_models() if m.run_id == run.id]
-    if not made:
-        return ""
-    name = made[-1].id
-    steps = [f"chat with it (**Chat** tab, pick `{name}`)", "score it on a task (**Evaluate**)",
-             "compare it with others (**Benchmark**)"]
-    if made[-1].format != ModelFormat.ONNX:
-        steps.insert(1, "export it to int4 (**Quantize**)")
-    return f"\n\n**Made `{name}`.** Next: " + " · ".join(steps) + f" · every detail: **Runs** → run {run.id}."
+    return made[-1] if made else None
 
 
 def summary_line(kind: str, summary: dict) -> str:
@@ -127,6 +124,8 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
             more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
             go_on = gr.Button("Continue finished run", interactive=False)
             buttons.append((go_on, lambda run: run.status.value == "succeeded"))
+    made = gr.State(None)  # the id of the model the run made: the next-step buttons take it to another tab
+    steps = next_buttons(made)
     timer = gr.Timer(poll_s, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
 
     finished = gr.State(None)
@@ -134,15 +133,20 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     def refresh(run_id, watched: bool = False):
         if not run_id:
             return (status_markdown(engine, None), progress_bar(None), gr.update(visible=False),
-                    gr.Timer(active=False), gr.skip(), *(gr.update(interactive=False) for _ in buttons))
+                    gr.Timer(active=False), gr.skip(), None, *(gr.update(visible=False) for _ in steps),
+                    *(gr.update(interactive=False) for _ in buttons))
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
+        model = made_model(engine, run)
         return (status_markdown(engine, run.id), progress_bar(run),
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
-                run.id if watched and run.status.final else gr.skip(),
+                run.id if watched and run.status.final else gr.skip(), model.id if model else None,
+                *(gr.update(visible=model is not None and (onnx_too or model.format != ModelFormat.ONNX))
+                  for _, onnx_too in steps),
                 *(gr.update(interactive=bool(applies(run))) for _, applies in buttons))
 
-    outputs = [status, progress, plot, timer, finished, *(button for button, _ in buttons)]
+    outputs = [status, progress, plot, timer, finished, made, *(step for step, _ in steps),
+               *(button for button, _ in buttons)]
 
     def attach():
         """The tab's latest run: the newest active one, else the newest that ended (with its results)."""

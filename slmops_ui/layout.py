@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from . import navigation
 from .api import register_api
 from .clone import build_clone_row, restore_active, wire
 from .job_indicator import build_job_indicator
@@ -52,6 +53,7 @@ def build_app(engine) -> gr.Blocks:
                  ("Benchmark", "benchmark", build_benchmark_tab), ("Serve", "serve", build_serve_tab),
                  ("Models", "models", build_models_tab)]
         built = {}
+        nav = navigation.begin()  # next-step buttons of the job panels, wired to the tabs once all exist
         with gr.Tabs() as tabs:
             for label, tab_id, build in pages:
                 with gr.Tab(label, id=tab_id):
@@ -71,6 +73,7 @@ def build_app(engine) -> gr.Blocks:
         tabs.select(runs_polling, None, [runs["timer"]], show_progress="hidden")
         runs_tab.select(*runs["shown"], show_progress="hidden")
         wire(clone_state, [form for tab_forms in forms.values() for form in tab_forms])
+        navigation.connect(nav, tabs, engine)
         refreshers = [tab["refresh"] for tab in built.values()] + [cloner["refresh"]]
         refresh_outputs = [o for _, _, outs in refreshers for o in outs]
         refresh_inputs = [i for _, ins, _ in refreshers for i in (ins or [])]

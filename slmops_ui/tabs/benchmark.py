@@ -9,6 +9,7 @@ from engine import BenchmarkConfig
 
 from ..bench_charts import BAR_METRICS, TABLE_HEADERS, bar_figure, scatter_figure, table_rows
 from ..forms import ConfigForm, model_choices, task_choices, ui_errors
+from .. import navigation
 from ..job_panel import build_job_panel
 
 
@@ -31,6 +32,7 @@ def build_benchmark_tab(engine) -> dict:
         models = form.field("model_ids", gr.Dropdown(
             label="Models", choices=[], multiselect=True, elem_id="bench-models",
             info="Any registered models; a model's source/teacher is also run for agreement."))
+    navigation.picker("benchmark", models, multiselect=True)
     with gr.Row():
         task = form.field("task", gr.Dropdown(label="Task (optional)", choices=[""], value="", elem_id="bench-task",
                                               info=BenchmarkConfig.model_fields["task"].description))

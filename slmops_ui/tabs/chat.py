@@ -9,6 +9,7 @@ import gradio as gr
 
 from engine import DEFAULT_MODEL_ID, GenerationParams
 
+from .. import navigation
 from ..forms import model_choices, slider, ui_errors
 
 
@@ -47,6 +48,7 @@ def build_chat_tab(engine) -> dict:
         model = gr.Dropdown(label="Model", choices=[], value=None, allow_custom_value=False, scale=3,
                             info="Any registered, ready model. Loaded once, then kept in memory.")
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=140)
+    navigation.picker("chat", model)
     with gr.Accordion("Generation settings", open=False):
         preset = gr.Dropdown(label="Preset", choices=[name for name, *_ in PRESETS], value=None, elem_id="chat-preset",
                              info="Fills the system prompt and the sampling settings below; change any of them after.")

@@ -8,6 +8,7 @@ import gradio as gr
 from engine import EvaluateConfig
 
 from ..forms import ConfigForm, model_choices, ui_errors
+from .. import navigation
 from ..job_panel import build_job_panel
 
 HEADERS = ["#", "score", "answer", "reference", "prompt"]  # the answer first: it is what a user reads
@@ -51,6 +52,7 @@ def build_evaluate_tab(engine) -> dict:
                                                 "task": "Pick a model and a task."})
     with gr.Row():
         model = form.field("model_id", gr.Dropdown(label="Model", choices=[], elem_id="eval-model"))
+        navigation.picker("evaluate", model)
         task = form.field("task", gr.Dropdown(label="Task", choices=[], elem_id="eval-task",
                                               info="Add tasks with `python -m engine tasks add --config task.yaml`."))
         form.field("limit", label="Examples (0: all)")

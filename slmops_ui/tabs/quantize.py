@@ -8,6 +8,7 @@ from engine import ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_varia
 
 from ..charts import pareto_figure
 from ..forms import ConfigForm, model_choices, task_choices, ui_errors
+from .. import navigation
 from ..job_panel import build_job_panel
 
 PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact for Q4_1 weights such as the "
@@ -43,6 +44,7 @@ def build_quantize_tab(engine) -> dict:
         model = form.field("model_id", gr.Dropdown(label="Source model", choices=[], info="Any full model or LoRA "
                                                    "adapter (an adapter is merged into its base first)."))
         form.field("output_name", label="Output name (optional)", placeholder="<model>-onnx-<variant>", info=None)
+    navigation.picker("quantize", model)
     with gr.Row():
         form.field("precision", info=PRECISION_HELP)
         form.field("method", label="int4 method",
