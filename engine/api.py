@@ -146,8 +146,9 @@ class Engine:
 
     # ---- serving ------------------------------------------------------------------------------------------
     def start_server(self, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000,
-                     api_key: str | None = None):
-        """Serve models on an OpenAI-compatible API from this process; returns the running server."""
+                     api_key: str | None = None, record_prompts: bool = False):
+        """Serve models on an OpenAI-compatible API from this process; returns the running server. Every request
+        is recorded (`served_requests`); its prompt text only with `record_prompts`."""
         from .serve import BackgroundServer
 
         if not model_ids:
@@ -155,7 +156,7 @@ class Engine:
         if port in self._servers:
             raise InvalidInput(f"Port {port} already serves {', '.join(self._servers[port].model_ids)}: stop it "
                                "first or choose another port.")
-        server = BackgroundServer(self, model_ids, host, port, api_key).start()
+        server = BackgroundServer(self, model_ids, host, port, api_key, record_prompts).start()
         self._servers[port] = server
         return server
 
@@ -167,6 +168,12 @@ class Engine:
 
     def servers(self) -> list:
         return list(self._servers.values())
+
+    def served_requests(self, model: str | None = None, since: str | None = None, limit: int = 10_000) -> list[dict]:
+        """Requests answered by `engine serve` here (any server of this workspace), newest first."""
+        from .serve_monitor import request_rows
+
+        return request_rows(self.store, model, since, limit)
 
     def loaded_models(self) -> list[str]:
         return self._models.loaded()

@@ -227,7 +227,7 @@ def cmd_serve(engine: Engine, args) -> int:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use it",
               file=sys.stderr)
     print(f"serving {', '.join(args.model)} at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
-    serve(engine, args.model, args.host, args.port, key)
+    serve(engine, args.model, args.host, args.port, key, args.record_prompts)
     return 0
 
 
@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require this key as 'Authorization: Bearer KEY' "
                    "(default: $SLMOPS_API_KEY, else none)")
+    p.add_argument("--record-prompts", action="store_true", help="keep each request's last message in its record "
+                   "(default: tokens and timings only)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_KINDS)}) and follow it")

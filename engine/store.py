@@ -77,6 +77,18 @@ def m005_conversations(db: Database) -> None:
                                 "updated_at": str}, pk="id", if_not_exists=True)
 
 
+@migrations()
+def m006_requests(db: Database) -> None:
+    """Requests answered by `engine serve` (engine/serve_monitor.py): one row each, written at start, completed at
+    the end."""
+    db["requests"].create({"id": str, "server": str, "model": str, "adapter": str, "started_at": str,
+                           "finished_at": str, "status": str, "prompt_tokens": int, "completion_tokens": int,
+                           "ttft_s": float, "total_s": float, "decode_tok_s": float, "error": str,
+                           "prompt_text": str}, pk="id", if_not_exists=True)
+    db["requests"].create_index(["started_at"], if_not_exists=True)
+    db["requests"].create_index(["server", "status"], if_not_exists=True)
+
+
 def _utc_bound(value: str, name: str, end_of_day: bool) -> str:
     """A `since`/`until` filter as the ISO UTC text stored in created_at (string order = time order).
 

@@ -204,3 +204,40 @@ def student_sweep_figure(rows: list[dict], teacher_params_m: float | None = None
                       height=400, template="plotly_white", margin=dict(l=60, r=60, t=60, b=50),
                       legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def serve_figure(rows: list[dict], title: str = "Served requests") -> go.Figure | None:
+    """Requests answered by `engine serve`, per minute: requests (answered and failed), p50/p95 latency and time to
+    first token, median decode tokens/s. None when there are no requests."""
+    from plotly.subplots import make_subplots
+
+    minutes: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        minutes[r["started_at"][:16]].append(r)
+    if not minutes:
+        return None
+    xs = sorted(minutes)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=["requests per minute", "seconds (p50 / p95)", "decode tokens/s (median)"])
+    ok = [sum(r["status"] == "ok" for r in minutes[x]) for x in xs]
+    bad = [len(minutes[x]) - n for x, n in zip(xs, ok)]
+    fig.add_trace(go.Bar(x=xs, y=ok, name="answered", marker_color="#4c78a8"), row=1, col=1)
+    fig.add_trace(go.Bar(x=xs, y=bad, name="refused, failed or cut off", marker_color="#e45756"), row=1, col=1)
+    for field, label, dash in (("total_s", "latency", "solid"), ("ttft_s", "time to first token", "dot")):
+        for q, width in ((0.5, 2), (0.95, 1)):
+            ys = [_quantile(v, q) if (v := [r[field] for r in minutes[x] if r[field] is not None]) else None
+                  for x in xs]
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{label} p{int(q * 100)}", mode="lines+markers",
+                                     line=dict(dash=dash, width=width)), row=2, col=1)
+    speed = [_quantile(v, 0.5) if (v := [r["decode_tok_s"] for r in minutes[x] if r["decode_tok_s"]]) else None
+             for x in xs]
+    fig.add_trace(go.Scatter(x=xs, y=speed, name="decode tokens/s", mode="lines+markers"), row=3, col=1)
+    fig.update_layout(title=title, barmode="stack", height=640, margin=dict(l=60, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=-0.1), template="plotly_white")
+    fig.update_xaxes(title_text="minute (UTC)", row=3, col=1)
+    return fig

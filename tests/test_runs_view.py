@@ -86,8 +86,9 @@ def test_migration_adds_indexes_and_keeps_existing_rows(tmp_path):
     db.close()
     store = Store(path)
     assert [m.name for m in migrations.applied(store.db)] == ["m001_initial", "m002_run_filter_indexes",
-                                                              "m003_run_queue", "m004_tasks", "m005_conversations"]
-    assert [m.name for m in migrations.applied(Store(path).db)][-1] == "m005_conversations"  # applied once
+                                                              "m003_run_queue", "m004_tasks", "m005_conversations",
+                                                              "m006_requests"]
+    assert [m.name for m in migrations.applied(Store(path).db)][-1] == "m006_requests"  # applied once
     assert store.run_row(1)["exclusive"] == 0  # an old run gets the queue column with its default
     indexed = {tuple(i.columns) for i in store.db["runs"].indexes}
     assert {("kind",), ("status",), ("model_id",), ("created_at",)} <= indexed

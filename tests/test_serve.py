@@ -1,5 +1,6 @@
 """The OpenAI-compatible server, driven by the official `openai` client: listing, streaming and non-streaming
-replies, stop sequences, errors in OpenAI's shape, an API key, and two requests at once."""
+replies, stop sequences, errors in OpenAI's shape, an API key, two requests at once, and every request recorded
+(SQLite rows, Prometheus /metrics, /health)."""
 import socket
 import threading
 import time
@@ -23,9 +24,11 @@ def server(tiny_engine):
 
     servers = []
 
-    def start(api_key=None):
+    def start(api_key=None, record_prompts=False):
         port = free_port()
-        app = create_app(tiny_engine, ["tiny"], api_key=api_key)
+        app = create_app(tiny_engine, ["tiny"], api_key=api_key, server=f"127.0.0.1:{port}",
+                         record_prompts=record_prompts)
+        start.apps.append(app)
         srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=srv.run, daemon=True)
         thread.start()
@@ -35,6 +38,7 @@ def server(tiny_engine):
         servers.append((srv, thread))
         return f"http://127.0.0.1:{port}/v1"
 
+    start.apps = []
     yield start
     for srv, thread in servers:
         srv.should_exit = True
@@ -118,3 +122,74 @@ def test_stop_scanner_cuts_at_stop_strings_across_chunks():
     assert sent == "Hello " and scanner.stopped
     plain = StopScanner([])
     assert plain.feed("abc") + plain.feed("abcd", final=True) == "abcd"
+
+
+def test_every_request_is_recorded_and_counted(server, tiny_engine):
+    from engine.serve_monitor import RequestLog, ServeMetrics, Tracked
+
+    base = server(api_key="k")
+    app = server.apps[-1]
+    client = openai.OpenAI(base_url=base, api_key="k")
+    assert httpx.get(base.replace("/v1", "/health")).json() == {"status": "ok", "models": ["tiny"]}  # no key needed
+
+    def ask(stream: bool):
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                               max_tokens=6, temperature=0, stream=stream)
+        if stream:
+            for _ in reply:
+                pass
+
+    threads = [threading.Thread(target=ask, args=(i % 2 == 0,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "Hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], temperature=3)
+    app.state.request_log.flush()
+    server_name = base.split("//")[1].removesuffix("/v1")
+    rows = [r for r in tiny_engine.served_requests() if r["server"] == server_name]
+    assert len(rows) == 8  # every request sent, answered or refused
+    done = [r for r in rows if r["status"] == "ok"]
+    assert len(done) == 6 and {r["status"] for r in rows} == {"ok", "refused"}
+    assert all(r["completion_tokens"] >= 1 and r["prompt_tokens"] > 0 and r["total_s"] > 0 and r["ttft_s"] is not None
+               and r["finished_at"] >= r["started_at"] and r["prompt_text"] is None for r in done)
+    assert {r["model"] for r in rows} == {"tiny", "nope"}
+    assert "does not exist" in next(r["error"] for r in rows if r["model"] == "nope")
+    metrics = httpx.get(base.replace("/v1", "/metrics"), headers={"Authorization": "Bearer k"}).text
+    assert 'slmops_requests_total{model="tiny",status="ok"} 6.0' in metrics
+    assert 'slmops_requests_total{model="nope",status="refused"} 1.0' in metrics
+    assert 'slmops_request_seconds_count{model="tiny"} 7.0' in metrics  # 6 answered + 1 refused
+    assert 'slmops_time_to_first_token_seconds_count{model="tiny"} 6.0' in metrics
+    assert 'slmops_requests_in_flight{model="tiny"} 0.0' in metrics
+
+    # a server that died leaves its rows "running": the next one at its address marks them interrupted
+    log = RequestLog(tiny_engine.store, "test:1")
+    rid = log.begin("tiny")
+    log.flush()
+    RequestLog(tiny_engine.store, "test:1").close()
+    assert next(r for r in tiny_engine.served_requests() if r["id"] == rid)["status"] == "interrupted"
+    # what recording costs a request: a row queued at its start and its end, the metrics updated
+    metrics_ = ServeMetrics()
+    t0 = time.perf_counter()
+    for _ in range(500):
+        Tracked.start(log, metrics_, "tiny").fail("refused", "x")
+    per_request_ms = (time.perf_counter() - t0) / 500 * 1000
+    log.close()
+    assert per_request_ms < 1.0, per_request_ms
+
+
+def test_prompt_text_is_kept_only_when_asked_and_an_empty_period_says_so(server, tiny_engine):
+    from slmops_ui.tabs.serve import monitoring
+
+    fig, line, table = monitoring(tiny_engine, "tiny", "last 15 minutes")
+    assert fig is None and table == [] and line == "No requests to tiny in this period (last 15 minutes)."
+    base = server(record_prompts=True)
+    openai.OpenAI(base_url=base, api_key="unused").chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Private words"}], max_tokens=2)
+    server.apps[-1].state.request_log.flush()
+    assert tiny_engine.served_requests("tiny")[0]["prompt_text"] == "Private words"
+    fig, line, table = monitoring(tiny_engine, "tiny", "last 15 minutes")
+    assert fig is not None and line.startswith("**1 request** in this period") and table[0][2:4] == ["tiny", "ok"]

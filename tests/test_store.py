@@ -12,7 +12,8 @@ def test_migrations_are_idempotent_and_wal_is_on(tmp_path):
     Store(db_path)
     store = Store(db_path)  # a second open applies nothing again
     applied = [m.name for m in migrations.applied(store.db)]
-    assert applied == ["m001_initial", "m002_run_filter_indexes", "m003_run_queue", "m004_tasks", "m005_conversations"]
+    assert applied == ["m001_initial", "m002_run_filter_indexes", "m003_run_queue", "m004_tasks", "m005_conversations",
+                       "m006_requests"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {"models", "runs", "metrics", "logs", "artifacts"} <= set(store.db.table_names())
 

@@ -1,10 +1,37 @@
 """Serve tab: any registered model on an OpenAI-compatible API (/v1/models, /v1/chat/completions) from this
-server process, with an optional API key; what is served and how to call it."""
+server process, with an optional API key; what is served and how to call it; and what was served: every request
+recorded (by this page's servers and by `python -m engine serve`), charted per minute, the latest listed."""
 from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
 
 import gradio as gr
 
+from ..charts import serve_figure
 from ..forms import model_choices, ui_errors
+
+PERIODS = {"last 15 minutes": 15, "last hour": 60, "last 24 hours": 24 * 60, "everything": None}
+LATEST_HEADERS = ["started (UTC)", "server", "model", "status", "prompt tokens", "completion tokens",
+                  "first token (s)", "total (s)", "decode tok/s", "error"]
+
+
+def monitoring(engine, model: str, period: str):
+    """(figure or None, a line of totals, the latest 50 requests as table rows) for the model ('' = all)."""
+    minutes = PERIODS.get(period)
+    since = ((datetime.now(timezone.utc) - timedelta(minutes=minutes)).isoformat(timespec="milliseconds")
+             if minutes else None)
+    rows = engine.served_requests(model or None, since)
+    if not rows:
+        return None, f"No requests {'to ' + model + ' ' if model else ''}in this period ({period}).", []
+    ok = [r for r in rows if r["status"] == "ok"]
+    latency = sorted(r["total_s"] for r in ok if r["total_s"] is not None)
+    p95 = f", p95 latency {latency[min(len(latency) - 1, int(0.95 * len(latency)))]:.2f} s" if latency else ""
+    line = (f"**{len(rows)} request{'s' if len(rows) != 1 else ''}** in this period ({period}): {len(ok)} answered, {len(rows) - len(ok)} refused, "
+            f"failed or cut off{p95}; {sum(r['completion_tokens'] or 0 for r in ok)} tokens written.")
+    table = [[r["started_at"][:19].replace("T", " "), r["server"], r["model"], r["status"], r["prompt_tokens"],
+              r["completion_tokens"], r["ttft_s"], r["total_s"], r["decode_tok_s"], (r["error"] or "")[:80]]
+             for r in rows[:50]]
+    return serve_figure(rows, f"Served requests ({period})"), line, table
 
 
 def build_serve_tab(engine) -> dict:
@@ -19,6 +46,27 @@ def build_serve_tab(engine) -> dict:
         serve_start = gr.Button("Start serving")
         serve_stop = gr.Button("Stop serving", variant="stop")
     serve_text = gr.Markdown("Not serving. The API binds to 127.0.0.1 (this machine only).")
+    gr.Markdown("### What was served\nEvery request is recorded in the workspace (model, tokens, time to first "
+                "token, total time, decode speed, status; the prompt text only with `engine serve "
+                "--record-prompts`). Each server also answers `GET /metrics` (Prometheus) and `GET /health`.")
+    with gr.Row():
+        watch_model = gr.Dropdown(label="Model", choices=[("all models", "")], value="", elem_id="serve-watch-model")
+        period = gr.Dropdown(list(PERIODS), value="last hour", label="Period", elem_id="serve-period")
+        watch = gr.Button("↻ Refresh", scale=0, min_width=120, elem_id="serve-refresh")
+    totals = gr.Markdown("", elem_id="serve-totals")
+    chart = gr.Plot(label="Requests per minute", visible=False, elem_id="serve-chart")
+    latest = gr.Dataframe(headers=LATEST_HEADERS, interactive=False, visible=False, elem_id="serve-latest",
+                          label="Latest requests (newest first, up to 50)")
+    timer = gr.Timer(10.0, active=False)  # ticks while this page serves: the chart follows the traffic
+
+    def show(model_, period_):
+        fig, line, table = monitoring(engine, model_, period_)
+        return (line, gr.update(value=fig, visible=fig is not None),
+                gr.update(value=table, visible=bool(table)), gr.Timer(active=bool(engine.servers())))
+
+    watch_outputs = [totals, chart, latest, timer]
+    for trigger in (watch.click, period.change, watch_model.change, timer.tick):
+        trigger(show, [watch_model, period], watch_outputs, show_progress="hidden")
 
     def serving_text() -> str:
         servers = engine.servers()
@@ -44,11 +92,15 @@ def build_serve_tab(engine) -> dict:
         engine.stop_server(int(port_))
         return serving_text()
 
-    serve_start.click(do_serve, [serve_model, port, api_key], [serve_text])
+    serve_start.click(do_serve, [serve_model, port, api_key], [serve_text]).then(
+        show, [watch_model, period], watch_outputs, show_progress="hidden")
     serve_stop.click(do_unserve, [port], [serve_text])
 
-    def refresh(current):
+    def refresh(current, watched, period_):
         every = model_choices(engine)
-        return (gr.update(choices=every, value=current if current in every else (every[0] if every else None)),)
+        served = sorted({r["model"] for r in engine.served_requests(limit=5000)} | set(every))
+        return (gr.update(choices=every, value=current if current in every else (every[0] if every else None)),
+                gr.update(choices=[("all models", ""), *served], value=watched if watched in served else ""),
+                *show(watched if watched in served else "", period_))
 
-    return {"refresh": (refresh, [serve_model], [serve_model])}
+    return {"refresh": (refresh, [serve_model, watch_model, period], [serve_model, watch_model, *watch_outputs])}
