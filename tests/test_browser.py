@@ -261,11 +261,16 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval loss after" in page.inner_text("body")  # a figure the registry labels for the job panel
-        assert "Next: chat with it" in page.inner_text("body")  # what to do with the adapter it made
+        made = re.search(r"Made (\S+)\. Next steps", page.inner_text("body")).group(1)  # the adapter it made
         page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
         page.reload()  # after the run ended, the tab still shows it (not "No run started from this tab yet")
         page.get_by_role("tab", name="Fine-tune").click()
         page.wait_for_function(f"document.body.innerText.includes({run_id + ' · succeeded'!r})", timeout=30_000)
+        # its next steps: "Chat with it" opens the Chat tab with the adapter picked
+        page.get_by_role("button", name="Chat with it", exact=True).click()
+        page.wait_for_function(f"document.querySelector('#chat-input textarea')?.offsetParent !== null && "
+                               f"[...document.querySelectorAll('input')].some(i => i.value === {made!r})",
+                               timeout=30_000)
     keep_screenshots(tmp_path, ("finetune.png", "jobs.png"))
 
 
@@ -387,6 +392,38 @@ def test_evaluate_from_the_ui_scores_a_task_and_lists_every_example(app_url, tmp
         status = page.locator(".prose.job-status").filter(has_text="request_to_json").inner_text()
         assert "score" in status and "scored on" in status and "transformers" in status
     keep_screenshots(tmp_path, ("evaluate.png",))
+
+
+@needs_chromium
+def test_serve_from_the_ui_records_and_charts_every_request(app_url, tmp_path):
+    import httpx
+
+    port = free_port()
+    with open_tab(app_url, "Serve", wait_for_default_model=True) as page:
+        page.get_by_label("Port").fill(str(port))
+        page.get_by_role("button", name="Start serving").click()
+        page.wait_for_function(f"document.body.innerText.includes('127.0.0.1:{port}/v1')", timeout=60_000)
+        base = f"http://127.0.0.1:{port}"
+        body = {"model": "smollm2-135m-instruct", "max_tokens": 4, "temperature": 0,
+                "messages": [{"role": "user", "content": "Say hi"}]}
+        chat = f"{base}/v1/chat/completions"
+        for stream in (False, True):
+            assert httpx.post(chat, json={**body, "stream": stream}, timeout=120).status_code == 200
+        assert httpx.post(chat, json={**body, "model": "nope"}, timeout=30).status_code == 404
+        assert httpx.get(f"{base}/health").json()["status"] == "ok"
+        counted = httpx.get(f"{base}/metrics").text
+        assert 'slmops_requests_total{model="smollm2-135m-instruct",status="ok"} 2.0' in counted
+        page.wait_for_timeout(1000)  # the records are written in batches every 0.25 s
+        page.click("#serve-refresh")
+        page.wait_for_function("document.querySelector('#serve-totals')?.innerText.includes('3 requests')",
+                               timeout=30_000, polling=500)
+        page.wait_for_selector("#serve-chart .js-plotly-plot", timeout=30_000)
+        latest = page.inner_text("#serve-latest")
+        assert latest.count("smollm2-135m-instruct") == 2 and "refused" in latest and "does not exist" in latest
+        page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+        page.get_by_role("button", name="Stop serving").click()
+        page.wait_for_function("document.body.innerText.includes('Not serving')", timeout=30_000)
+    keep_screenshots(tmp_path, ("serve.png",))
 
 
 @needs_chromium
