@@ -137,14 +137,11 @@ def test_layer_importance_finds_a_layer_that_does_nothing():
     assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4  # the model is left whole
 
 
-def test_distill_loss_on_response_positions_equals_the_full_logits_formula():
-    """The trainer runs the head only where a response token is predicted; its loss is the textbook
-    α·T²·KL(teacher‖student) + (1−α)·CE over response tokens, computed here from the full logits."""
+def tiny_pair_and_batch():
+    """A random tiny teacher and student (vocabulary 64) and a batch of 3 rows: prompts masked (-100), the last
+    row right-padded."""
     import torch
-    import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from engine.distill import make_distill_trainer
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -155,6 +152,18 @@ def test_distill_loss_on_response_positions_equals_the_full_logits_formula():
     mask[2, 8:] = 0  # a right-padded row
     labels = ids.clone()
     labels[0, :4], labels[1, :6], labels[2, :3], labels[2, 8:] = -100, -100, -100, -100
+    return teacher, student, ids, mask, labels
+
+
+def test_distill_loss_on_response_positions_equals_the_full_logits_formula():
+    """The trainer runs the head only where a response token is predicted; its loss is the textbook
+    α·T²·KL(teacher‖student) + (1−α)·CE over response tokens, computed here from the full logits."""
+    import torch
+    import torch.nn.functional as F
+
+    from engine.distill import make_distill_trainer
+
+    teacher, student, ids, mask, labels = tiny_pair_and_batch()
     alpha, t = 0.3, 2.0
     trainer_cls = make_distill_trainer(teacher, alpha, t)
     trainer = trainer_cls.__new__(trainer_cls)  # compute_loss needs only the loss parts' log
@@ -176,19 +185,10 @@ def test_cached_teacher_top_k_gives_the_kl_of_the_merged_tail():
     full KL."""
     import torch
     import torch.nn.functional as F
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from engine.distill import make_distill_trainer, response_positions, teacher_top_k, top_k_kl
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2)
-    teacher, student = LlamaForCausalLM(config).eval(), LlamaForCausalLM(config).eval()
-    ids = torch.randint(0, 64, (3, 10))
-    mask = torch.ones_like(ids)
-    mask[2, 8:] = 0
-    labels = ids.clone()
-    labels[0, :4], labels[1, :6], labels[2, :3], labels[2, 8:] = -100, -100, -100, -100
+    teacher, student, ids, mask, labels = tiny_pair_and_batch()
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     t = 2.0
 
