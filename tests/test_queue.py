@@ -82,3 +82,24 @@ def test_queued_runs_survive_a_restart_of_the_server(tmp_path):
         assert restarted.wait_run(queued, timeout=60).status is RunStatus.SUCCEEDED
     finally:
         restarted.close()
+
+
+def test_eta_follows_the_pace_of_the_last_minutes(engine, monkeypatch):
+    """A job whose first stage is slow (distill's layer importance) and whose next is fast (training steps): the
+    ETA takes the pace of the last 3 minutes, not the whole run's; none in the first 15 s."""
+    from engine.jobs import context
+
+    clock = [1000.0]
+    monkeypatch.setattr(context.time, "monotonic", lambda: clock[0])
+    run_id = engine.store.add_run("selftest", "{}", "local", None)
+    ctx = context.JobContext(run_id, engine.store, engine.settings)
+    try:
+        ctx.progress(0.02, "loading")
+        assert engine.get_run(run_id).eta_s is None  # no pace yet
+        for t, f in ((60, 0.04), (120, 0.06), (240, 0.1), (270, 0.15), (300, 0.2)):
+            clock[0] = 1000.0 + t
+            ctx.progress(f, "working")
+        # the whole run's pace would say 300 s × 0.8 / 0.2 = 1200 s; the last 180 s moved 0.06 → 0.2
+        assert abs(engine.get_run(run_id).eta_s - 0.8 / (0.14 / 180)) < 1e-6
+    finally:
+        ctx.cancel_event.set()

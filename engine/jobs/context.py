@@ -24,6 +24,7 @@ class JobContext:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._cancel = threading.Event()
         self._t0 = time.monotonic()
+        self._recent: list[tuple[float, float]] = []  # (time, fraction) of the last RATE_WINDOW_S, for the ETA
         self._watch = threading.Thread(target=self._watch_cancel, args=(poll_s,), daemon=True)
         self._watch.start()
 
@@ -49,14 +50,25 @@ class JobContext:
         if self._cancel.is_set():
             raise Cancelled("cancelled by request")
 
+    RATE_WINDOW_S = 180.0
+
     def progress(self, fraction: float, stage: str) -> None:
-        """Report progress in [0, 1] with a stage text; the ETA follows from the elapsed time."""
+        """Report progress in [0, 1] with a stage text and an ETA: the rest of the bar at the pace of the last
+        3 minutes (the whole run's pace before that). A job whose stages differ in pace (distill's layer
+        importance, then training steps) would otherwise carry the first stage's pace into every later one."""
         fraction = min(max(float(fraction), 0.0), 1.0)
         if _FAULTS:
             faults.on_progress(fraction)
-        elapsed = time.monotonic() - self._t0
+        now = time.monotonic()
+        elapsed = now - self._t0
+        self._recent = [(t, f) for t, f in self._recent if now - t <= self.RATE_WINDOW_S] + [(now, fraction)]
+        t_first, f_first = self._recent[0]
+        eta = None
         # no estimate from the first seconds: a job that sets 2 % as it starts loading would promise "0 s left"
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and elapsed >= 15 else None
+        if fraction > 0.01 and elapsed >= 15:
+            recent = (fraction - f_first) / (now - t_first) if now - t_first >= 30 and fraction > f_first else 0
+            eta = (1 - fraction) / recent if recent > 0 and elapsed >= self.RATE_WINDOW_S else \
+                elapsed * (1 - fraction) / fraction
         self.store.update_run(self.run_id, progress=fraction, stage=stage, eta_s=eta)
 
     def stage(self, text: str) -> None:
