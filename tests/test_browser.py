@@ -91,7 +91,8 @@ def answer_again(page, action):
     page.wait_for_timeout(1000)  # the chatbot's message buttons are disabled for a moment after a reply
     action()
     page.wait_for_function("(b) => { const t = document.querySelector('#chat-stats')?.innerText || ''; "
-                           "return t.includes('tokens/s') && t !== b; }", arg=before, timeout=300_000, polling=250)
+                           "return t.includes('tokens/s') && t !== b && !/queue|processing/.test(t); }", arg=before,
+                           timeout=300_000, polling=250)
     return page.inner_text("#chatbot")
 
 
@@ -261,6 +262,7 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval loss after" in page.inner_text("body")  # a figure the registry labels for the job panel
+        page.wait_for_function("document.body.innerText.includes('Next steps')", timeout=30_000, polling=500)
         made = re.search(r"Made (\S+)\. Next steps", page.inner_text("body")).group(1)  # the adapter it made
         page.screenshot(path=str(tmp_path / "finetune.png"), full_page=True)
         page.reload()  # after the run ended, the tab still shows it (not "No run started from this tab yet")

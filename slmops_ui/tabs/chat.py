@@ -164,12 +164,17 @@ def build_chat_tab(engine) -> dict:
 
     chat_inputs = [model, message, history, system, temperature, top_p, max_new]
     chat_outputs = [chatbot, history, message, stats]
-    send.click(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
-    message.submit(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat")
+    # the pending/progress overlay goes on the conversation only (on the speed line it hid the last figures)
+    send.click(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat",
+               show_progress_on=[chatbot])
+    message.submit(respond, chat_inputs, chat_outputs, concurrency_limit=4, concurrency_id="chat",
+                   show_progress_on=[chatbot])
     stop.click(do_stop, None, None, queue=False)
     again_inputs = [model, history, system, temperature, top_p, max_new]
-    chatbot.retry(regenerate, again_inputs, [chatbot, history, stats], concurrency_limit=4, concurrency_id="chat")
-    chatbot.edit(edited, again_inputs, [chatbot, history, stats], concurrency_limit=4, concurrency_id="chat")
+    chatbot.retry(regenerate, again_inputs, [chatbot, history, stats], concurrency_limit=4, concurrency_id="chat",
+                  show_progress_on=[chatbot])
+    chatbot.edit(edited, again_inputs, [chatbot, history, stats], concurrency_limit=4, concurrency_id="chat",
+                 show_progress_on=[chatbot])
     chatbot.undo(take_back, [history], [chatbot, history, message, stats])
     preset.change(apply_preset, [preset], [system, temperature, top_p])
     clear.click(lambda: ([], [], "", None), None, [chatbot, history, stats, current])

@@ -26,8 +26,10 @@ def monitoring(engine, model: str, period: str):
     ok = [r for r in rows if r["status"] == "ok"]
     latency = sorted(r["total_s"] for r in ok if r["total_s"] is not None)
     p95 = f", p95 latency {latency[min(len(latency) - 1, int(0.95 * len(latency)))]:.2f} s" if latency else ""
-    line = (f"**{len(rows)} request{'s' if len(rows) != 1 else ''}** in this period ({period}): {len(ok)} answered, {len(rows) - len(ok)} refused, "
-            f"failed or cut off{p95}; {sum(r['completion_tokens'] or 0 for r in ok)} tokens written.")
+    plural = "s" if len(rows) != 1 else ""
+    line = (f"**{len(rows)} request{plural}** in this period ({period}): {len(ok)} answered, "
+            f"{len(rows) - len(ok)} refused, failed or cut off{p95}; "
+            f"{sum(r['completion_tokens'] or 0 for r in ok)} tokens written.")
     table = [[r["started_at"][:19].replace("T", " "), r["server"], r["model"], r["status"], r["prompt_tokens"],
               r["completion_tokens"], r["ttft_s"], r["total_s"], r["decode_tok_s"], (r["error"] or "")[:80]]
              for r in rows[:50]]
