@@ -38,11 +38,11 @@ def machine_gauge() -> str:
             f"{(mem.total - mem.available) / GIB:.1f} of {mem.total / GIB:.1f} GiB")
 
 
-def jobs_text(engine) -> str:
-    """One line: each active run with its progress, ETA and what its process uses (CPU, memory), or its place in
-    the queue, then the machine's CPU and memory; empty when no job is active."""
+def jobs_text(engine, active=None) -> str:
+    """One line: each active run (`active`, else read now) with its progress, ETA and what its process uses (CPU,
+    memory), or its place in the queue, then the machine's CPU and memory; empty when no job is active."""
     parts = []
-    for run in sorted(engine.active_runs(), key=lambda r: r.id):
+    for run in sorted(engine.active_runs() if active is None else active, key=lambda r: r.id):
         run = engine.get_run(run.id)  # with its queue position
         if run.queue_position:
             parts.append(f"run {run.id} · {run.kind} · queued ({run.queue_position})")
@@ -66,13 +66,14 @@ def build_job_indicator(engine) -> None:
     timer = gr.Timer(poll_s(""))
 
     def poll(before: list[int]):
-        active = [r.id for r in engine.active_runs()]
+        runs = engine.active_runs()
+        active = [r.id for r in runs]
         for run_id in before:
             if run_id not in active:
                 run = engine.get_run(run_id)
                 say = gr.Info if run.status.value == "succeeded" else gr.Warning
                 say(f"Run {run.id} ({run.kind}) {run.status.value}.")
-        now = jobs_text(engine)
+        now = jobs_text(engine, runs)
         return gr.update(value=now, visible=bool(now)), active, gr.Timer(poll_s(now))
 
     timer.tick(poll, [seen], [line, seen, timer], show_progress="hidden")
