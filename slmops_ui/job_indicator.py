@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import gradio as gr
+import psutil
 
 from .tables import eta_text
 
 
+psutil.cpu_percent(None)  # the machine's CPU is measured from here to the first poll, then poll to poll
 _processes: dict[int, object] = {}  # pid → psutil.Process, kept between polls: CPU % is measured since the last one
 GIB = 1024 ** 3
 
@@ -13,8 +15,6 @@ GIB = 1024 ** 3
 def process_gauge(pid: int | None) -> str:
     """A job's worker (with its children, e.g. torchrun's ranks): CPU since the last poll (100 % = one core) and
     resident memory; empty when the process is gone."""
-    import psutil
-
     try:
         proc = _processes.get(pid) or _processes.setdefault(pid, psutil.Process(pid))
         procs = [proc, *proc.children(recursive=True)]
@@ -30,9 +30,8 @@ def process_gauge(pid: int | None) -> str:
 
 
 def machine_gauge() -> str:
-    """The whole machine: CPU over all cores since the last call, memory in use of the total."""
-    import psutil
-
+    """The whole machine: CPU over all cores since the last call (the first call, at import, starts the count),
+    memory in use of the total."""
     mem = psutil.virtual_memory()
     return (f"machine: CPU {psutil.cpu_percent(None):.0f} % of {psutil.cpu_count()} cores, memory "
             f"{(mem.total - mem.available) / GIB:.1f} of {mem.total / GIB:.1f} GiB")
@@ -53,7 +52,7 @@ def jobs_text(engine, active=None) -> str:
                      + (f" · {gauge}" if gauge else ""))
     if not parts:
         return ""
-    return "**Jobs:** " + " ｜ ".join(parts) + f" ｜ {machine_gauge()}"
+    return "**Jobs:** " + " | ".join(parts) + f" | {machine_gauge()}"
 
 
 def poll_s(text: str) -> float:

@@ -259,7 +259,7 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
                                polling=500)
         page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
         page.get_by_role("tab", name="Fine-tune").click()
-        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=300_000, polling=1000)
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000, polling=1000)
         page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # the live loss chart
         assert "eval loss after" in page.inner_text("body")  # a figure the registry labels for the job panel
         page.wait_for_function("document.body.innerText.includes('Next steps')", timeout=30_000, polling=500)
