@@ -146,6 +146,7 @@ def build_chat_tab(engine) -> dict:
         messages[-1]["content"] = text.strip()
         yield from answer(model_id, messages, system_, temp, top_p_, max_new_, request)
 
+    @ui_errors
     def take_back(past, evt: gr.UndoData):
         """↶: the last user message goes back into the box (to edit and send again), its answer is dropped."""
         messages = upto_user(past, evt.index)
