@@ -112,6 +112,8 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.HTML(progress_bar(None), elem_classes=["job-progress"])
+    made = gr.State(None)  # the id of the model the run made: the next-step buttons take it to another tab
+    steps = next_buttons(made)
     plot = gr.Plot(label="Loss", visible=False)
     buttons = []  # (button, whether it applies to a run): each is enabled only when it can do something
     with gr.Row():
@@ -124,8 +126,6 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
             more_epochs = gr.Slider(0.5, 10, value=1, step=0.5, label="More epochs (to continue a finished run)")
             go_on = gr.Button("Continue finished run", interactive=False)
             buttons.append((go_on, lambda run: run.status.value == "succeeded"))
-    made = gr.State(None)  # the id of the model the run made: the next-step buttons take it to another tab
-    steps = next_buttons(made)
     timer = gr.Timer(poll_s, active=False)  # ticks only while this panel's run is active: idle pages cost no CPU
 
     finished = gr.State(None)
