@@ -20,7 +20,7 @@ TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
 
 @pytest.fixture
 def loaded_app(tmp_path, tiny_model_dir):
-    from tests.test_browser import free_port, wait_for_app
+    from tests.browser_helpers import free_port, wait_for_app
 
     home = tmp_path / "ws"
     engine = Engine(Settings(home=home, offline=True, max_parallel_jobs=2))

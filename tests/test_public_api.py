@@ -7,7 +7,7 @@ import sys
 import time
 
 from tests.helpers import ROOT
-from tests.test_browser import free_port, wait_for_app
+from tests.browser_helpers import free_port, wait_for_app
 
 PUBLIC = {"/list_models", "/register_model", "/list_runs", "/get_run", "/cancel_run", "/chat"}
 

@@ -71,7 +71,7 @@ def test_a_malformed_login_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def guarded_app(tmp_path_factory):
-    from tests.test_browser import free_port, wait_for_app
+    from tests.browser_helpers import free_port, wait_for_app
 
     tmp = tmp_path_factory.mktemp("guarded")
     home = tmp / "ws"
