@@ -11,7 +11,8 @@ from .navigation import next_buttons
 from .tables import eta_text
 
 
-def status_markdown(engine, run_id) -> str:
+def status_markdown(engine, run_id, made=False) -> str:
+    """The run's status, figures and the model it made (`made`: already looked up by the caller, else read here)."""
     if not run_id:
         return "No run started from this tab yet."
     run = engine.get_run(int(run_id))
@@ -30,7 +31,7 @@ def status_markdown(engine, run_id) -> str:
         text += "\n\n" + summary_line(run.kind, run.summary)
         text += comparison_table(run.summary)
         text += results_lines(run.summary.get("results"))
-    made = made_model(engine, run)
+    made = made_model(engine, run) if made is False else made
     if made is not None:
         text += f"\n\n**Made `{made.id}`.** Next steps: the buttons below · every detail: **Runs** → run {run.id}."
     return text
@@ -138,7 +139,7 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
         model = made_model(engine, run)
-        return (status_markdown(engine, run.id), progress_bar(run),
+        return (status_markdown(engine, run.id, model), progress_bar(run),
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
                 run.id if watched and run.status.final else gr.skip(), model.id if model else None,
                 *(gr.update(visible=model is not None and (onnx_too or model.format != ModelFormat.ONNX))
