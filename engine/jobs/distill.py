@@ -188,9 +188,8 @@ def run(ctx, config: DistillConfig) -> None:
                 params_ratio=round(s_params / t_params, 3), alpha=config.alpha)
 
     start = IMPORTANCE_END if config.measures_importance() else 0.02
-    caching = config.alpha > 0 and config.teacher_top_k > 0
     cache = cached_teacher(Span(ctx, start, start + CACHE_SHARE), config, teacher, tokenizer, data)
-    start += CACHE_SHARE if caching else 0
+    start += CACHE_SHARE if cache is not None else 0
     trainer_cls = make_distill_trainer(teacher, config.alpha, config.temperature, cache)
     # training fills the bar up to 80 %; the comparison after it (task scores above all) takes the rest
     session = TrainingSession(Span(ctx, start, TRAINING_END), config, student, tokenizer, data,
