@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import JOB_KINDS, ModelFormat
+from engine import JOB_KINDS
 
 from .charts import loss_figure
 from .forms import ui_errors
-from .navigation import next_buttons
+from .navigation import next_buttons, steps_for
 from .tables import eta_text
 
 
@@ -139,11 +139,11 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
         model = made_model(engine, run)
+        shown = steps_for(model)
         return (status_markdown(engine, run.id, model), progress_bar(run),
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
                 run.id if watched and run.status.final else gr.skip(), model.id if model else None,
-                *(gr.update(visible=model is not None and (onnx_too or model.format != ModelFormat.ONNX))
-                  for _, onnx_too in steps),
+                *(gr.update(visible=tab_id in shown) for _, tab_id in steps),
                 *(gr.update(interactive=bool(applies(run))) for _, applies in buttons))
 
     outputs = [status, progress, plot, timer, finished, made, *(step for step, _ in steps),

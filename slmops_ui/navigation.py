@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from engine import ModelFormat
+
 # (tab id, button label, whether an ONNX export can go there: it is already exported)
 STEPS = (("chat", "Chat with it", True), ("quantize", "Export it (Quantize)", False),
          ("evaluate", "Score it on a task", True), ("benchmark", "Benchmark it", True))
@@ -31,15 +33,23 @@ def picker(tab_id: str, component, multiselect: bool = False) -> None:
         _building.pickers[tab_id] = (component, multiselect)
 
 
-def next_buttons(made: gr.State) -> list[tuple[gr.Button, bool]]:
-    """A row of next-step buttons for the model id in `made`; returns (button, shown for ONNX models) pairs."""
+def steps_for(model) -> list[str]:
+    """The tabs a finished run's model can go to next (an ONNX export is not exported again); [] without a model."""
+    if model is None:
+        return []
+    onnx = model.format == ModelFormat.ONNX
+    return [tab_id for tab_id, _, onnx_too in STEPS if onnx_too or not onnx]
+
+
+def next_buttons(made: gr.State) -> list[tuple[gr.Button, str]]:
+    """A row of next-step buttons for the model id in `made`; returns (button, tab id) pairs."""
     out = []
     with gr.Row(elem_classes=["next-steps"]):
-        for tab_id, label, onnx_too in STEPS:
+        for tab_id, label, _ in STEPS:
             button = gr.Button(label, size="sm", visible=False, elem_classes=[f"next-{tab_id}"])
             if _building is not None:
                 _building.buttons.append((button, tab_id, made))
-            out.append((button, onnx_too))
+            out.append((button, tab_id))
     return out
 
 

@@ -61,12 +61,14 @@ def test_quantize_job_fits_off_grid_weights_on_calibration_data(tiny_engine):
     logs = "\n".join(m.message for m in tiny_engine.run_logs(run_id))
     assert "calibration tokens" in logs and tiny_engine.store.has_model("tiny-gptq")
     assert not list((tiny_engine.settings.runs_dir / str(run_id)).glob("fitted*"))  # the fitted copy is removed
-    from slmops_ui.job_panel import progress_bar, status_markdown
+    from slmops_ui.job_panel import made_model, progress_bar, status_markdown
+    from slmops_ui.navigation import steps_for
 
     assert 'aria-valuenow="100"' in progress_bar(run) and "job-bar-succeeded" in progress_bar(run)
 
     shown = status_markdown(tiny_engine, run_id)  # the job panel names the export and what to do with it next
-    assert "Made `tiny-gptq`" in shown and "**Chat**" in shown and "**Quantize**" not in shown
+    assert "Made `tiny-gptq`" in shown
+    assert steps_for(made_model(tiny_engine, run)) == ["chat", "evaluate", "benchmark"]  # not exported again
 
     auto = tiny_engine.wait_run(tiny_engine.start_run(QuantizeConfig(model_id="tiny", verify_tokens=0)), timeout=600)
     assert auto.status.value == "succeeded" and auto.summary["fit"] == "minmax"  # no known training data
