@@ -1,7 +1,7 @@
 """SLMOps Studio engine: models, runs, chat. No UI imports here (gradio/plotly belong to slmops_ui)."""
 from .api import Engine
 from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
-                      GenerationParams, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
+                      GenerationParams, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
                       SelfTestConfig, sweep_variants)
 from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
                      VerificationFailed)
@@ -15,7 +15,7 @@ from .tasks import Task
 __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig",
     "JobConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
-    "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GenerationParams",
+    "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GgufConfig", "GenerationParams",
     "JOB_KINDS", "JobKind", "sweep_variants",
     "ChatChunk", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine",
     "ArtifactRecord", "Task",

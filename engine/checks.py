@@ -9,7 +9,7 @@ import struct
 from pathlib import Path
 
 from .configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                      GenerateDataConfig, QuantizeConfig, QuantizeSweepConfig)
+                      GenerateDataConfig, GgufConfig, QuantizeConfig, QuantizeSweepConfig)
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
@@ -172,6 +172,22 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     check_named_task(engine, config.task)
     check_calibration(engine, config, model)
     return facts
+
+
+def check_gguf(engine, config: GgufConfig) -> None:
+    """Refuse a GGUF export that cannot work (format, architecture, tokenizer, name, task) before a run starts."""
+    from .gguf_export import check_architecture
+
+    model = engine.ready_model(config.model_id)
+    if model.format == ModelFormat.ONNX:
+        raise InvalidInput(f"'{model.id}' is an ONNX export: GGUF needs its torch weights. Export its source "
+                           f"'{model.parent_id}' to GGUF instead.")
+    if model.format == ModelFormat.GGUF:
+        raise InvalidInput(f"'{model.id}' is a GGUF export already; export its source '{model.parent_id}' to "
+                           "another GGUF type instead.")
+    check_new_names(engine, config.output_id())
+    check_architecture(Path(engine.weights_of(model)[0]))
+    check_named_task(engine, config.task)
 
 
 def check_calibration(engine, config: QuantizeConfig, model) -> None:

@@ -10,7 +10,8 @@ import threading
 from pydantic import ValidationError
 
 from .api import Engine
-from .configs import BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerationParams, QuantizeConfig
+from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig,
+                      QuantizeConfig)
 from .errors import SlmopsError
 from .cli_flags import config_flags, config_from_args, load_config
 from .jobs.registry import JOB_KINDS
@@ -162,8 +163,8 @@ def cmd_training_job(engine: Engine, args) -> int:
 
 
 def cmd_quantize(engine: Engine, args) -> int:
-    """Export a model to ONNX Runtime GenAI from a config file or from flags, and follow the run."""
-    config = config_from_args(args, "quantize")
+    """Export a model (ONNX Runtime GenAI, or GGUF) from a config file or from flags, and follow the run."""
+    config = config_from_args(args, args.command)
     run_id = engine.start_run(config)
     print(f"started run {run_id}: {config.model_id} → {config.output_id()}")
     return _follow(engine, run_id)
@@ -300,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="export a model to ONNX Runtime GenAI (int4 affine by default) and verify it")
     p.add_argument("--config", help="YAML/JSON config (kind: quantize); flags override its fields")
     config_flags(p, QuantizeConfig, {"model_id": ("--model",), "output_name": ("--name",)})
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("gguf", help="write a model as GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile, "
+                       "verify it with transformers' GGUF reader")
+    p.add_argument("--config", help="YAML/JSON config (kind: gguf); flags override its fields")
+    config_flags(p, GgufConfig, {"model_id": ("--model",), "output_name": ("--name",), "gguf_type": ("--type",)})
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("benchmark", help="speed, memory and quality of models, each in a fresh process")

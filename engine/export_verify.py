@@ -9,7 +9,6 @@ from pathlib import Path
 
 from .errors import VerificationFailed
 from .onnx_export import export_size
-from .configs import QuantizeConfig
 from .settings import PROJECT_ROOT
 
 CHECK_PROMPT = "What is the capital of France?"
@@ -34,18 +33,15 @@ def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
         "auto or export int8; set min_agreement to 0 to register it anyway.")
 
 
-def check_task_retention(ctx, config: QuantizeConfig, verifier, folder: Path) -> None:
-    """Score the source (transformers) and the export (onnxruntime-genai) on the config's task; refuse the export
+def check_task_retention(ctx, config, source_answer, export_answer, folder: Path) -> None:
+    """Score the source and the export (each an answerer: engine/scoring.py) on the config's task; refuse the export
     when it keeps less than min_task_retention of the source's score."""
-    from .ort_genai import OgModel
-    from .scoring import answerer
     from .tasks import Task, load_examples, score_answers
 
     task = Task.model_validate_json(ctx.store.task_json(config.task))
     examples = load_examples(task, config.task_limit)
     scores = {}
-    for who, answer in (("source", answerer(verifier.lm, verifier.tokenizer)),
-                        ("export", OgModel(folder, threads=config.threads).answer)):
+    for who, answer in (("source", source_answer), ("export", export_answer)):
         ctx.stage(f"verify: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
         result = score_answers(task, examples, answer, lambda done, _w=who: (
             ctx.check_cancelled(), ctx.stage(f"verify: {_w} on '{task.name}' {done}/{len(examples)}")))

@@ -34,9 +34,9 @@ def register_onnx(store, models_dir: Path, source, folder: Path, out_id: str, ru
 
 
 def export_summary(store, model) -> dict:
-    """The verified numbers of an ONNX export (variant, size, perplexity ratio, decode speed…) from the run that
-    made it; for a sweep, the row of its candidate. Empty when unknown."""
-    if model.format != ModelFormat.ONNX or not model.run_id:
+    """The verified numbers of an ONNX or GGUF export (variant, size, perplexity ratio, decode speed…) from the run
+    that made it; for a sweep, the row of its candidate. Empty when unknown."""
+    if model.format not in {ModelFormat.ONNX, ModelFormat.GGUF} or not model.run_id:
         return {}
     try:
         summary = store.get_run(model.run_id).summary

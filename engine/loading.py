@@ -1,5 +1,6 @@
 """The one way the engine loads transformers weights and tokenizers: safetensors only, never remote code, float32
-unless told otherwise. (A GGUF file is read once, by the conversion in engine/models.py.)"""
+unless told otherwise. A registered GGUF export (a folder with model.gguf, engine/gguf_export.py) is read by
+transformers' GGUF loader, dequantized to float32: chat, scoring and benchmarks of it go through transformers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,11 +23,18 @@ def weights_of(store, model: ModelRecord) -> tuple[str, str | None]:
     return base.path, model.path
 
 
+def gguf_file(path: str | Path) -> dict:
+    """{'gguf_file': name} for a GGUF export's folder (from_pretrained reads the file), else {}."""
+    from .gguf_export import GGUF_FILE
+
+    return {"gguf_file": GGUF_FILE} if (Path(path) / GGUF_FILE).is_file() else {}
+
+
 def load_tokenizer(path: str | Path, pad: bool = False):
     """A folder's tokenizer; `pad` gives it the EOS token as padding when it has none (training, batching)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, **gguf_file(path))
     if pad and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -38,7 +46,8 @@ def load_model(path: str | Path, adapter_path: str | Path | None = None, **kwarg
     import torch
     from transformers import AutoModelForCausalLM
 
-    options = {"dtype": torch.float32, **kwargs, "use_safetensors": True, "trust_remote_code": False}
+    gguf = gguf_file(path)
+    options = {"dtype": torch.float32, **kwargs, "trust_remote_code": False, **(gguf or {"use_safetensors": True})}
     model = AutoModelForCausalLM.from_pretrained(str(path), **options)
     if adapter_path is not None:
         from peft import PeftModel

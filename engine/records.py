@@ -11,6 +11,7 @@ class ModelFormat(StrEnum):
     HF = "hf"  # a transformers safetensors folder (full weights)
     ADAPTER = "hf-adapter"  # a PEFT LoRA adapter; its base is the model's parent
     ONNX = "onnx-genai"  # an ONNX Runtime GenAI export
+    GGUF = "gguf"  # a GGUF export (model.gguf + an Ollama Modelfile) for llama.cpp, Ollama, LM Studio
 
 
 class RunStatus(str, Enum):

@@ -142,3 +142,32 @@ class QuantizeSweepConfig(JobConfig):
         known = sweep_variants()
         return [QuantizeConfig(model_id=self.model_id, verify_tokens=self.verify_tokens, threads=self.threads,
                                **known[v]) for v in self.candidates]
+
+
+class GgufConfig(JobConfig):
+    """Write a registered Llama-family model as one GGUF file (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile
+    beside it, read it back with transformers' GGUF loader and compare it with its source, register it."""
+
+    kind: ClassVar[str] = "gguf"
+    model_id: str = Field(description="Registered model to write (a LoRA adapter is merged into its base first).")
+    output_name: str = Field(default="", description="Name of the GGUF export (empty: <model>-gguf-<type>).")
+    gguf_type: Literal["q4_1", "q8_0", "f16", "f32"] = Field(
+        default="q4_1", description="Weight type: q4_1 (4-bit blocks with offsets, the bundled model's own type; the "
+        "token embedding stays q8_0 as llama.cpp leaves it), q8_0 (8-bit), f16, f32. Norms are always f32.")
+    system_prompt: str = Field(default="", max_length=20_000, description="The Modelfile's SYSTEM prompt (empty: "
+                               "the one the chat template adds to a conversation without one, if any).")
+    verify_tokens: int = Field(default=2048, ge=0, le=65_536, description="Tokens of the standard text both models "
+                               "are scored on (logit difference, top-1 agreement, perplexity; 0: skip).")
+    min_agreement: float = Field(default=0.75, ge=0.0, le=1.0, description="Verify: the GGUF read back must pick "
+                                 "the source's first reply token on at least this share of 16 chat prompts.")
+    task: str = Field(default="", max_length=80, description="A stored task the GGUF and its source are both scored "
+                      "on; refused below min_task_retention of the source's score. Empty: no task check.")
+    task_limit: int = Field(default=0, ge=0, le=100_000, description="Score only the task's first N examples (0: all).")
+    min_task_retention: float = Field(default=0.95, ge=0.0, le=1.0, description="With a task: the share of the "
+                                      "source's task score the GGUF must keep to be registered.")
+    threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")
+
+    def output_id(self) -> str:
+        from ..models import slugify
+
+        return self.output_name.strip() or slugify(f"{self.model_id}-gguf-{self.gguf_type}")

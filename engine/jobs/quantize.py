@@ -232,7 +232,11 @@ def run(ctx, config: QuantizeConfig) -> None:
     if config.task:  # the task is the verdict; general prompts are context (a task-only student babbles on them)
         ctx.log(f"first-token agreement on the general check prompts: {result['first_token_agreement']:.0%} "
                 "(context only: this export is judged on its task)")
-        check_task_retention(ctx, config, verifier, folder)
+        from ..ort_genai import OgModel
+        from ..scoring import answerer
+
+        check_task_retention(ctx, config, answerer(verifier.lm, verifier.tokenizer),
+                             OgModel(folder, threads=config.threads).answer, folder)
     else:
         check_agreement(result, config.min_agreement, folder)
     ctx.progress(0.98, "write: registering the export")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from .. import checks
 from ..configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                       GenerateDataConfig, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
-                       SelfTestConfig)
+                       GenerateDataConfig, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig,
+                       QuantizeSweepConfig, SelfTestConfig)
 from ..errors import InvalidInput
-from . import benchmark, distill, evaluate, finetune, generate, prepare, quantize, selftest
+from . import benchmark, distill, evaluate, finetune, generate, gguf, prepare, quantize, selftest
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,11 @@ for _kind in (
                      ("answer", "answer to 'capital of France?'"))),
     JobKind(QuantizeSweepConfig, quantize.run_sweep, checks.check_quantize_sweep, exclusive=True,
             summary=(("chosen", "chosen variant"), ("output", "export"))),
+    JobKind(GgufConfig, gguf.run, checks.check_gguf, exclusive=True,
+            summary=(("output", "export"), ("gguf_type", "type"), ("size_mb", "size (MB)"),
+                     ("size_ratio", "size × source"), ("ppl_ratio", "perplexity × source"),
+                     ("top1_agreement", "top-1 agreement on the standard text"),
+                     ("first_token_agreement", "first-token agreement"), ("answer", "answer to 'capital of France?'"))),
     JobKind(BenchmarkConfig, benchmark.run, checks.check_benchmark, exclusive=True),
     JobKind(EvaluateConfig, evaluate.run, checks.check_evaluate, exclusive=True,
             summary=(("task", "task"), ("score", "score"), ("ci_low", "95 % interval, low"), ("ci_high", "high"),
