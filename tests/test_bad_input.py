@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from engine import EvaluateConfig, FineTuneConfig, GenerationParams, Task
+from engine import EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig, Task
 from engine.configs import BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
 from engine.errors import SlmopsError
+from engine.gguf_export import check_architecture
 from slmops_ui.forms import user_message
 from tests.helpers import ROOT
 
@@ -147,6 +148,13 @@ CASES = [
     ("distill-name-taken", lambda e, t, d: e.check(DistillConfig(
         teacher_model_id="tiny", train_path=write(t, "a.jsonl", rows(8)), output_name="tiny")), ["already exists"]),
     ("benchmark-unknown-task", lambda e, t, d: e.check(BenchmarkConfig(model_ids=["tiny"], task="nope")), ["nope"]),
+    ("gguf-name-exists", lambda e, t, d: e.check(GgufConfig(model_id="tiny", output_name="tiny")),
+     ["tiny", "already exists", "another output name"]),
+    ("gguf-unknown-type", lambda e, t, d: GgufConfig(model_id="tiny", gguf_type="q3_k"), ["gguf", "q4_1"]),
+    ("gguf-not-llama", lambda e, t, d: check_architecture(Path(write(t, "config.json", '{"architectures": '
+                                                                    '["GPT2LMHeadModel"]}')).parent),
+     ["GPT2LMHeadModel", "Llama", "ONNX"]),
+    ("gguf-unknown-task", lambda e, t, d: e.check(GgufConfig(model_id="tiny", task="nope")), ["nope"]),
     ("quantize-unknown-task", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", task="nope")), ["nope"]),
     ("distill-unknown-task", lambda e, t, d: e.check(DistillConfig(
         teacher_model_id="tiny", train_path=write(t, "a.jsonl", rows(8)), task="nope")), ["nope"]),

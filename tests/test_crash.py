@@ -18,7 +18,7 @@ import pytest
 
 from engine import Engine, Settings
 from engine.configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                            GenerateDataConfig, QuantizeConfig, SelfTestConfig)
+                            GenerateDataConfig, GgufConfig, QuantizeConfig, SelfTestConfig)
 from engine.records import RunStatus
 from engine.training import last_checkpoint
 from tests.helpers import ROOT, build_tiny_llama
@@ -44,6 +44,7 @@ def job_configs(data: Path) -> dict:
             teacher_model_id="tiny", sizes=[1], eval_ratio=0.1, agreement_tokens=4, general_ppl_tokens=0,
             task="request_to_json", task_limit=2, **common),
         "quantize": QuantizeConfig(model_id="tiny", precision="int4", verify_tokens=256),
+        "gguf": GgufConfig(model_id="tiny", gguf_type="q8_0", verify_tokens=256),
         "benchmark": BenchmarkConfig(model_ids=["tiny"], prompt_count=2, gen_length="short", repetitions=4, warmup=1,
                                      ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
         "selftest": SelfTestConfig(model_id="tiny", max_new_tokens=24),
@@ -111,8 +112,8 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
         for fault in FAULTS:
             at = round(rng.uniform(0.05, 0.7), 2)
             monkeypatch.setenv("SLMOPS_FAULT", f"raise@{at}" if fault == "exception" else "")
-            if kind == "quantize":
-                config = config.model_copy(update={"output_name": f"tiny-int4-{fault.lower()}"})
+            if kind in ("quantize", "gguf"):
+                config = config.model_copy(update={"output_name": f"tiny-{kind}-{fault.lower()}"})
             run_id = crash_engine.start_run(config)
             started.append(run_id)
             if fault != "exception":
