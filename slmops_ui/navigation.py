@@ -7,7 +7,7 @@ import gradio as gr
 
 from engine import ModelFormat
 
-# (tab id, button label, whether an ONNX export can go there: it is already exported)
+# (tab id, button label, whether an export (ONNX, GGUF) can go there: it is exported already)
 STEPS = (("chat", "Chat with it", True), ("quantize", "Export it (Quantize)", False),
          ("evaluate", "Score it on a task", True), ("benchmark", "Benchmark it", True))
 
@@ -34,11 +34,11 @@ def picker(tab_id: str, component, multiselect: bool = False) -> None:
 
 
 def steps_for(model) -> list[str]:
-    """The tabs a finished run's model can go to next (an ONNX export is not exported again); [] without a model."""
+    """The tabs a finished run's model can go to next (an export is not exported again); [] without a model."""
     if model is None:
         return []
-    onnx = model.format == ModelFormat.ONNX
-    return [tab_id for tab_id, _, onnx_too in STEPS if onnx_too or not onnx]
+    export = model.format in {ModelFormat.ONNX, ModelFormat.GGUF}
+    return [tab_id for tab_id, _, exports_too in STEPS if exports_too or not export]
 
 
 def next_buttons(made: gr.State) -> list[tuple[gr.Button, str]]:

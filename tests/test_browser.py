@@ -258,7 +258,17 @@ def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
         chart = page.text_content("#q-pareto")
         assert "int4" in chart and "perplexity" in chart
         assert "smollm2-135m-instruct-onnx-int4" in page.inner_text("#q-exports")
-    keep_screenshots(tmp_path, ("quantize.png",))
+        # the same source as GGUF (llama.cpp, Ollama): written, read back by transformers, registered
+        page.get_by_text("GGUF for llama.cpp, Ollama and LM Studio").click()
+        page.get_by_label("Verify tokens (GGUF)").fill("0")
+        page.click("#q-gguf-start")
+        page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => e.innerText.includes("
+                               "'Made smollm2-135m-instruct-gguf-q4_1'))", timeout=300_000, polling=1000)
+        page.wait_for_function("document.querySelector('#q-exports')?.innerText.includes('gguf q4_1')",
+                               timeout=30_000, polling=1000)
+        page.screenshot(path=str(tmp_path / "quantize-gguf.png"), full_page=True)
+        assert page.locator(".next-chat").first.is_visible() and not page.locator(".next-quantize").first.is_visible()
+    keep_screenshots(tmp_path, ("quantize.png", "quantize-gguf.png"))
 
 
 @needs_chromium

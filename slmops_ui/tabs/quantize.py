@@ -1,10 +1,10 @@
-"""Quantize tab: export a model to ONNX Runtime GenAI (one variant, or a sweep of candidates with a Pareto chart),
-follow the run, register a sweep candidate."""
+"""Quantize tab: export a model to ONNX Runtime GenAI (one variant, or a sweep of candidates with a Pareto chart) or
+to GGUF (llama.cpp, Ollama, LM Studio), follow the run, register a sweep candidate."""
 from __future__ import annotations
 
 import gradio as gr
 
-from engine import ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
+from engine import GgufConfig, ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
 
 from ..charts import pareto_figure
 from ..forms import ConfigForm, model_choices, task_choices, ui_errors
@@ -20,10 +20,11 @@ PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact
 def exports_rows(engine) -> list[list]:
     rows = []
     for m in engine.list_models():
-        if m.format != ModelFormat.ONNX:
+        if m.format not in {ModelFormat.ONNX, ModelFormat.GGUF}:
             continue
         summary = engine.export_summary(m.id)
-        rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", summary.get("variant", ""),
+        variant = summary.get("variant", "") if m.format == ModelFormat.ONNX else f"gguf {summary.get('gguf_type', '')}"
+        rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", variant,
                      summary.get("ppl_ratio", ""), summary.get("decode_tok_s", ""),
                      summary.get("first_token_agreement", "")])
     return rows
@@ -36,9 +37,9 @@ def candidate_rows(summary: dict) -> list[list]:
 
 def build_quantize_tab(engine) -> dict:
     run_state = gr.State(None)
-    gr.Markdown("Convert a model for fast local inference with ONNX Runtime GenAI. Every export is verified "
-                "against its source: the answer to a fixed prompt, first-token agreement, perplexity on Python's "
-                "own documentation text, and decode speed.")
+    gr.Markdown("Convert a model for fast local inference with ONNX Runtime GenAI, or to GGUF for llama.cpp, Ollama "
+                "and LM Studio (below). Every export is verified against its source: the answer to a fixed prompt, "
+                "first-token agreement, perplexity on Python's own documentation text, and decode speed.")
     form = ConfigForm(QuantizeConfig, required={"model_id": "Pick a source model."})
     with gr.Row():
         model = form.field("model_id", gr.Dropdown(label="Source model", choices=[], info="Any full model or LoRA "
@@ -91,7 +92,24 @@ def build_quantize_tab(engine) -> dict:
             sweep_form.field("min_agreement", label="Minimum first-token agreement (sweep)")
         sweep_form.remaining(label="More sweep settings")
         sweep = gr.Button("Run sweep", elem_id="q-sweep")
-    build_job_panel(engine, run_state, ("quantize", "quantize_sweep"),
+    gguf_form = ConfigForm(GgufConfig, required={"model_id": "Pick a source model."})
+    gguf_form.field("model_id", model)
+    for name in ("task", "task_limit", "min_task_retention"):
+        gguf_form.field(name, form.widgets[name])
+    with gr.Accordion("GGUF for llama.cpp, Ollama and LM Studio", open=False, elem_id="q-gguf"):
+        gr.Markdown("One `.gguf` file with the tokenizer and chat template inside, and an Ollama `Modelfile` beside "
+                    "it (`ollama create NAME -f Modelfile` in the export's folder). Llama-family models (the bundled "
+                    "SmolLM2 and what is made from it). Verified by reading the file back with transformers' GGUF "
+                    "loader and comparing it with its source; the task above is checked too when one is chosen.")
+        with gr.Row():
+            gguf_form.field("gguf_type", label="GGUF type")
+            gguf_form.field("output_name", label="Output name (optional)", placeholder="<model>-gguf-<type>",
+                            info=None)
+            gguf_form.field("system_prompt", label="Modelfile system prompt (optional)", info=None)
+            gguf_form.field("verify_tokens", label="Verify tokens (GGUF)")
+        gguf_form.remaining(label="More GGUF settings")
+        gguf_start = gr.Button("Write GGUF and verify", elem_id="q-gguf-start")
+    build_job_panel(engine, run_state, ("quantize", "quantize_sweep", "gguf"),
                     chart=False)
     pareto = gr.Plot(label="Candidates", visible=False, elem_id="q-pareto")
     cand_table = gr.Dataframe(headers=["variant", "MB", "size ratio", "decode tok/s", "perplexity ×", "first-token "
@@ -101,7 +119,7 @@ def build_quantize_tab(engine) -> dict:
         pick = gr.Dropdown(label="Register a candidate of this sweep", choices=[])
         pick_name = gr.Textbox(label="as (optional name)")
         register = gr.Button("Register candidate")
-    gr.Markdown("### ONNX exports")
+    gr.Markdown("### Exports (ONNX and GGUF)")
     exports = gr.Dataframe(headers=["model", "source", "MB", "variant", "perplexity ×", "decode tok/s",
                                     "first-token agreement"], interactive=False, elem_id="q-exports")
 
@@ -117,6 +135,11 @@ def build_quantize_tab(engine) -> dict:
     def do_start(*values):
         run_id = engine.start_run(form.config(values))
         return run_id, f"Started run {run_id}."
+
+    @ui_errors
+    def do_gguf(*values):
+        run_id = engine.start_run(gguf_form.config(values))
+        return run_id, f"Started GGUF run {run_id}."
 
     @ui_errors
     def do_sweep(*values):
@@ -141,6 +164,7 @@ def build_quantize_tab(engine) -> dict:
     check.click(do_check, form.inputs, [check_text])
     start.click(do_start, form.inputs, [run_state, check_text])
     sweep.click(do_sweep, sweep_form.inputs, [run_state, check_text])
+    gguf_start.click(do_gguf, gguf_form.inputs, [run_state, check_text])
 
     shown = gr.State("")  # what was drawn last: polling redraws only when the candidates change
 
@@ -181,4 +205,4 @@ def build_quantize_tab(engine) -> dict:
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
                 exports_rows(engine), task_choices(engine, current_task))
 
-    return {"refresh": (refresh, [model, task], [model, exports, task]), "forms": [form, sweep_form]}
+    return {"refresh": (refresh, [model, task], [model, exports, task]), "forms": [form, sweep_form, gguf_form]}
