@@ -10,7 +10,7 @@ from pathlib import Path
 from . import dataset_files
 from .chat import LoadedModels, stream_reply
 from .conversations import Conversations
-from .checks import check_finetune, check_quantize, student_preview
+from .checks import check_finetune, check_new_names, check_quantize, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError
@@ -232,6 +232,7 @@ class Engine:
     def check(self, config: JobConfig) -> None:
         """The up-front checks of a job kind (raise InvalidInput with the reason when it cannot work)."""
         check_config_paths(self.settings, config)
+        check_new_names(self, config)
         kind = job_kind(config.kind)
         if kind.check is not None:
             kind.check(self, config)

@@ -72,14 +72,25 @@ def student_preview(engine, config: DistillConfig) -> dict:
             "ratio": params / teacher.params}
 
 
-def check_new_names(engine, *names: str | None) -> None:
-    """The names a run will register its models under are usable and free: refused before anything trains."""
-    for name in names:
-        if name:
-            check_model_id(name)
-            if engine.store.has_model(name):
-                raise InvalidInput(f"A model named '{name}' already exists: choose another output name or delete "
-                                   "that model first.")
+def check_new_names(engine, config) -> None:
+    """The names a run will register its models under (config.new_model_ids()) are usable and free, also of the
+    runs queued or running now: refused before anything trains."""
+    from .jobs.registry import JOB_KINDS
+
+    claimed = {}
+    for run in engine.store.active_runs():
+        kind = JOB_KINDS.get(run.kind)
+        if kind is not None:
+            for name in kind.config.model_validate_json(run.config_json).new_model_ids():
+                claimed[name] = run.id
+    for name in config.new_model_ids():
+        check_model_id(name)
+        if engine.store.has_model(name):
+            raise InvalidInput(f"A model named '{name}' already exists: choose another output name or delete "
+                               "that model first.")
+        if name in claimed:
+            raise InvalidInput(f"Run {claimed[name]} (queued or running) will register a model named '{name}': "
+                               "choose another output name.")
 
 
 def check_named_task(engine, name: str) -> None:
@@ -112,7 +123,6 @@ def check_distill(engine, config: DistillConfig) -> dict:
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
     check_named_task(engine, config.task)
-    check_new_names(engine, config.output_name)
     return preview
 
 
@@ -124,8 +134,6 @@ def check_distill_sweep(engine, config: DistillSweepConfig) -> dict:
     too_big = [s for s in config.sizes if s >= n_layers]
     if too_big:
         raise InvalidInput(f"Sizes {too_big}: a student keeps fewer than the teacher's {n_layers} layers.")
-    if config.output_name:
-        check_new_names(engine, *(f"{config.output_name}-{s}l" for s in config.sizes))
     return preview
 
 
@@ -146,9 +154,6 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
     errors = [f"{r.path}: {e}" for r in reports for e in r.errors]
     if errors:
         raise InvalidInput("The dataset has problems; fix them and validate again:\n- " + "\n- ".join(errors))
-    if config.output_name:
-        merged = config.merge and config.method != "full"
-        check_new_names(engine, config.output_name, f"{config.output_name}-merged" if merged else None)
     memory = estimate_memory_bytes(config, model.path, model.params or 0)
     available = psutil.virtual_memory().available
     if memory["total"] > available:
@@ -165,7 +170,6 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     model = engine.ready_model(config.model_id)
     if model.format == ModelFormat.ONNX:
         raise InvalidInput(f"'{model.id}' is already an ONNX export; quantize its source model instead.")
-    check_new_names(engine, config.output_id())
     folder = Path(engine.weights_of(model)[0])
     facts = check_export(folder, config, model.params)
     check_disk(engine.settings.models_dir, facts["bytes_needed"])
@@ -185,7 +189,6 @@ def check_gguf(engine, config: GgufConfig) -> None:
     if model.format == ModelFormat.GGUF:
         raise InvalidInput(f"'{model.id}' is a GGUF export already; export its source '{model.parent_id}' to "
                            "another GGUF type instead.")
-    check_new_names(engine, config.output_id())
     check_architecture(Path(engine.weights_of(model)[0]))
     check_named_task(engine, config.task)
 
@@ -207,7 +210,7 @@ def check_calibration(engine, config: QuantizeConfig, model) -> None:
 
 def check_quantize_sweep(engine, config: QuantizeSweepConfig) -> dict:
     """A sweep's source can be exported (checked as its first candidate)."""
-    return check_quantize(engine, config.candidate_configs()[0].model_copy(update={"output_name": "sweep-check"}))
+    return check_quantize(engine, config.candidate_configs()[0])
 
 
 def check_benchmark(engine, config: BenchmarkConfig) -> None:

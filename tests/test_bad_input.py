@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from engine import EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig, Task
 from engine.configs import BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
 from engine.errors import SlmopsError
+from engine.records import RunStatus
 from engine.gguf_export import check_architecture
 from slmops_ui.forms import user_message
 from tests.helpers import ROOT
@@ -181,6 +182,21 @@ def test_bad_input_gets_a_clear_message_and_changes_nothing(tiny_engine, tiny_mo
     assert all(w.lower() in message.lower() for w in words), message
     assert "Traceback" not in message and "pydantic" not in message.lower() and len(message) < 2000, message
     assert snapshot(tiny_engine) == before
+
+
+def test_a_name_a_queued_run_will_register_is_refused_for_another_run(tiny_engine, tmp_path):
+    """Two runs in the queue with one output name: the second is refused at start, not after its work."""
+    queued = GgufConfig(model_id="tiny", output_name="mine")
+    run_id = tiny_engine.store.add_run("gguf", queued.model_dump_json(), "engine.jobs.gguf:run", "tiny")
+    try:
+        for config in (GgufConfig(model_id="tiny", gguf_type="f16", output_name="mine"),
+                       FineTuneConfig(model_id="tiny", train_path=write(tmp_path, "a.jsonl", rows(8)),
+                                      output_name="mine", max_length=64)):
+            with pytest.raises(SlmopsError, match=f"Run {run_id} .*'mine'.*another output name"):
+                tiny_engine.start_run(config)
+    finally:
+        tiny_engine.store.finish_run(run_id, RunStatus.CANCELLED)
+    assert [r.id for r in tiny_engine.list_runs(limit=None)] == [run_id]
 
 
 def test_a_bom_unicode_and_emoji_are_read_as_text(tiny_engine, tmp_path):

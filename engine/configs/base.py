@@ -17,6 +17,10 @@ class JobConfig(BaseModel):
         """The registered model this run is about (shown in the run history)."""
         return getattr(self, "model_id", None)
 
+    def new_model_ids(self) -> list[str]:
+        """The names this run will register its models under, when known before it starts."""
+        return []
+
 
 
 class GenerationParams(BaseModel):

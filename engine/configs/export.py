@@ -86,6 +86,9 @@ class QuantizeConfig(JobConfig):
             name += "-" + self.higher_precision.replace("_", "")
         return name
 
+    def new_model_ids(self) -> list[str]:
+        return [self.output_id()]
+
     def output_id(self) -> str:
         from ..models import slugify
 
@@ -129,6 +132,9 @@ class QuantizeSweepConfig(JobConfig):
     verify_tokens: int = Field(default=2048, ge=128, le=65_536, description="Tokens of the standard text scored.")
     threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")
 
+    def new_model_ids(self) -> list[str]:
+        return [self.output_name] if self.output_name else []
+
     @field_validator("candidates")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
@@ -166,6 +172,9 @@ class GgufConfig(JobConfig):
     min_task_retention: float = Field(default=0.95, ge=0.0, le=1.0, description="With a task: the share of the "
                                       "source's task score the GGUF must keep to be registered.")
     threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")
+
+    def new_model_ids(self) -> list[str]:
+        return [self.output_id()]
 
     def output_id(self) -> str:
         from ..models import slugify

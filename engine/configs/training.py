@@ -78,6 +78,12 @@ class FineTuneConfig(TrainingConfig):
     eval_max_new_tokens: int = Field(default=64, ge=1, le=2048, description="Tokens generated per scored example.")
     merge: bool = Field(default=False, description="Also save a merged model (LoRA folded into the weights).")
 
+    def new_model_ids(self) -> list[str]:
+        if not self.output_name:
+            return []
+        merged = self.merge and self.method != "full"
+        return [self.output_name] + ([f"{self.output_name}-merged"] if merged else [])
+
 
 class GenerateDataConfig(JobConfig):
     """Distillation stage 1: the teacher answers a prompt set; filtered answers become a chat dataset."""
@@ -165,6 +171,9 @@ class DistillConfig(TrainingConfig):
     def model_ref(self) -> str | None:
         return self.teacher_model_id
 
+    def new_model_ids(self) -> list[str]:
+        return [self.output_name] if self.output_name else []
+
     def measures_importance(self) -> bool:
         """The derived student's layers are chosen by measured importance (at the start of the run)."""
         return self.student == "derived" and not self.layers.strip() and self.layer_selection == "importance"
@@ -202,6 +211,9 @@ class DistillSweepConfig(DistillConfig):
         if any(v < 1 for v in value):
             raise ValueError("every size must keep at least 1 layer")
         return sorted(set(value))
+
+    def new_model_ids(self) -> list[str]:
+        return [f"{self.output_name}-{s}l" for s in self.sizes] if self.output_name else []
 
     def student_config(self, size: int, name: str) -> DistillConfig:
         """The distill config of the student that keeps `size` layers, registered as `name`."""
