@@ -37,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="when shared or not local, a folder (besides the workspace) whose models and datasets may "
                    "be named by path; repeatable (also $SLMOPS_ALLOWED_PATHS, separated by ':')")
     p.add_argument("--max-file-size", default="200mb", help="largest upload (default 200mb)")
+    p.add_argument("--mcp", action="store_true",
+                   default=env.get("GRADIO_MCP_SERVER", "").lower() == "true",
+                   help="also serve the public API (list_models, chat, start_<kind>, get_run …) as Model Context "
+                   "Protocol tools at /gradio_api/mcp/ (default $GRADIO_MCP_SERVER); this machine only")
     p.add_argument("--max-jobs", type=int, default=None, help="training/export/benchmark jobs at once; more "
                    "wait in a queue (default $SLMOPS_MAX_JOBS or 1)")
     return p.parse_args(argv)
@@ -57,6 +61,11 @@ def access_policy(args) -> tuple[tuple[str, str] | None, bool]:
         raise SystemExit(f"Refusing to start: {what} makes the dashboard reachable by others, and it can run jobs "
                          "and read files on this machine. Add --auth USER:PASSWORD (or set SLMOPS_AUTH), or bind "
                          "127.0.0.1.")
+    if args.mcp and (login or (exposed and not os.environ.get("SPACE_ID"))):
+        # Gradio's MCP server takes no login: it lists the tools to anyone, and behind --auth its calls fail
+        # (measured: "credentials were not provided")
+        raise SystemExit("Refusing to start: --mcp has no login, so it serves this machine only and without "
+                         "--auth. Drop --mcp, or bind 127.0.0.1 without --share and --auth.")
     return login, exposed
 
 
@@ -121,7 +130,8 @@ def main(argv=None) -> None:
     queued(app).launch(
         server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
         app_kwargs=app_kwargs(),  # a script ahead of Gradio's modules (an idle page at 5 frames a second)
-        show_error=True, footer_links=["api"], share=args.share, auth=login, max_file_size=args.max_file_size,
+        show_error=True, footer_links=["api"], mcp_server=args.mcp, share=args.share, auth=login,
+        max_file_size=args.max_file_size,
         # dataset and run-history downloads; nothing else of the workspace (the store and the weights never)
         allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")],
         blocked_paths=[str(settings.db_path), str(settings.models_dir), str(settings.runs_dir)])

@@ -50,9 +50,13 @@ def test_access_policy_login_from_env_and_on_a_space(monkeypatch):
     monkeypatch.setenv("SLMOPS_AUTH", "ops:pw:with:colons")
     assert app.access_policy(app.parse_args(["--share"])) == (("ops", "pw:with:colons"), True)
     monkeypatch.delenv("SLMOPS_AUTH")
+    assert app.access_policy(app.parse_args(["--mcp"])) == (None, False)
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     with pytest.raises(SystemExit, match="Refusing to start"):
         app.access_policy(app.parse_args([]))
+    # the MCP endpoint has no login: this machine only, and not behind --auth (its calls would fail)
+    with pytest.raises(SystemExit, match="--mcp has no login"):
+        app.access_policy(app.parse_args(["--mcp", "--auth", "ops:pw"]))
     monkeypatch.setenv("SPACE_ID", "someone/slmops-studio")  # the Space's visibility guards it; paths restricted
     assert app.access_policy(app.parse_args([])) == (None, True)
 
