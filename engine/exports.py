@@ -29,7 +29,12 @@ def publish_model(store, models_dir: Path, folder: Path, model_id: str, fmt: str
 
 
 def register_onnx(store, models_dir: Path, source, folder: Path, out_id: str, run_id: int) -> Path:
-    """Publish a built ONNX export of `source` (its parameter count is the source's)."""
+    """Publish a built ONNX export of `source` (its parameter count is the source's), with Foundry Local's
+    inference_model.json named after it when its tokenizer has a chat template."""
+    from .chat_template import write_foundry_file
+    from .loading import load_tokenizer
+
+    write_foundry_file(folder, out_id, load_tokenizer(folder))
     return publish_model(store, models_dir, folder, out_id, ModelFormat.ONNX, source, run_id, params=source.params)
 
 

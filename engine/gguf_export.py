@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .chat_template import chat_pieces
 from .errors import InvalidInput
 
 GGUF_FILE = "model.gguf"
@@ -166,38 +167,6 @@ def write_gguf(folder: Path, out: Path, qtype: str, *, name: str, pre: str = "de
 
 
 # --- Ollama -----------------------------------------------------------------------------------------------------
-
-def _render(tokenizer, messages: list[dict], generation: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
-
-
-def chat_pieces(tokenizer) -> dict:
-    """The text a chat template puts around each role's content, found by rendering probe conversations and
-    taking the differences: {system: (before, after), user: …, assistant: …, generation: str, default_system}."""
-    sys_, user, reply = "\x01SYSTEM\x01", "\x01USER\x01", "\x01REPLY\x01"
-    s = _render(tokenizer, [{"role": "system", "content": sys_}])
-    su = _render(tokenizer, [{"role": "system", "content": sys_}, {"role": "user", "content": user}])
-    sua = _render(tokenizer, [{"role": "system", "content": sys_}, {"role": "user", "content": user},
-                              {"role": "assistant", "content": reply}])
-    su_gen = _render(tokenizer, [{"role": "system", "content": sys_}, {"role": "user", "content": user}], True)
-    if not (su.startswith(s) and sua.startswith(su) and su_gen.startswith(su)):
-        raise InvalidInput("The chat template does not render a conversation as a sequence of messages; write the "
-                           "Ollama TEMPLATE by hand (the GGUF itself is fine).")
-
-    def around(text: str, content: str) -> tuple[str, str]:
-        before, _, after = text.partition(content)
-        return before, after
-
-    pieces = {"system": around(s, sys_), "user": around(su[len(s):], user), "assistant": around(sua[len(su):], reply),
-              "generation": su_gen[len(su):]}
-    alone = _render(tokenizer, [{"role": "user", "content": user}])  # a template may add a system prompt itself
-    head = alone[:alone.index(user)][:-len(pieces["user"][0]) or None]
-    before, after = pieces["system"]
-    default = head[len(before):-len(after) or None] if head.startswith(before) and head.endswith(after) and head \
-        else ""
-    pieces["default_system"] = default
-    return pieces
-
 
 def _go(text: str) -> str:
     """Literal text inside an Ollama (Go) template."""

@@ -1,6 +1,7 @@
 """GGUF export: the bundled model's round trip reproduces the shipped file exactly, exports of a tiny Llama are read
-back by transformers within rounding and chat like their source, the Modelfile's template writes what the chat
-template writes, and what cannot be exported is refused before a run starts."""
+back by transformers within rounding and chat like their source, the Modelfile's template (and Foundry Local's
+prompt template of ONNX exports) writes what the chat template writes, and what cannot be exported is refused before
+a run starts."""
 import re
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def test_bundled_round_trip_reproduces_the_shipped_gguf_block_for_block(real_eng
             assert ours.fields[key].contents() == field.contents(), key
 
 
-def test_modelfile_template_writes_what_the_chat_template_writes(real_engine, tiny_model_dir):
+def test_modelfile_and_foundry_templates_write_what_the_chat_template_writes(real_engine, tiny_model_dir):
+    from engine.chat_template import foundry_inference_model
     from engine.loading import load_tokenizer
 
     bundled = load_tokenizer(real_engine.get_model("smollm2-135m-instruct").path)
@@ -55,6 +57,17 @@ def test_modelfile_template_writes_what_the_chat_template_writes(real_engine, ti
     assert 'SYSTEM """Be brief."""' in text
     assert render_go_template(template_of(text), messages) == tiny.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True)
+
+    # Foundry Local's inference_model.json (its documented format: Name + PromptTemplate with "{Content}")
+    messages = [{"role": "system", "content": "Be brief."}] + CONVERSATION + [{"role": "assistant", "content": "Red."}]
+    for tokenizer in (bundled, tiny):
+        data = foundry_inference_model(tokenizer, "my-model")
+        assert data["Name"] == "my-model" and set(data["PromptTemplate"]) == {"system", "user", "assistant", "prompt"}
+        template = data["PromptTemplate"]
+        assert template["prompt"].replace("{Content}", "Name a colour.") == tokenizer.apply_chat_template(
+            CONVERSATION[:1], tokenize=False, add_generation_prompt=True)
+        assert "".join(template[m["role"]].replace("{Content}", m["content"]) for m in messages) == \
+            tokenizer.apply_chat_template(messages, tokenize=False)
 
 
 def test_tiny_gguf_exports_are_read_back_within_rounding_and_chat_like_their_source(tiny_engine):

@@ -1,6 +1,8 @@
 """Quantize job: ONNX Runtime GenAI exports of a tiny random Llama and of the bundled SmolLM2, verified against
 torch; refusals (block size, architecture) before a run starts; cancel kills the builder mid-build."""
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +127,11 @@ def test_bundled_model_int4_export_loads_and_answers(real_engine):
     *_, last = real_engine.chat("smollm2-int4-ci", [{"role": "user", "content": "Name a colour."}],
                                 GenerationParams(temperature=0.0, max_new_tokens=12))
     assert last.text.strip() and last.tokens_per_s
+    # a Foundry Local model folder: genai_config.json, the ONNX files and inference_model.json naming the model
+    folder = Path(real_engine.get_model("smollm2-int4-ci").path)
+    foundry = json.loads((folder / "inference_model.json").read_text())
+    assert foundry["Name"] == "smollm2-int4-ci" and (folder / "genai_config.json").is_file()
+    assert "<|im_start|>user\n{Content}<|im_end|>\n<|im_start|>assistant\n" in foundry["PromptTemplate"]["prompt"]
 
 
 def test_sweep_registers_the_best_and_keeps_the_others_registrable(tiny_engine):

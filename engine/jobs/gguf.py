@@ -95,8 +95,12 @@ def run(ctx, config: GgufConfig) -> None:
     pre = tokenizer_pre(ctx.store, source)
     facts = write_gguf(src, folder / GGUF_FILE, config.gguf_type, name=out_id, pre=pre, log=ctx.log,
                        check_cancelled=ctx.check_cancelled)
-    (folder / MODELFILE).write_text(modelfile(load_tokenizer(src), system=config.system_prompt), encoding="utf-8")
-    ctx.log(f"gguf: tokenizer pre-tokenizer '{pre}'; Ollama Modelfile written (ollama create NAME -f Modelfile)")
+    try:
+        (folder / MODELFILE).write_text(modelfile(load_tokenizer(src), system=config.system_prompt),
+                                        encoding="utf-8")
+        ctx.log(f"gguf: tokenizer pre-tokenizer '{pre}'; Ollama Modelfile written (ollama create NAME -f Modelfile)")
+    except InvalidInput as err:  # the GGUF is fine; Ollama then needs a TEMPLATE written by hand
+        ctx.log(f"gguf: tokenizer pre-tokenizer '{pre}'; no Modelfile: {err}", level="warning")
     size = facts["size_bytes"]
     source_size = source.size_bytes or 0
     ctx.metric("size_mb", size / 1e6)

@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..chat_template import FOUNDRY_FILE
 from ..configs import QuantizeConfig
 from ..errors import InvalidInput
 from ..export_verify import Verifier, check_agreement, check_task_retention
@@ -186,7 +187,8 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
 
 def register_export(ctx, source, folder: Path, out_id: str) -> Path:
     final = register_onnx(ctx.store, ctx.settings.models_dir, source, folder, out_id, ctx.run_id)
-    ctx.log(f"registered '{out_id}' (onnx-genai, {export_size(final) / 1e6:.1f} MB)")
+    foundry = " + Foundry Local's inference_model.json" if (final / FOUNDRY_FILE).is_file() else ""
+    ctx.log(f"registered '{out_id}' (onnx-genai{foundry}, {export_size(final) / 1e6:.1f} MB)")
     return final
 
 
