@@ -15,6 +15,7 @@ from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneCo
 from .errors import SlmopsError
 from .cli_flags import config_flags, config_from_args, load_config
 from .jobs.registry import JOB_KINDS
+from .serve_monitor import MAX_CONCURRENCY, MAX_QUEUE
 from .records import ModelStatus
 from .tasks import Task
 
@@ -228,7 +229,7 @@ def cmd_serve(engine: Engine, args) -> int:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use it",
               file=sys.stderr)
     print(f"serving {', '.join(args.model)} at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
-    serve(engine, args.model, args.host, args.port, key, args.record_prompts)
+    serve(engine, args.model, args.host, args.port, key, args.record_prompts, args.max_concurrency, args.max_queue)
     return 0
 
 
@@ -335,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $SLMOPS_API_KEY, else none)")
     p.add_argument("--record-prompts", action="store_true", help="keep each request's last message in its record "
                    "(default: tokens and timings only)")
+    p.add_argument("--max-concurrency", type=int, default=MAX_CONCURRENCY, help="requests generating at once; "
+                   f"more wait in a queue (default {MAX_CONCURRENCY})")
+    p.add_argument("--max-queue", type=int, default=MAX_QUEUE, help="requests waiting at most; past it a request "
+                   f"gets 429 with Retry-After (default {MAX_QUEUE})")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_KINDS)}) and follow it")

@@ -4,9 +4,12 @@ an API key can be required (`Authorization: Bearer KEY`). Every chat request is 
 and in Prometheus metrics (`GET /metrics`, engine/serve_monitor.py); `GET /health` answers without a key."""
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import hmac
 import json
+import math
 import threading
 import time
 import uuid
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .configs import GenerationParams
 from .errors import Busy, InvalidInput, NotFound, SlmopsError
+from .serve_monitor import MAX_CONCURRENCY, MAX_QUEUE, RequestLog, ServeMetrics, Tracked
 
 
 class ChatMessage(BaseModel):
@@ -72,21 +76,79 @@ class StopScanner:
         return piece
 
 
+class Admission:
+    """Back-pressure: at most `limit` requests generate at once; up to `queue_limit` more wait their turn in arrival
+    order; past that a request is turned away (429, with a Retry-After from recent request times). State changes
+    happen on the event loop; a slot is given back from any thread (the streaming generator ends in a worker)."""
+
+    def __init__(self, limit: int = MAX_CONCURRENCY, queue_limit: int = MAX_QUEUE):
+        if limit < 1:
+            raise InvalidInput(f"max concurrency {limit}: at least 1 request must be able to run; use 1 or more.")
+        if queue_limit < 0:
+            raise InvalidInput(f"max queue {queue_limit}: use 0 (refuse when all slots are busy) or more.")
+        self.limit, self.queue_limit = limit, queue_limit
+        self.active, self.waiting = 0, collections.deque()
+        self.seconds = 2.0  # moving average of a request's time in a slot, for Retry-After
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def enter(self):
+        """A release function once a slot is held, or None when the queue is full."""
+        self._loop = asyncio.get_running_loop()
+        if self.active < self.limit and not self.waiting:
+            self.active += 1
+        elif len(self.waiting) >= self.queue_limit:
+            return None
+        else:
+            turn = self._loop.create_future()
+            self.waiting.append(turn)
+            try:
+                await turn  # a finishing request hands its slot over (active stays the same)
+            except asyncio.CancelledError:  # the client left while waiting
+                if turn.done() and not turn.cancelled():
+                    self._leave(0.0)  # the slot was handed over just now: pass it on
+                else:
+                    self.waiting.remove(turn)
+                raise
+        t0, released = time.perf_counter(), threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._loop.call_soon_threadsafe(self._leave, time.perf_counter() - t0)
+        return release
+
+    def _leave(self, seconds: float) -> None:
+        if seconds:
+            self.seconds = 0.8 * self.seconds + 0.2 * seconds
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.active -= 1
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free for one more request."""
+        return max(1, math.ceil(self.seconds * (len(self.waiting) + 1) / self.limit))
+
+
 def create_app(engine, model_ids: list[str], api_key: str | None = None, server: str = "127.0.0.1:8000",
-               record_prompts: bool = False):
+               record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY, max_queue: int = MAX_QUEUE):
     """The API app; `server` names it in the request records (host:port), `record_prompts` keeps each request's
-    last message in its record (off by default: prompts may be private)."""
+    last message in its record (off by default: prompts may be private); `max_concurrency` requests generate at
+    once, `max_queue` more wait, further ones get 429."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
-    from .serve_monitor import RequestLog, ServeMetrics, Tracked
 
+    admission = Admission(max_concurrency, max_queue)  # refuses a limit below 1 before anything else
     for model_id in model_ids:
         engine.ready_model(model_id)  # refuse to start on a missing or unready model
     created = int(time.time())
     metrics, log = ServeMetrics(), RequestLog(engine.store, server)
+    metrics.queued.set_function(lambda: len(admission.waiting))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -139,9 +201,12 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
                   and last_message and isinstance(last_message[-1], dict) else None)
         tracked = Tracked.start(log, metrics, model[:200], prompt)
 
-        def refuse(status: int, message: str, kind: str, param: str | None = None, code: str | None = None):
+        def refuse(status: int, message: str, kind: str, param: str | None = None, code: str | None = None,
+                   headers: dict | None = None):
             tracked.fail("refused" if status < 500 else "error", message)
-            return fail(status, message, kind, param, code)
+            response = fail(status, message, kind, param, code)
+            response.headers.update(headers or {})
+            return response
 
         if body is None:
             return refuse(400, "The request body is not valid JSON.", "invalid_request_error")
@@ -162,25 +227,41 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
         params = GenerationParams(temperature=req.temperature, top_p=req.top_p,
                                   max_new_tokens=req.max_completion_tokens or req.max_tokens or 256)
         messages = [m.model_dump() for m in req.messages]
+        try:
+            release = await admission.enter()
+        except asyncio.CancelledError:
+            tracked.fail("disconnected", "the client went away while queued")
+            raise
+        if release is None:
+            wait = admission.retry_after()
+            return refuse(429, f"All {admission.limit} generation slots are busy and {admission.queue_limit} requests "
+                          f"are waiting; retry in about {wait} s.", "rate_limit_error", code="server_busy",
+                          headers={"Retry-After": str(wait)})
+        tracked.queued_s = time.perf_counter() - tracked.t0
         stop = threading.Event()
         try:
             chunks = engine.chat(req.model, messages, params, stop)
         except (InvalidInput, NotFound) as exc:
+            release()
             return refuse(400, str(exc), "invalid_request_error")
         except Busy as exc:
+            release()
             return refuse(503, str(exc), "server_error")
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return StreamingResponse(sse_events(chunks, stop, stops, completion_id, req.model, params, include_usage,
-                                                tracked), media_type="text/event-stream")
+                                                tracked, release), media_type="text/event-stream")
         try:
             text, last, scanner = await run_in_threadpool(collect, chunks, stop, stops)
         except SlmopsError as exc:
             return refuse(400, str(exc), "invalid_request_error")
         except BaseException as exc:
+            stop.set()  # e.g. the client went away: the generation ends at its next token
             tracked.fail("error", str(exc) or type(exc).__name__)
             raise
+        finally:
+            release()
         tracked.ok(last)
         return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": req.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -212,7 +293,7 @@ def usage(last) -> dict:
 
 
 def sse_events(chunks, stop: threading.Event, stops: list[str], completion_id: str, model: str,
-               params: GenerationParams, include_usage: bool, tracked=None):
+               params: GenerationParams, include_usage: bool, tracked=None, release=None):
     def event(delta: dict, reason: str | None = None, **extra) -> str:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": reason}] if delta is not None else [],
@@ -220,8 +301,8 @@ def sse_events(chunks, stop: threading.Event, stops: list[str], completion_id: s
         return f"data: {json.dumps(body)}\n\n"
 
     scanner, last, ended = StopScanner(stops), None, False
-    yield event({"role": "assistant", "content": ""})
-    try:
+    try:  # from the first event on: a client gone after it still ends the record and frees the slot
+        yield event({"role": "assistant", "content": ""})
         for last in chunks:
             piece = scanner.feed(last.text, final=last.done)
             if piece:
@@ -235,6 +316,8 @@ def sse_events(chunks, stop: threading.Event, stops: list[str], completion_id: s
         yield f"data: {json.dumps(error_body(str(exc), 'invalid_request_error'))}\n\n"
     finally:
         stop.set()  # a client that went away stops the generation at the next token
+        if release is not None:
+            release()  # the generation slot goes to the next waiting request
         if tracked is not None and ended:
             tracked.ok(last)
         elif tracked is not None:  # the client went away: the generator was closed mid-stream
@@ -246,10 +329,10 @@ def sse_events(chunks, stop: threading.Event, stops: list[str], completion_id: s
 
 
 def serve(engine, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          record_prompts: bool = False):
+          record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY, max_queue: int = MAX_QUEUE):
     import uvicorn
 
-    app = create_app(engine, model_ids, api_key, f"{host}:{port}", record_prompts)
+    app = create_app(engine, model_ids, api_key, f"{host}:{port}", record_prompts, max_concurrency, max_queue)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -257,11 +340,13 @@ class BackgroundServer:
     """The API served from a thread of this process (the UI's "Serve" control); stop() ends it."""
 
     def __init__(self, engine, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000,
-                 api_key: str | None = None, record_prompts: bool = False):
+                 api_key: str | None = None, record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY,
+                 max_queue: int = MAX_QUEUE):
         import uvicorn
 
         self.model_ids, self.host, self.port, self.api_key = list(model_ids), host, int(port), api_key or None
-        app = create_app(engine, self.model_ids, self.api_key, f"{host}:{port}", record_prompts)
+        app = create_app(engine, self.model_ids, self.api_key, f"{host}:{port}", record_prompts, max_concurrency,
+                         max_queue)
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, name=f"slmops-serve-{port}", daemon=True)
 

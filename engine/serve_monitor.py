@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .store import utcnow
 
+MAX_CONCURRENCY, MAX_QUEUE = 4, 64  # serve's defaults: 4 generations at once (on 2 cores more only share them)
 # latency buckets (seconds) for a small model on a CPU: a short reply in well under a second, a long one in a minute
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -35,6 +36,8 @@ class ServeMetrics:
                               registry=self.registry)
         self.in_flight = Gauge("slmops_requests_in_flight", "Requests being answered now", ["model"],
                                registry=self.registry)
+        self.queued = Gauge("slmops_requests_queued", "Requests waiting for a generation slot",
+                            registry=self.registry)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -120,6 +123,7 @@ class Tracked:
     rid: str
     t0: float
     open: bool = True
+    queued_s: float = 0.0  # time waiting for a generation slot (part of its time to first token)
 
     @classmethod
     def start(cls, log: RequestLog, metrics: ServeMetrics, model: str, prompt_text: str | None = None) -> "Tracked":
@@ -141,6 +145,7 @@ class Tracked:
         prompt = (getattr(last, "prompt_tokens", 0) or 0) if last is not None else 0
         completion = (getattr(last, "new_tokens", 0) or 0) if last is not None else 0
         ttft = getattr(last, "seconds_to_first_token", None) if last is not None else None
+        ttft = ttft + self.queued_s if ttft is not None else None
         if ttft is not None:
             self.metrics.ttft.labels(self.model).observe(ttft)
         self.metrics.tokens.labels(self.model, "prompt").inc(prompt)

@@ -256,7 +256,8 @@ def test_two_sessions_deleting_a_loaded_model_at_once(tiny_engine, tiny_model_di
     (["chat", "--model", "nope", "--prompt", "hi"], ["nope"]),
     (["finetune", "--config", "/no/such.yaml"], ["/no/such.yaml"]),
     (["runs", "show", "12345"], ["12345"]),
-], ids=["add-missing", "chat-unknown", "config-missing", "run-unknown"])
+    (["serve", "--model", "tiny", "--max-concurrency", "0"], ["max concurrency 0", "1 or more"]),
+], ids=["add-missing", "chat-unknown", "config-missing", "run-unknown", "serve-max-concurrency-0"])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, words):
     env = dict(os.environ, SLMOPS_HOME=str(tmp_path / "ws"), SLMOPS_OFFLINE="1")
     out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True,

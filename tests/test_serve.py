@@ -1,6 +1,7 @@
 """The OpenAI-compatible server, driven by the official `openai` client: listing, streaming and non-streaming
 replies, stop sequences, errors in OpenAI's shape, an API key, two requests at once, and every request recorded
 (SQLite rows, Prometheus /metrics, /health)."""
+import asyncio
 import socket
 import threading
 import time
@@ -9,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from engine.serve import StopScanner, create_app
+from engine.errors import InvalidInput
+from engine.serve import Admission, StopScanner, create_app
 
 
 def free_port() -> int:
@@ -24,10 +26,10 @@ def server(tiny_engine):
 
     servers = []
 
-    def start(api_key=None, record_prompts=False):
+    def start(api_key=None, record_prompts=False, **limits):
         port = free_port()
         app = create_app(tiny_engine, ["tiny"], api_key=api_key, server=f"127.0.0.1:{port}",
-                         record_prompts=record_prompts)
+                         record_prompts=record_prompts, **limits)
         start.apps.append(app)
         srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=srv.run, daemon=True)
@@ -114,6 +116,66 @@ def test_two_concurrent_requests(server):
     single = client.chat.completions.create(model="tiny", max_tokens=16, temperature=0,
                                             messages=[{"role": "user", "content": "Request 0"}])
     assert results[0] == single.choices[0].message.content  # concurrency did not mix the two replies
+
+
+def test_admission_gives_slots_in_arrival_order_and_turns_away_past_the_queue():
+    async def scenario():
+        admission = Admission(limit=1, queue_limit=1)
+        first = await admission.enter()
+        second = asyncio.create_task(admission.enter())
+        await asyncio.sleep(0)
+        assert admission.active == 1 and len(admission.waiting) == 1 and not second.done()
+        assert await admission.enter() is None and admission.retry_after() >= 1  # the queue is full
+        first()
+        first()  # a second release of one slot changes nothing
+        release = await asyncio.wait_for(second, 1)
+        assert admission.active == 1 and not admission.waiting
+        waiting = asyncio.create_task(admission.enter())
+        await asyncio.sleep(0)
+        waiting.cancel()  # a client gone while queued leaves the queue
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert not admission.waiting
+        release()
+        await asyncio.sleep(0)
+        assert admission.active == 0
+
+    asyncio.run(scenario())
+    with pytest.raises(InvalidInput, match="at least 1"):
+        Admission(limit=0)
+
+
+def test_busy_server_queues_then_answers_429_with_retry_after(server, tiny_engine, monkeypatch):
+    gate, real_chat = threading.Event(), tiny_engine.chat
+
+    def held_chat(*args, **kwargs):  # the real model's reply, released when the test opens the gate
+        gate.wait(30)
+        yield from real_chat(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_engine, "chat", held_chat)
+    base = server(max_concurrency=1, max_queue=1)
+    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+    replies = {}
+
+    def ask(i):
+        stream = client.chat.completions.create(model="tiny", stream=True, max_tokens=8, temperature=0,
+                                                messages=[{"role": "user", "content": "Hello"}])
+        replies[i] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.5)  # the first holds the slot, the second waits in the queue
+    metrics = httpx.get(base.replace("/v1", "/metrics")).text
+    assert "slmops_requests_queued 1.0" in metrics
+    busy = httpx.post(f"{base}/chat/completions", json={"model": "tiny", "max_tokens": 4,
+                                                         "messages": [{"role": "user", "content": "Hi"}]})
+    assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
+    assert busy.json()["error"]["type"] == "rate_limit_error" and "retry in about" in busy.json()["error"]["message"]
+    gate.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert replies[0] == replies[1] and replies[0]  # both answered, the queued one after the first
+    assert "slmops_requests_queued 0.0" in httpx.get(base.replace("/v1", "/metrics")).text
 
 
 def test_stop_scanner_cuts_at_stop_strings_across_chunks():
