@@ -1,9 +1,10 @@
 """Served-model monitoring: every request to `engine serve` is a row of the workspace database (written when it
 starts, completed when it ends) and counts in Prometheus metrics (prometheus_client) served at /metrics.
 
-A request pays only a queue put for its row: a writer thread stores what queued up in one transaction every
-`flush_s`. A server that dies leaves its open rows "running"; the next server at the same address marks them
-"interrupted" when it starts."""
+A request pays only a queue put for its row: a writer thread stores at once whatever queued up, in one transaction
+(while one commits the next ones gather, so a burst costs a few transactions, not one per record). A committed row
+survives the server being killed (SQLite's WAL is in the OS's hands once committed); a server that dies leaves its
+open rows "running", and the next server at the same address marks them "interrupted" when it starts."""
 from __future__ import annotations
 
 import queue
@@ -48,7 +49,7 @@ class ServeMetrics:
 class RequestLog:
     """Request rows of one server (`server` = its host:port), written by a background thread in batches."""
 
-    def __init__(self, store, server: str, flush_s: float = 0.25):
+    def __init__(self, store, server: str, flush_s: float = 0.0):
         self.store, self.server, self.flush_s = store, server, flush_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0  # queued and not yet stored
@@ -88,7 +89,8 @@ class RequestLog:
             first = self._queue.get()
             if first is None:
                 return
-            time.sleep(self.flush_s)  # let a burst gather into one transaction
+            if self.flush_s:
+                time.sleep(self.flush_s)  # optionally let a burst gather into one transaction
             batch = [first]
             while True:
                 try:
