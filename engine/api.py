@@ -10,7 +10,7 @@ from pathlib import Path
 from . import dataset_files
 from .chat import LoadedModels, stream_reply
 from .conversations import Conversations
-from .checks import check_finetune, check_new_names, check_quantize, student_preview
+from .checks import check_finetune, check_new_names, check_quantize, check_scorable, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
                       PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError
@@ -25,7 +25,7 @@ from .runner import Runner
 from .settings import Settings, hub_reachable
 from .store import Store
 from .tasks import BUNDLED as BUNDLED_TASKS
-from .tasks import Task, check_task
+from .tasks import Task
 
 
 class Engine:
@@ -190,7 +190,7 @@ class Engine:
         check_local_path(self.settings, task.eval_path, "Evaluation set")
         if not replace and task.name in {t.name for t in self.list_tasks()}:
             raise InvalidInput(f"A task named '{task.name}' exists already: choose another name.")
-        count = check_task(task)
+        count = check_scorable(self, task)
         self.store.put_task(task.name, task.model_dump_json())
         return count
 

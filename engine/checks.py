@@ -94,11 +94,19 @@ def check_new_names(engine, config) -> None:
 
 
 def check_named_task(engine, name: str) -> None:
-    """A job that names a task (empty: none): it exists and can be scored."""
+    """A job that names a task (empty: none): it exists and can be scored (a judge task's judge model is ready)."""
     if name:
-        from .tasks import check_task
+        check_scorable(engine, engine.get_task(name))
 
-        check_task(engine.get_task(name))
+
+def check_scorable(engine, task) -> int:
+    """The task's examples and scorer fit, and a judge task's judge model is ready; returns the examples."""
+    from .tasks import check_task
+
+    count = check_task(task)
+    if task.scorer == "judge":
+        engine.weights_of(engine.ready_model(task.judge_model))
+    return count
 
 
 def check_distill(engine, config: DistillConfig) -> dict:
@@ -218,16 +226,18 @@ def check_benchmark(engine, config: BenchmarkConfig) -> None:
     for model_id in config.model_ids:
         engine.ready_model(model_id)
     check_named_task(engine, config.task)
+    if config.task and engine.get_task(config.task).scorer == "judge":
+        raise InvalidInput(f"Task '{config.task}' is graded by a judge model, which would share the process whose "
+                           "memory and speed the benchmark measures. Score each model with Evaluate instead.")
 
 
 def check_evaluate(engine, config: EvaluateConfig) -> int:
     """The task exists and can be scored; the model is ready (an adapter's base too); returns the examples scored."""
     from .exports import scoring_export
-    from .tasks import check_task
 
     task = engine.get_task(config.task)
     model = engine.ready_model(config.model_id)
     engine.weights_of(model)
     scoring_export(engine.store, model, config.backend)
-    count = check_task(task)
+    count = check_scorable(engine, task)
     return min(count, config.limit) if config.limit else count

@@ -36,15 +36,17 @@ def check_agreement(result: dict, min_agreement: float, folder: Path) -> None:
 def check_task_retention(ctx, config, source_answer, export_answer, folder: Path) -> None:
     """Score the source and the export (each an answerer: engine/scoring.py) on the config's task; refuse the export
     when it keeps less than min_task_retention of the source's score."""
+    from .scoring import judge_for
     from .tasks import Task, load_examples, score_answers
 
     task = Task.model_validate_json(ctx.store.task_json(config.task))
     examples = load_examples(task, config.task_limit)
+    judge = judge_for(ctx.store, task)
     scores = {}
     for who, answer in (("source", source_answer), ("export", export_answer)):
         ctx.stage(f"verify: the {who}'s score on task '{task.name}' ({len(examples)} examples)")
         result = score_answers(task, examples, answer, lambda done, _w=who: (
-            ctx.check_cancelled(), ctx.stage(f"verify: {_w} on '{task.name}' {done}/{len(examples)}")))
+            ctx.check_cancelled(), ctx.stage(f"verify: {_w} on '{task.name}' {done}/{len(examples)}")), judge=judge)
         scores[who] = result["score"]
         ctx.summary(**{f"task_score_{who}": round(result["score"], 4), f"task_ci_low_{who}": round(result["ci_low"], 4),
                        f"task_ci_high_{who}": round(result["ci_high"], 4)})

@@ -89,6 +89,38 @@ def answerer(model, tokenizer):
     return answer
 
 
+def answerer_for(store, model, backend: str = "auto", threads: int = 0):
+    """(description, answer) for a registered model: an ONNX export answers itself; a full model or adapter answers
+    on its fastest verified export when it has one (backend "auto"), else on transformers, batched."""
+    from .exports import scoring_export
+    from .loading import load_causal_lm, weights_of
+
+    export = scoring_export(store, model, backend)
+    if export is not None:
+        from .ort_genai import OgModel
+
+        return f"onnxruntime-genai ({export.id})", OgModel(export.path, threads=threads).answer
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    lm, tokenizer = load_causal_lm(*weights_of(store, model))
+    return f"transformers fp32 ({model.id})", answerer(lm, tokenizer)
+
+
+def judge_for(store, task):
+    """The answerer of a judge task's judge model (engine.tasks.score_answers grades with it); None for the other
+    scorers."""
+    if task.scorer != "judge":
+        return None
+    from .errors import InvalidInput
+
+    judge = store.get_model(task.judge_model)
+    if not judge.ready:
+        raise InvalidInput(f"The judge model '{judge.id}' of task '{task.name}' is {judge.status}, not ready.")
+    return answerer_for(store, judge)[1]
+
+
 def score_by_generation(model, tokenizer, conversations: list[list[dict]], mode: str, max_new_tokens: int,
                         batch_size: int = 16, on_batch=None) -> ScoreResult:
     pairs = [split_conversation(c) for c in conversations]

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import InvalidInput
 from .settings import PROJECT_ROOT
 
-SCORERS = ("exact", "json", "json_f1", "contains", "regex", "numeric", "chrf")
-BINARY = {"exact", "json", "contains", "regex", "numeric"}  # pass/fail per example; json_f1 and chrf are graded
+SCORERS = ("exact", "json", "json_f1", "contains", "regex", "numeric", "chrf", "judge")
+BINARY = {"exact", "json", "contains", "regex", "numeric", "judge"}  # pass/fail; json_f1 and chrf are graded
+JUDGE_SYSTEM = ("You are a strict grader. You read a task, its reference answer and a candidate answer, and judge the "
+                "candidate by the rubric. Reply with one word: PASS or FAIL.")
 
 
 class Task(BaseModel):
@@ -23,10 +25,16 @@ class Task(BaseModel):
                       description="Name the task is stored under.")
     eval_path: str = Field(min_length=1, description="Evaluation set: chat data (JSONL/JSON/CSV/Parquet) whose last "
                            "assistant turn is the reference. Never train on it.")
-    scorer: Literal["exact", "json", "json_f1", "contains", "regex", "numeric", "chrf"] = Field(
+    scorer: Literal["exact", "json", "json_f1", "contains", "regex", "numeric", "chrf", "judge"] = Field(
         default="exact", description="exact: same text; json: same JSON value; json_f1: F1 over the JSON object's "
         "fields; contains: the reference appears in the answer; regex: the pattern's first match (group 1 if any) "
-        "equals the reference; numeric: the first number within tolerance; chrf: chrF similarity (sacrebleu), 0-1.")
+        "equals the reference; numeric: the first number within tolerance; chrf: chrF similarity (sacrebleu), 0-1; "
+        "judge: another model (judge_model) grades each answer PASS/FAIL by the rubric (an LLM's opinion, labelled "
+        "as such).")
+    judge_model: str = Field(default="", max_length=200, description="judge scorer: the registered model that "
+                             "grades the answers.")
+    rubric: str = Field(default="", max_length=4000, description="judge scorer: what a passing answer does, in "
+                        "words the judge model reads.")
     ignore_case: bool = Field(default=True, description="exact/contains/regex: compare case-insensitively.")
     pattern: str = Field(default="", max_length=1000, description="regex scorer: what to extract from the answer.")
     tolerance: float = Field(default=0.0, ge=0.0, description="numeric scorer: largest accepted |answer − reference|.")
@@ -65,6 +73,8 @@ def _number(text: str) -> float | None:
 def score(task: Task, prediction: str, reference: str) -> float:
     """This example's score in [0, 1] (1 = pass for the pass/fail scorers)."""
     kind = task.scorer
+    if kind == "judge":
+        raise InvalidInput("A judge task is scored by its judge model (score_answers with a judge), not by rule.")
     if kind == "exact":
         return float(_normalise(prediction, task.ignore_case) == _normalise(reference, task.ignore_case))
     if kind == "contains":
@@ -106,19 +116,44 @@ def interval(scores: list[float], binary: bool, seed: int = 0) -> tuple[float, f
     return means[49], means[1949]
 
 
+def judge_prompt(task: Task, prompt: str, reference: str, prediction: str) -> list[dict]:
+    """The conversation the judge model grades one answer in."""
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": f"Rubric: {task.rubric}\n\nTask: {prompt}\n\nReference answer: {reference}"
+                                        f"\n\nCandidate answer: {prediction}\n\nVerdict (PASS or FAIL):"}]
+
+
+def verdict(reply: str) -> float:
+    """1.0 when the judge's reply starts with PASS (or YES), else 0.0."""
+    words = re.findall(r"[A-Za-z]+", reply)
+    return float(bool(words) and words[0].upper() in {"PASS", "YES"})
+
+
 def score_answers(task: Task, examples: list[tuple[list[dict], str]], answer, on_batch=None,
-                  batch: int = 8) -> dict:
+                  batch: int = 8, judge=None) -> dict:
     """Every example answered and scored. `answer(prompts, max_new_tokens)` → answers; `on_batch(done)` after each
-    batch of `batch` (progress, cancellation). Returns the rows (n, prompt, reference, prediction, score), the mean
-    score with its 95 % interval, how many passed, and the seconds spent."""
+    batch of `batch` (progress, cancellation); `judge` (an answerer of the task's judge model, engine.scoring.judge_for)
+    grades the answers of a judge task. Returns the rows (n, prompt, reference, prediction, score, and the judge's
+    reply), the mean score with its 95 % interval, how many passed, and the seconds spent."""
     import time
 
+    if task.scorer == "judge" and judge is None:
+        raise InvalidInput(f"Task '{task.name}' is graded by a judge model, and none was given here.")
     t0, rows = time.perf_counter(), []
     for start in range(0, len(examples), batch):
         chunk = examples[start:start + batch]
-        for (prompt, reference), prediction in zip(chunk, answer([p for p, _ in chunk], task.max_new_tokens)):
-            rows.append({"n": len(rows) + 1, "prompt": prompt[-1]["content"], "reference": reference,
-                         "prediction": prediction, "score": score(task, prediction, reference)})
+        predictions = answer([p for p, _ in chunk], task.max_new_tokens)
+        if task.scorer == "judge":
+            replies = judge([judge_prompt(task, p[-1]["content"], ref, pred)
+                             for (p, ref), pred in zip(chunk, predictions)], 8)
+        for i, ((prompt, reference), prediction) in enumerate(zip(chunk, predictions)):
+            row = {"n": len(rows) + 1, "prompt": prompt[-1]["content"], "reference": reference,
+                   "prediction": prediction}
+            if task.scorer == "judge":
+                row.update(score=verdict(replies[i]), judge=replies[i])
+            else:
+                row["score"] = score(task, prediction, reference)
+            rows.append(row)
         if on_batch is not None:
             on_batch(len(rows))
     scores = [r["score"] for r in rows]
@@ -173,6 +208,9 @@ def load_examples(task: Task, limit: int = 0) -> list[tuple[list[dict], str]]:
 def check_task(task: Task) -> int:
     """Refuse a task that cannot be scored (unreadable set, no references, bad regex, a scorer that does not fit the
     references); returns the number of examples."""
+    if task.scorer == "judge" and not (task.judge_model.strip() and task.rubric.strip()):
+        raise InvalidInput("The judge scorer needs a judge_model (a registered model that grades the answers) and a "
+                           "rubric (what a passing answer does).")
     if task.scorer == "regex":
         if not task.pattern:
             raise InvalidInput("The regex scorer needs a pattern (what to extract from the answer).")

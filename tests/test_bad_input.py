@@ -159,6 +159,13 @@ CASES = [
     ("quantize-unknown-task", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", task="nope")), ["nope"]),
     ("distill-unknown-task", lambda e, t, d: e.check(DistillConfig(
         teacher_model_id="tiny", train_path=write(t, "a.jsonl", rows(8)), task="nope")), ["nope"]),
+    ("task-judge-without-rubric", lambda e, t, d: e.add_task(Task(name="j2", scorer="judge", judge_model="tiny",
+                                                                   eval_path=write(t, "j.jsonl", rows(3)))),
+     ["judge_model", "rubric"]),
+    ("task-judge-model-unknown", lambda e, t, d: e.add_task(Task(name="j3", scorer="judge", judge_model="ghost",
+                                                                  rubric="Correct.", eval_path=write(t, "j.jsonl",
+                                                                                                     rows(3)))),
+     ["ghost"]),
     ("task-duplicate-name", lambda e, t, d: e.add_task(Task(name="request_to_json", eval_path=write(
         t, "d.jsonl", rows(3)))), ["exists", "another name"]),
 ]

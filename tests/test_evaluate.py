@@ -5,6 +5,7 @@ import json
 import pytest
 
 from engine import EvaluateConfig, InvalidInput, Task
+from engine.configs import BenchmarkConfig
 from engine.tasks import interval, score
 
 
@@ -58,6 +59,31 @@ def test_a_tiny_model_is_scored_by_the_evaluate_job(tiny_engine, tmp_path):
     # the lineage view shows the model's newest score on each task it was scored on
     shown = tiny_engine.lineage("tiny")["numbers"]["task say"]
     assert shown == f"{s['score']:.3f} ({s['ci_low']:.3f}–{s['ci_high']:.3f})"
+
+
+def test_a_judge_task_is_graded_by_its_judge_model(tiny_engine, tmp_path):
+    from engine.tasks import judge_prompt, verdict
+
+    assert [verdict(r) for r in ("PASS", " pass.", "Yes, it is", "FAIL", "The answer passes", "")] == \
+        [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    path = tmp_path / "open.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant",
+                                                                                      "content": a}]}) + "\n"
+                            for q, a in (("Describe the sea.", "Large, salty and blue."), ("Name a fruit.", "Apple"))))
+    judged = Task(name="open", eval_path=str(path), scorer="judge", judge_model="tiny", max_new_tokens=6,
+                  rubric="The answer is about the same thing as the reference.")
+    prompt = judge_prompt(judged, "Name a fruit.", "Apple", "Pear")
+    assert "Rubric: The answer is about" in prompt[-1]["content"] and "Candidate answer: Pear" in prompt[-1]["content"]
+    assert tiny_engine.add_task(judged) == 2
+    run_id = tiny_engine.start_run(EvaluateConfig(model_id="tiny", task="open", backend="transformers"))
+    run = tiny_engine.wait_run(run_id, timeout=300)
+    assert run.status.value == "succeeded", run.error
+    [artifact] = [a for a in tiny_engine.run_artifacts(run_id) if a.kind == "predictions"]
+    rows = [json.loads(line) for line in open(artifact.path, encoding="utf-8")]
+    assert len(rows) == 2 and all(r["score"] == verdict(r["judge"]) for r in rows)  # the judge's reply decides
+    assert any("an LLM judge's opinion" in line.message for line in tiny_engine.run_logs(run_id))
+    with pytest.raises(InvalidInput, match="judge model"):
+        tiny_engine.check(BenchmarkConfig(model_ids=["tiny"], task="open"))
 
 
 def test_compare_says_which_examples_flipped():

@@ -140,11 +140,12 @@ def task_scores(ctx, config: DistillConfig, teacher, student, tokenizer) -> dict
     are kept as a predictions artifact."""
     import json
 
-    from ..scoring import answerer
+    from ..scoring import answerer, judge_for
     from ..tasks import Task, load_examples, score_answers
 
     task = Task.model_validate_json(ctx.store.task_json(config.task))
     examples = load_examples(task, config.task_limit)
+    judge = judge_for(ctx.store, task)
     out = {}
     shared = getattr(ctx, "shared", None)  # a sweep scores its teacher once for all its students
     for who, model in (("teacher", teacher), ("student", student)):
@@ -155,7 +156,8 @@ def task_scores(ctx, config: DistillConfig, teacher, student, tokenizer) -> dict
             lo = 0.87 if who == "teacher" else 0.92
             result = score_answers(task, examples, answerer(model, tokenizer), lambda done, _w=who, _lo=lo: (
                 ctx.check_cancelled(), ctx.progress(_lo + 0.05 * done / len(examples),
-                                                    f"eval: {_w} on '{task.name}' {done}/{len(examples)}")))
+                                                    f"eval: {_w} on '{task.name}' {done}/{len(examples)}")),
+                                   judge=judge)
             if who == "teacher" and shared is not None:
                 shared["teacher"] = result
             ctx.log(f"{who} on {task.name}: {result['score']:.3f} ({result['ci_low']:.3f}–{result['ci_high']:.3f}) "

@@ -7,28 +7,8 @@ import json
 import time
 
 from ..configs import EvaluateConfig
-from ..exports import scoring_export
+from ..scoring import answerer_for, judge_for
 from ..tasks import Task, load_examples, score_answers
-
-
-def choose_backend(ctx, config: EvaluateConfig, model):
-    """(description, generate(list of prompts) → list of answers) for the model."""
-    from ..loading import load_causal_lm, weights_of
-
-    export = scoring_export(ctx.store, model, config.backend)
-    if export is not None:
-        from ..ort_genai import OgModel
-
-        return f"onnxruntime-genai ({export.id})", OgModel(export.path, threads=config.threads).answer
-
-    import torch
-
-    from ..scoring import answerer
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    lm, tokenizer = load_causal_lm(*weights_of(ctx.store, model))
-    return f"transformers fp32 ({model.id})", answerer(lm, tokenizer)
 
 
 def run(ctx, config: EvaluateConfig) -> None:
@@ -37,8 +17,10 @@ def run(ctx, config: EvaluateConfig) -> None:
     model = ctx.store.get_model(config.model_id)
     examples = load_examples(task, config.limit)
     ctx.progress(0.02, "loading the model")
-    backend, answer = choose_backend(ctx, config, model)
-    ctx.log(f"{len(examples)} examples of '{task.name}' ({task.scorer} scorer) on {backend}")
+    backend, answer = answerer_for(ctx.store, model, config.backend, config.threads)
+    judge = judge_for(ctx.store, task)
+    judged = f", graded by the model '{task.judge_model}' (an LLM judge's opinion)" if judge else ""
+    ctx.log(f"{len(examples)} examples of '{task.name}' ({task.scorer} scorer{judged}) on {backend}")
     ctx.summary(task=task.name, scorer=task.scorer, backend=backend, examples=len(examples),
                 task_config=task.model_dump())  # the task as it was scored, should it change later
 
@@ -46,7 +28,7 @@ def run(ctx, config: EvaluateConfig) -> None:
         ctx.check_cancelled()
         ctx.progress(0.05 + 0.9 * done / len(examples), f"scored {done}/{len(examples)}")
 
-    result = score_answers(task, examples, answer, on_batch)
+    result = score_answers(task, examples, answer, on_batch, judge=judge)
     path = ctx.workdir / "predictions.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["rows"]), encoding="utf-8")
     ctx.artifact("predictions", path)
