@@ -172,7 +172,7 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
 
 
 def check_quantize(engine, config: QuantizeConfig) -> dict:
-    """Refuse an export that cannot work (architecture, block size, GPU, name, disk) before a run starts."""
+    """Refuse an export that cannot work (architecture, block size, GPU, disk) before a run starts."""
     from .onnx_export import check_disk, check_export
 
     model = engine.ready_model(config.model_id)
@@ -187,7 +187,7 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
 
 
 def check_gguf(engine, config: GgufConfig) -> None:
-    """Refuse a GGUF export that cannot work (format, architecture, tokenizer, name, task) before a run starts."""
+    """Refuse a GGUF export that cannot work (format, architecture, task) before a run starts (names: Engine.check)."""
     from .gguf_export import check_architecture
 
     model = engine.ready_model(config.model_id)

@@ -142,7 +142,6 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
-
     admission = Admission(max_concurrency, max_queue)  # refuses a limit below 1 before anything else
     for model_id in model_ids:
         engine.ready_model(model_id)  # refuse to start on a missing or unready model
