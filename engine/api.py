@@ -232,7 +232,9 @@ class Engine:
     def check(self, config: JobConfig) -> None:
         """The up-front checks of a job kind (raise InvalidInput with the reason when it cannot work)."""
         check_config_paths(self.settings, config)
-        check_new_names(self, config)
+        active = {r.id: job_kind(r.kind).config.model_validate_json(r.config_json)
+                  for r in self.store.active_runs() if r.kind in JOB_KINDS}
+        check_new_names(self, config, active)
         kind = job_kind(config.kind)
         if kind.check is not None:
             kind.check(self, config)

@@ -72,17 +72,10 @@ def student_preview(engine, config: DistillConfig) -> dict:
             "ratio": params / teacher.params}
 
 
-def check_new_names(engine, config) -> None:
+def check_new_names(engine, config, active: dict) -> None:
     """The names a run will register its models under (config.new_model_ids()) are usable and free, also of the
-    runs queued or running now: refused before anything trains."""
-    from .jobs.registry import JOB_KINDS
-
-    claimed = {}
-    for run in engine.store.active_runs():
-        kind = JOB_KINDS.get(run.kind)
-        if kind is not None:
-            for name in kind.config.model_validate_json(run.config_json).new_model_ids():
-                claimed[name] = run.id
+    runs queued or running now (`active`: run id → its config): refused before anything trains."""
+    claimed = {name: run_id for run_id, cfg in active.items() for name in cfg.new_model_ids()}
     for name in config.new_model_ids():
         check_model_id(name)
         if engine.store.has_model(name):

@@ -259,7 +259,7 @@ def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
         assert "int4" in chart and "perplexity" in chart
         assert "smollm2-135m-instruct-onnx-int4" in page.inner_text("#q-exports")
         # the same source as GGUF (llama.cpp, Ollama): written, read back by transformers, registered
-        page.get_by_text("GGUF for llama.cpp, Ollama and LM Studio").click()
+        page.get_by_text("GGUF for llama.cpp, Ollama and LM Studio", exact=True).click()
         page.get_by_label("Verify tokens (GGUF)").fill("0")
         page.click("#q-gguf-start")
         page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => e.innerText.includes("
