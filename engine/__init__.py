@@ -7,8 +7,8 @@ from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, Un
                      VerificationFailed)
 from .jobs.registry import JOB_KINDS, JobKind
 from .models import DEFAULT_MODEL_ID
-from .records import (ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus,
-                      RunRecord, RunStatus)
+from .records import (EXPORT_FORMATS, ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord,
+                      ModelStatus, RunRecord, RunStatus)
 from .settings import Settings
 from .tasks import Task
 
@@ -17,7 +17,8 @@ __all__ = [
     "JobConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GgufConfig", "GenerationParams",
     "JOB_KINDS", "JobKind", "sweep_variants",
-    "ChatChunk", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint", "LogLine",
+    "ChatChunk", "EXPORT_FORMATS", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint",
+    "LogLine",
     "ArtifactRecord", "Task",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
     "VerificationFailed",

@@ -12,13 +12,13 @@ from .chat import LoadedModels, stream_reply
 from .conversations import Conversations
 from .checks import check_finetune, check_new_names, check_quantize, check_scorable, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
-                      PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig)
+                      PrepareModelConfig, QuantizeConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .paths import check_config_paths, check_local_path
 from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus, RunRecord
-from .exports import export_summary, register_onnx
+from .exports import export_summary, register_candidate
 from .jobs.registry import JOB_KINDS, job_kind
 from .loading import weights_of
 from .runner import Runner
@@ -251,21 +251,7 @@ class Engine:
 
     def register_candidate(self, run_id: int, variant: str, name: str | None = None) -> ModelRecord:
         """Register a candidate a sweep built but did not choose (it stays in the run folder until then)."""
-        run = self.store.get_run(run_id)
-        if run.kind != QuantizeSweepConfig.kind or not run.status.final:
-            raise InvalidInput(f"Run {run_id} is not a finished quantize sweep.")
-        folder = self.settings.runs_dir / str(run_id) / "candidates" / variant
-        if not folder.is_dir():
-            raise InvalidInput(f"Run {run_id} has no candidate '{variant}' left (it was registered already, or "
-                               "was never built).")
-        source = self.store.get_model(run.model_id)
-        model_id = check_model_id((name or "").strip() or f"{source.id}-onnx-{variant}")
-        if self.store.has_model(model_id):
-            raise InvalidInput(f"A model named '{model_id}' already exists: choose another name.")
-        register_onnx(self.store, self.settings.models_dir, source, folder, model_id, run_id)
-        rows = [dict(c, model_id=model_id) if c["variant"] == variant else c for c in run.summary["candidates"]]
-        self.store.merge_summary(run_id, {"candidates": rows})
-        return self.store.get_model(model_id)
+        return register_candidate(self.store, self.settings, run_id, variant, name)
 
     def check_quantize(self, config: QuantizeConfig) -> dict:
         """Architecture, widths and disk needed of an export; InvalidInput when it cannot work."""

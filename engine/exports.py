@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .records import ModelFormat, ModelStatus
+from .records import EXPORT_FORMATS, ModelFormat, ModelStatus
 
 
 def publish_model(store, models_dir: Path, folder: Path, model_id: str, fmt: str, parent, run_id: int, *,
@@ -38,10 +38,33 @@ def register_onnx(store, models_dir: Path, source, folder: Path, out_id: str, ru
     return publish_model(store, models_dir, folder, out_id, ModelFormat.ONNX, source, run_id, params=source.params)
 
 
+def register_candidate(store, settings, run_id: int, variant: str, name: str | None = None):
+    """Register a candidate a quantize sweep built but did not choose (it stays in the run folder until then)."""
+    from .configs import QuantizeSweepConfig
+    from .errors import InvalidInput
+    from .models import check_model_id
+
+    run = store.get_run(run_id)
+    if run.kind != QuantizeSweepConfig.kind or not run.status.final:
+        raise InvalidInput(f"Run {run_id} is not a finished quantize sweep.")
+    folder = settings.runs_dir / str(run_id) / "candidates" / variant
+    if not folder.is_dir():
+        raise InvalidInput(f"Run {run_id} has no candidate '{variant}' left (it was registered already, or "
+                           "was never built).")
+    source = store.get_model(run.model_id)
+    model_id = check_model_id((name or "").strip() or f"{source.id}-onnx-{variant}")
+    if store.has_model(model_id):
+        raise InvalidInput(f"A model named '{model_id}' already exists: choose another name.")
+    register_onnx(store, settings.models_dir, source, folder, model_id, run_id)
+    rows = [dict(c, model_id=model_id) if c["variant"] == variant else c for c in run.summary["candidates"]]
+    store.merge_summary(run_id, {"candidates": rows})
+    return store.get_model(model_id)
+
+
 def export_summary(store, model) -> dict:
     """The verified numbers of an ONNX or GGUF export (variant, size, perplexity ratio, decode speed…) from the run
     that made it; for a sweep, the row of its candidate. Empty when unknown."""
-    if model.format not in {ModelFormat.ONNX, ModelFormat.GGUF} or not model.run_id:
+    if model.format not in EXPORT_FORMATS or not model.run_id:
         return {}
     try:
         summary = store.get_run(model.run_id).summary

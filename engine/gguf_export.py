@@ -16,8 +16,8 @@ import numpy as np
 
 from .chat_template import chat_pieces
 from .errors import InvalidInput
+from .loading import GGUF_FILE, load_tokenizer
 
-GGUF_FILE = "model.gguf"
 MODELFILE = "Modelfile"
 TYPES = ("q4_1", "q8_0", "f16", "f32")
 SUPPORTED = {"LlamaForCausalLM"}  # what llama.cpp reads as `llama` with this tensor layout
@@ -60,9 +60,8 @@ def _permute(w: np.ndarray, heads: int) -> np.ndarray:
 def _tokenizer_metadata(writer, folder: Path, vocab_size: int, pre: str) -> None:
     """Tokens with their types (special added tokens are CONTROL), merges, special ids, chat template."""
     import gguf
-    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    tokenizer = load_tokenizer(folder)
     tokenizer_json = Path(folder) / "tokenizer.json"
     spec = json.loads(tokenizer_json.read_text(encoding="utf-8")) if tokenizer_json.is_file() else {}
     model = spec.get("model", {})

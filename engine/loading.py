@@ -23,10 +23,11 @@ def weights_of(store, model: ModelRecord) -> tuple[str, str | None]:
     return base.path, model.path
 
 
+GGUF_FILE = "model.gguf"  # the file of a GGUF export's folder (engine/gguf_export.py writes it)
+
+
 def gguf_file(path: str | Path) -> dict:
     """{'gguf_file': name} for a GGUF export's folder (from_pretrained reads the file), else {}."""
-    from .gguf_export import GGUF_FILE
-
     return {"gguf_file": GGUF_FILE} if (Path(path) / GGUF_FILE).is_file() else {}
 
 

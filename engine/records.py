@@ -14,6 +14,9 @@ class ModelFormat(StrEnum):
     GGUF = "gguf"  # a GGUF export (model.gguf + an Ollama Modelfile) for llama.cpp, Ollama, LM Studio
 
 
+EXPORT_FORMATS = frozenset({ModelFormat.ONNX, ModelFormat.GGUF})  # made for a runtime: not exported again
+
+
 class RunStatus(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import ModelFormat
+from engine import EXPORT_FORMATS
 
 # (tab id, button label, whether an export (ONNX, GGUF) can go there: it is exported already)
 STEPS = (("chat", "Chat with it", True), ("quantize", "Export it (Quantize)", False),
@@ -37,7 +37,7 @@ def steps_for(model) -> list[str]:
     """The tabs a finished run's model can go to next (an export is not exported again); [] without a model."""
     if model is None:
         return []
-    export = model.format in {ModelFormat.ONNX, ModelFormat.GGUF}
+    export = model.format in EXPORT_FORMATS
     return [tab_id for tab_id, _, exports_too in STEPS if exports_too or not export]
 
 

@@ -14,7 +14,7 @@ from ..configs import GgufConfig
 from ..errors import InvalidInput
 from ..export_verify import CHECK_PROMPT, agreement_prompts, check_agreement, check_task_retention
 from ..exports import publish_model
-from ..gguf_export import GGUF_FILE, MODELFILE, check_architecture, modelfile, write_gguf
+from ..gguf_export import GGUF_FILE, MODELFILE, modelfile, write_gguf
 from ..records import ModelFormat
 from .quantize import merged_source
 
@@ -88,7 +88,6 @@ def run(ctx, config: GgufConfig) -> None:
     source = ctx.store.get_model(config.model_id)
     ctx.progress(0.02, "load: preparing the source model")
     src = merged_source(ctx, source)
-    check_architecture(src)
     folder = ctx.workdir / "export"
     folder.mkdir(parents=True, exist_ok=True)
     ctx.progress(0.1, f"convert: writing the {config.gguf_type} GGUF")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import GgufConfig, ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
+from engine import EXPORT_FORMATS, GgufConfig, ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
 
 from ..charts import pareto_figure
 from ..forms import ConfigForm, model_choices, task_choices, ui_errors
@@ -20,7 +20,7 @@ PRECISION_HELP = ("int4 affine (default): 4-bit blocks with float offsets, exact
 def exports_rows(engine) -> list[list]:
     rows = []
     for m in engine.list_models():
-        if m.format not in {ModelFormat.ONNX, ModelFormat.GGUF}:
+        if m.format not in EXPORT_FORMATS:
             continue
         summary = engine.export_summary(m.id)
         variant = summary.get("variant", "") if m.format == ModelFormat.ONNX else f"gguf {summary.get('gguf_type', '')}"
