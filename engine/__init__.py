@@ -2,7 +2,7 @@
 from .api import Engine
 from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
                       GenerationParams, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
-                      SelfTestConfig, sweep_variants)
+                      SearchRange, SelfTestConfig, TuneConfig, sweep_variants)
 from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
                      VerificationFailed)
 from .jobs.registry import JOB_KINDS, JobKind
@@ -16,6 +16,7 @@ __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig",
     "JobConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GgufConfig", "GenerationParams",
+    "TuneConfig", "SearchRange",
     "JOB_KINDS", "JobKind", "sweep_variants",
     "ChatChunk", "EXPORT_FORMATS", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint",
     "LogLine",

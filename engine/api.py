@@ -12,7 +12,7 @@ from .chat import LoadedModels, stream_reply
 from .conversations import Conversations
 from .checks import check_finetune, check_new_names, check_quantize, check_scorable, student_preview
 from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
-                      PrepareModelConfig, QuantizeConfig)
+                      PrepareModelConfig, QuantizeConfig, TuneConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
@@ -216,18 +216,19 @@ class Engine:
         return compare(self.run_predictions(run_a), self.run_predictions(run_b))
 
     # ---- runs ---------------------------------------------------------------------------------------------
-    def start_run(self, config: JobConfig) -> int:
-        """Validate what can be validated up front, then hand the run to a worker process."""
+    def start_run(self, config: JobConfig, parent_run_id: int | None = None) -> int:
+        """Validate what can be validated up front, then hand the run to a worker process (a study's trial names
+        its study's run as parent)."""
         job_kind(config.kind)  # an unknown kind is refused before anything else
         model_id = config.model_ref()
         if model_id is not None and config.kind != PrepareModelConfig.kind:
             self.ready_model(model_id)
         self.check(config)
-        return self._launch(config)
+        return self._launch(config, parent_run_id)
 
-    def _launch(self, config: JobConfig) -> int:
+    def _launch(self, config: JobConfig, parent_run_id: int | None = None) -> int:
         kind = job_kind(config.kind)
-        return self.runner.start(config, kind.target, kind.exclusive)
+        return self.runner.start(config, kind.target, kind.exclusive, parent_run_id)
 
     def check(self, config: JobConfig) -> None:
         """The up-front checks of a job kind (raise InvalidInput with the reason when it cannot work)."""
@@ -311,6 +312,9 @@ class Engine:
         if not run.status.final:
             raise Busy(f"Run {run_id} is still {run.status.value}.")
         config = job_kind(run.kind).config.model_validate_json(run.config_json)
+        if run.kind == TuneConfig.kind:  # the study continues in its storage, with the trials it has
+            return self.start_run(config.model_copy(update={"study_name": run.summary.get("study") or
+                                                           config.study_name}))
         if run.kind == GenerateDataConfig.kind:
             if run.status.value == "succeeded":
                 raise InvalidInput(f"Run {run_id} already answered every prompt.")
@@ -324,6 +328,18 @@ class Engine:
                 raise InvalidInput(f"Run {run_id} finished: say how many more epochs to train.")
             changes.update(epochs=config.epochs + extra_epochs, max_steps=0)
         return self.start_run(config.model_copy(update=changes))
+
+    def study(self, run_id: int):
+        """The Optuna study of a tune run (for its trials table and Optuna's plots)."""
+        from .tuning import study_of_run
+
+        return study_of_run(self.settings, self.store.get_run(run_id))
+
+    def study_trials(self, run_id: int) -> list[dict]:
+        """The study's trials: number, state, objective value, training steps, run, params."""
+        from .tuning import trial_rows
+
+        return trial_rows(self.study(run_id))
 
     def cancel_run(self, run_id: int) -> RunRecord:
         return self.runner.cancel(run_id)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from .api import Engine
 from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig,
                       QuantizeConfig)
-from .errors import SlmopsError
+from .errors import InvalidInput, SlmopsError
 from .cli_flags import config_flags, config_from_args, load_config
 from .jobs.registry import JOB_KINDS
 from .serve_monitor import MAX_CONCURRENCY, MAX_QUEUE
@@ -239,6 +239,35 @@ def cmd_runs_resume(engine: Engine, args) -> int:
     return _follow(engine, run_id)
 
 
+def cmd_tune(engine: Engine, args) -> int:
+    """Start a study from a config (and follow it), or join a study that exists in a storage as one more worker
+    (in this process: its trials run as runs of this workspace)."""
+    from .configs import TuneConfig
+    from .jobs.launch import run_in_process
+    from .tuning import stored_config
+
+    if args.action == "worker":
+        if not (args.storage and args.study):
+            raise InvalidInput("a worker needs --storage URL and --study NAME")
+        config = stored_config(args.storage, args.study).model_copy(update={"study_name": args.study,
+                                                                           "storage": args.storage})
+        engine.check(config)
+        run_id = run_in_process(engine, config)
+        code = 0
+    else:
+        if not args.config:
+            raise InvalidInput("give --config tune.yaml (kind: tune), or `tune worker --storage URL --study NAME`")
+        config = load_config(args.config)
+        if not isinstance(config, TuneConfig):
+            raise InvalidInput(f"{args.config} is a {config.kind} config; a study's config has kind: tune")
+        run_id = engine.start_run(config)
+        print(f"started run {run_id}")
+        code = _follow(engine, run_id)
+    _print_table(engine.study_trials(run_id))
+    print(json.dumps(engine.get_run(run_id).summary))
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="SLMOps Studio, headless. The workspace "
                                      "is $SLMOPS_HOME (default: workspace/ beside app.py).")
@@ -341,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=MAX_QUEUE, help="requests waiting at most; past it a request "
                    f"gets 429 with Retry-After (default {MAX_QUEUE})")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("tune", help="a hyperparameter study (Optuna) over fine-tune or distill; `tune worker` joins "
+                       "a study from another process or machine")
+    p.add_argument("action", nargs="?", choices=["worker"], help="worker: run trials of an existing study")
+    p.add_argument("--config", help="YAML/JSON config with kind: tune")
+    p.add_argument("--storage", help="the study's RDB URL (worker)")
+    p.add_argument("--study", help="the study's name (worker)")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("run", help=f"start a job from a YAML/JSON config ({', '.join(JOB_KINDS)}) and follow it")
     p.add_argument("--config", required=True)

@@ -24,6 +24,7 @@ class RunStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"  # a study's trial stopped early by its pruner: a verdict on its settings, not a failure
 
     @property
     def final(self) -> bool:
@@ -84,6 +85,7 @@ class RunRecord:
     cancel_requested: bool
     summary: dict = field(default_factory=dict)
     queue_position: int | None = None  # waiting for a job slot: 1 = next to start (set by Store.get_run)
+    parent_run_id: int | None = None  # the study (tune run) this run is a trial of
 
     @classmethod
     def from_row(cls, row: dict) -> "RunRecord":
@@ -93,6 +95,7 @@ class RunRecord:
             finished_at=row.get("finished_at"), progress=row.get("progress") or 0.0, stage=row.get("stage") or "",
             eta_s=row.get("eta_s"), error=row.get("error"), pid=row.get("pid"),
             cancel_requested=bool(row.get("cancel_requested")), summary=json.loads(row.get("summary_json") or "{}"),
+            parent_run_id=row.get("parent_run_id"),
         )
 
     @property

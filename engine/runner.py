@@ -36,7 +36,7 @@ class _Tracked:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def _process_alive(pid: int, started: float | None) -> bool:
+def process_alive(pid: int, started: float | None) -> bool:
     """True when `pid` is running and is the same process we spawned (its start time matches)."""
     if not pid or pid <= 0:  # None: never spawned; 0: claimed from the queue, being spawned
         return False
@@ -66,12 +66,12 @@ class Runner:
         self._stop = threading.Event()
 
     # ---- starting -----------------------------------------------------------------------------------------
-    def start(self, config: JobConfig, target: str, exclusive: bool = False) -> int:
+    def start(self, config: JobConfig, target: str, exclusive: bool = False, parent_run_id: int | None = None) -> int:
         """Record the run (its recipe's `module:function` as target) and return its id at once. It starts now when
         a slot is free (exclusive jobs: at most `settings.max_parallel_jobs` at a time), otherwise it waits in the
         queue, oldest first."""
         run_id = self.store.add_run(config.kind, config.model_dump_json(), target, config.model_ref(),
-                                    exclusive=exclusive)
+                                    exclusive=exclusive, parent_run_id=parent_run_id)
         (self.settings.runs_dir / str(run_id)).mkdir(parents=True, exist_ok=True)
         self.dispatch()
         self._ensure_supervisor()
@@ -118,7 +118,7 @@ class Runner:
         if run.status.final:
             return run
         self.store.request_cancel(run_id)
-        if run.pid is None or not _process_alive(run.pid, None):
+        if run.pid is None or not process_alive(run.pid, None):
             self.store.finish_run(run_id, RunStatus.CANCELLED, "cancelled before its worker started")
         return self.store.get_run(run_id)
 
@@ -145,7 +145,7 @@ class Runner:
                 if run.pid == 0:  # claimed by a server that stopped before spawning it: back in the queue
                     self.store.update_run(run.id, pid=None)
                 continue
-            if run.pid and _process_alive(run.pid, row.get("pid_started")):
+            if run.pid and process_alive(run.pid, row.get("pid_started")):
                 log = self.settings.runs_dir / str(run.id) / "worker.log"
                 self._track(_Tracked(run.id, run.pid, None, log_path=log))
             elif self.store.finish_run(run.id, RunStatus.INTERRUPTED,
@@ -200,7 +200,7 @@ class Runner:
             alive = exit_code is None
         else:
             exit_code = None
-            alive = _process_alive(t.pid, None)
+            alive = process_alive(t.pid, None)
         if not alive:
             self._settle(store, t, exit_code)
             return True
@@ -242,7 +242,8 @@ class Runner:
         if run.status.final:
             return
         if run.cancel_requested:
-            store.finish_run(t.run_id, RunStatus.CANCELLED, "cancelled by request (worker stopped)")
+            status = store.stopped_status(t.run_id)
+            store.finish_run(t.run_id, status, f"{status.value} by request (worker stopped)")
             return
         if exit_code is None:
             how = "the worker process disappeared"

@@ -89,6 +89,13 @@ def m006_requests(db: Database) -> None:
     db["requests"].create_index(["server", "status"], if_not_exists=True)
 
 
+@migrations()
+def m007_run_parent(db: Database) -> None:
+    """A study's trials are runs of their own, linked to the study's run."""
+    db["runs"].add_column("parent_run_id", int)
+    db["runs"].create_index(["parent_run_id"], if_not_exists=True)
+
+
 def _utc_bound(value: str, name: str, end_of_day: bool) -> str:
     """A `since`/`until` filter as the ISO UTC text stored in created_at (string order = time order).
 
@@ -207,10 +214,12 @@ class Store:
             raise NotFound(f"No model named '{model_id}'. `python -m engine models list` shows the registered ones.")
 
     # ---- runs ---------------------------------------------------------------------------------------------
-    def add_run(self, kind: str, config_json: str, target: str, model_id: str | None, exclusive: bool = False) -> int:
+    def add_run(self, kind: str, config_json: str, target: str, model_id: str | None, exclusive: bool = False,
+                parent_run_id: int | None = None) -> int:
         row = {"kind": kind, "status": RunStatus.QUEUED.value, "model_id": model_id, "config_json": config_json,
                "target": target, "created_at": utcnow(), "progress": 0.0, "stage": "queued",
-               "cancel_requested": 0, "summary_json": "{}", "exclusive": int(exclusive)}
+               "cancel_requested": 0, "summary_json": "{}", "exclusive": int(exclusive),
+               "parent_run_id": parent_run_id}
         return self.db["runs"].insert(row).last_pk
 
     def claim_queued(self, max_exclusive: int) -> list[int]:
@@ -303,8 +312,15 @@ class Store:
                            [f"run {run_id} {status.value}: {error or ''}".strip(), run_id])
             return changed
 
-    def request_cancel(self, run_id: int) -> None:
-        self.db["runs"].update(run_id, {"cancel_requested": 1})
+    PRUNE = 2  # cancel_requested's value when a study's pruner stops the run
+
+    def request_cancel(self, run_id: int, prune: bool = False) -> None:
+        self.db["runs"].update(run_id, {"cancel_requested": self.PRUNE if prune else 1})
+
+    def stopped_status(self, run_id: int) -> RunStatus:
+        """How a run stopped on request ends: pruned (by its study) or cancelled."""
+        row = self.db.execute("SELECT cancel_requested FROM runs WHERE id = ?", [run_id]).fetchone()
+        return RunStatus.PRUNED if row and row[0] == self.PRUNE else RunStatus.CANCELLED
 
     def cancel_requested(self, run_id: int) -> bool:
         row = self.db.execute("SELECT cancel_requested FROM runs WHERE id = ?", [run_id]).fetchone()

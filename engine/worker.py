@@ -63,7 +63,8 @@ def main(run_id: int) -> int:
         kind.run(ctx, kind.config.model_validate_json(row["config_json"]))
     except Cancelled as exc:
         ctx.log(f"cancelled: {exc}", "warning")
-        store.finish_run(run_id, RunStatus.CANCELLED, str(exc))
+        status = store.stopped_status(run_id)
+        store.finish_run(run_id, status, f"pruned by its study: {exc}" if status is RunStatus.PRUNED else str(exc))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must end the run, then propagate as exit code
         ctx.log(traceback.format_exc(), "error")

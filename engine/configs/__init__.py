@@ -5,8 +5,10 @@ from .export import GgufConfig, QuantizeConfig, QuantizeSweepConfig, sweep_varia
 from .jobs import (DEFAULT_SELFTEST_PROMPTS, GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig, EvaluateConfig,
                    PrepareModelConfig, SelfTestConfig)
 from .training import DistillConfig, DistillSweepConfig, FineTuneConfig, GenerateDataConfig, TrainingConfig
+from .tune import SearchRange, TuneConfig
 
 __all__ = ["JobConfig", "GenerationParams", "PROMPTS_DIR", "SEED_PROMPTS", "HELDOUT_PROMPTS", "QuantizeConfig",
            "QuantizeSweepConfig", "GgufConfig", "sweep_variants", "DEFAULT_SELFTEST_PROMPTS", "GEN_LENGTHS",
            "PROMPT_LENGTHS", "BenchmarkConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig",
-           "DistillConfig", "DistillSweepConfig", "FineTuneConfig", "GenerateDataConfig", "TrainingConfig"]
+           "DistillConfig", "DistillSweepConfig", "FineTuneConfig", "GenerateDataConfig", "TrainingConfig",
+           "SearchRange", "TuneConfig"]

@@ -76,6 +76,8 @@ class FineTuneConfig(TrainingConfig):
     eval_max_examples: int = Field(default=100, ge=0, le=100_000, description="Held-out examples scored by "
                                    "generation (0: skip the score).")
     eval_max_new_tokens: int = Field(default=64, ge=1, le=2048, description="Tokens generated per scored example.")
+    score_before: bool = Field(default=True, description="Also score the base before training (a study's trials "
+                               "skip it: their base is the same).")
     merge: bool = Field(default=False, description="Also save a merged model (LoRA folded into the weights).")
 
     def new_model_ids(self) -> list[str]:

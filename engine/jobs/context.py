@@ -31,10 +31,16 @@ class JobContext:
     # A background thread polls the store so that jobs can check a flag between steps without any I/O.
     def _watch_cancel(self, poll_s: float) -> None:
         store = Store(self.store.path)
+        parent = store.run_row(self.run_id).get("parent_run_id")
         while not self._cancel.is_set():
             if store.cancel_requested(self.run_id):
                 self._cancel.set()
                 break
+            if parent is not None and not _parent_alive(store, parent):
+                # a study's trial whose study stopped (its process killed): nobody would read its result
+                store.add_log(self.run_id, f"study run {parent} is gone: this trial stops", "warning")
+                store.request_cancel(self.run_id)
+                continue
             time.sleep(poll_s)
         store.close()
 
@@ -89,6 +95,16 @@ class JobContext:
         path = Path(path)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
         self.store.add_artifact(self.run_id, kind, str(path), size, model_id)
+
+
+def _parent_alive(store: Store, run_id: int) -> bool:
+    from ..records import RunStatus
+    from ..runner import process_alive
+
+    row = store.run_row(run_id)
+    if RunStatus(row["status"]).final:
+        return False
+    return row["status"] == RunStatus.QUEUED.value or process_alive(row.get("pid"), row.get("pid_started"))
 
 
 class Span:

@@ -75,15 +75,15 @@ def run(ctx, config: FineTuneConfig) -> None:
     # spends most of its time scoring and its bar says so.
     scored = min(config.eval_max_examples, len(data.eval_conversations or []))
     steps = config.max_steps or math.ceil(config.epochs * len(data.train) / (config.batch_size * config.grad_accum))
-    resumed = config.resume_from_run is not None
-    units = [0 if resumed else scored + 1, steps, scored + 1]  # before, training, after (+1: the eval loss)
+    scores_before = config.resume_from_run is None and config.score_before
+    units = [scored + 1 if scores_before else 0, steps, scored + 1]  # before, training, after (+1: the eval loss)
     edges = [0.03 + 0.95 * sum(units[:i]) / max(sum(units), 1) for i in range(4)]
     session = TrainingSession(Span(ctx, edges[1], edges[2]), config, model, tokenizer, data)
     before = {}
-    if session.resume_from is None:
+    if session.resume_from is None and config.score_before:
         before = evaluate_all(Span(ctx, edges[0], edges[1]), session.trainer, model, tokenizer, data, config,
                               "before")
-    else:  # the base numbers were measured by the run we continue
+    elif session.resume_from is not None:  # the base numbers were measured by the run we continue
         old = ctx.store.get_run(config.resume_from_run).summary
         before = {k: v for k, v in old.items() if k.endswith("_before")}
     ctx.summary(**{k: round(v, 4) for k, v in before.items()})

@@ -13,8 +13,10 @@ from .. import checks
 from ..configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
                        GenerateDataConfig, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig,
                        QuantizeSweepConfig, SelfTestConfig)
+from ..configs.tune import TuneConfig
 from ..errors import InvalidInput
-from . import benchmark, distill, evaluate, finetune, generate, gguf, prepare, quantize, selftest
+from ..tuning import check_tune
+from . import benchmark, distill, evaluate, finetune, generate, gguf, prepare, quantize, selftest, tune
 
 
 @dataclass(frozen=True)
@@ -86,5 +88,11 @@ for _kind in (
     JobKind(EvaluateConfig, evaluate.run, checks.check_evaluate, exclusive=True,
             summary=(("task", "task"), ("score", "score"), ("ci_low", "95 % interval, low"), ("ci_high", "high"),
                      ("examples", "examples"), ("backend", "scored on"), ("scoring_s", "scoring time (s)"))),
+    # the study coordinates and waits: its trials take the job slots, so it does not hold one
+    JobKind(TuneConfig, tune.run, check_tune, resumable=True,
+            summary=(("study", "study"), ("objective", "objective"), ("best_value", "best value"),
+                     ("best_trial", "best trial"), ("best_run", "best trial's run"), ("complete", "trials finished"),
+                     ("pruned", "trials pruned"), ("failed", "trials failed"),
+                     ("steps", "training steps, all trials"), ("wall_s", "wall time (s)"))),
 ):
     register(_kind)
