@@ -3,6 +3,7 @@ from .api import Engine
 from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerateDataConfig,
                       GenerationParams, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig, QuantizeSweepConfig,
                       SearchRange, SelfTestConfig, TuneConfig, sweep_variants)
+from .configs.tune import DEFAULT_TUNE_SPACES, TUNE_OBJECTIVES
 from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
                      VerificationFailed)
 from .jobs.registry import JOB_KINDS, JobKind
@@ -16,7 +17,7 @@ __all__ = [
     "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig",
     "JobConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GgufConfig", "GenerationParams",
-    "TuneConfig", "SearchRange",
+    "TuneConfig", "SearchRange", "TUNE_OBJECTIVES", "DEFAULT_TUNE_SPACES",
     "JOB_KINDS", "JobKind", "sweep_variants",
     "ChatChunk", "EXPORT_FORMATS", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint",
     "LogLine",

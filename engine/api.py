@@ -341,6 +341,12 @@ class Engine:
 
         return trial_rows(self.study(run_id))
 
+    def best_trial_config(self, run_id: int) -> JobConfig:
+        """The base job's config with the best trial's values (to run it again, or to clone into a form)."""
+        from .tuning import best_config
+
+        return best_config(self.study(run_id))
+
     def cancel_run(self, run_id: int) -> RunRecord:
         return self.runner.cancel(run_id)
 

@@ -154,9 +154,24 @@ def open_study(config: TuneConfig, storage_url: str, name: str, create: bool = T
         raise InvalidInput(f"no study named '{name}' in {storage_url}")
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
                                 sampler=make_sampler(config, space), pruner=make_pruner(config))
-    if "config" not in study.user_attrs:
+    if "config" not in study.user_attrs:  # new
         study.set_user_attr("config", config.model_dump_json())
+        baseline = baseline_params(config, space)
+        if config.baseline_first and baseline:
+            study.enqueue_trial(baseline, user_attrs={"note": "baseline: the base config's own values"})
     return study
+
+
+def baseline_params(config: TuneConfig, space: dict[str, SearchRange]) -> dict | None:
+    """The base config's values of the searched fields, when every one lies in the space (else None)."""
+    base = BASE_CONFIGS[config.base_kind].model_validate(config.base)
+    values = {name: getattr(base, name) for name in space}
+    for name, rng in space.items():
+        value = values[name]
+        inside = value in rng.choices if rng.choices is not None else rng.low <= value <= rng.high
+        if not inside:
+            return None
+    return values
 
 
 def stored_config(storage_url: str, name: str) -> TuneConfig:
@@ -181,6 +196,14 @@ def study_of_run(settings, run):
         raise InvalidInput(f"Run {run.id} has not opened its study yet.")
     config = TuneConfig.model_validate_json(run.config_json)
     return open_study(config, storage_url(settings, config), run.summary["study"], create=False)
+
+
+def best_config(study) -> JobConfig:
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise InvalidInput(f"study '{study.study_name}' has no finished trial yet") from None
+    return base_config(TuneConfig.model_validate_json(study.user_attrs["config"]), **best.params)
 
 
 def suggest(trial, space: dict[str, SearchRange], base_cls: type[JobConfig]) -> dict:

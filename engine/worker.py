@@ -52,7 +52,12 @@ def main(run_id: int) -> int:
     from .errors import Cancelled
     from .jobs.context import JobContext
 
-    ctx = JobContext(run_id, store, settings)
+    def engine():
+        from .api import Engine
+
+        return Engine(settings, recover=False)
+
+    ctx = JobContext(run_id, store, settings, engine_factory=engine)
     ctx.log(f"worker pid {os.getpid()} started {row['kind']} run")
     try:
         from .jobs.registry import JOB_KINDS

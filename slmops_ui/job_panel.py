@@ -104,12 +104,14 @@ def progress_bar(run) -> str:
 
 
 def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continuable: bool = False,
-                    chart: bool = True, poll_s: float = 2.0) -> gr.State:
+                    chart: bool = True, poll_s: float = 2.0, belongs=None) -> gr.State:
     """Renders under a job form; `run_state` holds the id of the run this browser session started. Opening or
     reloading the page re-attaches the panel to the newest active run of `kinds` (jobs outlive the browser).
     *Resume* is offered when the kinds resume (the registry says); *Continue* (more epochs) when `continuable`.
     Returns a state that takes the run's id when this page saw the run end (its .change is where a tab offers the
-    result, e.g. stage 1's dataset to stage 2)."""
+    result, e.g. stage 1's dataset to stage 2). `belongs(run)`: which runs of `kinds` are this panel's (the Tune
+    panel of a tab shows the studies over that tab's job)."""
+    belongs = belongs or (lambda run: True)
     resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.HTML(progress_bar(None), elem_classes=["job-progress"])
@@ -151,10 +153,11 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
 
     def attach():
         """The tab's latest run: the newest active one, else the newest that ended (with its results)."""
-        active = [r.id for r in engine.active_runs() if r.kind in kinds]
+        active = [r.id for r in engine.active_runs() if r.kind in kinds and belongs(r)]
         if active:
             return max(active)
-        ended = [r.id for kind in kinds for r in engine.list_runs(limit=1, kind=kind)]
+        ended = [next((r.id for r in engine.list_runs(limit=20, kind=kind) if belongs(r)), None) for kind in kinds]
+        ended = [i for i in ended if i is not None]
         return max(ended) if ended else gr.skip()
 
     gr.on(None, attach, None, [run_state], show_progress="hidden")  # triggers None, no inputs: on page load

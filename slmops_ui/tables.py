@@ -75,9 +75,11 @@ def short_summary(summary: dict, width: int = 160) -> str:
 
 
 def run_rows(runs) -> list[list]:
+    """One row per run; a study's trial names its study's run beside its kind."""
     rows = []
     for r in runs:
-        rows.append([r.id, r.kind, r.status.value, r.model_id or "", fmt_time(r.started_at or r.created_at),
+        kind = f"{r.kind} · trial of {r.parent_run_id}" if r.parent_run_id else r.kind
+        rows.append([r.id, kind, r.status.value, r.model_id or "", fmt_time(r.started_at or r.created_at),
                      fmt_duration(duration_s(r)), f"{r.progress:.0%} {r.stage}",
                      short_summary(r.summary) or short_text(r.error or "", 80)])
     return rows

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from engine import EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig, Task
+from engine import EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig, Task, TuneConfig
 from engine.configs import BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
 from engine.errors import SlmopsError
 from engine.records import RunStatus
@@ -37,6 +37,12 @@ def rows(n: int) -> str:
 
 def finetune(engine, path, **overrides):
     engine.check(FineTuneConfig(model_id="tiny", train_path=path, **{"max_length": 64, **overrides}))
+
+
+def tune(engine, tmp: Path, base=None, **fields):
+    """Check a study over a tiny fine-tune (`base` changes the base's fields)."""
+    base = {"model_id": "tiny", "train_path": write(tmp, "a.jsonl", rows(8)), **(base or {})}
+    engine.check(TuneConfig(base=base, **fields))
 
 
 def hf_folder(tmp: Path, name: str, tiny: Path, drop=(), config_update=None, extra=None) -> str:
@@ -166,6 +172,20 @@ CASES = [
                                                                   rubric="Correct.", eval_path=write(t, "j.jsonl",
                                                                                                      rows(3)))),
      ["ghost"]),
+    ("tune-unknown-field", lambda e, t, d: tune(e, t, space={"colour": {"choices": [1]}}),
+     ["colour", "not a field", "learning_rate"]),
+    ("tune-range-outside-bounds", lambda e, t, d: tune(e, t, space={"learning_rate": {"low": 1e-4, "high": 5}}),
+     ["learning_rate", "5", "less than or equal to 1"]),
+    ("tune-log-range-at-zero", lambda e, t, d: tune(e, t, space={"lora_dropout": {"low": 0, "high": 0.1,
+                                                                                   "log": True}}),
+     ["log range", "above 0"]),
+    ("tune-objective-not-reported", lambda e, t, d: tune(e, t, base={"eval_max_examples": 0}, objective="score"),
+     ["score", "eval_max_examples", "eval_loss"]),
+    ("tune-unknown-objective", lambda e, t, d: tune(e, t, objective="accuracy"), ["accuracy", "score or eval_loss"]),
+    ("tune-storage-cannot-open", lambda e, t, d: tune(e, t, storage="sqlite:////no/such/folder/studies.db"),
+     ["/no/such/folder/studies.db", "cannot be opened", "postgresql://"]),
+    ("tune-zero-trials", lambda e, t, d: tune(e, t, trials=0), ["trials", "greater than or equal to 1"]),
+    ("tune-grid-without-steps", lambda e, t, d: tune(e, t, sampler="grid"), ["grid", "choices or a step"]),
     ("task-duplicate-name", lambda e, t, d: e.add_task(Task(name="request_to_json", eval_path=write(
         t, "d.jsonl", rows(3)))), ["exists", "another name"]),
 ]
@@ -264,9 +284,11 @@ def test_two_sessions_deleting_a_loaded_model_at_once(tiny_engine, tiny_model_di
     (["finetune", "--config", "/no/such.yaml"], ["/no/such.yaml"]),
     (["runs", "show", "12345"], ["12345"]),
     (["serve", "--model", "tiny", "--max-concurrency", "0"], ["max concurrency 0", "1 or more"]),
-], ids=["add-missing", "chat-unknown", "config-missing", "run-unknown", "serve-max-concurrency-0"])
+    (["tune", "worker", "--storage", "sqlite:///{tmp}/s.db", "--study", "nope"], ["no study named 'nope'"]),
+], ids=["add-missing", "chat-unknown", "config-missing", "run-unknown", "serve-max-concurrency-0", "tune-no-study"])
 def test_cli_bad_input_is_one_clear_line(tmp_path, args, words):
     env = dict(os.environ, SLMOPS_HOME=str(tmp_path / "ws"), SLMOPS_OFFLINE="1")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode != 0

@@ -377,3 +377,32 @@ def test_an_idle_page_does_not_animate_at_display_rate(app_url):
     every, trackers = ((a - b) / 4 for a, b in zip(after, before))
     assert trackers < 6, f"{trackers:.0f} animation frames a second for Gradio's status trackers on an idle page"
     assert every < 60, f"{every:.0f} animation frames a second on an idle page"
+
+
+@needs_chromium
+def test_a_study_from_the_finetune_tab_shows_its_trials_and_plots_and_clones_the_best(app_url, tmp_path):
+    train = first_rows(tmp_path / "train.jsonl", 24)
+    with open_tab(app_url, "Fine-tune", wait_for_default_model=True) as page:
+        page.get_by_label("…or a training file path").fill(str(train))
+        page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
+        page.get_by_label("Max steps").fill("4")
+        page.get_by_label("Eval steps").fill("2")
+        page.get_by_label("Eval max examples").fill("0")
+        page.get_by_text("Tune · search hyperparameters with Optuna").click()
+        page.click("#tune-finetune-objective input")
+        page.get_by_role("option", name="eval_loss", exact=True).click()
+        page.get_by_label("Trials", exact=True).fill("2")
+        page.click("#tune-finetune-start")
+        page.wait_for_function("document.body.innerText.includes('Best: trial')", timeout=600_000, polling=1000)
+        page.wait_for_function("document.querySelectorAll('#tune-finetune .js-plotly-plot').length >= 3",
+                               timeout=60_000, polling=1000)
+        page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => "
+                               "e.innerText.includes('trials finished'))", timeout=120_000, polling=1000)
+        trials = page.inner_text("#tune-finetune-trials")
+        assert trials.count("complete") + trials.count("pruned") == 2, trials
+        page.screenshot(path=str(tmp_path / "tune.png"), full_page=True)
+        best = re.search(r'"learning_rate": ([0-9.e-]+)', page.inner_text("body")).group(1)
+        page.get_by_role("button", name="Clone the best trial into the form").click()
+        page.wait_for_function(f"[...document.querySelectorAll('input')].some(i => i.value && "
+                               f"Math.abs(Number(i.value) - {best}) < 1e-12)", timeout=30_000)
+    keep_screenshots(tmp_path, ("tune.png",))

@@ -3,7 +3,7 @@ the server itself is killed mid-run and restarted, and a worker runs out of disk
 says what happened, the store passes PRAGMA integrity_check, no record was lost, and every registered model and
 artifact has complete files (outputs are written to `*.partial` and renamed; leftovers are removed).
 
-Bounded: 7 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
+Bounded: 10 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
 kill points (default 1)."""
 import json
 import os
@@ -18,7 +18,7 @@ import pytest
 
 from engine import Engine, Settings
 from engine.configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                            GenerateDataConfig, GgufConfig, QuantizeConfig, SelfTestConfig)
+                            GenerateDataConfig, GgufConfig, QuantizeConfig, SelfTestConfig, TuneConfig)
 from engine.records import RunStatus
 from engine.training import last_checkpoint
 from tests.helpers import ROOT, build_tiny_llama
@@ -49,6 +49,10 @@ def job_configs(data: Path) -> dict:
                                      ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
         "selftest": SelfTestConfig(model_id="tiny", max_new_tokens=24),
         "evaluate": EvaluateConfig(model_id="tiny", task="request_to_json", limit=24, backend="transformers"),
+        # one trial: the study's bar follows its trial's (a killed study's trial stops itself)
+        "tune": TuneConfig(base={**common, "model_id": "tiny", "eval_ratio": 0.1, "eval_max_examples": 0,
+                                 "lora_r": 4, "lora_alpha": 8}, objective="eval_loss", trials=1,
+                           space={"learning_rate": {"low": 1e-3, "high": 1e-2, "log": True}}),
     }
 
 

@@ -43,13 +43,13 @@ class SearchRange(BaseModel):
 
 # What a study optimises, per base job: (the summary key the base run reports, the direction). The trials report
 # their eval loss during training to the pruner (negated when the objective is maximised).
-OBJECTIVES: dict[str, dict[str, tuple[str, str]]] = {
+TUNE_OBJECTIVES: dict[str, dict[str, tuple[str, str]]] = {
     "finetune": {"score": ("score_after", "maximize"), "eval_loss": ("eval_loss_after", "minimize")},
     "distill": {"task_score": ("task_score_student", "maximize"),
                 "heldout_ppl": ("heldout_ppl_student", "minimize")},
 }
 
-DEFAULT_SPACES: dict[str, dict[str, dict]] = {
+DEFAULT_TUNE_SPACES: dict[str, dict[str, dict]] = {
     "finetune": {
         "learning_rate": {"low": 1e-4, "high": 3e-3, "log": True},
         "lora_r": {"choices": [4, 8, 16]},
@@ -93,24 +93,26 @@ class TuneConfig(JobConfig):
     storage: str = Field(default="", max_length=1000, description="Optuna RDB URL (empty: the workspace's "
                          "tune/studies.db). PostgreSQL or MySQL to share a study between machines.")
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="The sampler's seed.")
+    baseline_first: bool = Field(default=True, description="A new study's first trial runs the base config's own "
+                                 "values (where they lie in the space): the result to beat, measured alike.")
 
     def model_ref(self) -> str | None:
         return self.base.get("teacher_model_id" if self.base_kind == "distill" else "model_id")
 
     def objective_key(self) -> tuple[str, str, str]:
         """(objective name, the base run's summary key, direction)."""
-        name = self.objective or next(iter(OBJECTIVES[self.base_kind]))
-        key, direction = OBJECTIVES[self.base_kind][name]
+        name = self.objective or next(iter(TUNE_OBJECTIVES[self.base_kind]))
+        key, direction = TUNE_OBJECTIVES[self.base_kind][name]
         return name, key, direction
 
     def search_space(self) -> dict[str, SearchRange]:
         if self.space:
             return self.space
-        return {k: SearchRange(**v) for k, v in DEFAULT_SPACES[self.base_kind].items()}
+        return {k: SearchRange(**v) for k, v in DEFAULT_TUNE_SPACES[self.base_kind].items()}
 
     @model_validator(mode="after")
     def _known_objective_and_valid_base(self):
-        names = OBJECTIVES[self.base_kind]
+        names = TUNE_OBJECTIVES[self.base_kind]
         if self.objective and self.objective not in names:
             raise ValueError(f"objective '{self.objective}' is not reported by {self.base_kind} runs: use "
                              f"{' or '.join(names)}")

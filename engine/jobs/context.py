@@ -16,8 +16,9 @@ _FAULTS = bool(os.environ.get("SLMOPS_FAULT"))
 
 
 class JobContext:
-    def __init__(self, run_id: int, store: Store, settings: Settings, poll_s: float = 0.25):
+    def __init__(self, run_id: int, store: Store, settings: Settings, poll_s: float = 0.25, engine_factory=None):
         self.run_id = run_id
+        self._engine_factory, self._engine = engine_factory, None
         self.store = store
         self.settings = settings
         self.workdir = settings.runs_dir / str(run_id)
@@ -43,6 +44,15 @@ class JobContext:
                 continue
             time.sleep(poll_s)
         store.close()
+
+    def engine(self):
+        """The workspace's Engine, for a job that starts runs of its own (a study's trials). The worker gives the
+        factory (jobs do not import the Engine: it imports them)."""
+        if self._engine is None:
+            if self._engine_factory is None:
+                raise RuntimeError("this job context has no engine")
+            self._engine = self._engine_factory()
+        return self._engine
 
     @property
     def cancel_event(self) -> threading.Event:

@@ -58,7 +58,7 @@ def run_in_process(engine, config) -> int:
         dist.broadcast_object_list(box, src=0)
         run_id = box[0]
     context_cls = JobContext if rank == 0 else ReplicaContext
-    ctx = context_cls(run_id, engine.store, engine.settings)
+    ctx = context_cls(run_id, engine.store, engine.settings, engine_factory=lambda: engine)
     ctx.summary(world_size=size)
     try:
         kind.run(ctx, config)

@@ -15,6 +15,11 @@ from ..tuning import HEARTBEAT_S, base_config, check_space, open_study, storage_
 
 CONFIG = TuneConfig
 POLL_S = 2.0
+MAX_FAILED_IN_A_ROW = 3  # then the study stops: a failure that repeats is the base job's, not the sampled values'
+
+
+class StudyFailed(RuntimeError):
+    pass
 
 
 @dataclass
@@ -26,10 +31,8 @@ class _InFlight:
 
 
 def run(ctx, config: TuneConfig) -> None:
-    from ..api import Engine
-
     t0 = time.perf_counter()
-    engine = Engine(ctx.settings, recover=False)  # starts the trials (the queue's slots are shared)
+    engine = ctx.engine()  # starts the trials (the queue's slots are shared)
     name = config.study_name or f"study-run{ctx.run_id}"
     study = open_study(config, storage_url(ctx.settings, config), name)
     objective, key, direction = config.objective_key()
@@ -56,6 +59,7 @@ class Study:
         _, self.key, direction = config.objective_key()
         self.sign = -1.0 if direction == "maximize" else 1.0  # eval loss: lower is better
         self.active: dict[int, _InFlight] = {}
+        self.failed_in_a_row = 0
         self.states = optuna.trial.TrialState
         self.deadline = time.monotonic() + 60 * config.minutes if config.minutes else None
 
@@ -68,23 +72,29 @@ class Study:
         try:
             while True:
                 if self.ctx.cancelled:
-                    self._stop_all("the study was cancelled")
                     raise Cancelled("cancelled by request; `runs resume` continues the study")
                 for flight in list(self.active.values()):
                     self._poll(flight)
                 fail_stale_trials(self.study)  # another worker's trial whose process stopped beating
                 if self._may_start():
                     self._start()
-                elif not self.active:
-                    break
+                elif not self.active and not self._others_running():
+                    break  # (another worker's trial may still fail, and leave the budget to spend)
                 self._progress()
                 time.sleep(POLL_S)
+        except BaseException as exc:  # cancelled, SIGTERM, a failure: the trials in flight stop and are told so
+            self._stop_all(f"the study stopped ({type(exc).__name__}: {exc})")
+            raise
         finally:
             stop_beat.set()
 
     def _counted(self) -> int:
         s = self.states
         return len(self.study.get_trials(deepcopy=False, states=(s.COMPLETE, s.PRUNED, s.RUNNING)))
+
+    def _others_running(self) -> bool:
+        running = self.study.get_trials(deepcopy=False, states=(self.states.RUNNING,))
+        return any(t.number not in self.active for t in running)
 
     def _may_start(self) -> bool:
         if len(self.active) >= self.config.parallel or self._counted() >= self.config.trials:
@@ -96,11 +106,13 @@ class Study:
 
     def _start(self) -> None:
         trial = self.study.ask()
-        s = self.states
+        self.study._storage.record_heartbeat(trial._trial_id)  # from the start: a crash before the first beat
+        s = self.states  # would leave the trial running for ever
         earlier = [t for t in self.study.get_trials(deepcopy=False, states=(s.COMPLETE, s.PRUNED, s.RUNNING))
                    if t.number < trial.number]
         if len(earlier) >= self.config.trials:  # another worker asked for the last trial at the same moment
-            self._fail(trial, "not run: the budget was spent by another worker")
+            trial.set_user_attr("note", "not run: the budget was spent by another worker")
+            self._tell(trial, state=self.states.FAIL)
             return
         params = suggest(trial, self.space, self.base_cls)
         changes = {**params, "output_name": f"{self.study.study_name}-t{trial.number}"}
@@ -147,8 +159,14 @@ class Study:
     def _fail(self, trial, note: str) -> None:
         trial.set_user_attr("note", note)
         self._tell(trial, state=self.states.FAIL)
+        self.failed_in_a_row += 1
+        if self.failed_in_a_row >= MAX_FAILED_IN_A_ROW:
+            raise StudyFailed(f"{self.failed_in_a_row} trials in a row failed; the last: trial {trial.number}, "
+                              f"{note}. Fix the base settings, then resume the study.")
 
     def _tell(self, trial, value: float | None = None, state=None) -> None:
+        if state is None or state == self.states.PRUNED:
+            self.failed_in_a_row = 0
         try:
             self.study.tell(trial, value, state=state)
         except RuntimeError as exc:  # the trial is stored; the grid sampler then stops `optimize`, which we do not
@@ -158,7 +176,8 @@ class Study:
     def _stop_all(self, note: str) -> None:
         for flight in list(self.active.values()):
             self.engine.cancel_run(flight.run_id)
-            self._fail(flight.trial, note)
+            flight.trial.set_user_attr("note", note)
+            self._tell(flight.trial, state=self.states.FAIL)
         self.active.clear()
 
     def _heartbeat(self, stop: threading.Event) -> None:
@@ -170,10 +189,12 @@ class Study:
                 storage.record_heartbeat(flight.trial._trial_id)
 
     def _progress(self) -> None:
+        """Trials done plus the progress of those running, over the budget (or the time limit, if nearer)."""
         s = self.states
         done = len(self.study.get_trials(deepcopy=False, states=(s.COMPLETE, s.PRUNED)))
         running = ", ".join(f"trial {n} (run {f.run_id})" for n, f in sorted(self.active.items()))
-        fraction = min(done / self.config.trials, 0.99)
+        partial = sum(self.ctx.store.get_run(f.run_id).progress for f in self.active.values())
+        fraction = min((done + partial) / self.config.trials, 0.99)
         if self.deadline is not None:
             fraction = max(fraction, min(1 - (self.deadline - time.monotonic()) / (60 * self.config.minutes), 0.99))
         self.ctx.progress(fraction, f"{done}/{self.config.trials} trials done" + (f"; running {running}" if running

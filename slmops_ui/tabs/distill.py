@@ -9,6 +9,7 @@ from engine import JOB_KINDS, DistillConfig, GenerateDataConfig, ModelFormat
 from ..charts import student_sweep_figure
 from ..forms import ConfigForm, model_choices, settings_file_row, task_choices, ui_errors
 from ..job_panel import build_job_panel
+from ..tune_panel import build_tune_panel
 
 
 def build_stage1(engine) -> tuple:
@@ -206,6 +207,7 @@ def build_distill_tab(engine) -> dict:
         teacher2, student, task, form2 = build_stage2(engine, picker)
     with gr.Accordion("Size sweep · students of several sizes, scored on a task", open=False):
         sweep = build_sweep(engine, form2)
+    build_tune_panel(engine, "distill", form2, lambda *values: form2.config(values))
 
     def offer_dataset(run_id):
         """Stage 1 ended: its dataset is picked (and so filled into stage 2's training data), no refresh needed."""

@@ -11,6 +11,7 @@ from engine import FineTuneConfig, ModelFormat
 
 from ..forms import ConfigForm, model_choices, settings_file_row, ui_errors
 from ..job_panel import build_job_panel
+from ..tune_panel import build_tune_panel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "datasets"
 EXAMPLE_TRAIN = str(EXAMPLE / "request_to_json.train.jsonl")
@@ -119,6 +120,7 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         run_id = engine.start_run(to_config(*values))
         return run_id, f"Started run {run_id}."
 
+    build_tune_panel(engine, "finetune", form, lambda *values: form.config(values))
     validate.click(do_validate, inputs, [report, preview])
     made.change(lambda path: path or gr.skip(), [made], [train_path])
     estimate.click(do_estimate, inputs, [estimate_text], concurrency_limit=1, concurrency_id="probe")

@@ -1,0 +1,98 @@
+"""Hyperparameter studies (job `tune`) on the tiny model: trials are runs linked to their study, the pruner stops a
+bad trial ("pruned", not "failed"), a study continues where it stopped, and two worker processes share one study
+while one of them is killed."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import RunStatus, TuneConfig
+from engine.tuning import open_study
+from tests.helpers import ROOT
+
+TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
+EVAL = ROOT / "assets" / "datasets" / "request_to_json.eval.jsonl"
+
+
+def base(tmp_path: Path, **changes) -> dict:
+    train, evals = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    train.write_text("".join(TRAIN.read_text().splitlines(keepends=True)[:48]))
+    evals.write_text("".join(EVAL.read_text().splitlines(keepends=True)[:8]))
+    return {"model_id": "tiny", "train_path": str(train), "eval_path": str(evals), "max_steps": 12, "batch_size": 4,
+            "max_length": 96, "eval_steps": 4, "save_steps": 12, "eval_max_examples": 0, "lora_r": 4,
+            "lora_alpha": 8, **changes}
+
+
+def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_engine, tmp_path):
+    # The grid with seed 1 tries the good rate first; the other learns nothing, and the median pruner stops it.
+    config = TuneConfig(base=base(tmp_path), space={"learning_rate": {"choices": [5e-2, 1e-7]}}, sampler="grid",
+                        seed=1, objective="eval_loss", trials=2, pruner_startup_trials=1)
+    rid = tiny_engine.start_run(config)
+    run = tiny_engine.wait_run(rid, timeout=400)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [x.message for x in tiny_engine.run_logs(rid)][-5:])
+    trials = tiny_engine.study_trials(rid)
+    assert [(t["trial"], t["state"]) for t in trials] == [(0, "complete"), (1, "pruned")], trials
+    good, bad = (tiny_engine.get_run(t["run"]) for t in trials)
+    assert good.status is RunStatus.SUCCEEDED and good.parent_run_id == rid
+    assert good.summary["eval_loss_after"] == trials[0]["value"] and "score_before" not in good.summary
+    assert bad.status is RunStatus.PRUNED and bad.parent_run_id == rid and "pruned" in bad.error
+    assert trials[0]["steps"] == 12 and trials[1]["steps"] < 12  # the pruned trial stopped early
+    s = run.summary
+    assert (s["complete"], s["pruned"], s["failed"], s["best_trial"], s["best_run"]) == (1, 1, 0, 0, good.id)
+    assert s["steps"] == 12 + trials[1]["steps"]
+    study = s["study"]
+    assert tiny_engine.store.has_model(f"{study}-t0") and not tiny_engine.store.has_model(f"{study}-t1")
+
+    # the same study, one more trial: it continues from the trials it has (numbering and budget)
+    more = config.model_copy(update={"study_name": study, "trials": 3, "sampler": "random"})
+    rid2 = tiny_engine.start_run(more)
+    run2 = tiny_engine.wait_run(rid2, timeout=400)
+    assert run2.status is RunStatus.SUCCEEDED, run2.error
+    trials = tiny_engine.study_trials(rid2)
+    assert [t["trial"] for t in trials] == [0, 1, 2] and trials[2]["state"] in ("complete", "pruned")
+    assert tiny_engine.get_run(trials[2]["run"]).parent_run_id == rid2
+
+
+def test_two_workers_share_a_study_and_one_killed_fails_only_its_trial(tiny_engine, tmp_path):
+    home = tiny_engine.settings.home
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    config = TuneConfig(base=base(tmp_path), space={"learning_rate": {"low": 1e-3, "high": 5e-2, "log": True}},
+                        objective="eval_loss", pruner="none", trials=4)
+    open_study(config, url, "shared")  # made once; each worker finds its config in the storage
+    env = dict(os.environ, SLMOPS_HOME=str(home), SLMOPS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "engine", "tune", "worker", "--storage", url, "--study", "shared"]
+    workers = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    survivor, victim = workers
+
+    def victims_trial_run():
+        studies = [r for r in tiny_engine.list_runs(kind="tune") if r.pid == victim.pid]
+        return next((r for r in tiny_engine.list_runs(kind="finetune", status="running")
+                     if studies and r.parent_run_id == studies[0].id and r.progress > 0.2), None)
+
+    deadline = time.monotonic() + 240
+    while (trial_run := victims_trial_run()) is None:
+        assert time.monotonic() < deadline and victim.poll() is None, "the second worker never ran a trial"
+        time.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)
+    out, err = survivor.communicate(timeout=600)
+    victim.communicate()
+    assert survivor.returncode == 0, err[-2000:]
+    assert "database is locked" not in err + out
+
+    study = open_study(config, url, "shared", create=False)
+    trials = study.get_trials(deepcopy=False)
+    states = sorted(t.state.name for t in trials)
+    assert states.count("COMPLETE") == 4 and states.count("RUNNING") == 0, states
+    killed = [t for t in trials if t.user_attrs.get("run_id") == trial_run.id]
+    assert len(killed) == 1 and killed[0].state.name == "FAIL"  # marked failed by the survivor (no heartbeat)
+    run_ids = [t.user_attrs["run_id"] for t in trials if "run_id" in t.user_attrs]
+    assert len(run_ids) == len(set(run_ids)) == len(trials)  # one run per trial, none shared, none lost
+    stopped = tiny_engine.wait_run(trial_run.id, timeout=30)  # the killed worker's trial stops itself
+    assert stopped.status is RunStatus.CANCELLED, stopped.status
+    assert any("is gone" in x.message for x in tiny_engine.run_logs(trial_run.id))
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            assert tiny_engine.get_run(t.user_attrs["run_id"]).status is RunStatus.SUCCEEDED
