@@ -98,8 +98,9 @@ def build_tune_panel(engine, kind: str, form: ConfigForm, to_config) -> None:
                     f"({directions}); a trial whose eval loss trails the others' at the same step is **pruned** "
                     "(stopped early). Choices: comma-separated, text in quotes.")
         space = gr.Dataframe(value=space_rows(DEFAULT_TUNE_SPACES[kind]), headers=SPACE_HEADERS,
-                             column_count=(5, "fixed"), datatype=["str", "number", "number", "bool", "str"], interactive=True,
-                             label="Search space (a row per field; add rows for more)", row_count=(1, "dynamic"))
+                             column_count=(5, "fixed"), datatype=["str", "number", "number", "bool", "str"],
+                             interactive=True, label="Search space (a row per field; add rows for more)",
+                             row_count=(1, "dynamic"))
         tune_form = ConfigForm(TuneConfig)
         with gr.Row():
             tune_form.field("objective", gr.Dropdown(choices=objectives, value=objectives[0], label="Objective",
