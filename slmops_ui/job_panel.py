@@ -110,8 +110,9 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     *Resume* is offered when the kinds resume (the registry says); *Continue* (more epochs) when `continuable`.
     Returns a state that takes the run's id when this page saw the run end (its .change is where a tab offers the
     result, e.g. stage 1's dataset to stage 2). `belongs(run)`: which runs of `kinds` are this panel's (the Tune
-    panel of a tab shows the studies over that tab's job)."""
-    belongs = belongs or (lambda run: True)
+    panel of a tab shows the studies over that tab's job); by default a study's trials are not (its panel shows
+    them)."""
+    belongs = belongs or (lambda run: run.parent_run_id is None)
     resumable = any(JOB_KINDS[k].resumable for k in kinds)
     status = gr.Markdown(status_markdown(engine, None), elem_classes=["job-status"])
     progress = gr.HTML(progress_bar(None), elem_classes=["job-progress"])

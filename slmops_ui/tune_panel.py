@@ -118,7 +118,8 @@ def build_tune_panel(engine, kind: str, form: ConfigForm, to_config) -> None:
         run_state = gr.State(None)
         build_job_panel(engine, run_state, ("tune",), chart=False,
                         belongs=lambda run: run.config.get("base_kind") == kind)
-        trials = gr.Dataframe(headers=TRIAL_HEADERS, label="Trials", interactive=False, elem_id=f"tune-{kind}-trials")
+        trials = gr.Dataframe(headers=TRIAL_HEADERS, label="The study's trials", interactive=False,
+                              elem_id=f"tune-{kind}-trials")
         best = gr.Markdown("")
         clone = gr.Button("Clone the best trial into the form", interactive=False)
         with gr.Row():

@@ -393,11 +393,11 @@ def test_a_study_from_the_finetune_tab_shows_its_trials_and_plots_and_clones_the
         page.get_by_role("option", name="eval_loss", exact=True).click()
         page.get_by_label("Trials", exact=True).fill("2")
         page.click("#tune-finetune-start")
-        page.wait_for_function("document.body.innerText.includes('Best: trial')", timeout=600_000, polling=1000)
+        page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => "
+                               "e.innerText.includes('trials finished'))", timeout=900_000, polling=1000)
+        page.wait_for_function("document.body.innerText.includes('Best: trial')", timeout=60_000, polling=1000)
         page.wait_for_function("document.querySelectorAll('#tune-finetune .js-plotly-plot').length >= 3",
                                timeout=60_000, polling=1000)
-        page.wait_for_function("[...document.querySelectorAll('.job-status')].some(e => "
-                               "e.innerText.includes('trials finished'))", timeout=120_000, polling=1000)
         trials = page.inner_text("#tune-finetune-trials")
         assert trials.count("complete") + trials.count("pruned") == 2, trials
         page.screenshot(path=str(tmp_path / "tune.png"), full_page=True)
