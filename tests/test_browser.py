@@ -143,18 +143,23 @@ def test_first_start_banner_goes_away_once_the_model_is_ready(tmp_path):
             proc.wait(timeout=20)
 
 
+def fill_short_finetune(page, train, max_steps: int) -> None:
+    """The Fine-tune form for a short run on `train` (no eval file: a split; eval loss every 2 steps, no scoring)."""
+    page.get_by_label("…or a training file path").fill(str(train))
+    page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
+    page.get_by_label("Max steps").fill(str(max_steps))
+    page.get_by_label("Eval steps").fill("2")
+    page.get_by_label("Eval max examples").fill("0")
+
+
 @needs_chromium
 def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
     train = first_rows(tmp_path / "train.jsonl", 24)
     with open_tab(app_url, "Fine-tune", wait_for_default_model=True) as page:
-        page.get_by_label("…or a training file path").fill(str(train))
-        page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
+        fill_short_finetune(page, train, 8)
         page.get_by_role("button", name="Validate data").click()
         page.wait_for_selector(".ft-preview mark", timeout=60_000)  # the trained-on part is highlighted
         assert "24 rows" in page.inner_text("body")
-        page.get_by_label("Max steps").fill("8")
-        page.get_by_label("Eval steps").fill("2")
-        page.get_by_label("Eval max examples").fill("0")
         page.get_by_role("button", name="Start fine-tuning").click()
         page.wait_for_function("/Run \\d+ · (queued|running)/.test(document.body.innerText)", timeout=60_000)
         run_line = next(line for line in page.inner_text("body").splitlines() if line.startswith("Run "))
@@ -383,11 +388,7 @@ def test_an_idle_page_does_not_animate_at_display_rate(app_url):
 def test_a_study_from_the_finetune_tab_shows_its_trials_and_plots_and_clones_the_best(app_url, tmp_path):
     train = first_rows(tmp_path / "train.jsonl", 24)
     with open_tab(app_url, "Fine-tune", wait_for_default_model=True) as page:
-        page.get_by_label("…or a training file path").fill(str(train))
-        page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
-        page.get_by_label("Max steps").fill("4")
-        page.get_by_label("Eval steps").fill("2")
-        page.get_by_label("Eval max examples").fill("0")
+        fill_short_finetune(page, train, 4)
         page.get_by_text("Tune · search hyperparameters with Optuna").click()
         page.click("#tune-finetune-objective input")
         page.get_by_role("option", name="eval_loss", exact=True).click()
