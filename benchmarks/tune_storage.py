@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--trials", type=int, default=40, help="per worker")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="Heartbeat of storage")
     print(f"{args.workers} processes x {args.trials} trials (ask, 3 reports, tell) on one study; "
           f"{os.cpu_count()} CPUs")
     for kind in ("sqlite", "journal"):

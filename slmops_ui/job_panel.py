@@ -165,7 +165,7 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     # `finished` takes a run only when this page saw it end (the timer ticks while it is active): a run that had
     # ended before the page opened offers nothing (its dataset would overwrite what the user has typed since)
     timer.tick(lambda run_id: refresh(run_id, watched=True), [run_state], outputs, show_progress="hidden")
-    run_state.change(refresh, [run_state], outputs)
+    run_state.change(refresh, [run_state], outputs, show_progress="hidden")  # no overlay flicker in the status
 
     @ui_errors
     def do_cancel(run_id):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 from ..configs.tune import BASE_CONFIGS, TuneConfig
@@ -105,7 +106,9 @@ class Study:
         return not (self.config.sampler == "grid" and sampler.is_exhausted(self.study))
 
     def _start(self) -> None:
-        trial = self.study.ask()
+        with warnings.catch_warnings():  # "heartbeats are meant for optimize": this loop beats itself (_heartbeat)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask()
         self.study._storage.record_heartbeat(trial._trial_id)  # from the start: a crash before the first beat
         s = self.states  # would leave the trial running for ever
         earlier = [t for t in self.study.get_trials(deepcopy=False, states=(s.COMPLETE, s.PRUNED, s.RUNNING))
