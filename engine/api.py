@@ -146,9 +146,10 @@ class Engine:
 
     # ---- serving ------------------------------------------------------------------------------------------
     def start_server(self, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000,
-                     api_key: str | None = None, record_prompts: bool = False):
+                     api_key: str | None = None, record_prompts: bool = False, **limits):
         """Serve models on an OpenAI-compatible API from this process; returns the running server. Every request
-        is recorded (`served_requests`); its prompt text only with `record_prompts`."""
+        is recorded (`served_requests`); its prompt text only with `record_prompts`. `limits`: max_concurrency
+        (generations at once) and max_queue (requests waiting; more get 429), as `engine serve` takes them."""
         from .serve import BackgroundServer
 
         if not model_ids:
@@ -156,7 +157,7 @@ class Engine:
         if port in self._servers:
             raise InvalidInput(f"Port {port} already serves {', '.join(self._servers[port].model_ids)}: stop it "
                                "first or choose another port.")
-        server = BackgroundServer(self, model_ids, host, port, api_key, record_prompts).start()
+        server = BackgroundServer(self, model_ids, host, port, api_key, record_prompts, **limits).start()
         self._servers[port] = server
         return server
 

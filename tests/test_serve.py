@@ -144,7 +144,8 @@ def test_admission_gives_slots_in_arrival_order_and_turns_away_past_the_queue():
         Admission(limit=0)
 
 
-def test_busy_server_queues_then_answers_429_with_retry_after(server, tiny_engine, monkeypatch):
+@pytest.mark.parametrize("via", ["app", "engine"])  # engine: Engine.start_server, as the Serve tab starts it
+def test_busy_server_queues_then_answers_429_with_retry_after(server, tiny_engine, monkeypatch, via):
     gate, real_chat = threading.Event(), tiny_engine.chat
 
     def held_chat(*args, **kwargs):  # the real model's reply, released when the test opens the gate
@@ -152,7 +153,10 @@ def test_busy_server_queues_then_answers_429_with_retry_after(server, tiny_engin
         yield from real_chat(*args, **kwargs)
 
     monkeypatch.setattr(tiny_engine, "chat", held_chat)
-    base = server(max_concurrency=1, max_queue=1)
+    if via == "engine":
+        base = tiny_engine.start_server(["tiny"], port=free_port(), max_concurrency=1, max_queue=1).url
+    else:
+        base = server(max_concurrency=1, max_queue=1)
     client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
     replies = {}
 
@@ -176,6 +180,8 @@ def test_busy_server_queues_then_answers_429_with_retry_after(server, tiny_engin
         t.join(timeout=60)
     assert replies[0] == replies[1] and replies[0]  # both answered, the queued one after the first
     assert "slmops_requests_queued 0.0" in httpx.get(base.replace("/v1", "/metrics")).text
+    for port in [s.port for s in tiny_engine.servers()]:
+        tiny_engine.stop_server(port)
 
 
 def test_stop_scanner_cuts_at_stop_strings_across_chunks():

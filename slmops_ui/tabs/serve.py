@@ -44,6 +44,10 @@ def build_serve_tab(engine) -> dict:
         port = gr.Number(value=8000, precision=0, label="Port", minimum=1024, maximum=65535)
         api_key = gr.Textbox(label="API key (optional)", type="password",
                              info="When set, clients must send 'Authorization: Bearer <key>'.")
+        at_once = gr.Number(value=4, precision=0, minimum=1, maximum=64, label="Generations at once",
+                            info="More requests wait in a queue (on 2 cores more at once only share them).")
+        waiting = gr.Number(value=64, precision=0, minimum=0, maximum=10_000, label="Waiting requests at most",
+                            info="Past it a request gets 429 with Retry-After (0: none wait).")
     with gr.Row():
         serve_start = gr.Button("Start serving")
         serve_stop = gr.Button("Stop serving", variant="stop")
@@ -83,10 +87,11 @@ def build_serve_tab(engine) -> dict:
         return "\n\n".join(lines)
 
     @ui_errors
-    def do_serve(model_id, port_, key):
+    def do_serve(model_id, port_, key, at_once_, waiting_):
         if not model_id:
             raise gr.Error("Pick a model to serve.")
-        engine.start_server([model_id], "127.0.0.1", int(port_), (key or "").strip() or None)
+        engine.start_server([model_id], "127.0.0.1", int(port_), (key or "").strip() or None,
+                            max_concurrency=int(at_once_ or 0), max_queue=int(waiting_ or 0))
         return serving_text()
 
     @ui_errors
@@ -94,7 +99,7 @@ def build_serve_tab(engine) -> dict:
         engine.stop_server(int(port_))
         return serving_text()
 
-    serve_start.click(do_serve, [serve_model, port, api_key], [serve_text]).then(
+    serve_start.click(do_serve, [serve_model, port, api_key, at_once, waiting], [serve_text]).then(
         show, [watch_model, period], watch_outputs, show_progress="hidden")
     serve_stop.click(do_unserve, [port], [serve_text])
 
