@@ -92,7 +92,8 @@ def m006_requests(db: Database) -> None:
 @migrations()
 def m007_run_parent(db: Database) -> None:
     """A study's trials are runs of their own, linked to the study's run."""
-    db["runs"].add_column("parent_run_id", int)
+    if "parent_run_id" not in db["runs"].columns_dict:  # two processes opening an older workspace at once
+        db["runs"].add_column("parent_run_id", int)
     db["runs"].create_index(["parent_run_id"], if_not_exists=True)
 
 
