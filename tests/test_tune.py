@@ -96,3 +96,22 @@ def test_two_workers_share_a_study_and_one_killed_fails_only_its_trial(tiny_engi
     for t in trials:
         if t.state.name == "COMPLETE":
             assert tiny_engine.get_run(t.user_attrs["run_id"]).status is RunStatus.SUCCEEDED
+
+
+def test_a_distill_study_tunes_the_kd_weight(tiny_engine, tmp_path):
+    data = base(tmp_path)
+    config = TuneConfig(base_kind="distill", objective="heldout_ppl", trials=1,
+                        base={"teacher_model_id": "tiny", "train_path": data["train_path"], "keep_layers": 1,
+                              "max_steps": 4, "eval_steps": 2, "batch_size": 4, "max_length": 96,
+                              "general_ppl_tokens": 0, "eval_max_examples": 2, "agreement_tokens": 4,
+                              "teacher_top_k": 8},
+                        space={"alpha": {"low": 0.0, "high": 1.0}, "temperature": {"choices": [1.0, 2.0]}})
+    rid = tiny_engine.start_run(config)
+    run = tiny_engine.wait_run(rid, timeout=400)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [x.message for x in tiny_engine.run_logs(rid)][-5:])
+    (trial,) = tiny_engine.study_trials(rid)
+    student = tiny_engine.get_run(trial["run"])
+    assert trial["state"] == "complete" and student.kind == "distill" and student.parent_run_id == rid
+    assert trial["value"] == student.summary["heldout_ppl_student"] and trial["steps"] == 4
+    best = tiny_engine.best_trial_config(rid)  # what "clone the best trial" puts in the Distill form
+    assert best.kind == "distill" and best.alpha == student.config["alpha"] and best.output_name is None
