@@ -221,8 +221,14 @@ def suggest(trial, space: dict[str, SearchRange], base_cls: type[JobConfig]) -> 
 def trial_rows(study) -> list[dict]:
     """One row per trial: number, state, objective, params, training steps, its run."""
     rows = []
+    sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0  # the pruner saw sign × eval loss
     for t in study.get_trials(deepcopy=False):
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+        note = t.user_attrs.get("note", "")
+        if t.state.name == "PRUNED" and t.intermediate_values:
+            step = max(t.intermediate_values)
+            note = f"pruned at step {step}: eval loss {sign * t.intermediate_values[step]:.4f}"
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "value": t.value if t.state.name == "COMPLETE" else None,  # (a pruned trial's: its last report)
                      "steps": t.user_attrs.get("steps"), "run": t.user_attrs.get("run_id"),
-                     "params": json.dumps(t.params), "note": t.user_attrs.get("note", "")})
+                     "params": json.dumps(t.params), "note": note})
     return rows

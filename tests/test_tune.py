@@ -39,6 +39,7 @@ def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_eng
     assert good.summary["eval_loss_after"] == trials[0]["value"] and "score_before" not in good.summary
     assert bad.status is RunStatus.PRUNED and bad.parent_run_id == rid and "pruned" in bad.error
     assert trials[0]["steps"] == 12 and trials[1]["steps"] < 12  # the pruned trial stopped early
+    assert trials[1]["value"] is None and trials[1]["note"].startswith("pruned at step 4: eval loss")
     s = run.summary
     assert (s["complete"], s["pruned"], s["failed"], s["best_trial"], s["best_run"]) == (1, 1, 0, 0, good.id)
     assert s["steps"] == 12 + trials[1]["steps"]
