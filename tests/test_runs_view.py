@@ -87,9 +87,10 @@ def test_migration_adds_indexes_and_keeps_existing_rows(tmp_path):
     store = Store(path)
     assert [m.name for m in migrations.applied(store.db)] == ["m001_initial", "m002_run_filter_indexes",
                                                               "m003_run_queue", "m004_tasks", "m005_conversations",
-                                                              "m006_requests"]
-    assert [m.name for m in migrations.applied(Store(path).db)][-1] == "m006_requests"  # applied once
+                                                              "m006_requests", "m007_run_parent"]
+    assert [m.name for m in migrations.applied(Store(path).db)][-1] == "m007_run_parent"  # applied once
     assert store.run_row(1)["exclusive"] == 0  # an old run gets the queue column with its default
+    assert store.get_run(1).parent_run_id is None  # …and no study
     indexed = {tuple(i.columns) for i in store.db["runs"].indexes}
     assert {("kind",), ("status",), ("model_id",), ("created_at",)} <= indexed
     [run] = store.list_runs()

@@ -13,7 +13,7 @@ def test_migrations_are_idempotent_and_wal_is_on(tmp_path):
     store = Store(db_path)  # a second open applies nothing again
     applied = [m.name for m in migrations.applied(store.db)]
     assert applied == ["m001_initial", "m002_run_filter_indexes", "m003_run_queue", "m004_tasks", "m005_conversations",
-                       "m006_requests"]
+                       "m006_requests", "m007_run_parent"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {"models", "runs", "metrics", "logs", "artifacts"} <= set(store.db.table_names())
 
