@@ -27,8 +27,10 @@ def base(tmp_path: Path, **changes) -> dict:
 
 def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_engine, tmp_path):
     # The grid with seed 1 tries the good rate first; the other learns nothing, and the median pruner stops it.
-    config = TuneConfig(base=base(tmp_path), space={"learning_rate": {"choices": [5e-2, 1e-7]}}, sampler="grid",
-                        seed=1, objective="eval_loss", trials=2, pruner_startup_trials=1)
+    # 80 steps: long enough that the study (polling every 2 s) sees the first eval before the trial ends.
+    config = TuneConfig(base=base(tmp_path, max_steps=80, save_steps=80),
+                        space={"learning_rate": {"choices": [5e-2, 1e-7]}}, sampler="grid", seed=1,
+                        objective="eval_loss", trials=2, pruner_startup_trials=1)
     rid = tiny_engine.start_run(config)
     run = tiny_engine.wait_run(rid, timeout=400)
     assert run.status is RunStatus.SUCCEEDED, (run.error, [x.message for x in tiny_engine.run_logs(rid)][-5:])
@@ -38,11 +40,11 @@ def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_eng
     assert good.status is RunStatus.SUCCEEDED and good.parent_run_id == rid
     assert good.summary["eval_loss_after"] == trials[0]["value"] and "score_before" not in good.summary
     assert bad.status is RunStatus.PRUNED and bad.parent_run_id == rid and "pruned" in bad.error
-    assert trials[0]["steps"] == 12 and trials[1]["steps"] < 12  # the pruned trial stopped early
-    assert trials[1]["value"] is None and trials[1]["note"].startswith("pruned at step 4: eval loss")
+    assert trials[0]["steps"] == 80 and trials[1]["steps"] < 80  # the pruned trial stopped early
+    assert trials[1]["value"] is None and trials[1]["note"].startswith("pruned at step ")
     s = run.summary
     assert (s["complete"], s["pruned"], s["failed"], s["best_trial"], s["best_run"]) == (1, 1, 0, 0, good.id)
-    assert s["steps"] == 12 + trials[1]["steps"]
+    assert s["steps"] == 80 + trials[1]["steps"]
     study = s["study"]
     assert tiny_engine.store.has_model(f"{study}-t0") and not tiny_engine.store.has_model(f"{study}-t1")
 
@@ -59,24 +61,36 @@ def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_eng
 def test_two_workers_share_a_study_and_one_killed_fails_only_its_trial(tiny_engine, tmp_path):
     home = tiny_engine.settings.home
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    config = TuneConfig(base=base(tmp_path), space={"learning_rate": {"low": 1e-3, "high": 5e-2, "log": True}},
+    # trials of 200 steps: the victim is killed while one runs (not between two)
+    config = TuneConfig(base=base(tmp_path, max_steps=200, save_steps=200, eval_steps=50),
+                        space={"learning_rate": {"low": 1e-3, "high": 5e-2, "log": True}},
                         objective="eval_loss", pruner="none", trials=4)
     open_study(config, url, "shared")  # made once; each worker finds its config in the storage
     env = dict(os.environ, SLMOPS_HOME=str(home), SLMOPS_OFFLINE="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "engine", "tune", "worker", "--storage", url, "--study", "shared"]
-    workers = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
-    survivor, victim = workers
+    def worker():
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # the victim starts first and is killed mid-trial once the survivor has joined the study
+    victim = worker()
 
     def victims_trial_run():
         studies = [r for r in tiny_engine.list_runs(kind="tune") if r.pid == victim.pid]
         return next((r for r in tiny_engine.list_runs(kind="finetune", status="running")
-                     if studies and r.parent_run_id == studies[0].id and r.progress > 0.2), None)
+                     if studies and r.parent_run_id == studies[0].id and 0.1 < r.progress < 0.6), None)
 
     deadline = time.monotonic() + 240
     while (trial_run := victims_trial_run()) is None:
-        assert time.monotonic() < deadline and victim.poll() is None, "the second worker never ran a trial"
+        assert time.monotonic() < deadline and victim.poll() is None, "the first worker never ran a trial"
         time.sleep(0.5)
+    survivor = worker()
+    deadline = time.monotonic() + 120
+    while not any(r.pid == survivor.pid for r in tiny_engine.list_runs(kind="tune")):
+        assert time.monotonic() < deadline and survivor.poll() is None, "the second worker never joined"
+        time.sleep(0.5)
+    while (trial_run := victims_trial_run()) is None:  # again: the trial seen first may have ended meanwhile
+        assert time.monotonic() < deadline + 240 and victim.poll() is None, "the first worker stopped running trials"
+        time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
     out, err = survivor.communicate(timeout=600)
     victim.communicate()
