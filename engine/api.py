@@ -11,8 +11,8 @@ from . import dataset_files
 from .chat import LoadedModels, stream_reply
 from .conversations import Conversations
 from .checks import check_finetune, check_new_names, check_quantize, check_scorable, student_preview
-from .configs import (DistillConfig, FineTuneConfig, GenerateDataConfig, GenerationParams, JobConfig,
-                      PrepareModelConfig, QuantizeConfig, TuneConfig)
+from .configs import (DistillConfig, FineTuneConfig, GenerationParams, JobConfig,
+                      PrepareModelConfig, QuantizeConfig)
 from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
@@ -302,33 +302,10 @@ class Engine:
         return probe_step_seconds(config, self.ready_model(config.model_id).path)
 
     def resume_run(self, run_id: int, extra_epochs: float | None = None) -> int:
-        """Start a new run that continues `run_id` from its last checkpoint: a cancelled, interrupted or failed run
-        resumes where it stopped; a finished one continues for `extra_epochs` more."""
-        from .training import last_checkpoint
+        """Start a new run that continues `run_id` (engine/resume.py says how, per kind)."""
+        from .resume import resume_config
 
-        run = self.store.get_run(run_id)
-        resumable = [k.name for k in JOB_KINDS.values() if k.resumable]
-        if run.kind not in resumable:
-            raise InvalidInput(f"Run {run_id} is a {run.kind} run; {', '.join(resumable)} runs resume.")
-        if not run.status.final:
-            raise Busy(f"Run {run_id} is still {run.status.value}.")
-        config = job_kind(run.kind).config.model_validate_json(run.config_json)
-        if run.kind == TuneConfig.kind:  # the study continues in its storage, with the trials it has
-            return self.start_run(config.model_copy(update={"study_name": run.summary.get("study") or
-                                                           config.study_name}))
-        if run.kind == GenerateDataConfig.kind:
-            if run.status.value == "succeeded":
-                raise InvalidInput(f"Run {run_id} already answered every prompt.")
-            return self.start_run(config.model_copy(update={"resume_from_run": run_id}))
-        if last_checkpoint(self.settings.runs_dir / str(run_id)) is None:
-            raise InvalidInput(f"Run {run_id} left no checkpoint (it stopped before its first save); start it again "
-                               "instead.")
-        changes = {"resume_from_run": run_id}
-        if run.status.value == "succeeded":
-            if not extra_epochs or extra_epochs <= 0:
-                raise InvalidInput(f"Run {run_id} finished: say how many more epochs to train.")
-            changes.update(epochs=config.epochs + extra_epochs, max_steps=0)
-        return self.start_run(config.model_copy(update=changes))
+        return self.start_run(resume_config(self.settings, self.store.get_run(run_id), extra_epochs))
 
     def study(self, run_id: int):
         """The Optuna study of a tune run (for its trials table and Optuna's plots)."""

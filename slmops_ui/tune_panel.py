@@ -151,11 +151,11 @@ def build_tune_panel(engine, kind: str, form: ConfigForm, to_config) -> None:
         ticking = gr.Timer(active=not run.status.final)
         if "study" not in run.summary:
             return ticking, *unchanged
-        study = engine.study(int(run_id))
         rows = engine.study_trials(int(run_id))
         key = json.dumps([(r["trial"], r["state"]) for r in rows])
-        if key == last:
+        if key == last:  # a tick without news opens the storage once, for the rows
             return ticking, *unchanged
+        study = engine.study(int(run_id))
         table = [[r[h] for h in TRIAL_HEADERS] for r in rows]
         complete = [r for r in rows if r["state"] == "complete"]
         text, can_clone = "", False

@@ -84,6 +84,15 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason="needs Debian's chromium (make test installs it)")
 
 
+def fill_short_finetune(page, train, max_steps: int) -> None:
+    """The Fine-tune form for a short run on `train` (no eval file: a split; eval loss every 2 steps, no scoring)."""
+    page.get_by_label("…or a training file path").fill(str(train))
+    page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
+    page.get_by_label("Max steps").fill(str(max_steps))
+    page.get_by_label("Eval steps").fill("2")
+    page.get_by_label("Eval max examples").fill("0")
+
+
 def first_rows(path, n: int):
     """The first n rows of the bundled request → JSON training file, written to `path`."""
     lines = (ROOT / "assets" / "datasets" / "request_to_json.train.jsonl").read_text().splitlines(keepends=True)

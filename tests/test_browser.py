@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.browser_helpers import (CHROMIUM, CHROMIUM_ARGS, answer_again, first_rows, free_port,
-                                   keep_screenshots, needs_chromium, open_tab, send, wait_for_app, wait_reply)
+from tests.browser_helpers import (CHROMIUM, CHROMIUM_ARGS, answer_again, fill_short_finetune, first_rows,
+                                   free_port, keep_screenshots, needs_chromium, open_tab, send, wait_for_app,
+                                   wait_reply)
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.real]
@@ -141,15 +142,6 @@ def test_first_start_banner_goes_away_once_the_model_is_ready(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-
-
-def fill_short_finetune(page, train, max_steps: int) -> None:
-    """The Fine-tune form for a short run on `train` (no eval file: a split; eval loss every 2 steps, no scoring)."""
-    page.get_by_label("…or a training file path").fill(str(train))
-    page.get_by_label("Eval file path (empty: split off the eval ratio)").fill("")
-    page.get_by_label("Max steps").fill(str(max_steps))
-    page.get_by_label("Eval steps").fill("2")
-    page.get_by_label("Eval max examples").fill("0")
 
 
 @needs_chromium
