@@ -4,7 +4,7 @@ cross-entropy only and one made of evenly spaced layers.
 
     python benchmarks/distill_recipe.py [--home DIR] [--task request_to_json] [--teacher NAME] [--epochs E]
                                         [--ablations] [--only default,ce,even] [--int4]
-                                        [--stage1-run N] [--stage2-run N]
+                                        [--stage1-run N] [--stage2-run N] [--sweep 2,4,6]
 
 0. The teacher is a task expert: `--teacher NAME` (any registered full model), or the bundled model fine-tuned on
    the task's training file with the fine-tune job's defaults (LoRA r 8 on q/v, 2 epochs) and merged; a workspace
@@ -16,6 +16,8 @@ cross-entropy only and one made of evenly spaced layers.
    the teacher's loss most on 16 training examples; α 0.5 KD + CE, T 2; scored on the task with the teacher.
 3. `--int4`: the student's default int4 export (quantize job: off the 4-bit grid, so a GPTQ fit calibrated on the
    stage-1 dataset), verified on the task against the student (task retention of the export).
+`--sweep SIZES`: instead of stage 2's variants, one size-sweep job (distill_sweep: a student per size, each by the
+   default recipe, the teacher scored once) and its table; the Distill tab's size-sweep chart shows the run.
 The training files are `assets/datasets/<task>.train.jsonl`; the task's own evaluation set is never trained on.
 """
 from __future__ import annotations
@@ -60,6 +62,28 @@ def teacher_for(engine, task: str, threads: int) -> str:
     return f"{name}-merged"
 
 
+def sweep(engine, args, teacher: str, task, data, gen_s: float) -> int:
+    """Stage 2 as a size sweep: one student per size, the table of the sweep job's summary."""
+    from engine.configs import DistillSweepConfig
+
+    sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
+    extra = {"epochs": args.epochs} if args.epochs else {}
+    run, seconds = wait(engine, DistillSweepConfig(teacher_model_id=teacher, train_path=data.path, task=args.task,
+                                                   sizes=sizes, threads=args.threads, **extra),
+                        f"stage 2: a size sweep over {sizes} layers")
+    s = run.summary
+    print(f"\nsweep run {run.id}, task {task.name}: teacher {teacher} {s['teacher_params_m']} M params, task score "
+          f"{s['task_score_teacher']:.3f}; stage 1 {gen_s / 60:.1f} min, sweep {seconds / 60:.1f} min")
+    print(f"{'layers':>6}{'params M':>10}{'× teacher':>10}{'decode ×':>9}{'task score (95 % CI)':>24}{'retention':>10}"
+          f"{'train min':>10}{'min':>7}")
+    for r in s["students"]:
+        ci = f"{r['task_score_student']:.3f} ({r['task_ci_low_student']:.3f}–{r['task_ci_high_student']:.3f})"
+        print(f"{r['layers']:>6}{r['student_params_m']:>10}{r['params_ratio']:>10.3f}{r['decode_speedup']:>9.2f}"
+              f"{ci:>24}{r['task_retention']:>10.1%}{r.get('train_s', 0) / 60:>10.1f}{r.get('wall_s', 0) / 60:>7.1f}")
+    print(f"smallest student keeping ≥ 90 %: {s.get('smallest_at_90')}")
+    return 0
+
+
 def main() -> int:
     from engine import DistillConfig, Engine, GenerateDataConfig, QuantizeConfig, Settings
 
@@ -75,6 +99,8 @@ def main() -> int:
     ap.add_argument("--ablations", action="store_true", help="also: CE only (alpha 0); evenly spaced layers")
     ap.add_argument("--only", default="", help="comma-separated subset of: default, ce, even")
     ap.add_argument("--int4", action="store_true", help="also: the student's int4 export, scored on the task")
+    ap.add_argument("--sweep", default="", help="comma-separated student sizes (teacher layers): run a size sweep "
+                    "instead of the variants")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
@@ -96,6 +122,8 @@ def main() -> int:
     print(f"stage 1: {gen.summary.get('kept')} of {gen.summary.get('generated')} answers kept, {gen_s / 60:.1f} min",
           flush=True)
 
+    if args.sweep:
+        return sweep(engine, args, teacher, task, data, gen_s)
     variants = {"default": ("KD, importance layers (default)", {}),
                 "ce": ("CE only (alpha 0)", {"alpha": 0.0}),
                 "even": ("KD, evenly spaced layers", {"layer_selection": "even"})}

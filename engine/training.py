@@ -240,6 +240,33 @@ class TrainingSession:
             model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
             processing_class=tokenizer, callbacks=[self.reporter], **trainer_kwargs)
 
+    def time_step(self) -> float:
+        """Seconds an optimizer step takes here, measured before training: forward and backward passes on the first
+        training batch (twice, the faster counts: the first pays for allocations) times grad_accum. The gradients
+        are dropped and the random state is put back, so the training that follows is the same as without it."""
+        import torch
+
+        trainer, model = self.trainer, self.trainer.model
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        was_training = model.training
+        try:
+            batch = next(iter(trainer.get_train_dataloader()))
+            batch = {k: v.to(trainer.args.device) if hasattr(v, "to") else v for k, v in batch.items()}
+            model.train()
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                trainer.compute_loss(model, batch).backward()
+                times.append(time.perf_counter() - t0)
+                model.zero_grad(set_to_none=True)
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            model.train(was_training)
+        return min(times) * self.config.grad_accum
+
     def train(self):
         """Train (resuming when asked); raise Cancelled when the run was cancelled (a checkpoint is kept)."""
         from .errors import Cancelled

@@ -63,6 +63,34 @@ def test_lora_trains_saves_merges_and_chats(tiny_engine, small_data):
         assert list(tiny_engine.chat(name, [{"role": "user", "content": "add 2 eggs"}], params))[-1].done
 
 
+def test_timing_a_step_before_training_leaves_the_training_unchanged(tiny_engine, small_data):
+    """The fine-tune job times one step before it starts (for its ETA): the losses that follow are the same."""
+    from transformers import set_seed
+
+    from engine.jobs.context import JobContext
+    from engine.loading import load_tokenizer
+    from engine.training import TrainingSession, build_model, prepare_data
+
+    config = tiny_config(small_data, max_steps=4, eval_steps=100, save_steps=100, eval_max_examples=0)
+    path = tiny_engine.get_model("tiny").path
+    losses = []
+    for timed in (False, True):
+        set_seed(config.seed)
+        run_id = tiny_engine.store.add_run("finetune", "{}", "local", None)
+        ctx = JobContext(run_id, tiny_engine.store, tiny_engine.settings)
+        try:
+            tokenizer = load_tokenizer(path, pad=True)
+            data = prepare_data(config, tokenizer)
+            session = TrainingSession(ctx, config, build_model(config, path), tokenizer, data)
+            if timed:
+                assert session.time_step() > 0
+            session.train()
+        finally:
+            ctx.cancel_event.set()
+        losses.append(series(tiny_engine, run_id, "train_loss"))
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
 def test_full_finetune_registers_a_full_model(tiny_engine, small_data):
     rid = tiny_engine.start_run(tiny_config(small_data, method="full", max_steps=6, learning_rate=1e-3,
                                             eval_max_examples=0, output_name="tiny-full"))

@@ -103,3 +103,41 @@ def test_eta_follows_the_pace_of_the_last_minutes(engine, monkeypatch):
         assert abs(engine.get_run(run_id).eta_s - 0.8 / (0.14 / 180)) < 1e-6
     finally:
         ctx.cancel_event.set()
+
+
+def test_a_plan_gives_each_phase_its_own_pace(engine, monkeypatch):
+    """A fine-tune scores 100 held-out examples (0.6 s each), trains 200 steps (6 s each, timed at the start), then
+    scores again: during the first scoring the ETA already counts the training at its own pace (the run's pace
+    so far would promise a tenth of the time), and the bar is the elapsed share of the time, never going back."""
+    from engine.jobs import context
+
+    clock = [1000.0]
+    monkeypatch.setattr(context.time, "monotonic", lambda: clock[0])
+    run_id = engine.store.add_run("selftest", "{}", "local", None)
+    ctx = context.JobContext(run_id, engine.store, engine.settings)
+    try:
+        plan = context.Plan(ctx, {"before": 101, "train": 200, "after": 101}, same={"after": "before"})
+        plan.guess["train"] = 6.0
+        bars = []
+
+        def at(t, phase, fraction):
+            clock[0] = 1000.0 + t
+            plan.span(phase).progress(fraction, phase)
+            run = engine.get_run(run_id)
+            bars.append(run.progress)
+            return run
+
+        assert at(20, "before", 0.0).eta_s is None  # nothing measured of the scoring yet
+        run = at(50, "before", 0.5)  # 50.5 units in 30 s
+        pace = 30 / 50.5
+        assert abs(run.eta_s - (50.5 * pace + 200 * 6.0 + 101 * pace)) < 1e-6
+        assert abs(run.progress - 50 / (50 + run.eta_s)) < 1e-9
+        at(80, "before", 1.0)
+        at(86, "train", 1 / 200)
+        run = at(146, "train", 11 / 200)  # 10 steps in 60 s: measured 6 s/step
+        assert abs(run.eta_s - (189 * 6.0 + 101 * 30 / 50.5)) < 1e-6
+        run = at(206, "train", 16 / 200)  # slower now (12 s/step): the measure follows
+        assert run.eta_s > 184 * 6.0 + 60
+        assert bars == sorted(bars) and bars[-1] < 0.2
+    finally:
+        ctx.cancel_event.set()

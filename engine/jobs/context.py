@@ -87,6 +87,14 @@ class JobContext:
                 elapsed * (1 - fraction) / fraction
         self.store.update_run(self.run_id, progress=fraction, stage=stage, eta_s=eta)
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def report(self, fraction: float, stage: str, eta_s: float | None) -> None:
+        """Progress with an ETA the job computed itself (see Plan)."""
+        self._recent.append((time.monotonic(), fraction))
+        self.store.update_run(self.run_id, progress=min(max(float(fraction), 0.0), 1.0), stage=stage, eta_s=eta_s)
+
     def stage(self, text: str) -> None:
         """Say what is happening without moving the progress bar."""
         self.store.update_run(self.run_id, stage=text)
@@ -129,6 +137,73 @@ class Span:
 
     def progress(self, fraction: float, stage: str) -> None:
         self._ctx.progress(self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0), stage)
+
+
+class Plan:
+    """A run's bar and ETA from the paces of its phases, for a job whose phases differ in pace (a fine-tune scores a
+    held-out example in a fraction of an optimizer step's time). Each phase has its work in units and a pace in
+    seconds per unit: measured once the phase is under way, else that of the phase named in `same` (scoring after
+    training does what scoring before it did), else `guess` (e.g. a timed step at the start), else the pace of the
+    phase now running. The ETA is the sum of what is left of each phase at its pace; the bar is the elapsed share
+    of elapsed + ETA, so it moves with time (and never backwards)."""
+
+    MEASURE_AFTER_S = 10.0  # a phase's first seconds say little of its pace
+
+    def __init__(self, ctx, units: dict[str, float], same: dict[str, str] | None = None):
+        self.ctx, self.units, self.same = ctx, dict(units), dict(same or {})
+        self.done = dict.fromkeys(units, 0.0)
+        self.guess: dict[str, float] = {}
+        self.measured: dict[str, float] = {}
+        self._first: dict[str, tuple[float, float]] = {}
+        self.shown = 0.0
+
+    def span(self, name: str) -> "PlanSpan":
+        return PlanSpan(self, name)
+
+    def pace(self, name: str, running: str) -> float | None:
+        for table in (self.measured, self.guess):
+            for key in (name, self.same.get(name)):
+                if key in table:
+                    return table[key]
+        return self.measured.get(running)
+
+    def remaining_s(self, running: str) -> float | None:
+        total = 0.0
+        for name, units in self.units.items():
+            left = units - self.done[name]
+            if left > 0:
+                pace = self.pace(name, running)
+                if pace is None:
+                    return None
+                total += left * pace
+        return total
+
+    def advance(self, name: str, fraction: float, stage: str) -> None:
+        now = time.monotonic()
+        done = self.units[name] * min(max(float(fraction), 0.0), 1.0)
+        self.done[name] = done
+        t0, d0 = self._first.setdefault(name, (now, done))
+        if done > d0 and now - t0 >= self.MEASURE_AFTER_S:
+            self.measured[name] = (now - t0) / (done - d0)
+        eta = self.remaining_s(name)
+        elapsed = self.ctx.elapsed()
+        if eta is None:  # no pace known yet: the share of the work done
+            bar = sum(self.done.values()) / max(sum(self.units.values()), 1e-9)
+        else:
+            bar = elapsed / max(elapsed + eta, 1e-9)
+        self.shown = max(self.shown, min(bar, 0.99))
+        self.ctx.report(self.shown, stage, eta if eta is not None and elapsed >= 15 else None)
+
+
+class PlanSpan(Span):
+    """One phase of a Plan, with the interface of a job context (its progress is the phase's 0..1)."""
+
+    def __init__(self, plan: Plan, name: str):
+        super().__init__(plan.ctx, 0.0, 1.0)
+        self.plan, self.name = plan, name
+
+    def progress(self, fraction: float, stage: str) -> None:
+        self.plan.advance(self.name, fraction, stage)
 
 
 class PartContext(Span):

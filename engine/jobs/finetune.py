@@ -12,7 +12,7 @@ from ..errors import InvalidInput
 from ..configs import FineTuneConfig
 from ..exports import publish_model
 from ..training import TrainingSession, build_model, count_params, prepare_data, save_for_inference
-from .context import Span
+from .context import Plan
 from ..records import ModelFormat
 
 CONFIG = FineTuneConfig
@@ -24,7 +24,7 @@ def _is_main_process() -> bool:
 
 def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> dict:
     """Eval loss and the generation score on the held-out split; stored as `<metric>_<label>`. `ctx`'s progress
-    bar is this stage's own (a Span of the run's)."""
+    bar is this stage's own (a phase of the run's Plan)."""
     results = {}
     ctx.progress(0.0, f"eval ({label}): loss")
     results[f"eval_loss_{label}"] = float(trainer.evaluate()["eval_loss"])
@@ -70,19 +70,21 @@ def run(ctx, config: FineTuneConfig) -> None:
     ctx.summary(trainable_pct=round(100 * trainable / total, 3), train_examples=len(data.train))
     ctx.log(f"{config.method}: {trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f} %)")
 
-    # The bar covers every stage in proportion to its expected work (scoring one held-out example costs about one
-    # optimizer step on CPU), so the ETA is honest from the start; a 10-step run that scores 100 examples twice
-    # spends most of its time scoring and its bar says so.
+    # The bar and the ETA follow each stage's own pace (engine/jobs/context.py Plan): scoring a held-out example
+    # takes a fraction of an optimizer step, so the pace of scoring says little about training's. Training's pace
+    # is timed on one batch before the "before" scoring starts, so the ETA holds from the first minutes.
     scored = min(config.eval_max_examples, len(data.eval_conversations or []))
     steps = config.max_steps or math.ceil(config.epochs * len(data.train) / (config.batch_size * config.grad_accum))
     scores_before = config.resume_from_run is None and config.score_before
-    units = [scored + 1 if scores_before else 0, steps, scored + 1]  # before, training, after (+1: the eval loss)
-    edges = [0.03 + 0.95 * sum(units[:i]) / max(sum(units), 1) for i in range(4)]
-    session = TrainingSession(Span(ctx, edges[1], edges[2]), config, model, tokenizer, data)
+    plan = Plan(ctx, {"before": scored + 1 if scores_before else 0, "train": steps, "after": scored + 1},
+                same={"after": "before"})  # +1: the eval loss
+    session = TrainingSession(plan.span("train"), config, model, tokenizer, data)
+    ctx.stage("timing one training step")
+    plan.guess["train"] = session.time_step()
+    ctx.log(f"one optimizer step takes about {plan.guess['train']:.2f} s here ({steps} steps to go)")
     before = {}
-    if session.resume_from is None and config.score_before:
-        before = evaluate_all(Span(ctx, edges[0], edges[1]), session.trainer, model, tokenizer, data, config,
-                              "before")
+    if scores_before:
+        before = evaluate_all(plan.span("before"), session.trainer, model, tokenizer, data, config, "before")
     elif session.resume_from is not None:  # the base numbers were measured by the run we continue
         old = ctx.store.get_run(config.resume_from_run).summary
         before = {k: v for k, v in old.items() if k.endswith("_before")}
@@ -90,7 +92,7 @@ def run(ctx, config: FineTuneConfig) -> None:
     session.train()
     trainer = session.trainer
 
-    after = evaluate_all(Span(ctx, edges[2], edges[3]), trainer, model, tokenizer, data, config, "after")
+    after = evaluate_all(plan.span("after"), trainer, model, tokenizer, data, config, "after")
     ctx.summary(**{k: round(v, 4) for k, v in after.items()})
     if _is_main_process():
         ctx.progress(0.98, "saving")
