@@ -36,6 +36,9 @@ def metrics_figure(points, title: str = "Metrics by step") -> go.Figure | None:
     if not series:
         return None
     families = [(key, unit) for key, unit in METRIC_FAMILIES if any(metric_family(n) == key for n in series)]
+    others = [n for n in series if metric_family(n) == "other"]
+    if 0 < len(others) <= 2:  # the panel of the rest says what it holds (grad_norm), not "value"
+        families = [(key, ", ".join(others) if key == "other" else unit) for key, unit in families]
     fig = make_subplots(rows=len(families), cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=[unit for _, unit in families])
     for row, (key, unit) in enumerate(families, 1):

@@ -214,6 +214,8 @@ def test_run_metrics_get_one_panel_per_family_so_a_speed_does_not_flatten_the_lo
     assert len(panels) == 3 and "epoch" not in by_name
     assert by_name["train_loss"] == by_name["eval_loss"] != by_name["train_tokens_per_s"]
     assert metrics_figure([MetricPoint(1, 1, "x", 1.0, "")]) is None  # one point is no line
+    with_norm = metrics_figure(points + [MetricPoint(1, s, "grad_norm", 1.0 / s, "") for s in (1, 2, 3)])
+    assert "grad_norm" in [a.text for a in with_norm.layout.annotations]  # the panel is named after what it holds
 
 
 def test_a_long_model_error_is_cut_in_the_table_and_shown_whole_in_the_details():

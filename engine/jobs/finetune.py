@@ -22,12 +22,15 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str) -> dict:
+def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str, on_eval_loss=None) -> dict:
     """Eval loss and the generation score on the held-out split; stored as `<metric>_<label>`. `ctx`'s progress
-    bar is this stage's own (a phase of the run's Plan)."""
+    bar is this stage's own (a phase of the run's Plan). `on_eval_loss(seconds)` hears how long the loss took."""
     results = {}
     ctx.progress(0.0, f"eval ({label}): loss")
+    t0 = time.perf_counter()
     results[f"eval_loss_{label}"] = float(trainer.evaluate()["eval_loss"])
+    if on_eval_loss is not None:
+        on_eval_loss(time.perf_counter() - t0)
     if config.eval_max_examples and data.eval_conversations and _is_main_process():
         from ..scoring import score_by_generation
 
@@ -82,9 +85,15 @@ def run(ctx, config: FineTuneConfig) -> None:
     ctx.stage("timing one training step")
     plan.guess["train"] = session.time_step()
     ctx.log(f"one optimizer step takes about {plan.guess['train']:.2f} s here ({steps} steps to go)")
+
+    def add_evals(seconds: float) -> None:  # training pauses for the same eval loss every eval_steps steps
+        if data.eval and config.eval_steps:
+            plan.guess["train"] += seconds * (steps // config.eval_steps) / max(steps, 1)
+
     before = {}
     if scores_before:
-        before = evaluate_all(plan.span("before"), session.trainer, model, tokenizer, data, config, "before")
+        before = evaluate_all(plan.span("before"), session.trainer, model, tokenizer, data, config, "before",
+                              add_evals)
     elif session.resume_from is not None:  # the base numbers were measured by the run we continue
         old = ctx.store.get_run(config.resume_from_run).summary
         before = {k: v for k, v in old.items() if k.endswith("_before")}
