@@ -123,7 +123,7 @@ def main(argv=None) -> None:
             log.info("default model '%s' is %s", DEFAULT_MODEL_ID, model.status)
     log.info("building the UI")
     from slmops_ui import build_app
-    from slmops_ui.server import ASSETS, THEME, app_kwargs, queued
+    from slmops_ui.server import ASSETS, I18N, THEME, app_kwargs, queued
 
     app = build_app(engine)
     log.info("serving on http://%s:%d (started in %.1f s)", args.host, args.port, time.monotonic() - t0)
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
         server_name=args.host, server_port=args.port, theme=THEME, css_paths=[ASSETS / "style.css"],
         app_kwargs=app_kwargs(),  # a script ahead of Gradio's modules (an idle page at 5 frames a second)
         show_error=True, footer_links=["api"], mcp_server=args.mcp, share=args.share, auth=login,
-        max_file_size=args.max_file_size,
+        max_file_size=args.max_file_size, i18n=I18N,
         # dataset and run-history downloads; nothing else of the workspace (the store and the weights never)
         allowed_paths=[str(settings.home / "datasets"), str(settings.home / "exports")],
         blocked_paths=[str(settings.db_path), str(settings.models_dir), str(settings.runs_dir)])

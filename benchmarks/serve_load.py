@@ -130,17 +130,17 @@ def main() -> None:
     proc = start_server(args.home, args.model, args.port, args.max_concurrency, log_path)
     warm = load(base, args.model, len(args.model), 1, 4)  # load each model once: phase 1 times serving, not loading
     assert all(r["ok"] for r in warm), warm
-    since = utcnow()
+    since, counted_before = utcnow(), counter_total(args.port)  # the counter holds the warm-up requests too
     t0 = time.perf_counter()
     res = load(base, args.model, args.clients, args.requests, args.max_tokens)
     wall = time.perf_counter() - t0
     time.sleep(1.0)  # the request log commits what has queued within milliseconds
-    rec, counted = records(db, server, since), counter_total(args.port)
+    rec, counted = records(db, server, since), counter_total(args.port) - counted_before
     ok = [r for r in res if r["ok"]]
     lat, ttft = np.array([r["latency"] for r in ok]), np.array([r["ttft"] for r in ok])
     tokens = sum(r["tokens"] for r in ok)
     print(f"phase 1: sent {len(res)}, answered {len(ok)}, errors {len(res) - len(ok)}; records {sum(rec.values())} "
-          f"{rec}; /metrics slmops_requests_total {counted}")
+          f"{rec}; /metrics slmops_requests_total +{counted}")
     print(f"  latency p50 {np.percentile(lat, 50):.2f} s, p95 {np.percentile(lat, 95):.2f} s; time to first token "
           f"p50 {np.percentile(ttft, 50):.2f} s, p95 {np.percentile(ttft, 95):.2f} s; {tokens} tokens in {wall:.1f} s "
           f"= {tokens / wall:.1f} tok/s aggregate")

@@ -11,6 +11,10 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 THEME = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "monospace"])
 
+# Gradio's status tracker announces `common.complete` to screen readers when an event with visible progress ends,
+# and its English strings lack that key, so the key itself was read out; the app supplies the word.
+I18N = gr.I18n(en={"common.complete": "Complete"})
+
 
 class EarlyScript:
     """ASGI middleware that puts a script into every HTML page ahead of Gradio's own modules. (Gradio's `head=`

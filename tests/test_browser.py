@@ -44,10 +44,16 @@ def test_chat_runs_and_models_in_the_browser(app_url, tmp_path):
                                    "document.querySelector('#chat-stats') !== null", timeout=60_000)
             page.wait_for_function("[...document.querySelectorAll('input')].some(i => "
                                    "i.value === 'smollm2-135m-instruct')", timeout=60_000)
+        # what the page says to screen readers when an event ends (it read out Gradio's missing key "common.complete")
+        first.evaluate("() => { window.said = []; new MutationObserver(ms => ms.forEach(m => window.said.push("
+                       "(m.target.textContent || '').trim()))).observe(document.body, {subtree: true, childList: true, "
+                       "characterData: true}); }")
         send(first, "What is the capital of France?")
         send(second, "Name one colour of the rainbow.")
         first_text, second_text = wait_reply(first), wait_reply(second)
         assert "Paris" in first_text
+        first.wait_for_function("window.said.includes('Complete')", timeout=30_000, polling=250)
+        assert not [t for t in first.evaluate("window.said") if "common." in t]
         assert "rainbow" not in first_text and "France" not in second_text
         first.click("#chat-send")  # an empty message: said in a toast, the conversation stays on screen
         first.wait_for_function("document.body.innerText.includes('Type a message first')", timeout=30_000)
