@@ -158,6 +158,8 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.get_by_role("button", name="Validate data").click()
         page.wait_for_selector(".ft-preview mark", timeout=60_000)  # the trained-on part is highlighted
         assert "24 rows" in page.inner_text("body")
+        page.get_by_role("button", name="Estimate memory and time").click()  # memory, a timed step and the total
+        page.wait_for_function("document.body.innerText.includes('8 steps ≈')", timeout=300_000, polling=1000)
         page.get_by_role("button", name="Start fine-tuning").click()
         page.wait_for_function("/Run \\d+ · (queued|running)/.test(document.body.innerText)", timeout=60_000)
         run_line = next(line for line in page.inner_text("body").splitlines() if line.startswith("Run "))

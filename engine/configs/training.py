@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import ClassVar, Literal
 
@@ -28,7 +29,8 @@ class TrainingConfig(JobConfig):
     columns: dict[str, str] = Field(default_factory=dict, description="Column mapping when names differ, e.g. "
                                     "{'prompt': 'question', 'completion': 'answer'}.")
     # Fine-tuning defaults, measured on the bundled SmolLM2 + example dataset (2 cores): 2 epochs at 1e-3 take the
-    # held-out JSON match from 0/100 to 88/100 with LoRA r 8 on q/v in about 7.5 minutes.
+    # held-out JSON match from 0/100 to 88/100 with LoRA r 8 on q/v: 200 steps, 22-25 minutes with the scoring
+    # before and after (benchmarks/newcomer_walk.py, 2026-12-03); the loss is flat after about 50 steps.
     epochs: float = Field(default=2.0, gt=0.0, le=100.0, description="Passes over the training data.")
     max_steps: int = Field(default=0, ge=0, le=1_000_000, description="Stop after this many optimizer steps "
                            "(0: use epochs).")
@@ -47,6 +49,10 @@ class TrainingConfig(JobConfig):
     output_name: str | None = Field(default=None, description="Name of the produced model (default: from the run).")
     resume_from_run: int | None = Field(default=None, ge=1, description="Continue from this run's last checkpoint.")
     threads: int = Field(default=0, ge=0, le=256, description="torch threads (0: the library default).")
+
+    def optimizer_steps(self, train_examples: int) -> int:
+        """The optimizer steps a run takes: max_steps, else its epochs over `train_examples` (per process)."""
+        return self.max_steps or math.ceil(self.epochs * train_examples / (self.batch_size * self.grad_accum))
 
     @field_validator("train_path", "eval_path")
     @classmethod

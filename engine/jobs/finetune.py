@@ -2,7 +2,6 @@
 merged models registered with lineage. Runs in a worker, or data-parallel under torchrun (see `train`)."""
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -77,7 +76,7 @@ def run(ctx, config: FineTuneConfig) -> None:
     # takes a fraction of an optimizer step, so the pace of scoring says little about training's. Training's pace
     # is timed on one batch before the "before" scoring starts, so the ETA holds from the first minutes.
     scored = min(config.eval_max_examples, len(data.eval_conversations or []))
-    steps = config.max_steps or math.ceil(config.epochs * len(data.train) / (config.batch_size * config.grad_accum))
+    steps = config.optimizer_steps(len(data.train))
     scores_before = config.resume_from_run is None and config.score_before
     plan = Plan(ctx, {"before": scored + 1 if scores_before else 0, "train": steps, "after": scored + 1},
                 same={"after": "before"})  # +1: the eval loss

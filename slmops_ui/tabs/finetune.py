@@ -11,6 +11,7 @@ from engine import FineTuneConfig, ModelFormat
 
 from ..forms import ConfigForm, model_choices, settings_file_row, ui_errors
 from ..job_panel import build_job_panel
+from ..tables import fmt_duration
 from ..tune_panel import build_tune_panel
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "datasets"
@@ -110,10 +111,15 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         check = engine.check_finetune(config)
         mem = check["memory"]
         step_s = engine.probe_finetune_step(config)
+        train_rows = check["reports"][0].rows if config.eval_path else int(check["reports"][0].rows *
+                                                                          (1 - config.eval_ratio))
+        steps = config.optimizer_steps(train_rows)
         return (f"Memory needed ≈ **{mem['total'] / 2**30:.2f} GiB** (weights {mem['weights'] / 2**30:.2f}, "
                 f"optimizer {mem['optimizer'] / 2**30:.2f}, activations {mem['activations'] / 2**30:.2f}) of "
                 f"{check['available_bytes'] / 2**30:.1f} GiB free · measured **{step_s:.2f} s per step** "
-                f"(2-step probe, batch {config.batch_size} × grad accum {config.grad_accum})")
+                f"(2-step probe, batch {config.batch_size} × grad accum {config.grad_accum}) · **{steps} steps** "
+                f"≈ {fmt_duration(steps * step_s)} of training steps, plus an eval loss every {config.eval_steps} "
+                f"steps and the held-out scoring before and after (the run's ETA times those as it goes)")
 
     @ui_errors
     def do_start(*values):
