@@ -16,6 +16,7 @@ Needs Debian's chromium and Playwright (as the browser tests).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -45,16 +46,31 @@ def reading(text: str) -> tuple[int, str, int | None] | None:
     return int(parts[2].rstrip("%")), parts[3], eta
 
 
-def start_app(home: Path, port: int, log: Path) -> tuple[subprocess.Popen, str]:
+@contextlib.contextmanager
+def app_page(home: Path, port: int, log: Path, what: str):
+    """`python app.py` on `home` and a headless Chromium page on it once the bundled model is listed; both are
+    stopped on the way out (also when the walk fails)."""
+    from playwright.sync_api import sync_playwright
+
+    t0 = time.monotonic()
     env = dict(os.environ, SLMOPS_HOME=str(home), SLMOPS_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=open(log, "a"), stderr=subprocess.STDOUT)
-    return proc, wait_for_app(proc, port, log, timeout=300)
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        url = wait_for_app(proc, port, log, timeout=300)
+        print(f"{what}: the app answers after {time.monotonic() - t0:.1f} s (workspace {home})", flush=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            page.wait_for_function(READY, timeout=600_000, polling=1000)
+            page.wait_for_function("!document.body.innerText.includes('Preparing')", timeout=120_000, polling=1000)
+            print(f"{what}: the bundled model is ready after {time.monotonic() - t0:.1f} s", flush=True)
+            yield page
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def panel_text(page) -> str:
@@ -62,8 +78,6 @@ def panel_text(page) -> str:
 
 
 def main() -> int:
-    from playwright.sync_api import sync_playwright
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", default=None, help="an empty workspace (default: a new temporary folder)")
     ap.add_argument("--shots", default="/tmp/slmops-walk", help="where the screenshots go")
@@ -75,16 +89,7 @@ def main() -> int:
     port = args.port or free_port()
     log = shots / "app.log"
 
-    t0 = time.monotonic()
-    proc, url = start_app(home, port, log)
-    print(f"app answers after {time.monotonic() - t0:.1f} s (workspace {home})", flush=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(url)
-        page.wait_for_function(READY, timeout=600_000, polling=1000)
-        page.wait_for_function("!document.body.innerText.includes('Preparing')", timeout=120_000, polling=1000)
-        print(f"bundled model ready after {time.monotonic() - t0:.1f} s", flush=True)
+    with app_page(home, port, log, "first start") as page:
         page.screenshot(path=str(shots / "first-view.png"), full_page=True)
 
         page.get_by_role("tab", name="Fine-tune").click()
@@ -139,24 +144,13 @@ def main() -> int:
         page.get_by_text("Saved conversations").click()
         page.click("#chat-save")
         page.wait_for_function("document.body.innerText.includes('Saved as conversation')", timeout=30_000)
-        browser.close()
-    stop_app(proc)
-    t1 = time.monotonic()
-    proc, url = start_app(home, port, log)
-    print(f"restarted: the app answers after {time.monotonic() - t1:.1f} s", flush=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(url)
-        page.wait_for_function(READY, timeout=120_000, polling=500)
+    with app_page(home, port, log, "restart") as page:
         page.get_by_text("Saved conversations").click()
         page.click("#chat-saved input")
         page.get_by_role("option", name=re.compile("^What is the capital of France")).first.click()
         page.click("#chat-open")
         page.wait_for_function("document.querySelector('#chatbot').innerText.includes('Paris')", timeout=30_000)
         page.screenshot(path=str(shots / "reopened.png"), full_page=True)
-        browser.close()
-    stop_app(proc)
     print(f"screenshots in {shots}")
     return 0
 
