@@ -59,7 +59,9 @@ def poll_s(text: str) -> float:
     return 5.0 if text else 15.0  # a poll costs the browser and the server a little CPU: seldom when idle
 
 
-def build_job_indicator(engine) -> None:
+def build_job_indicator(engine) -> tuple:
+    """The line and its polling. Returns (refresh, outputs): another event (the banner's, when a preparation ends)
+    redraws the line with it, so the two never disagree for a poll's length; the notices stay with the poll."""
     line = gr.Markdown("", visible=False, elem_id="jobs")  # filled on page load: the page is built only once
     seen = gr.State([])  # the active runs at the last poll of this browser session
     timer = gr.Timer(poll_s(""))
@@ -77,3 +79,8 @@ def build_job_indicator(engine) -> None:
 
     timer.tick(poll, [seen], [line, seen, timer], show_progress="hidden")
     gr.on(None, poll, [seen], [line, seen, timer], show_progress="hidden")  # no triggers: on page load
+    def refresh():
+        now = jobs_text(engine)
+        return gr.update(value=now, visible=bool(now)), gr.Timer(poll_s(now))
+
+    return refresh, [line, timer]

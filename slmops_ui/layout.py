@@ -41,7 +41,7 @@ def build_app(engine) -> gr.Blocks:
         gr.Markdown("# SLMOps Studio\nDistill, fine-tune, quantize, benchmark and chat with small language models "
                     f"— all local. Workspace: `{engine.settings.home}`", elem_id="header")
         banner = gr.Markdown(banner_text(engine), elem_id="banner", visible=bool(banner_text(engine)))
-        build_job_indicator(engine)
+        jobs_refresh, jobs_outputs = build_job_indicator(engine)
         preparing = gr.State("")
         clone_state = gr.State(None)  # a run's {kind, config}, set by the Runs tab's "Clone into its tab"
         # the job tabs and the others, in order: (label, id, builder); a tab returns its "refresh" and, for job
@@ -89,16 +89,16 @@ def build_app(engine) -> gr.Blocks:
         def poll_banner(previous, *values):
             text = banner_text(engine)
             if text == previous:
-                return (gr.skip(), previous, gr.skip(), *([gr.skip()] * len(refresh_outputs)))
-            # something started or finished preparing: the model lists change too
+                return (gr.skip(), previous, gr.skip(), *([gr.skip()] * (len(jobs_outputs) + len(refresh_outputs))))
+            # something started or finished preparing: the model lists and the job line change too
             return (gr.update(value=text, visible=bool(text)), text, gr.Timer(banner_poll_s(text)),
-                    *refresh_all(*values))
+                    *jobs_refresh(), *refresh_all(*values))
 
         # every 2.5 s while a model is being prepared; every 10 s otherwise (a poll costs the browser ~0.05 cores
         # and the server ~0.02 at 2.5 s, taken from whatever job runs beside them)
         banner_timer = gr.Timer(banner_poll_s(banner_text(engine)))
         banner_timer.tick(poll_banner, [preparing, *refresh_inputs],
-                          [banner, preparing, banner_timer, *refresh_outputs], show_progress="hidden")
+                          [banner, preparing, banner_timer, *jobs_outputs, *refresh_outputs], show_progress="hidden")
         def on_load(*values):
             # the page was built with the banner of the app's first start: say what is being prepared now
             text = banner_text(engine)

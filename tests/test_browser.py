@@ -144,6 +144,8 @@ def test_first_start_banner_goes_away_once_the_model_is_ready(tmp_path):
                 assert "Preparing" not in later.inner_text("body")
                 first.wait_for_function("!document.body.innerText.includes('Preparing')", timeout=30_000,
                                         polling=500)
+                # the job line is redrawn with the banner: it does not go on showing the preparation's last stage
+                assert "dequantizing" not in first.evaluate("document.querySelector('#jobs')?.innerText || ''")
                 browser.close()
         finally:
             proc.terminate()
