@@ -81,10 +81,9 @@ def run(ctx, config: FineTuneConfig) -> None:
     plan = Plan(ctx, {"before": scored + 1 if scores_before else 0, "train": steps, "after": scored + 1},
                 same={"after": "before"})  # +1: the eval loss
     session = TrainingSession(plan.span("train"), config, model, tokenizer, data)
-    if scores_before:  # without it training starts now, and its pace is measured within seconds
-        ctx.stage("timing one training step")
-        plan.guess["train"] = session.time_step()
-        ctx.log(f"one optimizer step takes about {plan.guess['train']:.2f} s here ({steps} steps to go)")
+    ctx.stage("timing one training step")
+    plan.guess["train"] = session.time_step()
+    ctx.log(f"one optimizer step takes about {plan.guess['train']:.2f} s here ({steps} steps to go)")
 
     def add_evals(seconds: float) -> None:  # training pauses for the same eval loss every eval_steps steps
         if data.eval and config.eval_steps:
