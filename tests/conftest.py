@@ -1,5 +1,6 @@
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +65,18 @@ def copy_of(tmp_path):
         shutil.copytree(src, dst)
         return dst
     return make
+
+
+@pytest.fixture(scope="module")
+def app_url(real_home, tmp_path_factory):
+    """The app on the bundled model's workspace, started once for each browser test module."""
+    from tests.browser_helpers import free_port, wait_for_app
+    tmp_path = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = dict(os.environ, SLMOPS_HOME=str(real_home), SLMOPS_OFFLINE="1")
+    with open(tmp_path / "app.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        yield wait_for_app(proc, port, tmp_path / "app.log")
+        proc.terminate()
+        proc.wait(timeout=20)
