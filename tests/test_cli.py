@@ -64,7 +64,8 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
 
 def test_job_flags_come_from_the_config_fields():
     from engine import BenchmarkConfig, EvaluateConfig, QuantizeConfig
-    from engine.cli import build_parser, config_from_args
+    from engine.cli import build_parser
+    from engine.cli_flags import config_from_args
 
     parser = build_parser()
     for command, cls in (("quantize", QuantizeConfig), ("benchmark", BenchmarkConfig), ("eval", EvaluateConfig)):
