@@ -2,6 +2,8 @@
 
 SLMOPS_FAULT is a comma-separated list of:
   raise@F      the job raises RuntimeError the first time it reports progress >= F (0..1)
+  pause=S      the job sleeps S seconds at every progress report: a slow machine, as a poller sees the job (a
+               study's pruner reads a trial's evaluations every 2 s; on a fast machine a tiny trial ends first)
   fsize=N      no file written by the worker may grow past N bytes (RLIMIT_FSIZE): a full disk, as the job sees it
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import time
 
 
 def _spec() -> dict[str, str]:
@@ -25,6 +28,9 @@ def install() -> None:
 
 
 def on_progress(fraction: float) -> None:
-    at = _spec().get("raise")
+    spec = _spec()
+    if "pause" in spec:
+        time.sleep(float(spec["pause"]))
+    at = spec.get("raise")
     if at is not None and fraction >= float(at):
         raise RuntimeError(f"injected fault at progress {fraction:.2f}")

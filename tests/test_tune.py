@@ -25,9 +25,11 @@ def base(tmp_path: Path, **changes) -> dict:
             "lora_alpha": 8, **changes}
 
 
-def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_engine, tmp_path):
+def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_engine, tmp_path, monkeypatch):
     # The grid with seed 1 tries the good rate first; the other learns nothing, and the median pruner stops it.
-    # 80 steps: long enough that the study (polling every 2 s) sees the first eval before the trial ends.
+    # 80 steps of ≥ 0.1 s (a paused report each): the study, polling every 2 s, sees an eval before the trial ends
+    # (unpaused, a fast machine trained the tiny trial's 80 steps between two polls and it completed)
+    monkeypatch.setenv("SLMOPS_FAULT", "pause=0.1")
     config = TuneConfig(base=base(tmp_path, max_steps=80, save_steps=80),
                         space={"learning_rate": {"choices": [5e-2, 1e-7]}}, sampler="grid", seed=1,
                         objective="eval_loss", trials=2, pruner_startup_trials=1)

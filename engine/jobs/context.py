@@ -92,6 +92,8 @@ class JobContext:
 
     def report(self, fraction: float, stage: str, eta_s: float | None) -> None:
         """Progress with an ETA the job computed itself (see Plan); progress() keeps the pace history, not this."""
+        if _FAULTS:
+            faults.on_progress(fraction)
         self.store.update_run(self.run_id, progress=min(max(float(fraction), 0.0), 1.0), stage=stage, eta_s=eta_s)
 
     def stage(self, text: str) -> None:
