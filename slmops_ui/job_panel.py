@@ -28,7 +28,7 @@ def status_markdown(engine, run_id, made=False) -> str:
     if run.error:  # a cancelled run's "error" says how it stopped (e.g. "stopped by SIGTERM"): not an error
         text += f"\n\n**{'Cancelled' if run.status.value == 'cancelled' else 'Error'}:** {run.error}"
     if run.summary:
-        text += "\n\n" + summary_line(run.kind, run.summary)
+        text += "\n\n" + summary_line(run.kind, run.summary) + task_line(run.summary)
         text += comparison_table(run.summary)
         text += results_lines(run.summary.get("results"))
     made = made_model(engine, run) if made is False else made
@@ -45,15 +45,51 @@ def made_model(engine, run):
     return made[-1] if made else None
 
 
+# Labels of the figures a job records beside the ones its kind declares for the summary line (the registry's)
+FIGURES = {"trainable_pct": "trainable parameters (%)", "train_examples": "training examples",
+           "world_size": "processes", "train_s": "training time (s)", "steps": "optimizer steps",
+           "train_loss": "mean training loss", "train_tokens_per_s": "training tokens/s", "backend": "ran on",
+           "prompts": "prompts", "importance_rounds": "layer-importance rounds", "alpha": "KD weight α",
+           "teacher_tail_mass": "teacher's probability outside its top-k", "ppl_retention": "perplexity retention",
+           "agreement": "greedy agreement with the teacher", "task": "task", "scorer": "scorer", "passed": "passed",
+           "fit": "weight fit", "ppl": "perplexity", "max_ppl_ratio": "perplexity bound (× source)",
+           "task_retention": "task retention (export ÷ source)", "models": "models", "chosen": "chosen variant"}
+
+
+def figure_label(key: str) -> str:
+    """A recorded figure's name in words: the label above, `dropped_<why>` as "dropped (<why>)", else the key with
+    spaces."""
+    if key in FIGURES:
+        return FIGURES[key]
+    if key.startswith("dropped_"):
+        return f"dropped ({key[len('dropped_'):].replace('_', ' ')})"
+    return key.replace("_", " ")
+
+
 def summary_line(kind: str, summary: dict) -> str:
-    """The figures the job kind declares (engine/jobs/registry.py) with their labels, then the other scalar entries
-    as `key = value` (lists and teacher/student pairs get their own tables)."""
+    """The figures the job kind declares (engine/jobs/registry.py) with their labels in bold, then the other scalar
+    figures with theirs (lists, and the teacher/student or source/export pairs, get their own tables)."""
     declared = JOB_KINDS[kind].summary if kind in JOB_KINDS else ()
     parts = [f"{label}: **{summary[key]}**" for key, label in declared if summary.get(key) is not None]
     named = {key for key, _ in declared}
-    parts += [f"{k} = {v}" for k, v in summary.items() if k not in named and not k.endswith(("_teacher", "_student"))
-              and not isinstance(v, (list, dict))]
+    parts += [f"{figure_label(k)}: {v}" for k, v in summary.items()
+              if k not in named and v is not None and not isinstance(v, (list, dict)) and not paired(k)]
     return " · ".join(parts)
+
+
+def paired(key: str) -> bool:
+    """A teacher/student or source/export figure (comparison_table and task_line show them side by side)."""
+    return key.endswith(("_teacher", "_student", "_source", "_export")) or key in ("teacher_params_m",
+                                                                                  "student_params_m")
+
+
+def task_line(summary: dict) -> str:
+    """An export verified on a task: the source's score and the export's, each with its 95 % interval."""
+    if "task_score_source" not in summary or "task_score_export" not in summary:
+        return ""
+    return "\n\nTask score, 95 % interval: " + " → ".join(
+        f"{who} **{summary[f'task_score_{who}']:.3f}** ({summary.get(f'task_ci_low_{who}', 0):.3f}–"
+        f"{summary.get(f'task_ci_high_{who}', 0):.3f})" for who in ("source", "export"))
 
 
 def results_lines(rows) -> str:

@@ -239,3 +239,23 @@ def test_a_clone_proposes_a_free_output_name(tmp_path):
     engine = SimpleNamespace(store=SimpleNamespace(has_model=lambda name: name in taken))
     assert fresh_name(engine, "ft-json") == "ft-json-3"
     assert fresh_name(engine, "ft-json-2") == "ft-json-3" and fresh_name(engine, "other") == "other-2"
+
+
+def test_a_finished_runs_summary_names_every_figure_in_words():
+    from slmops_ui.job_panel import summary_line, task_line
+
+    finetune = {"trainable_pct": 0.241, "train_examples": 400, "score_before": 0.0, "eval_loss_before": 2.1,
+                "train_s": 610.2, "steps": 200, "train_loss": 0.41, "train_tokens_per_s": 310.5, "score_after": 0.88,
+                "eval_loss_after": 0.31, "wall_s": 1500.0}
+    line = summary_line("finetune", finetune)
+    assert "held-out score after: **0.88**" in line and "trainable parameters (%): 0.241" in line
+    assert " = " not in line and "_" not in line  # no raw `key = value`
+    quantize = {"variant": "int4", "size_mb": 60.1, "answer": "Paris", "task": "request_to_json",
+                "task_score_source": 0.87, "task_ci_low_source": 0.79, "task_ci_high_source": 0.922,
+                "task_score_export": 0.86, "task_ci_low_export": 0.78, "task_ci_high_export": 0.915,
+                "task_retention": 0.9885, "dropped_not_json": 3}
+    line = summary_line("quantize", quantize)
+    assert "task_score" not in line and "task retention (export ÷ source): 0.9885" in line
+    assert "dropped (not json): 3" in line
+    assert task_line(quantize) == ("\n\nTask score, 95 % interval: source **0.870** (0.790–0.922) → export "
+                                   "**0.860** (0.780–0.915)")
