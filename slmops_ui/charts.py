@@ -182,27 +182,43 @@ def overlay_loss_figure(curves: dict, x_axis: str = "step", steps_per_epoch: dic
     return fig
 
 
-def student_sweep_figure(rows: list[dict], teacher_params_m: float | None = None) -> go.Figure | None:
-    """A distill sweep: task retention (left axis) and decode speed × teacher (right axis) against the students'
-    parameters; the 90 % retention goal as a dotted line. None before the first student is done."""
+def student_sweep_figure(rows: list[dict], teacher_params_m: float | None = None,
+                         teacher_score: float | None = None) -> go.Figure | None:
+    """A distill sweep: task retention (left axis, with the student's 95 % interval as a share of the teacher's
+    score when `teacher_score` is given) and decode speed × teacher (right axis) against the students' parameters;
+    the 90 % retention goal as a dotted line. None before the first student is done."""
     rows = sorted((r for r in rows if r.get("student_params_m")), key=lambda r: r["student_params_m"])
     if not rows:
         return None
     x = [r["student_params_m"] for r in rows]
     labels = [f"{r['layers']} layers" for r in rows]
+    retention = [100 * (r.get("task_retention") or 0) for r in rows]
+    share = 100 / teacher_score if teacher_score else 0  # the teacher's own interval is not in the bars
+    high = [share * r["task_ci_high_student"] - y if share and r.get("task_ci_high_student") is not None else 0
+            for r, y in zip(rows, retention)]
+    low = [y - share * r["task_ci_low_student"] if share and r.get("task_ci_low_student") is not None else 0
+           for r, y in zip(rows, retention)]
+    hover = [f"{lab}: task score {r.get('task_score_student')} ({r.get('task_ci_low_student')}–"
+             f"{r.get('task_ci_high_student')}), {y:.1f} % of the teacher's<extra></extra>"
+             for lab, r, y in zip(labels, rows, retention)]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=[100 * (r.get("task_retention") or 0) for r in rows], mode="lines+markers+text",
-                             text=labels, textposition="top center", name="task retention (%)",
+    fig.add_trace(go.Scatter(x=x, y=retention, mode="lines+markers+text", text=labels,
+                             name="task retention (%), bars: the student's 95 % interval",
+                             textposition=["middle right"] * (len(rows) - 1) + ["middle left"], hovertemplate=hover,
+                             error_y=dict(type="data", array=high, arrayminus=low, visible=True, thickness=1),
                              marker=dict(size=11, color="#4f46e5")))
     fig.add_trace(go.Scatter(x=x, y=[r.get("decode_speedup") for r in rows], mode="lines+markers",
                              name="decode speed × teacher", yaxis="y2", line=dict(dash="dash", color="#d97706"),
                              marker=dict(size=9, symbol="diamond", color="#d97706")))
-    fig.add_hline(y=90, line=dict(dash="dot", color="rgba(60,60,60,0.6)"), annotation_text="90 % of the teacher")
+    fig.add_hline(y=90, line=dict(dash="dot", color="rgba(60,60,60,0.6)"), annotation_text="90 % of the teacher",
+                  annotation_position="bottom left")
     title = "How small can the student be for this task?"
     if teacher_params_m:
         title += f" (teacher: {teacher_params_m} M parameters)"
     fig.update_layout(title=title, xaxis_title="student parameters (M)",
-                      yaxis=dict(title="task retention (% of the teacher's score)", rangemode="tozero"),
+                      # room above 100 % for the sizes' labels and the intervals
+                      yaxis=dict(title="task retention (% of the teacher's score)",
+                                 range=[0, max(120, *(y + h + 12 for y, h in zip(retention, high)))]),
                       yaxis2=dict(title="decode speed × teacher", overlaying="y", side="right", rangemode="tozero"),
                       height=400, template="plotly_white", margin=dict(l=60, r=60, t=60, b=50),
                       legend=dict(orientation="h", y=-0.2))

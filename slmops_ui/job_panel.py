@@ -33,16 +33,22 @@ def status_markdown(engine, run_id, made=False) -> str:
         text += results_lines(run.summary.get("results"))
     made = made_model(engine, run) if made is False else made
     if made is not None:
-        text += f"\n\n**Made `{made.id}`.** Next steps: the buttons below · every detail: **Runs** → run {run.id}."
+        every = [m.id for m in engine.list_models() if m.run_id == run.id]
+        text += (f"\n\n**Made `{made.id}`.**" if len(every) == 1 else
+                 f"\n\n**Made {len(every)} models:** {', '.join(f'`{m}`' for m in every)}. The buttons below take "
+                 f"`{made.id}`.")
+        text += f" Next steps: the buttons below · every detail: **Runs** → run {run.id}."
     return text
 
 
 def made_model(engine, run):
-    """The model a succeeded run registered (the last one, e.g. a fine-tune's merged copy), or None."""
+    """The model a succeeded run registered: the one its summary picks (a size sweep's smallest student that keeps
+    90 % of the task), else the last one (e.g. a fine-tune's merged copy); None when it made none."""
     if run is None or run.status.value != "succeeded":
         return None
     made = [m for m in engine.list_models() if m.run_id == run.id]
-    return made[-1] if made else None
+    picked = [m for m in made if m.id == run.summary.get("smallest_at_90")]
+    return (picked or made or [None])[-1]
 
 
 # Labels of the figures a job records beside the ones its kind declares for the summary line (the registry's)
@@ -122,12 +128,13 @@ def comparison_table(summary: dict) -> str:
         names = ["params_m"] + names
     if not names:
         return ""
-    rows = ["", "", "| | teacher | student |", "|---|---:|---:|"]
+    rows = []
     for name in names:
         t = summary.get(f"{name}_teacher", summary.get(f"teacher_{name}"))
         s = summary.get(f"{name}_student", summary.get(f"student_{name}"))
-        rows.append(f"| {LABELS.get(name, name.replace('_', ' '))} | {t} | {s} |")
-    return "\n".join(rows)
+        if t is not None and s is not None:  # a size sweep has one teacher and a table of students instead
+            rows.append(f"| {LABELS.get(name, name.replace('_', ' '))} | {t} | {s} |")
+    return "\n".join(["", "", "| | teacher | student |", "|---|---:|---:|", *rows]) if rows else ""
 
 
 def progress_bar(run) -> str:

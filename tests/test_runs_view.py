@@ -242,7 +242,7 @@ def test_a_clone_proposes_a_free_output_name(tmp_path):
 
 
 def test_a_finished_runs_summary_names_every_figure_in_words():
-    from slmops_ui.job_panel import summary_line, task_line
+    from slmops_ui.job_panel import comparison_table, summary_line, task_line
 
     finetune = {"trainable_pct": 0.241, "train_examples": 400, "score_before": 0.0, "eval_loss_before": 2.1,
                 "train_s": 610.2, "steps": 200, "train_loss": 0.41, "train_tokens_per_s": 310.5, "score_after": 0.88,
@@ -259,3 +259,7 @@ def test_a_finished_runs_summary_names_every_figure_in_words():
     assert "dropped (not json): 3" in line
     assert task_line(quantize) == ("\n\nTask score, 95 % interval: source **0.870** (0.790–0.922) → export "
                                    "**0.860** (0.780–0.915)")
+    # a size sweep: one teacher, its students in a chart, no teacher/student table with an empty side
+    sweep = {"teacher_params_m": 134.5, "task_score_teacher": 0.88, "smallest_at_90": "t-student-run4-4l",
+             "students": [{"layers": 4}], "wall_s": 1386.2}
+    assert comparison_table(sweep) == "" and "None" not in summary_line("distill_sweep", sweep)

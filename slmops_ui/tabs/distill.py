@@ -157,9 +157,9 @@ def build_stage2(engine, dataset_picker) -> tuple:
     return teacher, student, task, form
 
 
-def build_sweep(engine, stage2: ConfigForm) -> ConfigForm:
+def build_sweep(engine, stage2: ConfigForm, box: gr.Accordion) -> ConfigForm:
     """Students of several sizes with the stage-2 settings above, scored on a task: retention and speed against
-    parameters."""
+    parameters. `box`: the accordion it is in."""
     run_state = gr.State(None)
     form = ConfigForm(JOB_KINDS["distill_sweep"].config, required={
         **stage2.required, "task": "Pick the task (above) every student and the teacher are scored on."})
@@ -186,13 +186,16 @@ def build_sweep(engine, stage2: ConfigForm) -> ConfigForm:
         if not run_id:
             return gr.update(visible=False), gr.Timer(active=False)
         run = engine.get_run(int(run_id))
-        fig = student_sweep_figure(run.summary.get("students", []), run.summary.get("teacher_params_m"))
+        fig = student_sweep_figure(run.summary.get("students", []), run.summary.get("teacher_params_m"),
+                                   run.summary.get("task_score_teacher"))
         return gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final)
 
     start.click(do_start, form.inputs, [run_state, message])
     timer = gr.Timer(5.0, active=False)
     timer.tick(show, [run_state], [chart, timer], show_progress="hidden")
     run_state.change(show, [run_state], [chart, timer])
+    # a chart drawn inside the closed accordion (the page's last sweep, on load) took half the width: redrawn on open
+    box.expand(show, [run_state], [chart, timer], show_progress="hidden")
     return form
 
 
@@ -205,8 +208,8 @@ def build_distill_tab(engine) -> dict:
         picker, dataset_choices = build_datasets(engine)
     with gr.Accordion("Stage 2 · train the student", open=True):
         teacher2, student, task, form2 = build_stage2(engine, picker)
-    with gr.Accordion("Size sweep · students of several sizes, scored on a task", open=False):
-        sweep = build_sweep(engine, form2)
+    with gr.Accordion("Size sweep · students of several sizes, scored on a task", open=False) as sweep_box:
+        sweep = build_sweep(engine, form2, sweep_box)
     build_tune_panel(engine, "distill", form2, lambda *values: form2.config(values))
 
     def offer_dataset(run_id):
