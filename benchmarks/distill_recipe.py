@@ -4,7 +4,7 @@ cross-entropy only and one made of evenly spaced layers.
 
     python benchmarks/distill_recipe.py [--home DIR] [--task request_to_json] [--teacher NAME] [--epochs E]
                                         [--ablations] [--only default,ce,even] [--int4]
-                                        [--stage1-run N] [--stage2-run N] [--sweep 2,4,6]
+                                        [--stage1-run N] [--stage2-run N] [--sweep 4,7,10]
 
 0. The teacher is a task expert: `--teacher NAME` (any registered full model), or the bundled model fine-tuned on
    the task's training file with the fine-tune job's defaults (LoRA r 8 on q/v, 2 epochs) and merged; a workspace
