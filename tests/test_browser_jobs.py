@@ -86,7 +86,7 @@ def test_distill_size_sweep_from_the_ui_plots_task_retention_against_size(app_ur
         page.get_by_label("General ppl tokens").fill("0")
         page.get_by_text("Size sweep").click()
         sizes = page.locator("#distill-sweep-sizes")
-        for _ in range(3):  # drop the default sizes (6, 10, 14), then pick 1 and 2
+        for _ in range(3):  # drop the default sizes (3, 6, 10), then pick 1 and 2
             sizes.locator("input").click()
             sizes.locator("input").press("Backspace")
         for size in ("1", "2"):

@@ -208,7 +208,9 @@ class DistillSweepConfig(DistillConfig):
     this task."""
 
     kind: ClassVar[str] = "distill_sweep"
-    sizes: list[int] = Field(default_factory=lambda: [6, 10, 14], min_length=1, max_length=8,
+    # on the bundled task (30-layer teacher) 2 layers kept 92 % of the task, 3 95.5 %, 10 97.7 % (README):
+    # the default starts small and ends at the distill job's own size
+    sizes: list[int] = Field(default_factory=lambda: [3, 6, 10], min_length=1, max_length=8,
                              description="Teacher layers each student keeps, one student per value.")
     task: str = Field(min_length=1, max_length=80, description="The stored task every student and the teacher are "
                       "scored on (task retention = student score ÷ teacher score).")

@@ -194,8 +194,10 @@ def build_sweep(engine, stage2: ConfigForm, box: gr.Accordion) -> ConfigForm:
     timer = gr.Timer(5.0, active=False)
     timer.tick(show, [run_state], [chart, timer], show_progress="hidden")
     run_state.change(show, [run_state], [chart, timer])
-    # a chart drawn inside the closed accordion (the page's last sweep, on load) took half the width: redrawn on open
-    box.expand(show, [run_state], [chart, timer], show_progress="hidden")
+    # a chart drawn inside the closed accordion (the page's last sweep, on load) takes plotly's default 700 px:
+    # emptied and drawn again on open (the same figure again would not be redrawn)
+    box.expand(lambda: None, None, [chart], show_progress="hidden").then(show, [run_state], [chart, timer],
+                                                                          show_progress="hidden")
     return form
 
 
