@@ -11,8 +11,9 @@ from .navigation import next_buttons, steps_for
 from .tables import eta_text
 
 
-def status_markdown(engine, run_id, made=False) -> str:
-    """The run's status, figures and the model it made (`made`: already looked up by the caller, else read here)."""
+def status_markdown(engine, run_id, made: list | None = None) -> str:
+    """The run's status, figures and the models it made (`made`: models_made(), already read by the caller, else
+    read here)."""
     if not run_id:
         return "No run started from this tab yet."
     run = engine.get_run(int(run_id))
@@ -31,23 +32,29 @@ def status_markdown(engine, run_id, made=False) -> str:
         text += "\n\n" + summary_line(run.kind, run.summary) + task_line(run.summary)
         text += comparison_table(run.summary)
         text += results_lines(run.summary.get("results"))
-    made = made_model(engine, run) if made is False else made
-    if made is not None:
-        every = [m.id for m in engine.list_models() if m.run_id == run.id]
-        text += (f"\n\n**Made `{made.id}`.**" if len(every) == 1 else
-                 f"\n\n**Made {len(every)} models:** {', '.join(f'`{m}`' for m in every)}. The buttons below take "
-                 f"`{made.id}`.")
+    made = models_made(engine, run) if made is None else made
+    chosen = made_model(engine, run, made)
+    if chosen is not None:
+        text += (f"\n\n**Made `{chosen.id}`.**" if len(made) == 1 else
+                 f"\n\n**Made {len(made)} models:** {', '.join(f'`{m.id}`' for m in made)}. The buttons below "
+                 f"take `{chosen.id}`.")
         text += f" Next steps: the buttons below · every detail: **Runs** → run {run.id}."
     return text
 
 
-def made_model(engine, run):
-    """The model a succeeded run registered: the one its summary picks (a size sweep's smallest student that keeps
-    90 % of the task), else the last one (e.g. a fine-tune's merged copy); None when it made none."""
+def models_made(engine, run) -> list:
+    """The models a succeeded run registered, in order; [] for any other run."""
     if run is None or run.status.value != "succeeded":
-        return None
-    made = [m for m in engine.list_models() if m.run_id == run.id]
-    picked = [m for m in made if m.id == run.summary.get("smallest_at_90")]
+        return []
+    return [m for m in engine.list_models() if m.run_id == run.id]
+
+
+def made_model(engine, run, made: list | None = None):
+    """The model the next-step buttons take: the one the run's summary picks (a size sweep's smallest student that
+    keeps 90 % of the task), else the last it registered (e.g. a fine-tune's merged copy); None when it made none.
+    `made`: models_made(), when the caller has it."""
+    made = models_made(engine, run) if made is None else made
+    picked = [m for m in made if run is not None and m.id == run.summary.get("smallest_at_90")]
     return (picked or made or [None])[-1]
 
 
@@ -126,8 +133,6 @@ def comparison_table(summary: dict) -> str:
     names = [k[:-len("_teacher")] for k in summary if k.endswith("_teacher") and f"{k[:-8]}_student" in summary]
     if "teacher_params_m" in summary:
         names = ["params_m"] + names
-    if not names:
-        return ""
     rows = []
     for name in names:
         t = summary.get(f"{name}_teacher", summary.get(f"teacher_{name}"))
@@ -184,9 +189,10 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
                     *(gr.update(interactive=False) for _ in buttons))
         run = engine.get_run(int(run_id))
         fig = loss_figure(engine.run_metrics(run.id), title=f"Run {run.id}: loss") if chart else None
-        model = made_model(engine, run)
+        made = models_made(engine, run)  # read once a poll: the status and the buttons share it
+        model = made_model(engine, run, made)
         shown = steps_for(model)
-        return (status_markdown(engine, run.id, model), progress_bar(run),
+        return (status_markdown(engine, run.id, made), progress_bar(run),
                 gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final),
                 run.id if watched and run.status.final else gr.skip(), model.id if model else None,
                 *(gr.update(visible=tab_id in shown) for _, tab_id in steps),
