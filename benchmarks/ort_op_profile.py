@@ -1,9 +1,10 @@
 """Where one decode step of an ONNX Runtime GenAI export spends its time: ORT's profiler, kernel time per op type
 and per role of the affine int4 rewrite (BlockSums / Offsets / AddOffsets are its correction path).
 
-    python benchmarks/ort_op_profile.py MODEL_FOLDER [--past 100] [--steps 50] [--threads 2]
+    python benchmarks/ort_op_profile.py MODEL_FOLDER [--past 100] [--steps 50] [--threads 2] [--prompt 0]
 
-Runs the decoder directly with onnxruntime (1 new token after --past cached ones, random KV cache); the
+Runs the decoder directly with onnxruntime (1 new token after --past cached ones, random KV cache; with
+--prompt N, one prompt of N tokens and no cache instead: the prefill of a long prompt); the
 profiler's own overhead inflates absolute times, so compare the shares between exports, not the milliseconds.
 """
 import argparse
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--past", type=int, default=100)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt", type=int, default=0, help="profile the prefill of a prompt of this many tokens")
     args = ap.parse_args()
     path = args.model.rstrip("/") + "/model.onnx"
     graph = onnx.load(path, load_external_data=False).graph
@@ -35,11 +37,14 @@ def main() -> None:
     if os.path.exists(library):
         so.register_custom_ops_library(library)
     session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": np.array([[42]], np.int64), "attention_mask": np.ones((1, args.past + 1), np.int64)}
+    new = max(args.prompt, 1)
+    past = 0 if args.prompt else args.past
+    ids = np.random.default_rng(0).integers(100, 40000, (1, new))
+    feeds = {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((1, past + new), np.int64)}
     for i in graph.input:
         if i.name.startswith("past_key_values"):
             dims = [d.dim_value for d in i.type.tensor_type.shape.dim]
-            feeds[i.name] = np.random.randn(1, dims[1], args.past, 64 if not dims[3] else dims[3]).astype(np.float32)
+            feeds[i.name] = np.random.randn(1, dims[1], past, 64 if not dims[3] else dims[3]).astype(np.float32)
     for _ in range(5):
         session.run(["logits"], feeds)
     t0 = time.perf_counter()

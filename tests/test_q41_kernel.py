@@ -4,7 +4,8 @@ their activation rounding (int8 for one row, int8 plus residual for prompts)."""
 import numpy as np
 import pytest
 
-from engine.kernels import DOMAIN, OP_TYPE, OP_TYPE_Q8, KernelUnavailable, cpu_supported, library
+from engine.kernels import (DOMAIN, OP_TYPE, OP_TYPE_Q8, PATHS, KernelUnavailable, active_path, cpu_supported, library,
+                            select_path, supported_paths)
 from engine.onnx_affine import fused_layout, quantize_affine_4bit, quantize_symmetric_8bit
 
 pytestmark = pytest.mark.skipif(cpu_supported() is not None, reason=f"{cpu_supported()}")
@@ -81,14 +82,31 @@ def rounding_bound(x, w):
     return (half_step @ np.abs(w.T).astype(np.float64)).reshape(*x.shape[:-1], w.shape[0])
 
 
+@pytest.fixture(params=PATHS)
+def kernel_path(request, kernel_lib):
+    """Each instruction-set path of the kernels that this CPU runs (the others are skipped, named)."""
+    if request.param not in supported_paths():
+        pytest.skip(f"this CPU cannot run the {request.param} path")
+    before = active_path(kernel_lib)
+    select_path(kernel_lib, request.param)
+    yield request.param
+    select_path(kernel_lib, before)
+
+
+# rows 1 (decode), 7, 18 and 19 (tiles of 2, 4 and 8 rows plus leftovers), pair counts odd and even
 @pytest.mark.parametrize("shape,n", [((1, 1, 576), 576), ((1, 1, 576), 1536), ((1, 1, 1536), 576),
-                                     ((1, 7, 64), 64), ((2, 3, 96), 6), ((1, 1, 64), 2)])
-def test_fused_kernel_matches_numpy(kernel_lib, shape, n):
+                                     ((1, 7, 64), 64), ((2, 3, 96), 6), ((1, 1, 64), 2), ((1, 19, 96), 10),
+                                     ((2, 9, 64), 68)])
+def test_fused_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     rng = np.random.default_rng(n + shape[-1])
     w = q4_1_weights(rng, n, shape[-1])
     x = rng.standard_normal(shape).astype(np.float32)
     y = session(kernel_lib, w, list(shape)).run(None, {"x": x})[0]
     assert y.shape == (*shape[:-1], n)
+    assert active_path(kernel_lib) == kernel_path
+    if kernel_path != "avx2":  # the same integer sums in the same order: bit-identical to the AVX2 path
+        select_path(kernel_lib, "avx2")
+        np.testing.assert_array_equal(y, session(kernel_lib, w, list(shape)).run(None, {"x": x})[0])
     # the kernel's own arithmetic: integer products summed exactly, float scales — agrees to float rounding
     ref = kernel_reference(x, w)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -116,6 +134,26 @@ def test_q8_head_kernel_matches_numpy(kernel_lib, shape, n):
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     exact = x.astype(np.float64) @ w8.T
     assert (np.abs(y - exact) <= rounding_bound(x, w8) * 1.001 + 1e-5).all()
+
+
+def test_a_path_is_chosen_by_cpuid_forced_by_the_environment_and_an_impossible_one_refused(kernel_lib, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    assert "avx2" in supported_paths()
+    assert active_path(kernel_lib) == supported_paths()[-1]  # the last of PATHS the CPU has: the fastest
+    with pytest.raises(ValueError, match="unknown kernel path 'neon'"):
+        select_path(kernel_lib, "neon")
+    for name in set(PATHS) - set(supported_paths()):
+        with pytest.raises(ValueError, match=f"this CPU cannot run the {name} path"):
+            select_path(kernel_lib, name)
+    # SLMOPS_KERNEL_PATH is read when the library is first used in a process
+    code = f"from engine.kernels import active_path; print(active_path({str(kernel_lib)!r}))"
+    for name in supported_paths():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "SLMOPS_KERNEL_PATH": name})
+        assert out.stdout.strip() == name
 
 
 def test_fused_kernel_refuses_mismatched_input_with_a_reason(kernel_lib):

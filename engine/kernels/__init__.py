@@ -1,16 +1,21 @@
 """Native kernels for ONNX Runtime exports, compiled here from their C++ source with the system's g++.
 
 The C++ sources here build one onnxruntime custom-op library (domain `slmops`; `ort_ops.cc` registers the ops,
-`q4_1_matmul.cc` and `q8_0_matmul.cc` compute, `activations.cc` prepares the inputs) with two ops: `Q41MatMul`, a
-Q4_1 matmul that
-carries each block's float offset itself, so an exact Q4_1 export needs one op per weight matrix instead of
-MatMulNBits plus the offset path, and `Q80MatMul` for the 8-bit LM head. Both take activations at about 16 bits
-(int8 plus its rounding residual as a second int8 layer), for prompts and decode alike. The library
+`q4_1_matmul.cc` with its tiles `q4_1_tiles.inc` and `q8_0_matmul.cc` compute, `activations.cc` prepares the
+inputs and picks the path) with two ops: `Q41MatMul`, a Q4_1 matmul that carries each block's float offset itself, so
+an exact Q4_1 export needs one op per weight matrix instead of MatMulNBits plus the offset path, and `Q80MatMul` for
+the 8-bit LM head. Both take activations at about 16 bits (int8 plus its rounding residual as a second int8 layer),
+for prompts and decode alike. The library
 needs an x86-64 CPU with AVX2 and FMA and a C++ compiler; where either is missing, `library()` says why and the
 quantize job keeps the portable MatMulNBits graph.
+
+The integer sums have a path per instruction set (PATHS: AVX2, AVX-VNNI, AVX512-VNNI), chosen when the library
+loads from what the CPU has, or forced with SLMOPS_KERNEL_PATH=NAME (a path the CPU lacks is not taken: the best one
+it has is). Every path returns bit-identical results; `select_path` switches a loaded library (the tests run each).
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import platform
@@ -20,26 +25,37 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = [HERE / name for name in ("activations.cc", "q4_1_matmul.cc", "q8_0_matmul.cc", "ort_ops.cc", "kernels.h",
-                                    "ort_abi.h")]
+SOURCES = [HERE / name for name in ("activations.cc", "q4_1_matmul.cc", "q4_1_tiles.inc", "q8_0_matmul.cc",
+                                    "ort_ops.cc", "kernels.h", "ort_abi.h")]
 LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"
 OP_TYPE_Q8 = "Q80MatMul"
+PATHS = ("avx2", "avxvnni", "avx512vnni")
+# the /proc/cpuinfo flags each path needs
+PATH_FLAGS = {"avx2": ("avx2", "fma"), "avxvnni": ("avx2", "fma", "avx_vnni"),
+              "avx512vnni": ("avx2", "fma", "avx512_vnni", "avx512vl", "avx512bw", "avx512dq")}
 
 
 class KernelUnavailable(RuntimeError):
     pass
 
 
+def cpu_flags() -> list[str] | None:
+    """This CPU's flags from /proc/cpuinfo (None when it cannot be read)."""
+    try:
+        return next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags")), [])
+    except OSError:
+        return None
+
+
 def cpu_supported() -> str | None:
     """None when this CPU can run the kernel, else the reason."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"the fused Q4_1 kernel is written for x86-64 (AVX2); this machine is {platform.machine()}"
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
+    flags = cpu_flags()
+    if flags is None:
         return "cannot read /proc/cpuinfo to check for AVX2 and FMA"
     missing = [f for f in ("avx2", "fma") if f not in flags]
     return f"this CPU lacks {' and '.join(missing)}" if missing else None
@@ -76,3 +92,30 @@ def library(cache_dir: Path) -> Path:
             raise KernelUnavailable(f"building the fused Q4_1 kernel failed: {done.stderr.strip()[-600:]}")
         partial.replace(out)
     return out
+
+
+def supported_paths() -> list[str]:
+    """The kernel paths this CPU can run, by its /proc/cpuinfo flags."""
+    flags = set(cpu_flags() or []) if cpu_supported() is None else set()
+    return [name for name in PATHS if flags.issuperset(PATH_FLAGS[name])]
+
+
+def _loaded(lib: Path):
+    handle = ctypes.CDLL(str(lib))  # the same file ONNX Runtime loaded: one copy, one selected path
+    handle.slmops_kernel_path.restype = ctypes.c_char_p
+    handle.slmops_kernel_select.argtypes = [ctypes.c_char_p]
+    return handle
+
+
+def active_path(lib: Path) -> str:
+    """The path a loaded (or loadable) kernel library uses in this process."""
+    return _loaded(lib).slmops_kernel_path().decode()
+
+
+def select_path(lib: Path, name: str) -> None:
+    """Makes every later call of the library in this process take path `name`; ValueError says why not."""
+    code = _loaded(lib).slmops_kernel_select(name.encode())
+    if code == -1:
+        raise ValueError(f"unknown kernel path {name!r}; the paths are {', '.join(PATHS)}")
+    if code == -2:
+        raise ValueError(f"this CPU cannot run the {name} path; it can run {', '.join(supported_paths())}")

@@ -1,7 +1,9 @@
 // The activations every slmops kernel takes (int8 blocks of 32 plus their rounding residual) and the slicing of a
 // matmul's columns over ONNX Runtime's thread pool.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -13,6 +15,52 @@ namespace slmops {
 int64_t cores() {
   static const int64_t count = std::max<int64_t>(1, std::thread::hardware_concurrency());
   return count;
+}
+
+const char* const kIsaNames[kIsaCount] = {"avx2", "avxvnni", "avx512vnni"};
+
+bool isa_supported(int isa) {
+  switch (isa) {
+    case kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case kAvxVnni:
+      return isa_supported(kAvx2) && __builtin_cpu_supports("avxvnni");
+    case kAvx512Vnni:
+      return isa_supported(kAvx2) && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    default:
+      return false;
+  }
+}
+
+namespace {
+
+int isa_by_name(const char* name) {
+  for (int i = 0; i < kIsaCount; ++i)
+    if (name != nullptr && std::strcmp(name, kIsaNames[i]) == 0) return i;
+  return -1;
+}
+
+// The fastest path this CPU supports: AVX512-VNNI (four columns a 512-bit register) before AVX-VNNI before AVX2
+// (prompt of 512 rows × 576 → 1536, one thread: 80, 67 and 58 GOP/s on a Xeon with all three).
+int best_isa() {
+  for (int isa : {kAvx512Vnni, kAvxVnni})
+    if (isa_supported(isa)) return isa;
+  return kAvx2;
+}
+
+std::atomic<int> g_isa{-1};
+
+}  // namespace
+
+int active_isa() {
+  int isa = g_isa.load(std::memory_order_relaxed);
+  if (isa < 0) {
+    const int forced = isa_by_name(std::getenv("SLMOPS_KERNEL_PATH"));
+    isa = forced >= 0 && isa_supported(forced) ? forced : best_isa();
+    g_isa.store(isa, std::memory_order_relaxed);
+  }
+  return isa;
 }
 
 // One row of activations as int8 blocks: q[k], per-block scale s[k/32] and exact sum sum[k/32].
@@ -100,3 +148,13 @@ void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t p
 }
 
 }  // namespace slmops
+
+extern "C" int slmops_kernel_select(const char* name) {
+  const int isa = slmops::isa_by_name(name);
+  if (isa < 0) return -1;
+  if (!slmops::isa_supported(isa)) return -2;
+  slmops::g_isa.store(isa, std::memory_order_relaxed);
+  return 0;
+}
+
+extern "C" const char* slmops_kernel_path() { return slmops::kIsaNames[slmops::active_isa()]; }

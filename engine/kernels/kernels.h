@@ -15,6 +15,14 @@ constexpr int64_t kAhead = 256;  // bytes of weights prefetched ahead of the one
 // Threads of this machine, read once.
 int64_t cores();
 
+// The instruction sets the kernels have a path for, in order of preference; kIsaNames spells them.
+enum Isa : int { kAvx2 = 0, kAvxVnni = 1, kAvx512Vnni = 2, kIsaCount = 3 };
+extern const char* const kIsaNames[kIsaCount];
+bool isa_supported(int isa);
+// The path in use: SLMOPS_KERNEL_PATH when it names one this CPU supports, else the best supported; read once
+// (slmops_kernel_select changes it).
+int active_isa();
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -41,6 +49,10 @@ void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t p
 }  // namespace slmops
 
 extern "C" {
+// Selects a path by name for every later call; 0 when done, -1 for an unknown name, -2 when this CPU lacks it.
+__attribute__((visibility("default"))) int slmops_kernel_select(const char* name);
+// The name of the path in use.
+__attribute__((visibility("default"))) const char* slmops_kernel_path();
 // Q4_1: w [N/2, K/32, 32] (column pairs), d [N/2, K/32, 2] and m [N, K/32] as float16 bits; N even.
 __attribute__((visibility("default"))) void slmops_q41_matmul(const float* x, const uint8_t* w, const uint16_t* d,
                                                               const uint16_t* m, float* y, int64_t rows, int64_t n,
