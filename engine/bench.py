@@ -222,6 +222,40 @@ def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup:
     return out
 
 
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """The median and a distribution-free 95 % interval for it: the order statistics x(k) and x(n+1-k) with the
+    largest k whose binomial coverage is still >= 95 % (for n = 6: the range, 96.9 %). With fewer than six values
+    no such k exists; the range is returned (it covers less than 95 %)."""
+    xs = sorted(values)
+    n = len(xs)
+    k = 1
+    while k < n // 2 and 1 - 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n >= 0.95:
+        k += 1
+    return statistics.median(xs), xs[k - 1], xs[n - k]
+
+
+def within_noise(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    """Whether two (median, low, high) intervals overlap: a difference between them is not shown."""
+    return a[1] <= b[2] and b[1] <= a[2]
+
+
+def bandwidth_probe(threads: int = 2, megabytes: int = 512, repeats: int = 3) -> float:
+    """Memory read bandwidth in GB/s: `threads` threads each summing its share of a float32 array far larger than
+    the caches (numpy releases the GIL in the reduction), best of `repeats`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    parts = np.array_split(data, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.add.reduce, parts))  # pages touched, threads started
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(np.add.reduce, parts))
+            best = min(best, time.perf_counter() - t0)
+    return data.nbytes / best / 1e9
+
+
 def greedy_tokens(backend, prompts: list[list[int]], n: int) -> list[list[int]]:
     out = []
     for ids in prompts:

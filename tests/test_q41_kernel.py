@@ -118,8 +118,8 @@ def test_fused_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     assert np.abs(y - exact).max() < 0.05 * np.abs(int8_only - exact).max()
 
 
-@pytest.mark.parametrize("shape,n", [((1, 1, 576), 4099), ((1, 9, 64), 30)])
-def test_q8_head_kernel_matches_numpy(kernel_lib, shape, n):
+@pytest.mark.parametrize("shape,n", [((1, 1, 576), 4099), ((1, 9, 64), 30), ((3, 4, 96), 70)])
+def test_q8_head_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     rng = np.random.default_rng(n)
     k = shape[-1]
     w = rng.standard_normal((n, k)).astype(np.float32) * 0.05
@@ -129,6 +129,9 @@ def test_q8_head_kernel_matches_numpy(kernel_lib, shape, n):
     sess = op_session(kernel_lib, OP_TYPE_Q8, {"table": table, "scales": d.reshape(-1)}, list(shape))
     y = sess.run(None, {"x": x})[0]
     assert y.shape == (*shape[:-1], n)
+    if kernel_path != "avx2":
+        select_path(kernel_lib, "avx2")
+        np.testing.assert_array_equal(y, sess.run(None, {"x": x})[0])
     xq, _, _ = kernel_activations(x)
     ref = (xq.reshape(-1, k) @ w8.T).reshape(*shape[:-1], n)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -62,7 +62,32 @@ struct Work {
   int64_t rows, n, k, pairs_per_task;
 };
 
-constexpr int64_t kStride = 128;   // activation bytes per block
+constexpr int64_t kStride = 128;  // activation bytes per block
+
+// y[r, c] += Σ_b m[c, b]·Σx[r, b] for columns c0..c1: eight rows at a time as one vector (their block sums
+// transposed, the offsets converted once), one row at a time (decode) with offsets(). The same for every path.
+void add_offsets(const Work& t, int64_t c0, int64_t c1) {
+  const int64_t nb = t.k / kBlock;
+  int64_t r = 0;
+  if (t.rows >= 8) {
+    std::vector<float> mf(static_cast<size_t>((c1 - c0) * nb)), xt(static_cast<size_t>(nb * 8));
+    for (int64_t i = 0; i < (c1 - c0) * nb; ++i) mf[i] = _cvtsh_ss(t.m[c0 * nb + i]);
+    for (; r + 8 <= t.rows; r += 8) {
+      for (int64_t b = 0; b < nb; ++b)
+        for (int i = 0; i < 8; ++i) xt[b * 8 + i] = t.xsum[(r + i) * nb + b];
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* m = mf.data() + (c - c0) * nb;
+        __m256 off = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) off = _mm256_fmadd_ps(_mm256_set1_ps(m[b]), _mm256_loadu_ps(&xt[b * 8]), off);
+        float rows8[8];
+        _mm256_storeu_ps(rows8, off);
+        for (int i = 0; i < 8; ++i) t.y[(r + i) * t.n + c] += rows8[i];
+      }
+    }
+  }
+  for (; r < t.rows; ++r)
+    for (int64_t c = c0; c < c1; ++c) t.y[r * t.n + c] += offsets(t.m + c * nb, t.xsum + r * nb, nb);
+}
 
 // Two columns (a pair) share each 256-bit register: 32 bytes = 16 of column 2p then 16 of column 2p+1 per block.
 // Low nibbles hold elements 0..15 of a block and high nibbles 16..31, so the activations are laid out per block

@@ -32,12 +32,10 @@ inline __m256 q8_block(const uint8_t* w, const int8_t* x) {
                                              _mm256_madd_epi16(r16, _mm256_set1_epi16(1))));
 }
 
-void run_task8(void* data, size_t task) {
+// Columns c0..c1 (AVX2).
+void run_columns(const Work8& t, int64_t c0, int64_t c1) {
   constexpr int64_t kStride = 64;
-  const Work8& t = *static_cast<const Work8*>(data);
   const int64_t nb = t.k / kBlock;
-  const int64_t c0 = static_cast<int64_t>(task) * t.cols_per_task;
-  const int64_t c1 = c0 + t.cols_per_task < t.n ? c0 + t.cols_per_task : t.n;
   int64_t c = c0;
   for (; c + 4 <= c1; c += 4) {  // four columns per pass share the activation loads
     const uint8_t* w = t.w + c * t.k;
@@ -72,8 +70,82 @@ void run_task8(void* data, size_t task) {
   }
 }
 
+void run_task8(void* data, size_t task) {
+  const Work8& t = *static_cast<const Work8*>(data);
+  const int64_t c0 = static_cast<int64_t>(task) * t.cols_per_task;
+  run_columns(t, c0, c0 + t.cols_per_task < t.n ? c0 + t.cols_per_task : t.n);
+}
+
 
 }  // namespace
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+namespace avx512vnni {
+namespace {
+
+// AVX512-VNNI: vpdpbusd multiplies the stored q + 128 (unsigned) by x (signed) directly, its accumulators starting
+// from −128·Σx over each lane's four bytes (taken once per row and block), so each lane ends at Σ q·x. Two columns share a 512-bit register (each half exactly the AVX2 path's eight
+// lanes, so the sums and their order are the same); rows come in tiles of four that share the weights.
+template <int R>
+inline void tile8(const Work8& t, int64_t c, int64_t r0) {
+  constexpr int64_t kStride = 64;
+  const int64_t nb = t.k / kBlock;
+  __m512 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const __m512i plus128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i w[2];
+    __m512 d[2];
+    for (int j = 0; j < 2; ++j) {
+      const uint8_t* a = t.w + (c + 2 * j) * t.k + b * kBlock;
+      w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + t.k)), 1);
+      d[j] = _mm512_insertf32x8(_mm512_set1_ps(t.d[(c + 2 * j) * nb + b]),
+                                _mm256_set1_ps(t.d[(c + 2 * j + 1) * nb + b]), 1);
+    }
+    for (int r = 0; r < R; ++r) {
+      const int8_t* xb = t.xd + ((r0 + r) * nb + b) * kStride;
+      const __m512i xq = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb)));
+      const __m512i xr = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 32)));
+      const __m512i zero = _mm512_setzero_si512();
+      const __m512i back_q = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, plus128, xq));
+      const __m512i back_r = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, plus128, xr));
+      const __m512 sx = _mm512_set1_ps(t.xs[(r0 + r) * nb + b]);
+      for (int j = 0; j < 2; ++j) {
+        const __m512i q = _mm512_dpbusd_epi32(back_q, w[j], xq);
+        const __m512i rr = _mm512_dpbusd_epi32(back_r, w[j], xr);
+        const __m512i sum = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(q, 8), _mm512_slli_epi32(q, 1)), rr);
+        acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d[j], sx), acc[r][j]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < 2; ++j) {
+      float* y = t.y + (r0 + r) * t.n + c + 2 * j;
+      y[0] = hsum(_mm512_castps512_ps256(acc[r][j]));
+      y[1] = hsum(_mm512_extractf32x8_ps(acc[r][j], 1));
+    }
+}
+
+}  // namespace
+
+void run_task8(void* data, size_t task) {
+  const Work8& t = *static_cast<const Work8*>(data);
+  const int64_t c0 = static_cast<int64_t>(task) * t.cols_per_task;
+  const int64_t c1 = c0 + t.cols_per_task < t.n ? c0 + t.cols_per_task : t.n;
+  const int64_t four = c0 + (c1 - c0) / 4 * 4;
+  for (int64_t c = c0; c < four; c += 4) {  // the head's weights are far larger than a prompt's activations
+    int64_t r = 0;
+    for (; r + 4 <= t.rows; r += 4) tile8<4>(t, c, r);
+    for (; r < t.rows; ++r) tile8<1>(t, c, r);
+  }
+  if (four < c1) run_columns(t, four, c1);
+}
+
+}  // namespace avx512vnni
+#pragma GCC pop_options
+
 }  // namespace slmops
 
 using namespace slmops;
@@ -86,5 +158,8 @@ extern "C" void slmops_q80_matmul(
   prepare_activations(x, rows, k, false, &xd, &xs, &xsum);
   Work8 work{w, d, xd.data(), xs.data(), y, rows, n, k, 0};
   work.cols_per_task = per_task(n, rows, 4);
-  run_tasks(run_task8, &work, n, work.cols_per_task, parallel, ctx);
+  // AVX512-VNNI for prompts only: one row (decode) streams the head's weights once, where the AVX2 path's prefetch
+  // kept it faster (1.4 vs 2.1 ms for 49152 × 576, one thread); AVX-VNNI has no path of its own here.
+  const bool tiles = active_isa() == kAvx512Vnni && rows >= 4;
+  run_tasks(tiles ? avx512vnni::run_task8 : run_task8, &work, n, work.cols_per_task, parallel, ctx);
 }
