@@ -131,7 +131,8 @@ def main() -> int:
     print(f"llama.cpp (llama-cpp-python {info['llama_cpp_python']}): {info['llama_system_info']}")
     print(f"our kernel path: {info['our_kernel_path']}; bandwidth probe {info['bandwidth_gb_s']} GB/s → decode bound "
           f"{bound:.0f} tok/s for our {info['our_weights_mb']} MB of weights\n")
-    print(f"| backend | decode tok/s (95 % CI) | prompt of {len(long_prompt)} tokens, s (95 % CI) | capital of France |")
+    print(f"| backend | decode tok/s (95 % CI) | prompt of {len(long_prompt)} tokens, s (95 % CI) | "
+          "capital of France |")
     print("|---|---|---|---|")
     for label in backends:
         d, p = dec[label], pre[label]
