@@ -187,16 +187,28 @@ def mc_accuracy(backend, questions: list[dict]) -> tuple[float, list[int]]:
     return correct / max(len(questions), 1), picks
 
 
-def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None) -> dict:
+def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None,
+          budget_s: float = 0.0, target: float = 0.03, max_reps: int = 100) -> dict:
     """Time to first token, prefill and decode tok/s of each repetition of the prompt set (the prompt set's
-    totals: tokens over seconds), then mean and std over repetitions. `warmup` untimed calls first (the prompts
-    in turn, full length: allocations and caches reach their working size). Every timed call is timed once,
-    tokenization happened before."""
+    totals: tokens over seconds), then their medians with 95 % intervals (median_interval) and std. `warmup`
+    untimed calls first (the prompts in turn, full length: allocations and caches reach their working size). At
+    least `reps` repetitions; with a `budget_s`, more until decode's interval is within ±`target` of its median
+    (which needs six or more) or the budget is spent. Every timed call is timed once, tokenization happened
+    before."""
     for i in range(warmup):
         check()
         backend.generate(prompts[i % len(prompts)], new_tokens)
     ttft, prefill, decode, calls = [], [], [], 0
-    for _ in range(reps):
+    started = time.perf_counter()
+
+    def settled() -> bool:
+        if len(decode) < reps:
+            return False
+        if budget_s <= 0 or len(decode) >= max_reps or time.perf_counter() - started >= budget_s:
+            return True
+        return len(decode) >= 6 and half_width(decode) <= target
+
+    while not settled():
         first_s, prompt_tokens, decoded, decode_s = [], 0, 0, 0.0
         for ids in prompts:
             check()
@@ -208,18 +220,27 @@ def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup:
             prompt_tokens += len(ids)
             decoded += len(times) - 1
             decode_s += times[-1] - times[0]
-        if first_s:
-            ttft.append(sum(first_s) / len(first_s))
-            prefill.append(prompt_tokens / sum(first_s))
-            decode.append(decoded / decode_s)
+        if not first_s:
+            break  # nothing decodes two tokens: no speed to measure
+        ttft.append(sum(first_s) / len(first_s))
+        prefill.append(prompt_tokens / sum(first_s))
+        decode.append(decoded / decode_s)
 
-    def stats(values):
-        return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-
-    out = {"timed_calls": calls, "repetitions": len(decode), "decode_tok_s_reps": [round(v, 1) for v in decode]}
+    out = {"timed_calls": calls, "repetitions": len(decode), "decode_tok_s_reps": [round(v, 1) for v in decode],
+           "speed_s": round(time.perf_counter() - started, 1)}
     for name, values in (("ttft_s", ttft), ("prefill_tok_s", prefill), ("decode_tok_s", decode)):
-        out[name], out[f"{name}_std"], _ = stats(values)
+        if values:
+            out[name], out[f"{name}_low"], out[f"{name}_high"] = median_interval(values)
+            out[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    if decode:
+        out["decode_half_width"] = round(half_width(decode), 4)
     return out
+
+
+def half_width(values: list[float]) -> float:
+    """Half the width of the median's 95 % interval, relative to the median."""
+    median, low, high = median_interval(values)
+    return (high - low) / 2 / median if median else float("inf")
 
 
 def median_interval(values: list[float]) -> tuple[float, float, float]:
@@ -254,6 +275,25 @@ def bandwidth_probe(threads: int = 2, megabytes: int = 512, repeats: int = 3) ->
             list(pool.map(np.add.reduce, parts))
             best = min(best, time.perf_counter() - t0)
     return data.nbytes / best / 1e9
+
+
+def noise_probe(repeats: int = 12) -> float:
+    """The machine's timing noise floor: the 95 % interval half-width (relative, median_interval) of a fixed
+    ~10 ms compute workload timed `repeats` times. Speed differences below it cannot be told from noise."""
+    a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            a @ a
+        times.append(time.perf_counter() - t0)
+    return half_width(times[1:])
+
+
+def machine_probes(threads: int) -> dict:
+    """What a speed figure on this machine is worth, measured now: read bandwidth and the noise floor."""
+    return {"bandwidth_gb_s": round(bandwidth_probe(max(threads, 1)), 1),
+            "noise_floor_pct": round(100 * noise_probe(), 2)}
 
 
 def greedy_tokens(backend, prompts: list[list[int]], n: int) -> list[list[int]]:

@@ -42,7 +42,8 @@ def main(request_path: str, result_path: str) -> int:
         prompts = [passage + backend.chat_ids(p) for p in req["prompts"]]
         result["prompt_tokens"] = sum(len(p) for p in prompts) / len(prompts)
         say(stage=f"{model['id']}: timing", fraction=0.05)
-        result.update(bench.speed(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"]))
+        result.update(bench.speed(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"],
+                                  budget_s=req.get("time_budget_s", 0.0), target=req.get("target_half_width", 0.03)))
         lap("speed")
         if req["ppl_tokens"]:
             say(stage=f"{model['id']}: perplexity", fraction=0.5)

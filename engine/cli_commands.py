@@ -174,7 +174,9 @@ def cmd_benchmark(engine: Engine, args) -> int:
     run = engine.get_run(run_id)
     rows = run.summary.get("results", [])
     _print_table([{"model": r["model_id"], "format": r["format"], "size_mb": r["size_mb"],
-                   "decode_tok_s": f"{r['decode_tok_s']:.1f}±{r['decode_tok_s_std']:.1f}",
+                   "decode_tok_s": f"{r['decode_tok_s']:.1f} "
+                                   f"({r['decode_tok_s_low']:.1f}–{r['decode_tok_s_high']:.1f})",
+                   "reps": r["repetitions"],
                    "ttft_ms": f"{r['ttft_s'] * 1000:.0f}", "peak_rss_mb": f"{r['peak_rss_mb']:.0f}",
                    "ppl": f"{r['ppl']:.3f}" if r.get("ppl") else "", "mc_acc": f"{r['mc_accuracy']:.3f}"
                    if r.get("mc_accuracy") is not None else "", "agreement": f"{r['agreement']:.2f}"

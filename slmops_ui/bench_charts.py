@@ -39,17 +39,42 @@ def _num(value, scale=1.0, digits=1):
     return "" if value is None else round(value * scale, digits)
 
 
-def _spread(mean: float, std: float, reps: int | None, digits: int) -> str:
-    """mean ± std over repetitions; with one repetition there is no spread to show, and the cell says so."""
+def _spread(r: dict, key: str, scale: float, digits: int) -> str:
+    """The median with its 95 % interval (a range over fewer than six repetitions covers less, and says so); a run
+    from before the intervals shows mean ± std; one repetition has no spread, and the cell says so."""
+    value, reps = r[key] * scale, r.get("repetitions")
     if reps == 1:
-        return f"{mean:.{digits}f} (1 repetition)"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+        return f"{value:.{digits}f} (1 repetition)"
+    if r.get(f"{key}_low") is None:
+        return f"{value:.{digits}f} ± {r[f'{key}_std'] * scale:.{digits}f}"
+    interval = f"{r[f'{key}_low'] * scale:.{digits}f}–{r[f'{key}_high'] * scale:.{digits}f}"
+    return f"{value:.{digits}f} ({interval}{'' if (reps or 0) >= 6 else f', range of {reps}'})"
+
+
+def within_noise_of(rows: list[dict], key: str) -> dict[str, list[str]]:
+    """For each model, the others whose 95 % interval of `key` overlaps its own: differences between them are
+    within the noise of the measurement."""
+    def interval(r):
+        return r.get(f"{key}_low"), r.get(f"{key}_high")
+
+    out = {}
+    for r in rows:
+        lo, hi = interval(r)
+        out[r["model_id"]] = [] if lo is None else [
+            o["model_id"] for o in rows if o is not r and interval(o)[0] is not None
+            and interval(o)[0] <= hi and lo <= interval(o)[1]]
+    return out
 
 
 def table_rows(rows: list[dict]) -> list[list]:
-    return [[r["model_id"], r.get("format", ""), r.get("size_mb"), _task_cell(r),
-             _spread(r["decode_tok_s"], r["decode_tok_s_std"], r.get("repetitions"), 1),
-             _spread(r["ttft_s"] * 1000, r["ttft_s_std"] * 1000, r.get("repetitions"), 0),
+    noise = within_noise_of(rows, "decode_tok_s")
+
+    def decode_cell(r):
+        peers = noise.get(r["model_id"])
+        return _spread(r, "decode_tok_s", 1.0, 1) + (f"; within noise of {', '.join(peers)}" if peers else "")
+
+    return [[r["model_id"], r.get("format", ""), r.get("size_mb"), _task_cell(r), decode_cell(r),
+             _spread(r, "ttft_s", 1000.0, 0),
              _num(r.get("prefill_tok_s")),
              _num(r.get("peak_rss_mb"), digits=0), _num(r.get("ppl"), digits=3),
              "" if r.get("mc_accuracy") is None else f"{r['mc_accuracy']:.1%}",
@@ -121,13 +146,22 @@ def bar_figure(rows: list[dict], metric: str) -> go.Figure | None:
     rows = [r for r in rows if r.get(metric) is not None]
     if not rows:
         return None
+    intervals = bool(std_key) and all(r.get(f"{metric}_low") is not None for r in rows)
+    if intervals:  # the median's 95 % interval; bars whose intervals overlap are marked "≈" (within noise)
+        error = dict(type="data", symmetric=False, array=[(r[f"{metric}_high"] - r[metric]) * scale for r in rows],
+                     arrayminus=[(r[metric] - r[f"{metric}_low"]) * scale for r in rows])
+        noise = within_noise_of(rows, metric)
+        text = [f"{r[metric] * scale:.3g}" + (" ≈" if noise[r["model_id"]] else "") for r in rows]
+        note = " (error bars: 95 % interval of the median; ≈ within noise of another model)"
+    else:
+        error = dict(type="data", array=[(r.get(std_key) or 0) * scale for r in rows], visible=bool(std_key))
+        text = [f"{r[metric] * scale:.3g}" for r in rows]
+        note = " (error bars: ± std over repetitions)" if std_key else ""
     fig = go.Figure(go.Bar(
-        x=[r["model_id"] for r in rows], y=[r[metric] * scale for r in rows],
-        error_y=dict(type="data", array=[(r.get(std_key) or 0) * scale for r in rows], visible=bool(std_key)),
-        text=[f"{r[metric] * scale:.3g}" for r in rows], textposition="inside", insidetextanchor="start",
+        x=[r["model_id"] for r in rows], y=[r[metric] * scale for r in rows], error_y=error,
+        text=text, textposition="inside", insidetextanchor="start",
         textfont=dict(color="white"), marker_color="#4f46e5"))
-    fig.update_layout(title=f"{label} — {'higher' if higher else 'lower'} is better"
-                      + (" (error bars: ± std over repetitions)" if std_key else ""),
+    fig.update_layout(title=f"{label} — {'higher' if higher else 'lower'} is better" + note,
                       yaxis_title=label, xaxis_title="model", height=360, template="plotly_white",
                       margin=dict(l=60, r=30, t=60, b=80))
     return fig

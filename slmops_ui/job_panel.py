@@ -113,7 +113,10 @@ def results_lines(rows) -> str:
     for r in rows:
         if not isinstance(r, dict) or r.get("decode_tok_s") is None:
             continue
-        parts = [f"decode {r['decode_tok_s']:.1f} ± {r.get('decode_tok_s_std') or 0:.1f} tok/s"]
+        if r.get("decode_tok_s_low") is not None:
+            parts = [f"decode {r['decode_tok_s']:.1f} tok/s ({r['decode_tok_s_low']:.1f}–{r['decode_tok_s_high']:.1f})"]
+        else:
+            parts = [f"decode {r['decode_tok_s']:.1f} ± {r.get('decode_tok_s_std') or 0:.1f} tok/s"]
         if r.get("ppl") is not None:
             parts.append(f"perplexity {r['ppl']:.3f}")
         if r.get("mc_accuracy") is not None:

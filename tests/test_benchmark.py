@@ -14,7 +14,8 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     q = tiny_engine.start_run(QuantizeConfig(model_id="tiny", precision="fp32", verify_tokens=0))
     assert tiny_engine.wait_run(q, timeout=300).status.value == "succeeded"
     run_id = tiny_engine.start_run(BenchmarkConfig(model_ids=["tiny", "tiny-onnx-fp32"], prompt_count=2,
-                                                   gen_length="short", repetitions=3, warmup=1, ppl_tokens=256,
+                                                   gen_length="short", repetitions=3, time_budget_s=0, warmup=1,
+                                                   ppl_tokens=256,
                                                    mc_questions=8, agreement_prompts=4, threads=1,
                                                    task="request_to_json", task_limit=3))
     run = tiny_engine.wait_run(run_id, timeout=600)
@@ -26,8 +27,8 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
         assert r["timed_calls"] == 3 * 2 and r["repetitions"] == 3  # warm-up excluded; stats over repetitions
         for key in ("decode_tok_s", "ttft_s", "prefill_tok_s", "load_s", "peak_rss_mb", "ppl", "size_mb"):
             assert r[key] > 0, key
-        for key in ("decode_tok_s_std", "ttft_s_std", "prefill_tok_s_std"):
-            assert r[key] >= 0
+        for key in ("decode_tok_s", "ttft_s", "prefill_tok_s"):  # medians with their intervals
+            assert r[f"{key}_std"] >= 0 and r[f"{key}_low"] <= r[key] <= r[f"{key}_high"]
         assert math.isfinite(r["ppl"]) and 0.0 <= r["mc_accuracy"] <= 1.0
         assert r["peak_rss_mb"] > 100  # a whole Python process with torch or onnxruntime loaded
         assert r["task"] == "request_to_json" and r["task_examples"] == 3 and 0.0 <= r["task_score"] <= 1.0
@@ -35,7 +36,9 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     # the fp32 export computes what its source computes: same perplexity, same greedy answers
     assert abs(rows["tiny-onnx-fp32"]["ppl"] / rows["tiny"]["ppl"] - 1) < 1e-3
     assert rows["tiny-onnx-fp32"]["agreement_with"] == "tiny" and rows["tiny-onnx-fp32"]["agreement"] >= 0.75
-    assert run.summary["hardware"]["cores"] >= 1 and run.summary["hardware"]["onnxruntime_genai_version"]
+    hardware = run.summary["hardware"]
+    assert hardware["cores"] >= 1 and hardware["onnxruntime_genai_version"]
+    assert hardware["bandwidth_gb_s"] > 0.5 and hardware["noise_floor_pct"] >= 0  # what a speed figure is worth
     files = {a.kind: a.path for a in tiny_engine.run_artifacts(run_id)}
     assert len(open(files["benchmark_csv"]).read().strip().splitlines()) == 3
     assert len(json.load(open(files["benchmark_json"]))["results"]) == 2
@@ -88,6 +91,36 @@ def test_speed_warms_up_with_whole_calls_then_times_each_repetition_once():
     assert len(calls) == 3 + 4 * 2 and out["timed_calls"] == 8 and out["repetitions"] == 4
     assert math.isclose(out["decode_tok_s"], 100.0) and out["decode_tok_s_std"] < 1e-9
     assert math.isclose(out["ttft_s"], 0.05) and math.isclose(out["prefill_tok_s"], 5 / 0.1)
+
+
+def test_speed_repeats_by_time_budget_until_its_interval_is_tight():
+    class Backend:  # decode speed per call from `speeds` in turn, on a clock only this backend moves
+        def __init__(self, speeds):
+            self.speeds, self.calls, self.clock = speeds, 0, 0.0
+
+        def generate(self, ids, n, stop_at_eos=False):
+            step = 1.0 / self.speeds[self.calls % len(self.speeds)]
+            self.calls += 1
+            t0, times = self.clock, [self.clock + 0.01 + step * i for i in range(n)]
+            self.clock = times[-1]
+            return list(range(n)), times, t0
+
+    steady = bench.speed(Backend([100.0]), [[1]], new_tokens=9, reps=2, warmup=0, budget_s=60, target=0.03)
+    assert steady["repetitions"] == 6 and steady["decode_half_width"] == 0.0  # six give a 95 % interval
+    for key in ("decode_tok_s_low", "decode_tok_s", "decode_tok_s_high"):
+        assert math.isclose(steady[key], 100.0)
+    noisy = bench.speed(Backend([50.0, 150.0]), [[1]], new_tokens=9, reps=2, warmup=0, budget_s=60, target=0.03,
+                        max_reps=20)
+    assert noisy["repetitions"] == 20 and noisy["decode_half_width"] > 0.03  # never tight: up to the cap
+    assert math.isclose(noisy["decode_tok_s_low"], 50.0) and math.isclose(noisy["decode_tok_s_high"], 150.0)
+    exact = bench.speed(Backend([50.0, 150.0]), [[1]], new_tokens=9, reps=3, warmup=0)  # no budget: exactly reps
+    assert exact["repetitions"] == 3
+
+
+def test_the_median_interval_is_the_distribution_free_one():
+    assert bench.median_interval([6, 1, 5, 2, 4, 3]) == (3.5, 1, 6)  # n = 6: the range covers 96.9 %
+    assert bench.median_interval(list(range(1, 21))) == (10.5, 6, 15)  # n = 20: x(6) and x(15), 95.9 %
+    assert bench.within_noise((10, 9, 11), (10.5, 10.8, 12)) and not bench.within_noise((10, 9, 11), (13, 12, 14))
 
 
 def test_mc_scorer_picks_the_known_answer():
@@ -156,5 +189,15 @@ def test_with_a_task_the_charts_judge_quality_by_the_task_score():
     assert markers.marker.colorbar.title.text == "task score, t (%)" and list(markers.marker.color) == [90, 50, 40]
     assert "task score" in fig.layout.title.text
     assert table_rows(scored)[0][3] == "90.0% (80%–100%)"
+    # medians with 95 % intervals; overlapping intervals are called within noise, in the table and the bars
+    measured = [{**r, "repetitions": 8, "decode_tok_s_low": r["decode_tok_s"] - w, "decode_tok_s_high":
+                 r["decode_tok_s"] + w, "ttft_s_low": r["ttft_s"], "ttft_s_high": r["ttft_s"]}
+                for r, w in zip(ROWS, (1.0, 20.0, 15.0))]
+    cells = [row[4] for row in table_rows(measured)]
+    assert cells == ["30.0 (29.0–31.0)", "130.0 (110.0–150.0); within noise of worse",
+                     "100.0 (85.0–115.0); within noise of int4"]
+    bars = bar_figure(measured, "decode_tok_s").data[0]
+    assert list(bars.text) == ["30", "130 ≈", "100 ≈"] and list(bars.error_y.arrayminus) == [1.0, 20.0, 15.0]
+    assert table_rows([{**measured[0], "repetitions": 4}])[0][4] == "30.0 (29.0–31.0, range of 4)"
     once = table_rows([{**ROWS[0], "repetitions": 1}])[0]
     assert once[4] == "30.0 (1 repetition)" and once[5] == "50 (1 repetition)"  # no "± 0.0" from one sample

@@ -147,6 +147,7 @@ def test_benchmark_from_the_ui_shows_the_scatter(app_url, tmp_path):
         page.get_by_role("option", name="ticket_label", exact=True).click()
         page.get_by_label("Task limit").fill("4")
         page.get_by_label("Repetitions").fill("2")
+        page.get_by_label("Time budget s").fill("4")  # a few more repetitions while the interval is wide
         page.get_by_label("Prompt count").fill("1")
         page.get_by_text("Prompts and quality").click()
         page.get_by_label("Ppl tokens").fill("256")

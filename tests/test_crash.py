@@ -46,7 +46,7 @@ def job_configs(data: Path) -> dict:
         "quantize": QuantizeConfig(model_id="tiny", precision="int4", verify_tokens=256),
         "gguf": GgufConfig(model_id="tiny", gguf_type="q8_0", verify_tokens=256),
         "benchmark": BenchmarkConfig(model_ids=["tiny"], prompt_count=2, gen_length="short", repetitions=4, warmup=1,
-                                     ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
+                                     time_budget_s=0, ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
         "selftest": SelfTestConfig(model_id="tiny", max_new_tokens=24),
         "evaluate": EvaluateConfig(model_id="tiny", task="request_to_json", limit=24, backend="transformers"),
         # one trial: the study's bar follows its trial's (a killed study's trial stops itself)

@@ -53,7 +53,13 @@ class BenchmarkConfig(JobConfig):
         default="short", description="short: the prompt alone; medium/long: after a ~256/~1024-token passage.")
     gen_length: Literal["short", "medium", "long"] = Field(default="medium", description="Tokens generated per "
                                                            "call: 32 / 64 / 256 (EOS ignored).")
-    repetitions: int = Field(default=5, ge=1, le=100, description="Timed repetitions of the prompt set.")
+    repetitions: int = Field(default=6, ge=1, le=100, description="Timed repetitions of the prompt set, at least (six "
+                             "give a 95 % interval for the median).")
+    time_budget_s: float = Field(default=30.0, ge=0, le=3600, description="Per model: after the repetitions, more "
+                                 "until decode speed's 95 % interval is within ±target_half_width of its median, or "
+                                 "until this many seconds of timing (0: exactly the repetitions).")
+    target_half_width: float = Field(default=0.03, gt=0, le=0.5, description="Precision wanted: the interval's "
+                                     "half-width relative to the median (0.03: ±3 %).")
     warmup: int = Field(default=1, ge=0, le=10, description="Untimed calls first (the prompts in turn).")
     threads: int = Field(default=2, ge=0, le=256, description="Threads per model (0: library default).")
     ppl_tokens: int = Field(default=2048, ge=0, le=65_536, description="Tokens of the standard text for "

@@ -10,16 +10,17 @@ import sys
 import time
 
 from ..errors import InvalidInput
-from ..bench import agreement, hardware_record
+from ..bench import agreement, hardware_record, machine_probes
 from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
 from ..data import load_prompts
 from ..loading import weights_of
 
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
-           "ttft_s_std", "prefill_tok_s", "prefill_tok_s_std", "decode_tok_s", "decode_tok_s_std", "timed_calls",
-           "repetitions", "peak_rss_mb", "ppl", "mc_accuracy", "task", "task_score", "task_ci_low", "task_ci_high",
-           "task_examples", "agreement", "agreement_with"]
+           "ttft_s_low", "ttft_s_high", "ttft_s_std", "prefill_tok_s", "prefill_tok_s_low", "prefill_tok_s_high",
+           "prefill_tok_s_std", "decode_tok_s", "decode_tok_s_low", "decode_tok_s_high", "decode_tok_s_std",
+           "decode_half_width", "timed_calls", "repetitions", "speed_s", "peak_rss_mb", "ppl", "mc_accuracy", "task",
+           "task_score", "task_ci_low", "task_ci_high", "task_examples", "agreement", "agreement_with"]
 
 
 def lineage(store, model) -> str:
@@ -63,8 +64,9 @@ def measure(ctx, request: dict, lo: float, hi: float) -> dict:
 
 def log_line(res: dict) -> str:
     """One model's line in the run log: its numbers, where its seconds went, its decode speed per repetition."""
-    line = (f"{res['model_id']}: decode {res['decode_tok_s']:.1f} ± {res['decode_tok_s_std']:.1f} tok/s, ttft "
-            f"{res['ttft_s'] * 1000:.0f} ms, peak RSS {res['peak_rss_mb']:.0f} MB")
+    line = (f"{res['model_id']}: decode {res['decode_tok_s']:.1f} tok/s (median, 95 % interval "
+            f"{res['decode_tok_s_low']:.1f}–{res['decode_tok_s_high']:.1f}, {res['repetitions']} repetitions in "
+            f"{res['speed_s']:.0f} s), ttft {res['ttft_s'] * 1000:.0f} ms, peak RSS {res['peak_rss_mb']:.0f} MB")
     if res.get("ppl"):
         line += f", perplexity {res['ppl']:.3f}"
     if res.get("mc_accuracy") is not None:
@@ -90,7 +92,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
     timed = prompts[:config.prompt_count]
     agree_prompts = prompts[:config.agreement_prompts]
     task = ctx.store.task_json(config.task) if config.task else None
-    hardware = hardware_record(config.threads)
+    hardware = {**hardware_record(config.threads), **machine_probes(config.threads)}
     ctx.summary(hardware=hardware)
     ctx.log("hardware: " + ", ".join(f"{k}={v}" for k, v in hardware.items()))
 
@@ -99,7 +101,8 @@ def run(ctx, config: BenchmarkConfig) -> None:
         return {"model": {"id": model.id, "format": model.format, "path": path, "adapter_path": adapter},
                 "mode": mode, "threads": config.threads, "prompts": timed, "new_tokens": GEN_LENGTHS[config.gen_length],
                 "prefix_tokens": PROMPT_LENGTHS[config.prompt_length], "repetitions": config.repetitions,
-                "warmup": config.warmup, "ppl_tokens": config.ppl_tokens, "mc": config.mc,
+                "warmup": config.warmup, "time_budget_s": config.time_budget_s,
+                "target_half_width": config.target_half_width, "ppl_tokens": config.ppl_tokens, "mc": config.mc,
                 "mc_questions": config.mc_questions, "agreement_prompts": agree_prompts,
                 "agreement_tokens": config.agreement_tokens, "task": json.loads(task) if task else None,
                 "task_limit": config.task_limit}

@@ -41,7 +41,7 @@ def build_benchmark_tab(engine) -> dict:
         form.field("prompt_length")
         form.field("gen_length", label="Generation length")
     with gr.Row():
-        for name in ("repetitions", "warmup", "threads", "prompt_count"):
+        for name in ("repetitions", "time_budget_s", "warmup", "threads", "prompt_count"):
             form.field(name)
     with gr.Accordion("Prompts and quality", open=False):
         with gr.Row():
@@ -51,7 +51,7 @@ def build_benchmark_tab(engine) -> dict:
         with gr.Row():
             form.field("ppl_tokens")
             form.field("mc", label="Multiple-choice accuracy")
-            for name in ("mc_questions", "agreement_prompts", "agreement_tokens"):
+            for name in ("mc_questions", "agreement_prompts", "agreement_tokens", "target_half_width"):
                 form.field(name)
     with gr.Row():
         start = gr.Button("Run benchmark", variant="primary", elem_id="bench-start", scale=2)
