@@ -151,6 +151,42 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             nodes.append(helper.make_node("MatMul", [x, indicator[k]], [block_sums[x]], name=f"{prefix}/BlockSums"))
         return block_sums[x]
 
+    fused: dict[str, tuple] = {}  # node name → (input, output, weight name, (codes, pair scales, mins)) of a Q41MatMul
+
+    def fuse_siblings() -> int:
+        """Q41MatMuls that read the same input (q/k/v, gate/up) become one over their weights side by side and a
+        Split: one pass over the input's activations and one kernel call instead of two or three (a decode step
+        calls each once per layer, and the small ones cost about as much in dispatch as in reading weights).
+        Returns the number of calls saved."""
+        groups: dict[str, list[str]] = {}
+        for name, (x, *_rest) in fused.items():  # a matrix with a fine-tune's change beside it stays on its own
+            groups.setdefault(x if len(new_nodes[name]) == 1 else name, []).append(name)
+        saved = 0
+        for x, names in groups.items():
+            parts = [fused[name][3] for name in names]
+            if len(names) == 1:
+                _, _, wname, (codes, scales, mins) = fused[names[0]]
+                new_inits.extend([numpy_helper.from_array(codes, f"{wname}_Q41"),
+                                  numpy_helper.from_array(scales, f"{wname}_scales"),
+                                  numpy_helper.from_array(mins, f"{wname}_mins")])
+                continue
+            first = names[0]
+            base = fused[first][2] + "_siblings"
+            widths = [int(p[2].shape[0]) for p in parts]
+            new_inits.extend([numpy_helper.from_array(np.concatenate([p[i] for p in parts]), f"{base}{suffix}")
+                              for i, suffix in enumerate(("_Q41", "_scales", "_mins"))] +
+                             [numpy_helper.from_array(np.array(widths, np.int64), f"{base}_split")])
+            joined = f"{first}_Q41_siblings/output_0"
+            new_nodes[first] = [
+                helper.make_node(OP_TYPE, [x, f"{base}_Q41", f"{base}_scales", f"{base}_mins"], [joined],
+                                 name=f"{first}_Q41_siblings", domain=DOMAIN),
+                helper.make_node("Split", [joined, f"{base}_split"], [fused[name][1] for name in names],
+                                 name=f"{first}_Q41_siblings/Split", axis=-1)]
+            for name in names[1:]:
+                new_nodes[name] = []
+            saved += len(names) - 1
+        return saved
+
     deltas, rounding_keeps = {}, None
     if parent_dir is not None:
         from .onnx_delta import find_deltas
@@ -176,13 +212,11 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         errors.append(float(err.max()))
         exact_blocks += int((err < 1e-3).sum())
         total_blocks += err.size
-        if fused_library is not None and n % 2 == 0:
-            qn, sn, mn = f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins"
+        if fused_library is not None and n % 2 == 0:  # initializers written by fuse_siblings (below)
             codes, pair_scales = fused_layout(packed, d)
-            new_inits.extend([numpy_helper.from_array(codes, qn),
-                              numpy_helper.from_array(pair_scales.astype(np.float16), sn),
-                              numpy_helper.from_array(m.astype(np.float16), mn)])
-            return [helper.make_node(OP_TYPE, [x, qn, sn, mn], [y], name=f"{name}_Q41", domain=DOMAIN)]
+            fused[name] = (x, y, wname, (codes, pair_scales.astype(np.float16), m.astype(np.float16)))
+            return [helper.make_node(OP_TYPE, [x, f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins"], [y],
+                                     name=f"{name}_Q41", domain=DOMAIN)]
         qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
         new_inits.extend([numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
                           numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)])
@@ -230,6 +264,10 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         new_nodes[node.name] = nodes
         if (i + 1) % 20 == 0:
             log(f"quantized {i + 1}/{len(matmuls)} weight matrices")
+    if fused:
+        saved = fuse_siblings()
+        if saved:
+            log(f"fused kernel: matrices that read the same input share one call ({saved} calls fewer per step)")
 
     # The token embedding: a Gather from the (transposed) head weight when tied, or from its own table.
     tied = False
