@@ -13,6 +13,8 @@
 // plus AVX-VNNI and AVX512-VNNI variants of the tiles, chosen at run time (activations.cc: active_isa).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -60,6 +62,19 @@ struct Work {
   const float* xsum;  // [rows, nb]
   float* y;
   int64_t rows, n, k, pairs_per_task;
+  int64_t first_pair;  // where task 0 starts
+};
+
+// The float GEMM for prompts (q4_1_tiles.inc): from kGemmRows rows, over the first N/kGemmCols·kGemmCols columns.
+constexpr int64_t kGemmRows = 32, kGemmCols = 32;
+
+struct GemmWork {
+  const float* x;  // [rows, K]
+  const uint8_t* w;
+  const uint16_t* d;
+  const uint16_t* m;
+  float* y;
+  int64_t rows, n, k, blocks_per_task;
 };
 
 constexpr int64_t kStride = 128;  // activation bytes per block
@@ -138,11 +153,22 @@ using namespace slmops;
 extern "C" void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k, Parallel parallel, void* ctx) {
+  const int isa = active_isa();
+  int64_t first_pair = 0;
+  if (rows >= kGemmRows && n >= kGemmCols) {
+    static void (*const kGemm[])(void*, size_t) = {avx2::run_gemm_task, avxvnni::run_gemm_task,
+                                                   avx512vnni::run_gemm_task};
+    GemmWork gemm{x, w, d, m, y, rows, n, k, 0};
+    gemm.blocks_per_task = per_task(n / kGemmCols, rows, 1);
+    run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.blocks_per_task, parallel, ctx);
+    first_pair = n / kGemmCols * kGemmCols / 2;
+    if (first_pair == n / 2) return;
+  }
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
   prepare_activations(x, rows, k, true, &xd, &xs, &xsum);
-  Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0};
-  work.pairs_per_task = per_task(n / 2, rows, 2);
+  Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_pair};
+  work.pairs_per_task = first_pair ? n / 2 - first_pair : per_task(n / 2, rows, 2);  // the GEMM's leftover: one task
   static void (*const kTasks[])(void*, size_t) = {avx2::run_task, avxvnni::run_task, avx512vnni::run_task};
-  run_tasks(kTasks[active_isa()], &work, n / 2, work.pairs_per_task, parallel, ctx);
+  run_tasks(kTasks[isa], &work, n / 2 - first_pair, work.pairs_per_task, parallel, ctx);
 }
