@@ -120,7 +120,7 @@ def test_fused_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     assert np.abs(y - exact).max() < 0.05 * np.abs(int8_only - exact).max()
 
 
-@pytest.mark.parametrize("shape,n", [((1, 1, 576), 4099), ((1, 9, 64), 30), ((3, 4, 96), 70)])
+@pytest.mark.parametrize("shape,n", [((1, 1, 576), 4099), ((1, 9, 64), 30), ((3, 4, 96), 70), ((1, 40, 64), 100)])
 def test_q8_head_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     rng = np.random.default_rng(n)
     k = shape[-1]

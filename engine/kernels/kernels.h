@@ -40,6 +40,14 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std:
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
 
+// Prompts of kGemmRows rows or more take the float GEMM (gemm.inc) over blocks of kGemmCols columns.
+constexpr int64_t kGemmRows = 32, kGemmCols = 32;
+struct GemmArgs {
+  const float* x;  // [rows, K]
+  float* y;        // [rows, N]
+  int64_t rows, n, k, blocks_per_task;
+};
+
 // Units (column pairs or columns) per task, a multiple of `align` (see activations.cc).
 int64_t per_task(int64_t units, int64_t rows, int64_t align);
 

@@ -65,16 +65,11 @@ struct Work {
   int64_t first_pair;  // where task 0 starts
 };
 
-// The float GEMM for prompts (q4_1_tiles.inc): from kGemmRows rows, over the first N/kGemmCols·kGemmCols columns.
-constexpr int64_t kGemmRows = 32, kGemmCols = 32;
-
-struct GemmWork {
-  const float* x;  // [rows, K]
+struct GemmWork {  // the float GEMM (gemm.inc) over Q4_1 panels
+  GemmArgs g;
   const uint8_t* w;
   const uint16_t* d;
   const uint16_t* m;
-  float* y;
-  int64_t rows, n, k, blocks_per_task;
 };
 
 constexpr int64_t kStride = 128;  // activation bytes per block
@@ -158,9 +153,8 @@ extern "C" void slmops_q41_matmul(
   if (rows >= kGemmRows && n >= kGemmCols) {
     static void (*const kGemm[])(void*, size_t) = {avx2::run_gemm_task, avxvnni::run_gemm_task,
                                                    avx512vnni::run_gemm_task};
-    GemmWork gemm{x, w, d, m, y, rows, n, k, 0};
-    gemm.blocks_per_task = per_task(n / kGemmCols, rows, 1);
-    run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.blocks_per_task, parallel, ctx);
+    GemmWork gemm{{x, y, rows, n, k, per_task(n / kGemmCols, rows, 1)}, w, d, m};
+    run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.g.blocks_per_task, parallel, ctx);
     first_pair = n / kGemmCols * kGemmCols / 2;
     if (first_pair == n / 2) return;
   }

@@ -3,6 +3,7 @@
 // plus residual, about 16 bits).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -77,7 +78,36 @@ void run_task8(void* data, size_t task) {
 }
 
 
+struct Gemm8Work {  // the float GEMM (gemm.inc) over Q8_0 panels
+  GemmArgs g;
+  const uint8_t* w;  // [N, K] q + 128
+  const float* d;    // [N, K/32]
+};
+
+// columns c..c+n as floats, b[k][j] = d·q, block by block (the 32 × n floats being written stay in L1)
+inline void dequantize_panel8(const Gemm8Work& t, int64_t c, int n, float* b) {
+  const int64_t nb = t.g.k / kBlock;
+  for (int64_t blk = 0; blk < nb; ++blk)
+    for (int j = 0; j < n; ++j) {
+      const uint8_t* w = t.w + (c + j) * t.g.k + blk * kBlock;
+      const float d = t.d[(c + j) * nb + blk];
+      float* out = b + blk * kBlock * n + j;
+      for (int i = 0; i < kBlock; ++i) out[i * n] = d * static_cast<float>(static_cast<int>(w[i]) - 128);
+    }
+}
+
 }  // namespace
+
+namespace avx2 {
+#define SLMOPS_VEC512 0
+#include "gemm.inc"
+#undef SLMOPS_VEC512
+
+void run_gemm8(void* data, size_t task) {
+  const Gemm8Work& t = *static_cast<const Gemm8Work*>(data);
+  gemm_task(t.g, task, [&t](int64_t c, float* b) { dequantize_panel8(t, c, kNR, b); });
+}
+}  // namespace avx2
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
@@ -130,6 +160,15 @@ inline void tile8(const Work8& t, int64_t c, int64_t r0) {
 
 }  // namespace
 
+#define SLMOPS_VEC512 1
+#include "gemm.inc"
+#undef SLMOPS_VEC512
+
+void run_gemm8(void* data, size_t task) {
+  const Gemm8Work& t = *static_cast<const Gemm8Work*>(data);
+  gemm_task(t.g, task, [&t](int64_t c, float* b) { dequantize_panel8(t, c, kNR, b); });
+}
+
 void run_task8(void* data, size_t task) {
   const Work8& t = *static_cast<const Work8*>(data);
   const int64_t c0 = static_cast<int64_t>(task) * t.cols_per_task;
@@ -153,13 +192,23 @@ using namespace slmops;
 extern "C" void slmops_q80_matmul(
     const float* x, const uint8_t* w, const float* d, float* y, int64_t rows, int64_t n, int64_t k,
     Parallel parallel, void* ctx) {
+  const int isa = active_isa();
+  int64_t first = 0;  // columns before it done by the float GEMM (prompts)
+  if (rows >= kGemmRows && n >= kGemmCols) {
+    Gemm8Work gemm{{x, y, rows, n, k, per_task(n / kGemmCols, rows, 1)}, w, d};
+    run_tasks(isa == kAvx512Vnni ? avx512vnni::run_gemm8 : avx2::run_gemm8, &gemm, n / kGemmCols,
+              gemm.g.blocks_per_task, parallel, ctx);
+    first = n / kGemmCols * kGemmCols;
+    if (first == n) return;
+  }
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
   prepare_activations(x, rows, k, false, &xd, &xs, &xsum);
   Work8 work{w, d, xd.data(), xs.data(), y, rows, n, k, 0};
+  if (first > 0) return run_columns(work, first, n);  // the GEMM's last N % kGemmCols columns
   work.cols_per_task = per_task(n, rows, 4);
   // AVX512-VNNI for prompts only: one row (decode) streams the head's weights once, where the AVX2 path's prefetch
   // kept it faster (1.4 vs 2.1 ms for 49152 × 576, one thread); AVX-VNNI has no path of its own here.
-  const bool tiles = active_isa() == kAvx512Vnni && rows >= 4;
+  const bool tiles = isa == kAvx512Vnni && rows >= 4;
   run_tasks(tiles ? avx512vnni::run_task8 : run_task8, &work, n, work.cols_per_task, parallel, ctx);
 }
