@@ -69,7 +69,8 @@ def test_two_jobs_a_queued_benchmark_four_chats_and_polling(loaded_app, tmp_path
                                             max_length=96, eval_steps=20, save_steps=20, eval_max_examples=2,
                                             eval_max_new_tokens=4, lora_r=4, lora_alpha=8)) for _ in range(2)]
     bench = engine.start_run(BenchmarkConfig(model_ids=["tiny"], prompt_count=2, gen_length="short", repetitions=3,
-                                             time_budget_s=0, ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1))
+                                             time_budget_s=0, ppl_tokens=256, mc_questions=8, agreement_prompts=0,
+                                             threads=1))
     assert engine.get_run(bench).queue_position == 1  # two slots taken: the benchmark waits its turn
 
     chats: dict = {}
