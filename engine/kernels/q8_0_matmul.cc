@@ -1,6 +1,6 @@
 // Q8_0 matmul, for the LM head (tied with the embedding): w = d·q, q in −127..127 stored as q + 128 — the table
 // that GatherBlockQuantized reads for the embedding, so the two share it. Same activations as the Q4_1 kernel (int8
-// plus residual, about 16 bits).
+// plus residual, about 16 bits) below kGemmRows rows, the float GEMM of gemm.inc from there.
 #include <immintrin.h>
 
 #include <algorithm>
