@@ -96,6 +96,17 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
 
 
+def latency_error(rows: list[dict]) -> dict:
+    """Error bars of ms per token: the decode median's 95 % interval turned into latency (asymmetric), or ± std
+    carried over for runs from before the intervals."""
+    if all(r.get("decode_tok_s_low") for r in rows):
+        return dict(type="data", symmetric=False, visible=True, thickness=1,
+                    array=[1000.0 / r["decode_tok_s_low"] - 1000.0 / r["decode_tok_s"] for r in rows],
+                    arrayminus=[1000.0 / r["decode_tok_s"] - 1000.0 / r["decode_tok_s_high"] for r in rows])
+    return dict(type="data", array=[1000.0 * (r.get("decode_tok_s_std") or 0) / r["decode_tok_s"] ** 2 for r in rows],
+                visible=True, thickness=1)
+
+
 def scatter_figure(rows: list[dict], title: str = "Size vs decode latency") -> go.Figure | None:
     """x = size on disk, y = ms per generated token; colour and marker size = quality (the task score when the run
     scored a task, else MC accuracy); the Pareto front is ringed and joined; hover shows lineage and the numbers."""
@@ -118,8 +129,7 @@ def scatter_figure(rows: list[dict], title: str = "Size vs decode latency") -> g
     fig.add_trace(go.Scatter(
         x=[r["size_mb"] for r in rows], y=[1000.0 / r["decode_tok_s"] for r in rows], mode="markers+text",
         text=[r["model_id"] for r in rows], textposition="top center", name="models",
-        error_y=dict(type="data", array=[1000.0 * r["decode_tok_s_std"] / r["decode_tok_s"] ** 2 for r in rows],
-                     visible=True, thickness=1),
+        error_y=latency_error(rows),
         marker=dict(size=[14 + 26 * (a or 0) for a in acc] if has_acc else 16,
                     color=[(a or 0) * 100 for a in acc] if has_acc else "#4f46e5", colorscale="Viridis",
                     cmin=0, cmax=100, showscale=has_acc,

@@ -199,5 +199,8 @@ def test_with_a_task_the_charts_judge_quality_by_the_task_score():
     bars = bar_figure(measured, "decode_tok_s").data[0]
     assert list(bars.text) == ["30", "130 ≈", "100 ≈"] and list(bars.error_y.arrayminus) == [1.0, 20.0, 15.0]
     assert table_rows([{**measured[0], "repetitions": 4}])[0][4] == "30.0 (29.0–31.0, range of 4)"
+    latency = [t for t in scatter_figure(measured).data if t.name == "models"][0].error_y
+    assert math.isclose(latency.array[1], 1000 / 110 - 1000 / 130) and math.isclose(latency.arrayminus[1],
+                                                                                   1000 / 130 - 1000 / 150)
     once = table_rows([{**ROWS[0], "repetitions": 1}])[0]
     assert once[4] == "30.0 (1 repetition)" and once[5] == "50 (1 repetition)"  # no "± 0.0" from one sample
