@@ -1,5 +1,5 @@
-// The activations every slmops kernel takes (int8 blocks of 32 plus their rounding residual) and the slicing of a
-// matmul's columns over ONNX Runtime's thread pool.
+// The activations every slmops kernel takes (int8 blocks of 32 plus their rounding residual), the slicing of a
+// matmul's columns over ONNX Runtime's thread pool, and the choice of instruction-set path.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -42,7 +42,7 @@ int isa_by_name(const char* name) {
 }
 
 // The fastest path this CPU supports: AVX512-VNNI (four columns a 512-bit register) before AVX-VNNI before AVX2
-// (prompt of 512 rows × 576 → 1536, one thread: 80, 67 and 58 GOP/s on a Xeon with all three).
+// (their integer tiles on 512 rows × 576 → 1536, one thread: 80, 67 and 58 GOP/s on a Xeon with all three).
 int best_isa() {
   for (int isa : {kAvx512Vnni, kAvxVnni})
     if (isa_supported(isa)) return isa;
