@@ -115,8 +115,9 @@ namespace avx512vnni {
 namespace {
 
 // AVX512-VNNI: vpdpbusd multiplies the stored q + 128 (unsigned) by x (signed) directly, its accumulators starting
-// from −128·Σx over each lane's four bytes (taken once per row and block), so each lane ends at Σ q·x. Two columns share a 512-bit register (each half exactly the AVX2 path's eight
-// lanes, so the sums and their order are the same); rows come in tiles of four that share the weights.
+// from −128·Σx over each lane's four bytes (taken once per row and block), so each lane ends at Σ q·x. Two columns
+// share a 512-bit register (each half exactly the AVX2 path's eight lanes, so the sums and their order are the
+// same); rows come in tiles of four that share the weights.
 template <int R>
 inline void tile8(const Work8& t, int64_t c, int64_t r0) {
   constexpr int64_t kStride = 64;
