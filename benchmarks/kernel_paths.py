@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import sys
 import tempfile
 import time
@@ -60,10 +61,9 @@ def main() -> None:
             for rows in args.rows:
                 x = rng.normal(0, 1, (rows, k)).astype(np.float32)
                 y = np.zeros((rows, n), np.float32)
-                pointers = [x.ctypes.data_as(P), *(a.ctypes.data_as(P) for a in args_w), y.ctypes.data_as(P)]
-
-                def call():
-                    fn(*pointers, ctypes.c_int64(rows), ctypes.c_int64(n), ctypes.c_int64(k), None, None)
+                call = functools.partial(fn, x.ctypes.data_as(P), *(a.ctypes.data_as(P) for a in args_w),
+                                         y.ctypes.data_as(P), ctypes.c_int64(rows), ctypes.c_int64(n),
+                                         ctypes.c_int64(k), None, None)
 
                 cells, outputs = [], []
                 for name in supported_paths():
