@@ -32,9 +32,6 @@ DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"
 OP_TYPE_Q8 = "Q80MatMul"
 PATHS = ("avx2", "avxvnni", "avx512vnni")
-# the /proc/cpuinfo flags each path needs
-PATH_FLAGS = {"avx2": ("avx2", "fma"), "avxvnni": ("avx2", "fma", "avx_vnni"),
-              "avx512vnni": ("avx2", "fma", "avx512_vnni", "avx512vl", "avx512bw", "avx512dq")}
 
 
 class KernelUnavailable(RuntimeError):
@@ -94,17 +91,18 @@ def library(cache_dir: Path) -> Path:
     return out
 
 
-def supported_paths() -> list[str]:
-    """The kernel paths this CPU can run, by its /proc/cpuinfo flags."""
-    flags = set(cpu_flags() or []) if cpu_supported() is None else set()
-    return [name for name in PATHS if flags.issuperset(PATH_FLAGS[name])]
-
-
 def _loaded(lib: Path):
     handle = ctypes.CDLL(str(lib))  # the same file ONNX Runtime loaded: one copy, one selected path
     handle.slmops_kernel_path.restype = ctypes.c_char_p
     handle.slmops_kernel_select.argtypes = [ctypes.c_char_p]
+    handle.slmops_kernel_supported.argtypes = [ctypes.c_char_p]
     return handle
+
+
+def supported_paths(lib: Path) -> list[str]:
+    """The kernel paths this CPU can run, by the library's own cpuid check (the one that picks the path)."""
+    handle = _loaded(lib)
+    return [name for name in PATHS if handle.slmops_kernel_supported(name.encode()) == 1]
 
 
 def active_path(lib: Path) -> str:
@@ -118,4 +116,4 @@ def select_path(lib: Path, name: str) -> None:
     if code == -1:
         raise ValueError(f"unknown kernel path {name!r}; the paths are {', '.join(PATHS)}")
     if code == -2:
-        raise ValueError(f"this CPU cannot run the {name} path; it can run {', '.join(supported_paths())}")
+        raise ValueError(f"this CPU cannot run the {name} path; it can run {', '.join(supported_paths(lib))}")

@@ -157,4 +157,9 @@ extern "C" int slmops_kernel_select(const char* name) {
   return 0;
 }
 
+extern "C" int slmops_kernel_supported(const char* name) {
+  const int isa = slmops::isa_by_name(name);
+  return isa < 0 ? -1 : slmops::isa_supported(isa) ? 1 : 0;
+}
+
 extern "C" const char* slmops_kernel_path() { return slmops::kIsaNames[slmops::active_isa()]; }

@@ -61,6 +61,8 @@ void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t p
 extern "C" {
 // Selects a path by name for every later call; 0 when done, -1 for an unknown name, -2 when this CPU lacks it.
 __attribute__((visibility("default"))) int slmops_kernel_select(const char* name);
+// 1 when this CPU runs the path `name`, 0 when it lacks it, -1 for an unknown name (the same check as above).
+__attribute__((visibility("default"))) int slmops_kernel_supported(const char* name);
 // The name of the path in use.
 __attribute__((visibility("default"))) const char* slmops_kernel_path();
 // Q4_1: w [N/2, K/32, 32] (column pairs), d [N/2, K/32, 2] and m [N, K/32] as float16 bits; N even.
