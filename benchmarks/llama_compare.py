@@ -72,7 +72,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from engine import Engine, Settings
-    from engine.bench import OgBackend, TorchBackend, median_interval, within_noise
+    from engine.bench import OgBackend, TorchBackend
+    from engine.stats import median_interval, within_noise
     from engine.eval_text import standard_text
     from engine.models import bundled_gguf_path
 

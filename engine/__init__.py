@@ -11,6 +11,7 @@ from .models import DEFAULT_MODEL_ID
 from .records import (EXPORT_FORMATS, ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord,
                       ModelStatus, RunRecord, RunStatus)
 from .settings import Settings
+from .stats import within_noise
 from .tasks import Task
 
 __all__ = [
@@ -21,7 +22,7 @@ __all__ = [
     "JOB_KINDS", "JobKind", "sweep_variants",
     "ChatChunk", "EXPORT_FORMATS", "ModelFormat", "ModelRecord", "ModelStatus", "RunRecord", "RunStatus", "MetricPoint",
     "LogLine",
-    "ArtifactRecord", "Task",
+    "ArtifactRecord", "Task", "within_noise",
     "SlmopsError", "InvalidInput", "NotFound", "UnsupportedModel", "OfflineError", "Busy",
     "VerificationFailed",
 ]

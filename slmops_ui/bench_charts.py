@@ -1,7 +1,9 @@
-"""Pure functions: benchmark result rows -> plotly figures and table rows (no engine, no server)."""
+"""Pure functions: benchmark result rows -> plotly figures and table rows (no Engine, no server)."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
+
+from engine import within_noise
 
 BAR_METRICS = {  # name -> (label with unit, std column, scale, higher is better)
     "decode_tok_s": ("decode speed (tokens/s)", "decode_tok_s_std", 1.0, True),
@@ -54,15 +56,13 @@ def _spread(r: dict, key: str, scale: float, digits: int) -> str:
 def within_noise_of(rows: list[dict], key: str) -> dict[str, list[str]]:
     """For each model, the others whose 95 % interval of `key` overlaps its own: differences between them are
     within the noise of the measurement."""
-    def interval(r):
-        return r.get(f"{key}_low"), r.get(f"{key}_high")
-
+    measured = {r["model_id"]: (r[key], r[f"{key}_low"], r[f"{key}_high"]) for r in rows
+                if r.get(f"{key}_low") is not None}
     out = {}
     for r in rows:
-        lo, hi = interval(r)
-        out[r["model_id"]] = [] if lo is None else [
-            o["model_id"] for o in rows if o is not r and interval(o)[0] is not None
-            and interval(o)[0] <= hi and lo <= interval(o)[1]]
+        mine = measured.get(r["model_id"])
+        out[r["model_id"]] = [] if mine is None else [
+            other for other, theirs in measured.items() if other != r["model_id"] and within_noise(mine, theirs)]
     return out
 
 
