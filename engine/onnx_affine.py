@@ -163,14 +163,13 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             groups.setdefault(x if len(new_nodes[name]) == 1 else name, []).append(name)
         saved = 0
         for x, names in groups.items():
-            parts = [fused[name][3] for name in names]
             if len(names) == 1:
                 _, _, wname, (codes, scales, mins) = fused[names[0]]
                 new_inits.extend([numpy_helper.from_array(codes, f"{wname}_Q41"),
                                   numpy_helper.from_array(scales, f"{wname}_scales"),
                                   numpy_helper.from_array(mins, f"{wname}_mins")])
                 continue
-            first = names[0]
+            first, parts = names[0], [fused[name][3] for name in names]
             base = fused[first][2] + "_siblings"
             widths = [int(p[2].shape[0]) for p in parts]
             new_inits.extend([numpy_helper.from_array(np.concatenate([p[i] for p in parts]), f"{base}{suffix}")
