@@ -55,6 +55,22 @@ def _tail(path: Path | None, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def remove_partials(settings: Settings, store: Store, run_id: int) -> None:
+    """Outputs are written as `*.partial` (in the run folder, or beside a model being prepared) and renamed when
+    complete; what a run that did not finish left half-written is removed. Checkpoints stay (resume needs them).
+    Called by the worker when its job fails or stops, and by whoever watched a worker that died."""
+    leftovers = list((settings.runs_dir / str(run_id)).glob("*.partial"))
+    leftovers += [settings.models_dir / f"{m.id}.partial" for m in store.list_models() if m.run_id == run_id]
+    removed = [p.name for p in leftovers if p.exists()]
+    for p in leftovers:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if removed:
+        store.add_log(run_id, f"removed half-written output the run left: {', '.join(removed)}", "warning")
+
+
 class Runner:
     def __init__(self, settings: Settings, store: Store, poll_s: float = 0.2):
         self.settings = settings
@@ -150,7 +166,7 @@ class Runner:
                 self._track(_Tracked(run.id, run.pid, None, log_path=log))
             elif self.store.finish_run(run.id, RunStatus.INTERRUPTED,
                                        "interrupted: the server stopped and the worker process is gone"):
-                self._remove_partials(self.store, run.id)
+                remove_partials(self.settings, self.store, run.id)
                 interrupted.append(run.id)
         self.dispatch()
         self._ensure_supervisor()
@@ -215,20 +231,6 @@ class Runner:
                 self._signal(t, signal.SIGKILL)
         return False
 
-    def _remove_partials(self, store: Store, run_id: int) -> None:
-        """Outputs are written as `*.partial` (in the run folder, or beside a model being prepared) and renamed
-        when complete; what a dead worker left half-written is removed. Checkpoints stay (resume needs them)."""
-        leftovers = list((self.settings.runs_dir / str(run_id)).glob("*.partial"))
-        leftovers += [self.settings.models_dir / f"{m.id}.partial" for m in store.list_models() if m.run_id == run_id]
-        removed = [p.name for p in leftovers if p.exists()]
-        for p in leftovers:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        if removed:
-            store.add_log(run_id, f"removed half-written output the worker left: {', '.join(removed)}", "warning")
-
     def _signal(self, t: _Tracked, sig: int) -> None:
         try:
             os.kill(t.pid, sig)
@@ -238,7 +240,7 @@ class Runner:
     def _settle(self, store: Store, t: _Tracked, exit_code: int | None) -> None:
         """The worker is gone: if it did not record a final state itself, record what happened."""
         run = store.get_run(t.run_id)
-        self._remove_partials(store, t.run_id)
+        remove_partials(self.settings, store, t.run_id)
         if run.status.final:
             return
         if run.cancel_requested:

@@ -13,6 +13,7 @@ import traceback
 
 from . import faults
 from .records import RunStatus
+from .runner import remove_partials
 from .settings import Settings
 from .store import Store, utcnow
 
@@ -65,7 +66,12 @@ def main(run_id: int) -> int:
         if row["kind"] not in JOB_KINDS:  # a kind registered outside the engine registers itself on import
             importlib.import_module(row["target"].split(":")[0])
         kind = JOB_KINDS[row["kind"]]
-        kind.run(ctx, kind.config.model_validate_json(row["config_json"]))
+        try:
+            kind.run(ctx, kind.config.model_validate_json(row["config_json"]))
+        except BaseException:
+            # a study's trial whose study died has nobody watching it: the worker cleans up after itself
+            remove_partials(settings, store, run_id)
+            raise
     except Cancelled as exc:
         ctx.log(f"cancelled: {exc}", "warning")
         status = store.stopped_status(run_id)

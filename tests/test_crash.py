@@ -79,8 +79,14 @@ def files_complete(path: Path, size_bytes: int | None) -> bool:
 
 
 def check_workspace(engine: Engine, run_ids: list[int], models_before: set[str]) -> dict:
-    """What the issue asks to see after the faults: returns the figures, asserts the goals."""
+    """What the issue asks to see after the faults: returns the figures, asserts the goals. Runs the jobs started
+    themselves (a killed study's trial, which notices and stops on its own) count too, once they had time to."""
+    try:
+        wait_until(lambda: not engine.active_runs(), 120, 0.2)
+    except AssertionError:
+        pass  # reported below as non-final
     runs = {r.id: r for r in engine.list_runs(limit=None)}
+    run_ids = sorted(set(run_ids) | set(runs))
     non_final = [i for i in run_ids if not runs[i].status.final]
     lost = [i for i in run_ids if i not in runs] + sorted(models_before - {m.id for m in engine.list_models()})
     unexplained = [i for i in run_ids if runs[i].status is not RunStatus.SUCCEEDED and not runs[i].error]
