@@ -126,6 +126,39 @@ class Engine:
             raise InvalidInput(f"Model '{model_id}' failed to prepare: {model.error}. Delete it and register again.")
         return model
 
+    def resolve(self, ref: str) -> tuple[ModelRecord, str | None]:
+        """A chat or serve model reference → (ready model, adapter name or None). `BASE:ADAPTER` names an adapter of an
+        ONNX export made with adapters (model ids have no colon)."""
+        model_id, _, adapter = ref.partition(":")
+        model = self.ready_model(model_id)
+        if not adapter:
+            return model, None
+        from .onnx_adapters import adapter_names
+
+        names = adapter_names(Path(model.path)) if model.format == ModelFormat.ONNX else []
+        if adapter not in names:
+            listed = (f"its adapters are {', '.join(f'{model_id}:{n}' for n in names)}" if names else
+                      "it has none (export a base with adapters: quantize with `adapters`)")
+            raise NotFound(f"Model '{model_id}' has no adapter '{adapter}': {listed}.")
+        return model, adapter
+
+    def serve_refs(self, model_ids: list[str], adapters: list[str] = ()) -> list[str]:
+        """What a server answers to: `model_ids` (each a model or `BASE:ADAPTER`) and, for each of `adapters`, every
+        `BASE:ADAPTER` of the listed exports that has it. InvalidInput/NotFound when one does not resolve."""
+        from .onnx_adapters import adapter_names
+
+        refs = list(model_ids)
+        for name in adapters:
+            have = [m for m in model_ids if ":" not in m and self.get_model(m).format == ModelFormat.ONNX
+                    and name in adapter_names(Path(self.get_model(m).path))]
+            if not have:
+                raise InvalidInput(f"None of {', '.join(model_ids)} has an adapter '{name}': serve an ONNX export "
+                                   "made with adapters (the Models tab lists each export's adapters).")
+            refs += [f"{m}:{name}" for m in have]
+        for ref in refs:
+            self.resolve(ref)
+        return list(dict.fromkeys(refs))
+
     # ---- chat ---------------------------------------------------------------------------------------------
     def chat(self, model_id: str, messages: list[dict], params: GenerationParams | None = None,
              stop: threading.Event | None = None) -> Iterator[ChatChunk]:
@@ -133,11 +166,11 @@ class Engine:
         params = params or GenerationParams()
         if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
             raise InvalidInput("Type a message first: the conversation must end with a non-empty user message.")
-        model = self.ready_model(model_id)
+        model, adapter = self.resolve(model_id)
         base_path, adapter_path = self.weights_of(model)
         lm, tokenizer = self._models.get(model.id, base_path, adapter_path, model.format)
         if model.format == ModelFormat.ONNX:
-            return lm.stream_reply(messages, params, stop)
+            return lm.with_adapter(adapter).stream_reply(messages, params, stop)
         return stream_reply(lm, tokenizer, messages, params, stop)
 
     def weights_of(self, model: ModelRecord) -> tuple[str, str | None]:

@@ -176,7 +176,36 @@ def check_quantize(engine, config: QuantizeConfig) -> dict:
     check_disk(engine.settings.models_dir, facts["bytes_needed"])
     check_named_task(engine, config.task)
     check_calibration(engine, config, model)
+    check_adapters(engine, config, model)
     return facts
+
+
+def check_adapters(engine, config: QuantizeConfig, base) -> None:
+    """Adapters exported with a base: LoRA adapters of that very base, on matrices the export has inputs for."""
+    if not config.adapters:
+        return
+    if config.precision != "int4" or config.method != "affine":
+        raise InvalidInput(f"Adapters are exported over an affine int4 base; {config.variant()} has no adapter "
+                           "inputs. Choose precision int4, method affine.")
+    if base.format != ModelFormat.HF:
+        raise InvalidInput(f"'{base.id}' is a {base.format} model; adapters go with a full (hf) base model.")
+    if len(set(config.adapters)) != len(config.adapters):
+        raise InvalidInput("An adapter is listed twice; list each once.")
+    for name in config.adapters:
+        adapter = engine.ready_model(name)
+        if adapter.format != ModelFormat.ADAPTER:
+            raise InvalidInput(f"'{name}' is a {adapter.format} model, not a LoRA adapter.")
+        if adapter.parent_id != base.id:
+            raise InvalidInput(f"Adapter '{name}' was trained on '{adapter.parent_id}', not on '{base.id}': export "
+                               f"it with its own base.")
+        peft = json.loads((Path(adapter.path) / "adapter_config.json").read_text(encoding="utf-8"))
+        targets = peft.get("target_modules") or []
+        targets = [targets] if isinstance(targets, str) else targets
+        outside = sorted({t for t in [*targets, *(peft.get("modules_to_save") or [])]
+                          if any(word in t for word in ("lm_head", "embed"))})
+        if outside:
+            raise InvalidInput(f"Adapter '{name}' changes {', '.join(outside)}; the export has adapter inputs for "
+                               "the attention and MLP matrices only. Export this adapter merged instead.")
 
 
 def check_gguf(engine, config: GgufConfig) -> None:

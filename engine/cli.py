@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tasks_add)
 
     p = sub.add_parser("serve", help="OpenAI-compatible API (/v1/models, /v1/chat/completions) for models")
-    p.add_argument("--model", action="append", required=True, help="model to serve (repeat for several)")
+    p.add_argument("--model", action="append", required=True, help="model to serve (repeat for several); "
+                   "BASE:ADAPTER serves one adapter of an export made with adapters")
+    p.add_argument("--adapter", action="append", default=[], help="serve this adapter of the --model exports that "
+                   "have it, as BASE:ADAPTER over the one loaded base (repeat for several)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require this key as 'Authorization: Bearer KEY' "

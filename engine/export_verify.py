@@ -153,3 +153,65 @@ class Verifier:
                     f"(×{out['ppl_ratio']:.4f}) on {count} tokens; next-token agreement {same / count:.1%}; "
                     f"decode {out['decode_tok_s']:.0f} tok/s")
         return out
+
+
+def adapter_examples(store, adapter, limit: int) -> tuple[list[tuple[list[dict], str | None]], str, int]:
+    """(prompt, reference) pairs an adapter's export is checked on, the scoring mode and the answer length: its
+    fine-tune's held-out examples (the same seeded split), or — when its run or data is gone — the general check
+    prompts without references."""
+    from .configs import FineTuneConfig
+    from .scoring import split_conversation
+    from .training import split_conversations
+
+    try:
+        config = FineTuneConfig.model_validate_json(store.get_run(adapter.run_id).config_json)
+        _, _, held = split_conversations(config)
+    except Exception:  # noqa: BLE001 - no run, another kind of run, or its data moved: general prompts instead
+        return [([{"role": "user", "content": p}], None) for p in agreement_prompts()][:limit], "exact", 32
+    pairs = [split_conversation(c) for c in held if isinstance(c, list) and any(m["role"] == "assistant" for m in c)]
+    return pairs[:limit], config.score, config.eval_max_new_tokens
+
+
+def verify_adapter(ctx, og_view, source_dir: Path, examples: list, mode: str, max_new_tokens: int) -> dict:
+    """An adapter's export (`og_view`: the export with the adapter active) against the transformers model of the
+    same adapter (`source_dir`: merged into its base, the same function): greedy-token agreement (the export reads
+    the source's greedy reply and predicts each of its tokens) and, where the examples have references, both
+    models' answer-match scores."""
+    import numpy as np
+    import torch
+
+    from .loading import load_causal_lm
+    from .scoring import matches, pick_mode
+
+    lm, tokenizer = load_causal_lm(source_dir)
+    eos = og_view.eos_ids
+    refs = [ref for _, ref in examples if ref is not None]
+    mode = pick_mode(refs, mode)
+    agree = total = source_ok = export_ok = 0
+    for i, (prompt, ref) in enumerate(examples):
+        ctx.check_cancelled()
+        ids = og_view.prompt_ids(prompt)
+        with torch.inference_mode():
+            out = lm.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                              top_k=None, pad_token_id=next(iter(eos)))
+        reply = out[0, len(ids):].tolist()
+        cut = next((j + 1 for j, t in enumerate(reply) if t in eos), len(reply))
+        reply = reply[:cut]
+        if reply:
+            logits = og_view.logits(ids + reply)
+            picked = logits[len(ids) - 1:len(ids) - 1 + len(reply)].argmax(axis=1)
+            agree += int((picked == np.asarray(reply)).sum())
+            total += len(reply)
+        if ref is not None:
+            source_text = tokenizer.decode([t for t in reply if t not in eos], skip_special_tokens=True).strip()
+            export_text = og_view.decode(og_view.generate_ids(ids, max_new_tokens)[0]).strip()
+            source_ok += matches(source_text, ref, mode)
+            export_ok += matches(export_text, ref, mode)
+        ctx.stage(f"verify adapter '{og_view.adapter}': {i + 1}/{len(examples)} examples")
+    out = {"adapter": og_view.adapter, "examples": len(examples), "greedy_agreement": agree / max(total, 1),
+           "tokens": total}
+    if refs:
+        out.update(mode=mode, source_score=source_ok / len(refs), export_score=export_ok / len(refs),
+                   score_kept=export_ok / source_ok if source_ok else 1.0)
+    return out

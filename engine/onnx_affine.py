@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 DATA_FILE = "model.onnx.data"
+SLOTS_FILE = "adapter_slots.json"  # an export with LoRA inputs: slot → the weight matrices it covers, in order
 
 
 @dataclass
@@ -106,14 +107,18 @@ def check_block_size(widths: list[int], block: int) -> None:
 
 def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int = 4, head_bits: int = 8,
             log=print, check_cancelled=lambda: None, fused_library: Path | None = None,
-            parent_dir: Path | None = None) -> AffineReport:
+            parent_dir: Path | None = None, adapter_slots: bool = False) -> AffineReport:
     """Read the builder's fp32 export in `src_dir`, write the affine int4 model to `out_dir`.
 
     With `fused_library` (engine.kernels.library(), block 32 only) each 4-bit weight matrix becomes one Q41MatMul
     node of that custom-op library and an 8-bit head one Q80MatMul; the library is copied into the export and named
     in its genai_config.json. With `parent_dir` (the fp32 export of the model this one was fine-tuned from) each
     matrix the fine-tune changed keeps its change (engine/onnx_delta.py): a low-rank change in fp32 beside the
-    parent's 4-bit weights, a full-rank one that 4-bit rounding would erase as 8-bit blocks."""
+    parent's 4-bit weights, a full-rank one that 4-bit rounding would erase as 8-bit blocks.
+
+    With `adapter_slots` every 4-bit matrix gets LoRA inputs (engine/onnx_adapters.py): graph inputs A [K, r] and
+    B [r, N] whose initializers of the same name are empty (r = 0, the base model) until an adapter file supplies
+    them; the slots and the matrices each covers are written to the export's adapter_slots.json."""
     from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8
 
     if fused_library is not None and block != 32:
@@ -134,6 +139,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     new_inits: list = []
     drop_inits: set[str] = set()
     block_sums: dict[str, str] = {}  # input tensor → its block sums (shared by q/k/v, gate/up)
+    slots_k: dict[str, int] = {}  # input tensor → its width K
     indicator: dict[int, str] = {}
     head_table: dict[str, tuple[str, str]] = {}  # fp32 head weight name → (uint8 table, scales)
     head_4bit: dict[str, np.ndarray] = {}  # fp32 head weights quantized to 4 bits (a tied embedding needs its own)
@@ -152,6 +158,11 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         return block_sums[x]
 
     fused: dict[str, tuple] = {}  # node name → (input, output, weight name, (codes, pair scales, mins)) of a Q41MatMul
+    slots: dict[str, dict] = {}  # LoRA slot (prefix of its two input names) → {"k": K, "parts": [[weight, N], …]}
+
+    def slot_inputs(slot: str, k: int, parts: list) -> list[str]:
+        slots[slot] = {"k": k, "parts": parts}
+        return [f"{slot}.lora_A", f"{slot}.lora_B"]
 
     def fuse_siblings() -> int:
         """Q41MatMuls that read the same input (q/k/v, gate/up) become one over their weights side by side and a
@@ -176,8 +187,12 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
                               for i, suffix in enumerate(("_Q41", "_scales", "_mins"))] +
                              [numpy_helper.from_array(np.array(widths, np.int64), f"{base}_split")])
             joined = f"{first}_Q41_siblings/output_0"
+            lora = []
+            if all(fused[name][2] in slots for name in names):
+                parts = [slots.pop(fused[name][2])["parts"][0] for name in names]
+                lora = slot_inputs(base, slots_k[x], parts)
             new_nodes[first] = [
-                helper.make_node(OP_TYPE, [x, f"{base}_Q41", f"{base}_scales", f"{base}_mins"], [joined],
+                helper.make_node(OP_TYPE, [x, f"{base}_Q41", f"{base}_scales", f"{base}_mins", *lora], [joined],
                                  name=f"{first}_Q41_siblings", domain=DOMAIN),
                 helper.make_node("Split", [joined, f"{base}_split"], [fused[name][1] for name in names],
                                  name=f"{first}_Q41_siblings/Split", axis=-1)]
@@ -187,6 +202,8 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         return saved
 
     deltas, rounding_keeps = {}, None
+    if parent_dir is not None and adapter_slots:
+        raise ValueError("an export takes either a fine-tune's change (parent_dir) or adapter slots, not both")
     if parent_dir is not None:
         from .onnx_delta import find_deltas
 
@@ -204,18 +221,27 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         return [helper.make_node("MatMulNBits", [x, qn, sn], [y], name=f"{name}_Q8", domain="com.microsoft", K=k,
                                  N=n, bits=8, block_size=block, accuracy_level=accuracy_level)]
 
-    def four_bit(x: str, w: np.ndarray, wname: str, y: str, name: str, prefix: str) -> list:
+    def four_bit(x: str, w: np.ndarray, wname: str, y: str, name: str, prefix: str, slot: bool = False) -> list:
         nonlocal exact_blocks, total_blocks
         k, n = w.shape
         packed, d, m, err = quantize_affine_4bit(w.T, block)
         errors.append(float(err.max()))
         exact_blocks += int((err < 1e-3).sum())
         total_blocks += err.size
+        lora = slot_inputs(wname, k, [[wname, n]]) if slot else []
+        slots_k[x] = k
         if fused_library is not None and n % 2 == 0:  # initializers written by fuse_siblings (below)
             codes, pair_scales = fused_layout(packed, d)
             fused[name] = (x, y, wname, (codes, pair_scales.astype(np.float16), m.astype(np.float16)))
-            return [helper.make_node(OP_TYPE, [x, f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins"], [y],
+            return [helper.make_node(OP_TYPE, [x, f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins", *lora], [y],
                                      name=f"{name}_Q41", domain=DOMAIN)]
+        if lora:  # the portable graph: the adapter's branch as ONNX Runtime MatMuls
+            y_base = f"{name}/Base/output_0"
+            return (four_bit_portable(x, k, n, packed, d, m, wname, y_base, name, prefix)
+                    + low_rank_branch(x, *lora, y_base, y, name))
+        return four_bit_portable(x, k, n, packed, d, m, wname, y, name, prefix)
+
+    def four_bit_portable(x, k, n, packed, d, m, wname, y, name, prefix) -> list:
         qn, sn, cn = f"{wname}_Q4", f"{wname}_scales", f"{wname}_offsets"
         new_inits.extend([numpy_helper.from_array(packed, qn), numpy_helper.from_array(d.reshape(-1), sn),
                           numpy_helper.from_array(np.ascontiguousarray((m + 8.0 * d).T), cn)])
@@ -231,6 +257,9 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         """y = y_base + (x·A)·B: a fine-tune's low-rank update beside the parent's quantized weights, in fp32."""
         an, bn = f"{wname}_delta_A", f"{wname}_delta_B"
         new_inits.extend([numpy_helper.from_array(delta.a, an), numpy_helper.from_array(delta.b, bn)])
+        return low_rank_branch(x, an, bn, y_base, y, name)
+
+    def low_rank_branch(x: str, an: str, bn: str, y_base: str, y: str, name: str) -> list:
         xa, xab = f"{name}/DeltaA/output_0", f"{name}/DeltaB/output_0"
         return [helper.make_node("MatMul", [x, an], [xa], name=f"{name}/DeltaA"),
                 helper.make_node("MatMul", [xa, bn], [xab], name=f"{name}/DeltaB"),
@@ -258,7 +287,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         else:
             if is_head:
                 head_4bit[wname] = w
-            nodes = four_bit(x, w, wname, y, node.name, prefix)
+            nodes = four_bit(x, w, wname, y, node.name, prefix, slot=adapter_slots and not is_head)
         drop_inits.add(wname)
         new_nodes[node.name] = nodes
         if (i + 1) % 20 == 0:
@@ -316,6 +345,11 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     kept = [t for t in graph.initializer if t.name not in drop_inits]
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
+    for slot, layout in slots.items():  # optional inputs: an initializer of the same name is the default (empty)
+        k, n = layout["k"], sum(width for _, width in layout["parts"])
+        for suffix, shape, dims in ((".lora_A", (k, 0), [k, "lora_r"]), (".lora_B", (0, n), ["lora_r", n])):
+            graph.initializer.append(numpy_helper.from_array(np.zeros(shape, np.float32), slot + suffix))
+            graph.input.append(helper.make_tensor_value_info(slot + suffix, onnx.TensorProto.FLOAT, dims))
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     if fused_library is not None:
@@ -327,6 +361,8 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     for f in src_dir.iterdir():
         if f.is_file() and not f.name.startswith("model.onnx"):
             shutil.copy2(f, tmp / f.name)
+    if slots:
+        (tmp / SLOTS_FILE).write_text(json.dumps(slots, indent=1), encoding="utf-8")
     if fused_library is not None:
         shutil.copy2(fused_library, tmp / LIBRARY_NAME)
         config_path = tmp / "genai_config.json"

@@ -1,6 +1,7 @@
 """Running ONNX Runtime GenAI exports: load, stream chat replies, score perplexity from logits, time decoding."""
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -14,7 +15,10 @@ from .errors import InvalidInput
 
 
 class OgModel:
-    """An onnxruntime-genai model with its tokenizer. `threads` 0 keeps the runtime's default."""
+    """An onnxruntime-genai model with its tokenizer. `threads` 0 keeps the runtime's default. An export with LoRA
+    adapters (engine/onnx_adapters.py) runs the base, or one adapter in `with_adapter(name)`'s view of it."""
+
+    adapter: str | None = None  # the adapter this view generates with (None: the base)
 
     def __init__(self, path: str | Path, threads: int = 0):
         import onnxruntime_genai as og
@@ -34,6 +38,34 @@ class OgModel:
         self.vocab_size = int(genai.get("vocab_size") or 0)
         template = self.path / "chat_template.jinja"
         self.chat_template = template.read_text(encoding="utf-8") if template.is_file() else None
+        self._adapters, self._adapters_loaded, self._adapters_lock = None, set(), threading.Lock()
+
+    # ---- adapters -------------------------------------------------------------------------------------------
+    def adapter_names(self) -> list[str]:
+        from .onnx_adapters import adapter_names
+
+        return adapter_names(self.path)
+
+    def with_adapter(self, name: str | None) -> OgModel:
+        """This model generating with adapter `name` (loaded once, then shared by every view; None: the base).
+        Views share the weights: each generation activates its own adapter, so concurrent ones may differ."""
+        if not name:
+            return self
+        with self._adapters_lock:
+            if name not in self._adapters_loaded:
+                from .onnx_adapters import ADAPTER_SUFFIX, ADAPTERS_DIR
+
+                file = self.path / ADAPTERS_DIR / f"{name}{ADAPTER_SUFFIX}"
+                if not file.is_file():
+                    known = ", ".join(self.adapter_names()) or "none"
+                    raise InvalidInput(f"The export {self.path.name} has no adapter '{name}' (adapters: {known}).")
+                if self._adapters is None:
+                    self._adapters = self.og.Adapters(self.model)
+                self._adapters.load(str(file), name)
+                self._adapters_loaded.add(name)
+        view = copy.copy(self)
+        view.adapter = name
+        return view
 
     # ---- tokens ---------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -67,7 +99,10 @@ class OgModel:
         else:
             options.update(do_sample=False)
         gp.set_search_options(**options)
-        return og.Generator(self.model, gp)
+        gen = og.Generator(self.model, gp)
+        if self.adapter:
+            gen.set_active_adapter(self._adapters, self.adapter)
+        return gen
 
     def generate_ids(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
                      stop: threading.Event | None = None, on_token=None,

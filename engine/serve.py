@@ -144,7 +144,7 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
 
     admission = Admission(max_concurrency, max_queue)  # refuses a limit below 1 before anything else
     for model_id in model_ids:
-        engine.ready_model(model_id)  # refuse to start on a missing or unready model
+        engine.resolve(model_id)  # refuse to start on a missing or unready model (or adapter)
     created = int(time.time())
     metrics, log = ServeMetrics(), RequestLog(engine.store, server)
     metrics.queued.set_function(lambda: len(admission.waiting))

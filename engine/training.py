@@ -32,20 +32,28 @@ def _conversations(path: str, columns: dict):
     return ds, shape, [to_conversation(row, shape, mapping) for row in ds]
 
 
+def split_conversations(config: FineTuneConfig) -> tuple[object, list, list]:
+    """(shape, train conversations, held-out conversations) of a fine-tune's data: its eval file, or the seeded
+    split of its train file (the same split every time, so an adapter's held-out examples can be found again)."""
+    from datasets import Dataset
+
+    from .data import split_dataset
+
+    _, shape, train_conv = _conversations(config.train_path, config.columns)
+    if config.eval_path:
+        return shape, train_conv, _conversations(config.eval_path, config.columns)[2]
+    indexed = Dataset.from_dict({"i": list(range(len(train_conv)))})
+    tr, ev = split_dataset(indexed, config.eval_ratio, config.seed)
+    return shape, [train_conv[i] for i in tr["i"]], [train_conv[i] for i in ev["i"]]
+
+
 def prepare_data(config: FineTuneConfig, tokenizer) -> PreparedData:
     """Load, split (seeded), tokenize with prompt masking, optionally pack."""
     from datasets import Dataset
 
-    from .data import encode_example, split_dataset
+    from .data import encode_example
 
-    train_ds, shape, train_conv = _conversations(config.train_path, config.columns)
-    if config.eval_path:
-        _, _, eval_conv = _conversations(config.eval_path, config.columns)
-    else:
-        indexed = Dataset.from_dict({"i": list(range(len(train_conv)))})
-        tr, ev = split_dataset(indexed, config.eval_ratio, config.seed)
-        eval_conv = [train_conv[i] for i in ev["i"]]
-        train_conv = [train_conv[i] for i in tr["i"]]
+    shape, train_conv, eval_conv = split_conversations(config)
     encoded_train = [encode_example(tokenizer, c, config.max_length) for c in train_conv]
     encoded_eval = [encode_example(tokenizer, c, config.max_length) for c in eval_conv]
     truncated = sum(e["truncated"] for e in encoded_train)

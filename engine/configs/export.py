@@ -70,6 +70,14 @@ class QuantizeConfig(JobConfig):
                                  "source's first reply token on at least this share of 16 chat prompts, else it is "
                                  "not registered and the run fails (0: register whatever it scores).")
     threads: int = Field(default=0, ge=0, le=256, description="Threads for verification (0: library default).")
+    adapters: list[str] = Field(default_factory=list, max_length=16, description="LoRA adapters of this model "
+                                "(registered adapters whose base it is) to export with it: the base is exported once "
+                                "with adapter inputs (affine int4), each adapter becomes a small file beside it, and "
+                                "chat and serve pick one as BASE:ADAPTER. Each is checked against its transformers "
+                                "adapter on its held-out examples. Empty: the model alone.")
+    adapter_examples: int = Field(default=32, ge=1, le=10_000, description="With adapters: held-out examples of "
+                                  "each adapter's training data its export is checked on (greedy tokens and answers "
+                                  "against the transformers adapter).")
 
     def variant(self) -> str:
         if self.precision != "int4":

@@ -13,15 +13,17 @@ from pathlib import Path
 
 from ..chat_template import FOUNDRY_FILE
 from ..configs import QuantizeConfig
-from ..errors import InvalidInput
-from ..export_verify import Verifier, check_agreement, check_task_retention
+from ..errors import InvalidInput, VerificationFailed
+from ..export_verify import (Verifier, adapter_examples, check_agreement, check_task_kept, check_task_retention,
+                             verify_adapter)
 from ..exports import register_onnx
 from ..onnx_export import builder_command, check_disk, check_export, export_size, run_builder
 from ..records import ModelFormat
 
 CONFIG = QuantizeConfig
-def merged_source(ctx, model) -> Path:
-    """The HF folder to export: the model itself, or its adapter merged into the base in the run folder."""
+def merged_source(ctx, model, out: Path | None = None) -> Path:
+    """The HF folder to export: the model itself, or its adapter merged into the base in the run folder (`out`,
+    default <run>/merged)."""
     if model.format == ModelFormat.HF:
         return Path(model.path)
     from ..loading import load_model, load_tokenizer
@@ -29,9 +31,10 @@ def merged_source(ctx, model) -> Path:
     base = ctx.store.get_model(model.parent_id)
     ctx.log(f"merging LoRA adapter '{model.id}' into its base '{base.id}' before export")
     lm = load_model(base.path, model.path).merge_and_unload()
-    out = ctx.workdir / "merged"
+    out = out or ctx.workdir / "merged"
     lm.save_pretrained(out, safe_serialization=True)
-    load_tokenizer(model.path).save_pretrained(out)
+    has_own = any((Path(model.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    load_tokenizer(model.path if has_own else base.path).save_pretrained(out)
     return out
 
 
@@ -162,7 +165,7 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
             parent_dir = parent_export(ctx, config, parent)
         report = rewrite(build_dir, out_dir, block=config.block_size, accuracy_level=config.accuracy_level,
                          log=ctx.log, check_cancelled=ctx.check_cancelled, fused_library=fused,
-                         parent_dir=parent_dir)
+                         parent_dir=parent_dir, adapter_slots=bool(config.adapters))
         facts["fused_kernel"] = 1.0 if fused else 0.0
         facts["low_rank_deltas"] = float(report.low_rank_deltas)
         facts["eight_bit_deltas"] = float(report.eight_bit_deltas)
@@ -171,6 +174,9 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
         ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
                 f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
         facts["grid_exact_share"] = report.grid_exact_share
+        if config.adapters and "fit" not in fit:  # the base's own fp32 build: adapters are measured against it
+            shutil.rmtree(ctx.workdir / "parent-fp32", ignore_errors=True)
+            build_dir.rename(ctx.workdir / "parent-fp32")
         shutil.rmtree(build_dir, ignore_errors=True)
     elif olive:
         from ..onnx_export import run_olive
@@ -210,8 +216,10 @@ def run(ctx, config: QuantizeConfig) -> None:
     t0 = time.perf_counter()
     source, src, source_size = prepare_source(ctx, config)
     folder = ctx.workdir / "export"
-    facts = build_export(ctx, config, src, folder, parent=delta_parent(ctx, source), source=source)
-    remove_intermediates(ctx.workdir)
+    parent = None if config.adapters else delta_parent(ctx, source)  # adapters ride on the base's own weights
+    facts = build_export(ctx, config, src, folder, parent=parent, source=source)
+    if not config.adapters:
+        remove_intermediates(ctx.workdir)
     for name in ("build_s", "grid_exact_share", "fused_kernel", "low_rank_deltas", "eight_bit_deltas",
                  "rounding_keeps", "fit_output_error", "fit_s"):
         if name in facts:
@@ -241,11 +249,55 @@ def run(ctx, config: QuantizeConfig) -> None:
                              OgModel(folder, threads=config.threads).answer, folder)
     else:
         check_agreement(result, config.min_agreement, folder)
+    if config.adapters:
+        export_adapters(ctx, config, source, folder)
+        remove_intermediates(ctx.workdir)
     ctx.progress(0.98, "write: registering the export")
     register_export(ctx, source, folder, out_id)
     ctx.summary(output=out_id)
     ctx.metric("total_s", time.perf_counter() - t0)
     ctx.progress(1.0, "done")
+
+
+def export_adapters(ctx, config: QuantizeConfig, base, folder: Path) -> None:
+    """Each adapter of config.adapters → <export>/adapters/<name>.onnx_adapter, checked against its transformers
+    adapter on its held-out examples; a check that fails refuses the whole export (nothing is registered)."""
+    from ..onnx_adapters import convert
+    from ..ort_genai import OgModel
+
+    base_fp32 = parent_export(ctx, config, base)
+    og_model = OgModel(folder, threads=config.threads)
+    rows = []
+    for i, name in enumerate(config.adapters):
+        ctx.check_cancelled()
+        adapter = ctx.store.get_model(name)
+        ctx.progress(0.75 + 0.2 * i / len(config.adapters), f"adapters: converting '{name}'")
+        merged = merged_source(ctx, adapter, ctx.workdir / f"merged-{name}")
+        merged_fp32 = ctx.workdir / f"adapter-fp32-{name}"
+        run_builder(builder_command(merged, merged_fp32, "fp32", config, ctx.settings.cache_dir / "onnx-builder"),
+                    ctx.workdir, ctx.log, ctx.check_cancelled)
+        t0 = time.perf_counter()
+        convert(folder, base_fp32, merged_fp32, name, ctx.log)
+        shutil.rmtree(merged_fp32, ignore_errors=True)
+        examples, mode, max_new = adapter_examples(ctx.store, adapter, config.adapter_examples)
+        row = verify_adapter(ctx, og_model.with_adapter(name), merged, examples, mode, max_new)
+        row["convert_s"] = round(time.perf_counter() - t0, 2)
+        shutil.rmtree(merged, ignore_errors=True)
+        rows.append(row)
+        ctx.summary(adapters=rows)
+        score = (f"; answers {row['export_score']:.0%} vs transformers {row['source_score']:.0%} ({row['mode']} "
+                 f"match)" if "export_score" in row else "")
+        ctx.log(f"adapter '{name}': the export picks the transformers adapter's greedy token on "
+                f"{row['greedy_agreement']:.1%} of {row['tokens']} tokens over {row['examples']} held-out "
+                f"examples{score}")
+        if row["greedy_agreement"] < config.min_agreement:
+            raise VerificationFailed(
+                f"Verification failed: with adapter '{name}' the export picks the transformers adapter's greedy token "
+                f"on only {row['greedy_agreement']:.0%} of its held-out replies (min_agreement "
+                f"{config.min_agreement:.0%}). Nothing was registered; the files are in {folder}.")
+        if "export_score" in row:
+            check_task_kept(f"{name}'s held-out examples", row["source_score"], row["export_score"],
+                            config.min_task_retention, folder)
 
 
 def run_sweep(ctx, config) -> None:

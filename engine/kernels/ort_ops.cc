@@ -1,6 +1,7 @@
 // The onnxruntime custom ops of domain "slmops" over the kernels: Q41MatMul(A float [..., K], B uint8
 // [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32]) and Q80MatMul(A, table uint8 [N, K], d float
-// [N·K/32]) → Y float [..., N]; RegisterCustomOps is the library's entry point.
+// [N·K/32]) → Y float [..., N]; RegisterCustomOps is the library's entry point. Q41MatMul takes two optional
+// inputs more, a LoRA adapter's factors A float [K, r] and B float [r, N]: Y += (A_in · A) · B (r = 0: nothing).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -60,11 +61,19 @@ void parallel_for(void* ctx, void (*task)(void*, size_t), size_t count, void* da
   p->status = fn<KernelContextParallelForFn>(p->api, kKernelContextParallelFor)(p->context, task, count, batches, data);
 }
 
-OrtStatus* read_inputs(const OrtApi* api, OrtKernelContext* context, Tensor* t, size_t count) {
+// Inputs [first, first + count); an absent one is an error unless `optional` (then its Tensor stays empty).
+OrtStatus* read_inputs(const OrtApi* api, OrtKernelContext* context, Tensor* t, size_t count, size_t first = 0,
+                       bool optional = false) {
   for (size_t i = 0; i < count; ++i) {
     const OrtValue* value = nullptr;
-    if (OrtStatus* s = fn<KernelContextGetInputFn>(api, kKernelContextGetInput)(context, i, &value)) return s;
-    if (value == nullptr) return error(api, "slmops kernel: an input is missing");
+    if (OrtStatus* s = fn<KernelContextGetInputFn>(api, kKernelContextGetInput)(context, first + i, &value)) {
+      if (optional) return nullptr;  // past the node's last input
+      return s;
+    }
+    if (value == nullptr) {
+      if (optional) continue;
+      return error(api, "slmops kernel: an input is missing");
+    }
     if (OrtStatus* s = describe(api, value, &t[i])) return s;
   }
   return nullptr;
@@ -92,7 +101,58 @@ OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a,
   return nullptr;
 }
 
-// Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32])
+// Y [rows, N] += (X [rows, K] · A [K, r]) · B [r, N], rows sliced over the pool: a LoRA adapter beside the base
+// weights. Small next to the base product (r ≪ K, N); the loops are left to the compiler's vectorizer.
+struct LoraWork {
+  const float *x, *a, *b;
+  float* y;
+  int64_t rows, k, r, n, per;
+};
+
+void lora_task(void* data, size_t index) {
+  const auto* w = static_cast<const LoraWork*>(data);
+  std::vector<float> t(static_cast<size_t>(w->r));
+  const int64_t end = std::min(w->rows, static_cast<int64_t>(index + 1) * w->per);
+  for (int64_t row = static_cast<int64_t>(index) * w->per; row < end; ++row) {
+    const float* x = w->x + row * w->k;
+    std::fill(t.begin(), t.end(), 0.0f);
+    for (int64_t i = 0; i < w->k; ++i) {
+      const float xi = x[i];
+      const float* a = w->a + i * w->r;
+      for (int64_t j = 0; j < w->r; ++j) t[j] += xi * a[j];
+    }
+    float* y = w->y + row * w->n;
+    for (int64_t j = 0; j < w->r; ++j) {
+      const float tj = t[j];
+      const float* b = w->b + j * w->n;
+      for (int64_t c = 0; c < w->n; ++c) y[c] += tj * b[c];
+    }
+  }
+}
+
+OrtStatus* add_lora(const OrtApi* api, OrtKernelContext* context, const Tensor* lora, const float* x, float* y,
+                    int64_t rows, int64_t k, int64_t n) {
+  if (lora[0].data == nullptr && lora[1].data == nullptr) return nullptr;
+  if (lora[0].type != kSlmFloat || lora[1].type != kSlmFloat || lora[0].dims.size() != 2 || lora[1].dims.size() != 2)
+    return error(api, "Q41MatMul: the adapter factors must be float A [K, r] and B [r, N]");
+  const int64_t r = lora[0].dims[1];
+  if (lora[0].dims[0] != k || lora[1].dims[0] != r || lora[1].dims[1] != n)
+    return error(api, "Q41MatMul: the adapter factors do not fit this matrix (A must be [K, r], B [r, N])");
+  if (r == 0) return nullptr;
+  const int64_t tasks = std::min<int64_t>(rows, cores());
+  LoraWork work{x, static_cast<const float*>(lora[0].data), static_cast<const float*>(lora[1].data), y, rows, k, r,
+                n, (rows + tasks - 1) / tasks};
+  ParallelCtx pc{api, context, nullptr};
+  if (tasks == 1) {
+    lora_task(&work, 0);
+    return nullptr;
+  }
+  parallel_for(&pc, lora_task, static_cast<size_t>(tasks), &work);
+  return pc.status;
+}
+
+// Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32][, LoRA A
+// float [K, r], LoRA B float [r, N]])
 OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[4];
@@ -113,7 +173,10 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   slmops_q41_matmul(static_cast<const float*>(t[0].data), static_cast<const uint8_t*>(t[1].data),
                     static_cast<const uint16_t*>(t[2].data), static_cast<const uint16_t*>(t[3].data), y, rows, n, k,
                     parallel_for, &pc);
-  return pc.status;
+  if (pc.status != nullptr) return pc.status;
+  Tensor lora[2];
+  if (OrtStatus* s = read_inputs(api, context, lora, 2, 4, true)) return s;
+  return add_lora(api, context, lora, static_cast<const float*>(t[0].data), y, rows, k, n);
 }
 
 // Q80MatMul(A float [..., K], table uint8 [N, ...] holding q + 128 (K values a row), d float [N·K/32])
@@ -146,13 +209,14 @@ OrtCustomOp make_op() {
   op.GetName = [](const OrtCustomOp*) { return kQ41 ? "Q41MatMul" : "Q80MatMul"; };
   op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
   op.GetInputType = [](const OrtCustomOp*, size_t i) {
-    return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
+    return static_cast<int>(i == 0 || i >= 4 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
   };
-  op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{kQ41 ? 4u : 3u}; };
+  op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{kQ41 ? 6u : 3u}; };
   op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };
   op.GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
   op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
-  op.GetInputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
+  // 0 required, 1 optional (ONNX Runtime's OrtCustomOpInputOutputCharacteristic): the adapter factors
+  op.GetInputCharacteristic = [](const OrtCustomOp*, size_t i) { return i >= 4 ? 1 : 0; };
   op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
   op.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return 0; };
   op.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
