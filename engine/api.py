@@ -133,24 +133,34 @@ class Engine:
         model = self.ready_model(model_id)
         if not adapter:
             return model, None
-        from .onnx_adapters import adapter_names
-
-        names = adapter_names(Path(model.path)) if model.format == ModelFormat.ONNX else []
+        names = self.adapters_of(model_id)
         if adapter not in names:
             listed = (f"its adapters are {', '.join(f'{model_id}:{n}' for n in names)}" if names else
                       "it has none (export a base with adapters: quantize with `adapters`)")
             raise NotFound(f"Model '{model_id}' has no adapter '{adapter}': {listed}.")
         return model, adapter
 
+    def adapters_of(self, model_id: str) -> list[str]:
+        """The adapters an ONNX export was made with (addressed as `MODEL:ADAPTER`); [] for any other model."""
+        from .onnx_adapters import adapter_names
+
+        model = self.get_model(model_id)
+        return adapter_names(Path(model.path)) if model.format == ModelFormat.ONNX else []
+
+    def chat_refs(self) -> list[str]:
+        """Every ready model and every adapter of a ready export, as chat and serve take them."""
+        refs = []
+        for m in self.list_models():
+            if m.ready:
+                refs += [m.id] + [f"{m.id}:{name}" for name in self.adapters_of(m.id)]
+        return refs
+
     def serve_refs(self, model_ids: list[str], adapters: list[str] = ()) -> list[str]:
         """What a server answers to: `model_ids` (each a model or `BASE:ADAPTER`) and, for each of `adapters`, every
         `BASE:ADAPTER` of the listed exports that has it. InvalidInput/NotFound when one does not resolve."""
-        from .onnx_adapters import adapter_names
-
         refs = list(model_ids)
         for name in adapters:
-            have = [m for m in model_ids if ":" not in m and self.get_model(m).format == ModelFormat.ONNX
-                    and name in adapter_names(Path(self.get_model(m).path))]
+            have = [m for m in model_ids if ":" not in m and name in self.adapters_of(m)]
             if not have:
                 raise InvalidInput(f"None of {', '.join(model_ids)} has an adapter '{name}': serve an ONNX export "
                                    "made with adapters (the Models tab lists each export's adapters).")

@@ -76,6 +76,7 @@ def test_two_adapters_over_one_int4_export_answer_like_their_transformers_adapte
     reply = list(tiny_engine.chat(f"tiny-multi:{a}", [{"role": "user", "content": "hi"}]))[-1]
     assert reply.done and reply.new_tokens > 0
     assert tiny_engine.serve_refs(["tiny-multi"], [a, b]) == ["tiny-multi", f"tiny-multi:{a}", f"tiny-multi:{b}"]
+    served_answers_each_adapter_at_once(tiny_engine, "tiny-multi", [a, b])
     with pytest.raises(NotFound, match=f"tiny-multi:{a}"):
         tiny_engine.resolve("tiny-multi:nope")
     with pytest.raises(NotFound, match="has none"):
@@ -95,3 +96,35 @@ def test_adapters_that_do_not_fit_the_export_are_refused_before_a_run(tiny_engin
         with pytest.raises(InvalidInput, match=words):
             tiny_engine.start_run(QuantizeConfig(model_id=base, **fields))
     assert len(tiny_engine.list_runs(limit=None)) == before  # nothing started, nothing stored
+
+
+def served_answers_each_adapter_at_once(engine, export: str, adapters: list[str]) -> None:
+    """The OpenAI API over one loaded base: /v1/models lists each BASE:ADAPTER; requests alternating adapters, six
+    at once, each get the reply their own adapter gives alone (no request sees another's adapter)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from tests.test_serve import free_port
+
+    refs = engine.serve_refs([export], adapters)
+    server = engine.start_server(refs, port=free_port(), max_concurrency=6)
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="unused")
+        assert [m.id for m in client.models.list()] == refs
+
+        def ask(ref: str) -> str:
+            reply = client.chat.completions.create(model=ref, temperature=0, max_tokens=12,
+                                                   messages=[{"role": "user", "content": "Name a colour."}])
+            return reply.choices[0].message.content
+
+        alone = {ref: ask(ref) for ref in refs}
+        assert len(set(alone.values())) > 1  # the adapters answer differently
+        order = [refs[1 + i % len(adapters)] for i in range(6)] + [export]
+        with ThreadPoolExecutor(len(order)) as pool:
+            together = list(pool.map(ask, order))
+        assert together == [alone[ref] for ref in order]
+        with pytest.raises(openai.NotFoundError):
+            ask(f"{export}:nope")
+    finally:
+        engine.stop_server(server.port)

@@ -109,6 +109,10 @@ CASES = [
      ["calibration_path", "minmax"]),
     ("quantize-calibration-missing", lambda e, t, d: e.check(QuantizeConfig(
         model_id="tiny", calibration_path=str(t / "nope.jsonl"))), ["nope.jsonl"]),
+    ("quantize-adapter-unknown", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", adapters=["ghost"])),
+     ["ghost"]),
+    ("quantize-adapter-not-an-adapter", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", adapters=["tiny"])),
+     ["tiny", "not a LoRA adapter"]),
     # ---- models (Models tab, `python -m engine models add`) ----
     ("model-path-missing", lambda e, t, d: e.add_model(str(t / "no-such-model")), ["no-such-model"]),
     ("model-path-is-a-file", lambda e, t, d: e.add_model(write(t, "notes.txt", "hello")), ["notes.txt"]),
@@ -134,6 +138,9 @@ CASES = [
     ("chat-prompt-longer-than-context", lambda e, t, d: list(e.chat("tiny", [{"role": "user", "content":
                                                                              "Paris is big. " * 400}])),
      ["context", "shorten"]),
+    ("chat-unknown-adapter", lambda e, t, d: list(e.chat("tiny:nope", [{"role": "user", "content": "hi"}])),
+     ["nope", "has none", "adapters"]),
+    ("serve-unknown-adapter", lambda e, t, d: e.serve_refs(["tiny"], ["nope"]), ["nope", "adapter"]),
     ("delete-unknown-run", lambda e, t, d: e.delete_run(999), ["999"]),
     ("resume-unknown-run", lambda e, t, d: e.resume_run(999), ["999"]),
     ("delete-unknown-model", lambda e, t, d: e.delete_model("ghost"), ["ghost"]),

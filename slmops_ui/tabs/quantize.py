@@ -26,13 +26,20 @@ def exports_rows(engine) -> list[list]:
         variant = summary.get("variant", "") if m.format == ModelFormat.ONNX else f"gguf {summary.get('gguf_type', '')}"
         rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", variant,
                      summary.get("ppl_ratio", ""), summary.get("decode_tok_s", ""),
-                     summary.get("first_token_agreement", "")])
+                     summary.get("first_token_agreement", ""), ", ".join(engine.adapters_of(m.id))])
     return rows
 
 
 def candidate_rows(summary: dict) -> list[list]:
     return [[c["variant"], c["size_mb"], c.get("size_ratio"), c["decode_tok_s"], c["ppl_ratio"],
              c["first_token_agreement"], c["answer"]] for c in summary.get("candidates", [])]
+
+
+def adapter_rows(summary: dict) -> list[list]:
+    def share(value):
+        return "" if value is None else f"{value:.1%}"
+    return [[r["adapter"], r["examples"], share(r["greedy_agreement"]), r["tokens"], share(r.get("export_score")),
+             share(r.get("source_score")), share(r.get("score_kept"))] for r in summary.get("adapters", [])]
 
 
 def build_quantize_tab(engine) -> dict:
@@ -46,6 +53,11 @@ def build_quantize_tab(engine) -> dict:
                                                    "adapter (an adapter is merged into its base first)."))
         form.field("output_name", label="Output name (optional)", placeholder="<model>-onnx-<variant>", info=None)
     navigation.picker("quantize", model)
+    adapters = form.field("adapters", gr.Dropdown(
+        label="Adapters to export with it (optional)", choices=[], value=[], multiselect=True, elem_id="q-adapters",
+        info="LoRA adapters of the source model: the base is exported once (int4 affine) and each adapter becomes a "
+             "small file beside it, checked against its transformers adapter on its held-out examples. Chat and "
+             "serve pick one as EXPORT:ADAPTER."))
     with gr.Row():
         form.field("precision", info=PRECISION_HELP)
         form.field("method", label="int4 method",
@@ -78,6 +90,7 @@ def build_quantize_tab(engine) -> dict:
             form.field("min_agreement", label="Minimum first-token agreement")
             form.field("execution_provider")
             form.field("threads")
+            form.field("adapter_examples", label="Held-out examples per adapter")
     with gr.Row():
         check = gr.Button("Check")
         start = gr.Button("Export and verify", variant="primary", elem_id="q-start")
@@ -121,7 +134,17 @@ def build_quantize_tab(engine) -> dict:
         register = gr.Button("Register candidate")
     gr.Markdown("### Exports (ONNX and GGUF)")
     exports = gr.Dataframe(headers=["model", "source", "MB", "variant", "perplexity ×", "decode tok/s",
-                                    "first-token agreement"], interactive=False, elem_id="q-exports")
+                                    "first-token agreement", "adapters"], interactive=False, elem_id="q-exports")
+    adapter_table = gr.Dataframe(headers=["adapter", "held-out examples", "greedy-token agreement", "tokens",
+                                          "export score", "transformers score", "score kept"], visible=False,
+                                 interactive=False, label="Adapters of this export", elem_id="q-adapter-table")
+
+    def adapter_options(source, chosen):
+        options = [m.id for m in engine.list_models() if m.ready and m.format == ModelFormat.ADAPTER
+                   and m.parent_id == source]
+        return gr.update(choices=options, value=[a for a in chosen or [] if a in options])
+
+    model.change(adapter_options, [model, adapters], [adapters], show_progress="hidden")
 
     @ui_errors
     def do_check(*values):
@@ -171,23 +194,25 @@ def build_quantize_tab(engine) -> dict:
     def show_run(run_id, last=""):
         if not run_id:
             return gr.update(visible=False), gr.update(visible=False), gr.update(choices=[], value=None), \
-                exports_rows(engine), "", gr.Timer(active=False)
+                exports_rows(engine), gr.update(visible=False), "", gr.Timer(active=False)
         run = engine.get_run(int(run_id))
-        signature = f"{run.id}:{run.status.value}:{len(run.summary.get('candidates', []))}"
+        signature = (f"{run.id}:{run.status.value}:{len(run.summary.get('candidates', []))}:"
+                     f"{len(run.summary.get('adapters', []))}")
         if signature == last:
-            return (gr.skip(),) * 4 + (last, gr.Timer(active=not run.status.final))
+            return (gr.skip(),) * 5 + (last, gr.Timer(active=not run.status.final))
         rows = run.summary.get("candidates", [])
         fig = pareto_figure(rows, run.summary.get("max_ppl_ratio") or run.config.get("max_ppl_ratio"))
         left = [r["variant"] for r in rows if r["variant"] != run.summary.get("chosen")] if run.status.final else []
         return (gr.update(value=fig, visible=fig is not None),
                 gr.update(value=candidate_rows(run.summary), visible=bool(rows)),
-                gr.update(choices=left, value=None), exports_rows(engine), signature,
+                gr.update(choices=left, value=None), exports_rows(engine),
+                gr.update(value=adapter_rows(run.summary), visible=bool(run.summary.get("adapters"))), signature,
                 gr.Timer(active=not run.status.final))
 
     timer = gr.Timer(3.0, active=False)
-    timer.tick(show_run, [run_state, shown], [pareto, cand_table, pick, exports, shown, timer],
-               show_progress="hidden")
-    run_state.change(show_run, [run_state], [pareto, cand_table, pick, exports, shown, timer])
+    shows = [pareto, cand_table, pick, exports, adapter_table, shown, timer]
+    timer.tick(show_run, [run_state, shown], shows, show_progress="hidden")
+    run_state.change(show_run, [run_state], shows)
 
     @ui_errors
     def do_register(run_id, variant, name):

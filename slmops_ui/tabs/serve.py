@@ -90,7 +90,9 @@ def build_serve_tab(engine) -> dict:
     def do_serve(model_id, port_, key, at_once_, waiting_):
         if not model_id:
             raise gr.Error("Pick a model to serve.")
-        engine.start_server([model_id], "127.0.0.1", int(port_), (key or "").strip() or None,
+        # an export made with adapters serves each of them too, as MODEL:ADAPTER over the one loaded base
+        refs = engine.serve_refs([model_id], engine.adapters_of(model_id))
+        engine.start_server(refs, "127.0.0.1", int(port_), (key or "").strip() or None,
                             max_concurrency=int(at_once_ or 0), max_queue=int(waiting_ or 0))
         return serving_text()
 
