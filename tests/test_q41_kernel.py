@@ -120,6 +120,44 @@ def test_fused_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     assert np.abs(y - exact).max() < 0.05 * np.abs(int8_only - exact).max()
 
 
+@pytest.mark.parametrize("shape,n,rank", [((1, 1, 64), 96, 8), ((1, 9, 64), 66, 4), ((2, 20, 96), 64, 24),
+                                          ((1, 3, 64), 32, 0)])
+def test_fused_kernel_adds_a_lora_adapter_from_its_optional_inputs(kernel_lib, shape, n, rank):
+    """Q41MatMul(x, …, A [K, r], B [r, N]) = Q41MatMul(x, …) + (x·A)·B in fp32; r = 0 (the default of an export with
+    adapter inputs and no adapter active) adds nothing; an A that does not fit is refused with the shapes named."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(rank + n)
+    k = shape[-1]
+    w = q4_1_weights(rng, n, k)
+    packed, d, m, _ = quantize_affine_4bit(w, 32)
+    codes, scales = fused_layout(packed, d)
+    weights = [numpy_helper.from_array(v, name) for name, v in
+               {"B": codes, "d": scales.astype(np.float16), "m": m.astype(np.float16)}.items()]
+    node = helper.make_node(OP_TYPE, ["x", "B", "d", "m", "lora_A", "lora_B"], ["y"], domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape)),
+              helper.make_tensor_value_info("lora_A", TensorProto.FLOAT, [k, "ra"]),
+              helper.make_tensor_value_info("lora_B", TensorProto.FLOAT, ["rb", n])]
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.register_custom_ops_library(str(kernel_lib))
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = rng.standard_normal(shape).astype(np.float32)
+    a = rng.standard_normal((k, rank)).astype(np.float32) * 0.1
+    b = rng.standard_normal((rank, n)).astype(np.float32) * 0.1
+    y = sess.run(None, {"x": x, "lora_A": a, "lora_B": b})[0]
+    base = session(kernel_lib, w, list(shape)).run(None, {"x": x})[0]
+    update = (x.astype(np.float64) @ a) @ b
+    np.testing.assert_allclose(y - base, update, atol=1e-5 * max(1.0, np.abs(update).max()))
+    if rank:
+        with pytest.raises(Exception, match="adapter factors do not fit"):
+            sess.run(None, {"x": x, "lora_A": a, "lora_B": np.concatenate([b, b[:1]])})
+
+
 @pytest.mark.parametrize("shape,n", [((1, 1, 576), 4099), ((1, 9, 64), 30), ((3, 4, 96), 70), ((1, 40, 64), 100)])
 def test_q8_head_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     rng = np.random.default_rng(n)
