@@ -8,8 +8,8 @@ import re
 import struct
 from pathlib import Path
 
-from .configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                      GenerateDataConfig, GgufConfig, QuantizeConfig, QuantizeSweepConfig)
+from .configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig,
+                      FineTuneConfig, GenerateDataConfig, GgufConfig, QuantizeConfig, QuantizeSweepConfig)
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
@@ -189,9 +189,30 @@ def check_adapters(engine, config: QuantizeConfig, base) -> None:
                            "inputs. Choose precision int4, method affine.")
     if base.format != ModelFormat.HF:
         raise InvalidInput(f"'{base.id}' is a {base.format} model; adapters go with a full (hf) base model.")
-    if len(set(config.adapters)) != len(config.adapters):
+    check_adapter_list(engine, config.adapters, base)
+
+
+def check_add_adapters(engine, config: AddAdaptersConfig) -> None:
+    """Adapters added to an export: one made with adapter inputs, from the base the adapters were trained on."""
+    from .onnx_adapters import read_slots
+
+    export = engine.ready_model(config.model_id)
+    if export.format != ModelFormat.ONNX:
+        raise InvalidInput(f"'{export.id}' is a {export.format} model, not an ONNX export. Export its base with "
+                           "adapters (Quantize, adapters) instead.")
+    read_slots(Path(export.path))
+    base = engine.ready_model(export.parent_id)
+    have = set(engine.adapters_of(export.id))
+    clash = [name for name in config.adapters if name in have]
+    if clash:
+        raise InvalidInput(f"'{export.id}' has adapter {', '.join(clash)} already; add only new ones.")
+    check_adapter_list(engine, config.adapters, base)
+
+
+def check_adapter_list(engine, names: list[str], base) -> None:
+    if len(set(names)) != len(names):
         raise InvalidInput("An adapter is listed twice; list each once.")
-    for name in config.adapters:
+    for name in names:
         adapter = engine.ready_model(name)
         if adapter.format != ModelFormat.ADAPTER:
             raise InvalidInput(f"'{name}' is a {adapter.format} model, not a LoRA adapter.")

@@ -106,14 +106,16 @@ def write_adapter(path: Path, params: dict[str, np.ndarray]) -> int:
     return path.stat().st_size
 
 
-def convert(export_dir: Path, base_fp32: Path, merged_fp32: Path, name: str, log=print) -> Path:
-    """One adapter (its merged fp32 export next to the base's fp32 export) → `<export>/adapters/<name>.onnx_adapter`."""
+def convert(export_dir: Path, base_fp32: Path, merged_fp32: Path, name: str, log=print,
+            out_dir: Path | None = None) -> Path:
+    """One adapter (its merged fp32 export next to the base's fp32 export) → `<out_dir>/<name>.onnx_adapter`
+    (default out_dir: the export's adapters folder)."""
     slots = read_slots(export_dir)
     factors = adapter_factors(matmul_weights(merged_fp32), matmul_weights(base_fp32))
     if not factors:
         raise InvalidInput(f"adapter '{name}' does not change the base's weights (an untrained adapter?)")
     params = slot_parameters(slots, factors)
-    path = Path(export_dir) / ADAPTERS_DIR / f"{name}{ADAPTER_SUFFIX}"
+    path = Path(out_dir or Path(export_dir) / ADAPTERS_DIR) / f"{name}{ADAPTER_SUFFIX}"
     size = write_adapter(path, params)
     ranks = sorted({int(v.shape[1]) for k, v in params.items() if k.endswith(".lora_A")})
     log(f"adapter '{name}': {len(factors)} matrices in {len(params) // 2} slots (rank {', '.join(map(str, ranks))}), "

@@ -131,7 +131,7 @@ def run_child(cmd: list[str], logfile: Path, cwd: Path, env: dict, check_cancell
 
 
 def export_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file())
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())  # adapters/ included
 
 
 OLIVE_PASSES = {"rtn": "OnnxBlockWiseRtnQuantization", "kquant": "OnnxKQuantQuantization"}

@@ -46,16 +46,17 @@ class OgModel:
 
         return adapter_names(self.path)
 
-    def with_adapter(self, name: str | None) -> OgModel:
-        """This model generating with adapter `name` (loaded once, then shared by every view; None: the base).
-        Views share the weights: each generation activates its own adapter, so concurrent ones may differ."""
+    def with_adapter(self, name: str | None, file: Path | None = None) -> OgModel:
+        """This model generating with adapter `name` (loaded once, then shared by every view; None: the base) from
+        the export's adapters folder or `file`. Views share the weights: each generation activates its own adapter,
+        so concurrent ones may differ."""
         if not name:
             return self
         with self._adapters_lock:
             if name not in self._adapters_loaded:
                 from .onnx_adapters import ADAPTER_SUFFIX, ADAPTERS_DIR
 
-                file = self.path / ADAPTERS_DIR / f"{name}{ADAPTER_SUFFIX}"
+                file = file or self.path / ADAPTERS_DIR / f"{name}{ADAPTER_SUFFIX}"
                 if not file.is_file():
                     known = ", ".join(self.adapter_names()) or "none"
                     raise InvalidInput(f"The export {self.path.name} has no adapter '{name}' (adapters: {known}).")

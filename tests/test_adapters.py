@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.configs import QuantizeConfig
+from engine.configs import AddAdaptersConfig, QuantizeConfig
 from engine.errors import InvalidInput, NotFound
 from engine.records import ModelFormat
 from tests.test_quantize import finished, on_q41_grid
@@ -77,6 +77,20 @@ def test_two_adapters_over_one_int4_export_answer_like_their_transformers_adapte
     assert reply.done and reply.new_tokens > 0
     assert tiny_engine.serve_refs(["tiny-multi"], [a, b]) == ["tiny-multi", f"tiny-multi:{a}", f"tiny-multi:{b}"]
     served_answers_each_adapter_at_once(tiny_engine, "tiny-multi", [a, b])
+
+    # a third adapter joins the export later: only it is converted and checked; the base stays as it was
+    c = lora_adapter(tiny_engine, base, tmp_path / "ad-c", "ad-c", ["o_proj", "down_proj"], 4, seed=3)
+    weights = (Path(export.path) / "model.onnx.data").stat().st_mtime_ns
+    added = finished(tiny_engine, tiny_engine.start_run(AddAdaptersConfig(model_id="tiny-multi", adapters=[c],
+                                                                          adapter_examples=4)))
+    assert [r["adapter"] for r in added.summary["adapters"]] == [c] and added.summary["adapters"][0][
+        "greedy_agreement"] >= 0.95
+    assert tiny_engine.adapters_of("tiny-multi") == [a, b, c]
+    assert (Path(export.path) / "model.onnx.data").stat().st_mtime_ns == weights
+    assert tiny_engine.get_model("tiny-multi").size_bytes > export.size_bytes
+    assert list(tiny_engine.chat(f"tiny-multi:{c}", [{"role": "user", "content": "hi"}]))[-1].done
+    with pytest.raises(InvalidInput, match="already"):
+        tiny_engine.start_run(AddAdaptersConfig(model_id="tiny-multi", adapters=[a]))
     with pytest.raises(NotFound, match=f"tiny-multi:{a}"):
         tiny_engine.resolve("tiny-multi:nope")
     with pytest.raises(NotFound, match="has none"):
@@ -92,6 +106,12 @@ def test_adapters_that_do_not_fit_the_export_are_refused_before_a_run(tiny_engin
     cases = [(dict(adapters=[other]), "trained on 'tiny'"), (dict(adapters=[head]), "lm_head"),
              (dict(adapters=[own, own]), "twice"), (dict(adapters=[base]), "not a LoRA adapter"),
              (dict(adapters=[own], precision="int8"), "affine int4")]
+    plain = finished(tiny_engine, tiny_engine.start_run(QuantizeConfig(model_id=base, verify_tokens=0,
+                                                                       output_name="plain")))
+    assert plain.status.value == "succeeded"
+    with pytest.raises(InvalidInput, match="without adapter slots"):
+        tiny_engine.start_run(AddAdaptersConfig(model_id="plain", adapters=[own]))
+    before = len(tiny_engine.list_runs(limit=None))
     for fields, words in cases:
         with pytest.raises(InvalidInput, match=words):
             tiny_engine.start_run(QuantizeConfig(model_id=base, **fields))

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine import EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig, Task, TuneConfig
-from engine.configs import BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
+from engine.configs import AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
 from engine.errors import SlmopsError
 from engine.records import RunStatus
 from engine.gguf_export import check_architecture
@@ -113,6 +113,9 @@ CASES = [
      ["ghost"]),
     ("quantize-adapter-not-an-adapter", lambda e, t, d: e.check(QuantizeConfig(model_id="tiny", adapters=["tiny"])),
      ["tiny", "not a LoRA adapter"]),
+    ("add-adapters-to-a-non-export", lambda e, t, d: e.check(AddAdaptersConfig(model_id="tiny", adapters=["tiny"])),
+     ["not an ONNX export", "with adapters"]),
+    ("add-adapters-none", lambda e, t, d: AddAdaptersConfig(model_id="tiny", adapters=[]), ["adapters", "at least 1"]),
     # ---- models (Models tab, `python -m engine models add`) ----
     ("model-path-missing", lambda e, t, d: e.add_model(str(t / "no-such-model")), ["no-such-model"]),
     ("model-path-is-a-file", lambda e, t, d: e.add_model(write(t, "notes.txt", "hello")), ["notes.txt"]),

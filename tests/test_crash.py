@@ -3,7 +3,7 @@ the server itself is killed mid-run and restarted, and a worker runs out of disk
 says what happened, the store passes PRAGMA integrity_check, no record was lost, and every registered model and
 artifact has complete files (outputs are written to `*.partial` and renamed; leftovers are removed).
 
-Bounded: 10 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
+Bounded: 11 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
 kill points (default 1)."""
 import json
 import os
@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, Settings
-from engine.configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                            GenerateDataConfig, GgufConfig, QuantizeConfig, SelfTestConfig, TuneConfig)
+from engine.configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig,
+                            FineTuneConfig, GenerateDataConfig, GgufConfig, QuantizeConfig, SelfTestConfig, TuneConfig)
 from engine.records import RunStatus
 from engine.training import last_checkpoint
 from tests.helpers import ROOT, build_tiny_llama
+from tests.test_adapters import lora_adapter
 
 TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
 FAULTS = ("exception", "SIGTERM", "SIGKILL")
@@ -49,6 +50,9 @@ def job_configs(data: Path) -> dict:
                                      time_budget_s=0, ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
         "selftest": SelfTestConfig(model_id="tiny", max_new_tokens=24),
         "evaluate": EvaluateConfig(model_id="tiny", task="request_to_json", limit=24, backend="transformers"),
+        # each fault adds its own adapter (prepared below) to an export made with one
+        "add_adapters": AddAdaptersConfig(model_id="tiny-slots", adapters=["ad-exception"], adapter_examples=4,
+                                          min_agreement=0),
         # one trial: the study's bar follows its trial's (a killed study's trial stops itself)
         "tune": TuneConfig(base={**common, "model_id": "tiny", "eval_ratio": 0.1, "eval_max_examples": 0,
                                  "lora_r": 4, "lora_alpha": 8}, objective="eval_loss", trials=1,
@@ -116,6 +120,12 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
     rng = random.Random(int(os.environ.get("SLMOPS_CRASH_SEED", "1")))
     data = tmp_path / "train.jsonl"
     data.write_text("".join(TRAIN.read_text().splitlines(keepends=True)[:40]))
+    for name in ("ad-first", *(f"ad-{fault.lower()}" for fault in FAULTS)):
+        lora_adapter(crash_engine, "tiny", tmp_path / name, name, ["q_proj", "v_proj"], 4, seed=len(name))
+    slots = crash_engine.wait_run(crash_engine.start_run(QuantizeConfig(
+        model_id="tiny", adapters=["ad-first"], output_name="tiny-slots", verify_tokens=0, adapter_examples=2,
+        min_agreement=0)), timeout=300)
+    assert slots.status is RunStatus.SUCCEEDED, slots.error
     models_before = {m.id for m in crash_engine.list_models()}
     started, injected, outcomes = [], {f: 0 for f in FAULTS}, {}
     for kind, config in job_configs(data).items():
@@ -124,6 +134,8 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
             monkeypatch.setenv("SLMOPS_FAULT", f"raise@{at}" if fault == "exception" else "")
             if kind in ("quantize", "gguf"):
                 config = config.model_copy(update={"output_name": f"tiny-{kind}-{fault.lower()}"})
+            if kind == "add_adapters":
+                config = config.model_copy(update={"adapters": [f"ad-{fault.lower()}"]})
             run_id = crash_engine.start_run(config)
             started.append(run_id)
             if fault != "exception":

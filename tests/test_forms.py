@@ -14,7 +14,7 @@ from engine import JOB_KINDS
 # can press Start.
 DELIBERATE = {("quantize_sweep", "verify_tokens"), ("finetune", "train_path"), ("finetune", "eval_path")}
 FORM_KINDS = {"finetune", "generate_data", "distill", "distill_sweep", "quantize", "quantize_sweep", "gguf",
-              "benchmark", "evaluate"}
+              "add_adapters", "benchmark", "evaluate"}
 # Fields a form leaves out on purpose: the Continue button sets resume_from_run; a size sweep derives every student
 # itself (one per size), so the single student's fields do not apply.
 LEFT_OUT = {"resume_from_run"}

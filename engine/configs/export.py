@@ -123,6 +123,23 @@ def sweep_variants() -> dict[str, dict]:
     return {QuantizeConfig(model_id="x", **p).variant(): p for p in SWEEP_PRESETS}
 
 
+class AddAdaptersConfig(JobConfig):
+    """Add LoRA adapters to an ONNX export that was made with adapters: only the new adapters are converted and
+    checked (against their transformers adapters, as when the export was made); the base is not rebuilt."""
+
+    kind: ClassVar[str] = "add_adapters"
+    model_id: str = Field(description="The ONNX export (made with adapters) to add them to.")
+    adapters: list[str] = Field(min_length=1, max_length=16, description="LoRA adapters of the export's base "
+                                "model to add.")
+    adapter_examples: int = Field(default=32, ge=1, le=10_000, description="Held-out examples of each adapter's "
+                                  "training data its export is checked on.")
+    min_agreement: float = Field(default=0.75, ge=0.0, le=1.0, description="The export must pick the transformers "
+                                 "adapter's greedy token on at least this share of its held-out replies.")
+    min_task_retention: float = Field(default=0.95, ge=0.0, le=1.0, description="Share of the transformers "
+                                      "adapter's held-out answer score the export must keep.")
+    threads: int = Field(default=0, ge=0, le=256, description="Threads for the check (0: library default).")
+
+
 class QuantizeSweepConfig(JobConfig):
     """Build several candidate exports, verify each (size, decode speed, perplexity ratio), register the fastest
     one within the quality bound; the others stay in the run folder and can be registered from the UI."""

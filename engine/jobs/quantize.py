@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..chat_template import FOUNDRY_FILE
-from ..configs import QuantizeConfig
+from ..configs import AddAdaptersConfig, QuantizeConfig
 from ..errors import InvalidInput, VerificationFailed
 from ..export_verify import (Verifier, adapter_examples, check_agreement, check_task_kept, check_task_retention,
                              verify_adapter)
@@ -174,7 +174,7 @@ def build_export(ctx, config: QuantizeConfig, src: Path, out_dir: Path, progress
         ctx.log(f"affine int4: {report.matmuls} weight matrices, {report.grid_exact_share:.1%} of 4-bit blocks "
                 f"exactly on a d·q+m grid (max error {report.max_rel_error:.3g} of a step)")
         facts["grid_exact_share"] = report.grid_exact_share
-        if config.adapters and "fit" not in fit:  # the base's own fp32 build: adapters are measured against it
+        if config.adapters and fit.get("fit") != "gptq":  # the base's own fp32 build: adapters are measured on it
             shutil.rmtree(ctx.workdir / "parent-fp32", ignore_errors=True)
             build_dir.rename(ctx.workdir / "parent-fp32")
         shutil.rmtree(build_dir, ignore_errors=True)
@@ -259,13 +259,17 @@ def run(ctx, config: QuantizeConfig) -> None:
     ctx.progress(1.0, "done")
 
 
-def export_adapters(ctx, config: QuantizeConfig, base, folder: Path) -> None:
-    """Each adapter of config.adapters → <export>/adapters/<name>.onnx_adapter, checked against its transformers
-    adapter on its held-out examples; a check that fails refuses the whole export (nothing is registered)."""
-    from ..onnx_adapters import convert
+def export_adapters(ctx, config, base, folder: Path, out_dir: Path | None = None) -> list[Path]:
+    """Each adapter of config.adapters → <out_dir>/<name>.onnx_adapter (default: the export's adapters folder),
+    checked against its transformers adapter on its held-out examples; a check that fails raises (nothing is
+    registered). `config`: a QuantizeConfig or an AddAdaptersConfig."""
+    from ..onnx_adapters import ADAPTER_SUFFIX, ADAPTERS_DIR, convert
     from ..ort_genai import OgModel
 
-    base_fp32 = parent_export(ctx, config, base)
+    out_dir = out_dir or folder / ADAPTERS_DIR
+    fp32 = QuantizeConfig(model_id=base.id, precision="fp32")  # the builder settings of the fp32 builds
+
+    base_fp32 = parent_export(ctx, fp32, base)
     og_model = OgModel(folder, threads=config.threads)
     rows = []
     for i, name in enumerate(config.adapters):
@@ -274,13 +278,13 @@ def export_adapters(ctx, config: QuantizeConfig, base, folder: Path) -> None:
         ctx.progress(0.75 + 0.2 * i / len(config.adapters), f"adapters: converting '{name}'")
         merged = merged_source(ctx, adapter, ctx.workdir / f"merged-{name}")
         merged_fp32 = ctx.workdir / f"adapter-fp32-{name}"
-        run_builder(builder_command(merged, merged_fp32, "fp32", config, ctx.settings.cache_dir / "onnx-builder"),
+        run_builder(builder_command(merged, merged_fp32, "fp32", fp32, ctx.settings.cache_dir / "onnx-builder"),
                     ctx.workdir, ctx.log, ctx.check_cancelled)
         t0 = time.perf_counter()
-        convert(folder, base_fp32, merged_fp32, name, ctx.log)
+        file = convert(folder, base_fp32, merged_fp32, name, ctx.log, out_dir)
         shutil.rmtree(merged_fp32, ignore_errors=True)
         examples, mode, max_new = adapter_examples(ctx.store, adapter, config.adapter_examples)
-        row = verify_adapter(ctx, og_model.with_adapter(name), merged, examples, mode, max_new)
+        row = verify_adapter(ctx, og_model.with_adapter(name, file), merged, examples, mode, max_new)
         row["convert_s"] = round(time.perf_counter() - t0, 2)
         shutil.rmtree(merged, ignore_errors=True)
         rows.append(row)
@@ -298,6 +302,26 @@ def export_adapters(ctx, config: QuantizeConfig, base, folder: Path) -> None:
         if "export_score" in row:
             check_task_kept(f"{name}'s held-out examples", row["source_score"], row["export_score"],
                             config.min_task_retention, folder)
+    return [out_dir / f"{name}{ADAPTER_SUFFIX}" for name in config.adapters]
+
+
+def run_add_adapters(ctx, config: AddAdaptersConfig) -> None:
+    """Convert and check the new adapters in the run folder, then move them into the export's adapters folder
+    (each a rename: the export never holds a half-written adapter) and update its size."""
+    from ..onnx_adapters import ADAPTERS_DIR
+
+    export = ctx.store.get_model(config.model_id)
+    base = ctx.store.get_model(export.parent_id)
+    ctx.summary(output=export.id)
+    files = export_adapters(ctx, config, base, Path(export.path), ctx.workdir / "adapters")
+    target = Path(export.path) / ADAPTERS_DIR
+    target.mkdir(exist_ok=True)
+    for file in files:
+        file.replace(target / file.name)
+    ctx.store.update_model(export.id, size_bytes=export_size(Path(export.path)))
+    remove_intermediates(ctx.workdir)
+    ctx.log(f"added {', '.join(config.adapters)} to '{export.id}' (chat and serve: {export.id}:ADAPTER)")
+    ctx.progress(1.0, "done")
 
 
 def run_sweep(ctx, config) -> None:

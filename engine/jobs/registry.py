@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import checks
-from ..configs import (BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig, FineTuneConfig,
-                       GenerateDataConfig, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig,
+from ..configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig,
+                       FineTuneConfig, GenerateDataConfig, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig,
                        QuantizeSweepConfig, SelfTestConfig)
 from ..configs.tune import TuneConfig
 from ..errors import InvalidInput
@@ -77,6 +77,8 @@ for _kind in (
                      ("size_ratio", "size × source"), ("ppl_ratio", "perplexity × source"),
                      ("first_token_agreement", "first-token agreement"), ("decode_tok_s", "decode tokens/s"),
                      ("answer", "answer to 'capital of France?'"))),
+    JobKind(AddAdaptersConfig, quantize.run_add_adapters, checks.check_add_adapters, exclusive=True,
+            summary=(("output", "export"),)),
     JobKind(QuantizeSweepConfig, quantize.run_sweep, checks.check_quantize_sweep, exclusive=True,
             summary=(("chosen", "chosen variant"), ("output", "export"))),
     JobKind(GgufConfig, gguf.run, checks.check_gguf, exclusive=True,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from engine import EXPORT_FORMATS, GgufConfig, ModelFormat, QuantizeConfig, QuantizeSweepConfig, sweep_variants
+from engine import (EXPORT_FORMATS, AddAdaptersConfig, GgufConfig, ModelFormat, QuantizeConfig, QuantizeSweepConfig,
+                    sweep_variants)
 
 from ..charts import pareto_figure
 from ..forms import ConfigForm, model_choices, task_choices, ui_errors
@@ -122,7 +123,23 @@ def build_quantize_tab(engine) -> dict:
             gguf_form.field("verify_tokens", label="Verify tokens (GGUF)")
         gguf_form.remaining(label="More GGUF settings")
         gguf_start = gr.Button("Write GGUF and verify", elem_id="q-gguf-start")
-    build_job_panel(engine, run_state, ("quantize", "quantize_sweep", "gguf"),
+    add_form = ConfigForm(AddAdaptersConfig, required={"model_id": "Pick an export made with adapters.",
+                                                       "adapters": "Pick at least one adapter to add."})
+    with gr.Accordion("Add adapters to an export made with adapters", open=False, elem_id="q-add"):
+        gr.Markdown("Only the new adapters are converted and checked against their transformers adapters (held-out "
+                    "examples); the export's base is not rebuilt. Chat and serve then offer EXPORT:ADAPTER.")
+        with gr.Row():
+            add_export = add_form.field("model_id", gr.Dropdown(label="Export", choices=[], elem_id="q-add-export"))
+            add_adapters = add_form.field("adapters", gr.Dropdown(
+                label="Adapters to add", choices=[], value=[], multiselect=True, elem_id="q-add-adapters",
+                info="LoRA adapters of the export's base that it does not have yet."))
+        with gr.Row():
+            add_form.field("adapter_examples", label="Held-out examples per adapter")
+            add_form.field("min_agreement", label="Minimum greedy-token agreement")
+            add_form.field("min_task_retention", step=0.01)
+            add_form.field("threads")
+        add_start = gr.Button("Add adapters", elem_id="q-add-start")
+    build_job_panel(engine, run_state, ("quantize", "quantize_sweep", "gguf", "add_adapters"),
                     chart=False)
     pareto = gr.Plot(label="Candidates", visible=False, elem_id="q-pareto")
     cand_table = gr.Dataframe(headers=["variant", "MB", "size ratio", "decode tok/s", "perplexity ×", "first-token "
@@ -139,12 +156,20 @@ def build_quantize_tab(engine) -> dict:
                                           "export score", "transformers score", "score kept"], visible=False,
                                  interactive=False, label="Adapters of this export", elem_id="q-adapter-table")
 
-    def adapter_options(source, chosen):
+    def adapter_options(source, chosen, have=()):
+        """The ready LoRA adapters of `source` (less those in `have`), keeping what is still among them chosen."""
         options = [m.id for m in engine.list_models() if m.ready and m.format == ModelFormat.ADAPTER
-                   and m.parent_id == source]
+                   and m.parent_id == source and m.id not in have]
         return gr.update(choices=options, value=[a for a in chosen or [] if a in options])
 
     model.change(adapter_options, [model, adapters], [adapters], show_progress="hidden")
+
+    def addable(export_id, chosen):
+        if not export_id or not engine.store.has_model(export_id):
+            return gr.update(choices=[], value=[])
+        return adapter_options(engine.get_model(export_id).parent_id, chosen, set(engine.adapters_of(export_id)))
+
+    add_export.change(addable, [add_export, add_adapters], [add_adapters], show_progress="hidden")
 
     @ui_errors
     def do_check(*values):
@@ -163,6 +188,11 @@ def build_quantize_tab(engine) -> dict:
     def do_gguf(*values):
         run_id = engine.start_run(gguf_form.config(values))
         return run_id, f"Started GGUF run {run_id}."
+
+    @ui_errors
+    def do_add(*values):
+        run_id = engine.start_run(add_form.config(values))
+        return run_id, f"Started run {run_id}: adding adapters."
 
     @ui_errors
     def do_sweep(*values):
@@ -188,6 +218,7 @@ def build_quantize_tab(engine) -> dict:
     start.click(do_start, form.inputs, [run_state, check_text])
     sweep.click(do_sweep, sweep_form.inputs, [run_state, check_text])
     gguf_start.click(do_gguf, gguf_form.inputs, [run_state, check_text])
+    add_start.click(do_add, add_form.inputs, [run_state, check_text])
 
     shown = gr.State("")  # what was drawn last: polling redraws only when the candidates change
 
@@ -224,10 +255,13 @@ def build_quantize_tab(engine) -> dict:
 
     register.click(do_register, [run_state, pick, pick_name], [exports])
 
-    def refresh(current, current_task):
+    def refresh(current, current_task, current_export):
         sources = [m for m in model_choices(engine)
                    if engine.get_model(m).format in {ModelFormat.HF, ModelFormat.ADAPTER}]
+        with_adapters = [m.id for m in engine.list_models() if m.ready and engine.adapters_of(m.id)]
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
-                exports_rows(engine), task_choices(engine, current_task))
+                exports_rows(engine), task_choices(engine, current_task),
+                gr.update(choices=with_adapters, value=current_export if current_export in with_adapters else None))
 
-    return {"refresh": (refresh, [model, task], [model, exports, task]), "forms": [form, sweep_form, gguf_form]}
+    return {"refresh": (refresh, [model, task, add_export], [model, exports, task, add_export]),
+            "forms": [form, sweep_form, gguf_form, add_form]}
