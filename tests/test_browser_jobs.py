@@ -216,3 +216,47 @@ def test_a_study_from_the_finetune_tab_shows_its_trials_and_plots_and_clones_the
         page.wait_for_function(f"[...document.querySelectorAll('input')].some(i => i.value && "
                                f"Math.abs(Number(i.value) - {best}) < 1e-12)", timeout=30_000)
     keep_screenshots(tmp_path, ("tune.png",))
+
+
+@needs_chromium
+def test_adapters_exported_with_their_base_then_one_added_then_chatted_with(app_url, real_engine, tmp_path):
+    """Quantize exports the bundled model with a LoRA adapter (the adapter's check in a table), Add adapters joins a
+    second one to that export, and Chat lists both as EXPORT:ADAPTER."""
+    from tests.test_adapters import lora_adapter
+
+    base = real_engine.ensure_default_model().id
+    for name, seed in (("ui-ad-one", 1), ("ui-ad-two", 2)):
+        lora_adapter(real_engine, base, tmp_path / name, name, ["q_proj", "v_proj"], 4, seed=seed, scale=0.01)
+    with open_tab(app_url, "Quantize", wait_for_default_model=True) as page:
+        page.click("#q-adapters input")
+        page.get_by_role("option", name="ui-ad-one", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_label("Output name (optional)").first.fill("ui-adapters")
+        page.get_by_text("Advanced").click()
+        page.get_by_label("Verify tokens").fill("0")
+        page.get_by_label("Held-out examples per adapter").first.fill("4")
+        page.click("#q-start")
+        page.wait_for_function("document.querySelector('#q-adapter-table')?.innerText.includes('ui-ad-one')",
+                               timeout=600_000, polling=1000)
+        # once registered, the exports table lists the export with its adapter
+        page.wait_for_function("document.querySelector('#q-exports')?.innerText.includes('ui-ad-one')",
+                               timeout=120_000, polling=1000)
+        page.screenshot(path=str(tmp_path / "adapters.png"), full_page=True)
+
+        page.get_by_text("Add adapters to an export made with adapters").click()
+        page.click("#q-add-export input")
+        page.get_by_role("option", name="ui-adapters", exact=True).click()
+        page.click("#q-add-adapters input")
+        page.get_by_role("option", name="ui-ad-two", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_label("Held-out examples per adapter").nth(1).fill("4")
+        page.click("#q-add-start")
+        page.wait_for_function("document.querySelector('#q-adapter-table')?.innerText.includes('ui-ad-two')",
+                               timeout=600_000, polling=1000)
+        page.get_by_role("tab", name="Chat").click()
+        page.get_by_role("button", name="↻ Refresh models").click()
+        page.click("#chat-model input")
+        options = page.get_by_role("option").all_inner_texts()
+        assert {"ui-adapters:ui-ad-one", "ui-adapters:ui-ad-two"} <= set(options), options
+        page.screenshot(path=str(tmp_path / "adapters-chat.png"), full_page=True)
+    keep_screenshots(tmp_path, ("adapters.png", "adapters-chat.png"))

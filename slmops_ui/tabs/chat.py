@@ -46,7 +46,8 @@ def build_chat_tab(engine) -> dict:
 
     with gr.Row():
         model = gr.Dropdown(label="Model", choices=[], value=None, allow_custom_value=False, scale=3,
-                            info="Any registered, ready model. Loaded once, then kept in memory.")
+                            elem_id="chat-model", info="Any registered, ready model (an export's adapter as "
+                            "EXPORT:ADAPTER). Loaded once, then kept in memory.")
         refresh = gr.Button("↻ Refresh models", scale=0, min_width=140)
     navigation.picker("chat", model)
     with gr.Accordion("Generation settings", open=False):

@@ -164,6 +164,9 @@ def build_quantize_tab(engine) -> dict:
 
     model.change(adapter_options, [model, adapters], [adapters], show_progress="hidden")
 
+    def exports_with_adapters() -> list[str]:
+        return [m.id for m in engine.list_models() if m.ready and engine.adapters_of(m.id)]
+
     def addable(export_id, chosen):
         if not export_id or not engine.store.has_model(export_id):
             return gr.update(choices=[], value=[])
@@ -225,23 +228,24 @@ def build_quantize_tab(engine) -> dict:
     def show_run(run_id, last=""):
         if not run_id:
             return gr.update(visible=False), gr.update(visible=False), gr.update(choices=[], value=None), \
-                exports_rows(engine), gr.update(visible=False), "", gr.Timer(active=False)
+                exports_rows(engine), gr.update(visible=False), gr.skip(), "", gr.Timer(active=False)
         run = engine.get_run(int(run_id))
         signature = (f"{run.id}:{run.status.value}:{len(run.summary.get('candidates', []))}:"
                      f"{len(run.summary.get('adapters', []))}")
         if signature == last:
-            return (gr.skip(),) * 5 + (last, gr.Timer(active=not run.status.final))
+            return (gr.skip(),) * 6 + (last, gr.Timer(active=not run.status.final))
         rows = run.summary.get("candidates", [])
         fig = pareto_figure(rows, run.summary.get("max_ppl_ratio") or run.config.get("max_ppl_ratio"))
         left = [r["variant"] for r in rows if r["variant"] != run.summary.get("chosen")] if run.status.final else []
         return (gr.update(value=fig, visible=fig is not None),
                 gr.update(value=candidate_rows(run.summary), visible=bool(rows)),
                 gr.update(choices=left, value=None), exports_rows(engine),
-                gr.update(value=adapter_rows(run.summary), visible=bool(run.summary.get("adapters"))), signature,
+                gr.update(value=adapter_rows(run.summary), visible=bool(run.summary.get("adapters"))),
+                gr.update(choices=exports_with_adapters()) if run.status.final else gr.skip(), signature,
                 gr.Timer(active=not run.status.final))
 
     timer = gr.Timer(3.0, active=False)
-    shows = [pareto, cand_table, pick, exports, adapter_table, shown, timer]
+    shows = [pareto, cand_table, pick, exports, adapter_table, add_export, shown, timer]
     timer.tick(show_run, [run_state, shown], shows, show_progress="hidden")
     run_state.change(show_run, [run_state], shows)
 
@@ -258,7 +262,7 @@ def build_quantize_tab(engine) -> dict:
     def refresh(current, current_task, current_export):
         sources = [m for m in model_choices(engine)
                    if engine.get_model(m).format in {ModelFormat.HF, ModelFormat.ADAPTER}]
-        with_adapters = [m.id for m in engine.list_models() if m.ready and engine.adapters_of(m.id)]
+        with_adapters = exports_with_adapters()
         return (gr.update(choices=sources, value=current if current in sources else (sources[0] if sources else None)),
                 exports_rows(engine), task_choices(engine, current_task),
                 gr.update(choices=with_adapters, value=current_export if current_export in with_adapters else None))
