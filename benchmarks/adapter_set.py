@@ -139,8 +139,7 @@ def main() -> int:
         views[name] = lm.with_adapter(name)
         views[name].generate_ids(prompt, 8)
         memory[f"{i + 1} adapters"] = rss_mb()
-    lm._adapters.load(str(Path(multi.path) / "adapters" / "ft-json.onnx_adapter"), "third")  # same size as ft-json
-    third = lm.with_adapter("third")
+    third = lm.with_adapter("third", Path(multi.path) / "adapters" / "ft-json.onnx_adapter")  # ft-json's size
     third.generate_ids(prompt, 8)
     memory["3 adapters"] = rss_mb()
     print(f"\nresident memory (MB, process before loading {before:.0f}): " +

@@ -55,6 +55,7 @@ def test_models_add_list_chat_runs(tmp_path, tiny_model_dir):
     (("models", "add", "someone/some-model"), "offline"),
     (("runs", "show", "99"), "No run with id 99"),
     (("chat", "--model", "ghost", "--prompt", "hi"), "No model named 'ghost'"),
+    (("serve", "--model", "ghost", "--adapter", "a"), "No model named 'ghost'"),
 ])
 def test_errors_are_one_clear_line(tmp_path, args, message):
     result = cli(tmp_path / "ws", *args)

@@ -132,6 +132,27 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std:
 // Units (column pairs or columns) per task, a multiple of `align`. One large slice per thread for a single row:
 // each task handed to ONNX Runtime's pool costs more than a few columns' work (2 or 4 slices on two threads
 // decoded alike); more slices when many rows make each column's work large.
+// y[row, c0..c1) += t[row]·B[:, c0..c1) for every row: eight outputs at a time in a register over the r rows of B.
+void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64_t c0, int64_t c1) {
+  const int64_t r = lora.r;
+  for (int64_t row = 0; row < rows; ++row) {
+    const float* t = lora.t + row * r;
+    float* out = y + row * n;
+    int64_t c = c0;
+    for (; c + 8 <= c1; c += 8) {
+      __m256 acc = _mm256_loadu_ps(out + c);
+      for (int64_t q = 0; q < r; ++q)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(t[q]), _mm256_loadu_ps(lora.b + q * n + c), acc);
+      _mm256_storeu_ps(out + c, acc);
+    }
+    for (; c < c1; ++c) {
+      float sum = out[c];
+      for (int64_t q = 0; q < r; ++q) sum += t[q] * lora.b[q * n + c];
+      out[c] = sum;
+    }
+  }
+}
+
 int64_t per_task(int64_t units, int64_t rows, int64_t align) {
   const int64_t slices = rows == 1 ? cores() : std::max<int64_t>(16, 4 * cores());
   return std::max<int64_t>(align, ((units + slices - 1) / slices + align - 1) / align * align);

@@ -101,37 +101,54 @@ OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a,
   return nullptr;
 }
 
-// Y [rows, N] += (X [rows, K] · A [K, r]) · B [r, N], rows sliced over the pool: a LoRA adapter beside the base
-// weights. Small next to the base product (r ≪ K, N); the loops are left to the compiler's vectorizer.
-struct LoraWork {
-  const float *x, *a, *b;
-  float* y;
-  int64_t rows, k, r, n, per;
+// A LoRA adapter beside the base weights, in fp32: Y += (X · A) · B. Here t = X · A [rows, r] (A read once per row,
+// eight columns of t in registers); the kernel adds t · B on the columns each of its tasks writes.
+constexpr int64_t kMaxLoraRank = 512;  // one slot's rank: up to three matrices of rank 64 side by side, and more
+
+struct LoraDown {
+  const float *x, *a;
+  float* t;
+  int64_t rows, k, r, per;
 };
 
-void lora_task(void* data, size_t index) {
-  const auto* w = static_cast<const LoraWork*>(data);
-  std::vector<float> t(static_cast<size_t>(w->r));
-  const int64_t end = std::min(w->rows, static_cast<int64_t>(index + 1) * w->per);
-  for (int64_t row = static_cast<int64_t>(index) * w->per; row < end; ++row) {
-    const float* x = w->x + row * w->k;
-    std::fill(t.begin(), t.end(), 0.0f);
-    for (int64_t i = 0; i < w->k; ++i) {
-      const float xi = x[i];
-      const float* a = w->a + i * w->r;
-      for (int64_t j = 0; j < w->r; ++j) t[j] += xi * a[j];
+void lora_down_row(const float* x, const float* a, float* t, int64_t k, int64_t r) {
+  int64_t j = 0;
+  for (; j + 8 <= r; j += 8) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= k; i += 2) {
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(a + i * r + j), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 1]), _mm256_loadu_ps(a + (i + 1) * r + j), acc1);
     }
-    float* y = w->y + row * w->n;
-    for (int64_t j = 0; j < w->r; ++j) {
-      const float tj = t[j];
-      const float* b = w->b + j * w->n;
-      for (int64_t c = 0; c < w->n; ++c) y[c] += tj * b[c];
-    }
+    for (; i < k; ++i) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(a + i * r + j), acc0);
+    _mm256_storeu_ps(t + j, _mm256_add_ps(acc0, acc1));
+  }
+  for (; j < r; ++j) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < k; ++i) sum += x[i] * a[i * r + j];
+    t[j] = sum;
   }
 }
 
-OrtStatus* add_lora(const OrtApi* api, OrtKernelContext* context, const Tensor* lora, const float* x, float* y,
-                    int64_t rows, int64_t k, int64_t n) {
+void lora_down_task(void* data, size_t index) {
+  const auto* w = static_cast<const LoraDown*>(data);
+  const int64_t end = std::min(w->rows, static_cast<int64_t>(index + 1) * w->per);
+  for (int64_t row = static_cast<int64_t>(index) * w->per; row < end; ++row)
+    lora_down_row(w->x + row * w->k, w->a, w->t + row * w->r, w->k, w->r);
+}
+
+// One row (decode): each task sums its share of K into its own r values (A is read from memory: the base weights
+// streamed since the last token pushed it out of the caches, so both cores read it).
+void lora_down_part_task(void* data, size_t index) {
+  const auto* w = static_cast<const LoraDown*>(data);
+  const int64_t i0 = static_cast<int64_t>(index) * w->per, i1 = std::min(w->k, i0 + w->per);
+  lora_down_row(w->x + i0, w->a + i0 * w->r, w->t + static_cast<int64_t>(index) * w->r, i1 - i0, w->r);
+}
+
+// The adapter's rank (0: none) after checking its factors; t filled with X · A.
+OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor* lora, const float* x, int64_t rows,
+                     int64_t k, int64_t n, std::vector<float>* t, int64_t* rank) {
+  *rank = 0;
   if (lora[0].data == nullptr && lora[1].data == nullptr) return nullptr;
   if (lora[0].type != kSlmFloat || lora[1].type != kSlmFloat || lora[0].dims.size() != 2 || lora[1].dims.size() != 2)
     return error(api, "Q41MatMul: the adapter factors must be float A [K, r] and B [r, N]");
@@ -139,15 +156,26 @@ OrtStatus* add_lora(const OrtApi* api, OrtKernelContext* context, const Tensor* 
   if (lora[0].dims[0] != k || lora[1].dims[0] != r || lora[1].dims[1] != n)
     return error(api, "Q41MatMul: the adapter factors do not fit this matrix (A must be [K, r], B [r, N])");
   if (r == 0) return nullptr;
-  const int64_t tasks = std::min<int64_t>(rows, cores());
-  LoraWork work{x, static_cast<const float*>(lora[0].data), static_cast<const float*>(lora[1].data), y, rows, k, r,
-                n, (rows + tasks - 1) / tasks};
+  if (r > kMaxLoraRank) return error(api, "Q41MatMul: the adapter's rank is above 512 in one matrix");
+  *rank = r;
   ParallelCtx pc{api, context, nullptr};
+  if (rows == 1 && cores() > 1) {
+    const int64_t parts = cores();
+    t->assign(static_cast<size_t>(parts * r), 0.0f);
+    LoraDown work{x, static_cast<const float*>(lora[0].data), t->data(), 1, k, r, (k + parts - 1) / parts};
+    parallel_for(&pc, lora_down_part_task, static_cast<size_t>(parts), &work);
+    for (int64_t p = 1; p < parts; ++p)
+      for (int64_t j = 0; j < r; ++j) (*t)[j] += (*t)[p * r + j];
+    return pc.status;
+  }
+  t->resize(static_cast<size_t>(rows * r));
+  const int64_t tasks = std::min<int64_t>(rows, cores());
+  LoraDown work{x, static_cast<const float*>(lora[0].data), t->data(), rows, k, r, (rows + tasks - 1) / tasks};
   if (tasks == 1) {
-    lora_task(&work, 0);
+    lora_down_task(&work, 0);
     return nullptr;
   }
-  parallel_for(&pc, lora_task, static_cast<size_t>(tasks), &work);
+  parallel_for(&pc, lora_down_task, static_cast<size_t>(tasks), &work);
   return pc.status;
 }
 
@@ -169,14 +197,17 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   int64_t rows = 0;
   if (OrtStatus* s = output(api, context, t[0], n, &y, &rows)) return s;
   if (rows == 0) return nullptr;
-  ParallelCtx pc{api, context, nullptr};
-  slmops_q41_matmul(static_cast<const float*>(t[0].data), static_cast<const uint8_t*>(t[1].data),
-                    static_cast<const uint16_t*>(t[2].data), static_cast<const uint16_t*>(t[3].data), y, rows, n, k,
-                    parallel_for, &pc);
-  if (pc.status != nullptr) return pc.status;
+  const auto* x = static_cast<const float*>(t[0].data);
   Tensor lora[2];
   if (OrtStatus* s = read_inputs(api, context, lora, 2, 4, true)) return s;
-  return add_lora(api, context, lora, static_cast<const float*>(t[0].data), y, rows, k, n);
+  std::vector<float> lora_t;
+  int64_t rank = 0;
+  if (OrtStatus* s = lora_down(api, context, lora, x, rows, k, n, &lora_t, &rank)) return s;
+  ParallelCtx pc{api, context, nullptr};
+  slmops_q41_matmul_lora(x, static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data),
+                         static_cast<const uint16_t*>(t[3].data), y, rows, n, k, lora_t.data(),
+                         static_cast<const float*>(lora[1].data), rank, parallel_for, &pc);
+  return pc.status;
 }
 
 // Q80MatMul(A float [..., K], table uint8 [N, ...] holding q + 128 (K values a row), d float [N·K/32])

@@ -65,6 +65,7 @@ struct Work {
   float* y;
   int64_t rows, n, k, pairs_per_task;
   int64_t first_pair;  // where task 0 starts
+  Lora lora{};
 };
 
 struct GemmWork {  // the float GEMM (gemm.inc) over Q4_1 panels
@@ -150,12 +151,19 @@ using namespace slmops;
 extern "C" void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k, Parallel parallel, void* ctx) {
+  slmops_q41_matmul_lora(x, w, d, m, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
+}
+
+extern "C" void slmops_q41_matmul_lora(
+    const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
+    int64_t k, const float* lora_t, const float* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
   const int isa = active_isa();
+  const Lora lora{lora_t, lora_b, lora_r};
   int64_t first_pair = 0;
   if (rows >= kGemmRows && n >= kGemmCols) {
     static void (*const kGemm[])(void*, size_t) = {avx2::run_gemm_task, avxvnni::run_gemm_task,
                                                    avx512vnni::run_gemm_task};
-    GemmWork gemm{{x, y, rows, n, k, per_task(n / kGemmCols, rows, 1)}, w, d, m};
+    GemmWork gemm{{x, y, rows, n, k, per_task(n / kGemmCols, rows, 1), lora}, w, d, m};
     run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.g.blocks_per_task, parallel, ctx);
     first_pair = n / kGemmCols * kGemmCols / 2;
     if (first_pair == n / 2) return;
@@ -163,7 +171,7 @@ extern "C" void slmops_q41_matmul(
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
   prepare_activations(x, rows, k, true, &xd, &xs, &xsum);
-  Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_pair};
+  Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_pair, lora};
   work.pairs_per_task = first_pair ? n / 2 - first_pair : per_task(n / 2, rows, 2);  // the GEMM's leftover: one task
   static void (*const kTasks[])(void*, size_t) = {avx2::run_task, avxvnni::run_task, avx512vnni::run_task};
   run_tasks(kTasks[isa], &work, n / 2 - first_pair, work.pairs_per_task, parallel, ctx);
