@@ -2,10 +2,11 @@
 ONNX Runtime adapter file (`onnxruntime.AdapterFormat`, loaded by onnxruntime-genai's `og.Adapters`).
 
 The base's int4 export (engine/onnx_affine.py, `adapter_slots=True`) gives every 4-bit weight matrix two optional
-graph inputs, `<slot>.lora_A` [K, r] and `<slot>.lora_B` [r, N], whose same-named initializers are empty (r = 0): with
-no adapter active the model is the base. The fused kernel adds (x·A)·B inside its Q41MatMul call; the portable graph
-adds it with two MatMuls. A slot covers the matrices that one kernel call computes side by side (q/k/v packed by the
-builder, gate/up joined by the affine rewrite): their factors go side by side in A and block-diagonal in B.
+float16 graph inputs, `<slot>.lora_A` [K, r] and `<slot>.lora_B` [r, N], whose same-named initializers are empty
+(r = 0): with no adapter active the model is the base. The fused kernel adds (x·A)·B inside its Q41MatMul call (sums
+in fp32); the portable graph casts the factors to float and adds two MatMuls. A slot covers the matrices that one
+kernel call computes side by side (q/k/v packed by the builder, gate/up joined by the affine rewrite): their factors
+go side by side in A and block-diagonal in B.
 
 An adapter's factors come from its change to the base's weights, found in the builder's fp32 export of the merged
 adapter next to the base's (matched by initializer name, as for a fine-tune's int4 export in engine/onnx_delta.py),
@@ -71,7 +72,7 @@ def slot_parameters(slots: dict, factors: dict[str, tuple]) -> dict[str, np.ndar
     if missing:
         raise InvalidInput(f"the adapter changes {', '.join(missing)}, which the export has no adapter slot for "
                            "(LoRA on the embedding or the LM head): train the adapter without those target modules")
-    params = {}
+    params = {}  # float16: half the bytes each decode step reads (the kernel sums in fp32)
     for slot, layout in slots.items():
         parts = [(weight, width, factors.get(weight)) for weight, width in layout["parts"]]
         if not any(f is not None for _, _, f in parts):
@@ -86,7 +87,7 @@ def slot_parameters(slots: dict, factors: dict[str, tuple]) -> dict[str, np.ndar
                 a[:, row:row + r], b[row:row + r, col:col + width] = f
                 row += r
             col += width
-        params[f"{slot}.lora_A"], params[f"{slot}.lora_B"] = a, b
+        params[f"{slot}.lora_A"], params[f"{slot}.lora_B"] = a.astype(np.float16), b.astype(np.float16)
     return params
 
 

@@ -116,9 +116,9 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     matrix the fine-tune changed keeps its change (engine/onnx_delta.py): a low-rank change in fp32 beside the
     parent's 4-bit weights, a full-rank one that 4-bit rounding would erase as 8-bit blocks.
 
-    With `adapter_slots` every 4-bit matrix gets LoRA inputs (engine/onnx_adapters.py): graph inputs A [K, r] and
-    B [r, N] whose initializers of the same name are empty (r = 0, the base model) until an adapter file supplies
-    them; the slots and the matrices each covers are written to the export's adapter_slots.json."""
+    With `adapter_slots` every 4-bit matrix gets LoRA inputs (engine/onnx_adapters.py): float16 graph inputs
+    A [K, r] and B [r, N] whose initializers of the same name are empty (r = 0, the base model) until an adapter
+    file supplies them; the slots and the matrices each covers are written to the export's adapter_slots.json."""
     from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8
 
     if fused_library is not None and block != 32:
@@ -235,10 +235,12 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             fused[name] = (x, y, wname, (codes, pair_scales.astype(np.float16), m.astype(np.float16)))
             return [helper.make_node(OP_TYPE, [x, f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins", *lora], [y],
                                      name=f"{name}_Q41", domain=DOMAIN)]
-        if lora:  # the portable graph: the adapter's branch as ONNX Runtime MatMuls
+        if lora:  # the portable graph: the adapter's float16 factors cast to float, then ONNX Runtime MatMuls
             y_base = f"{name}/Base/output_0"
-            return (four_bit_portable(x, k, n, packed, d, m, wname, y_base, name, prefix)
-                    + low_rank_branch(x, *lora, y_base, y, name))
+            casts = [helper.make_node("Cast", [f], [f"{f}/float"], name=f"{f}/Cast", to=onnx.TensorProto.FLOAT)
+                     for f in lora]
+            return (four_bit_portable(x, k, n, packed, d, m, wname, y_base, name, prefix) + casts
+                    + low_rank_branch(x, *(f"{f}/float" for f in lora), y_base, y, name))
         return four_bit_portable(x, k, n, packed, d, m, wname, y, name, prefix)
 
     def four_bit_portable(x, k, n, packed, d, m, wname, y, name, prefix) -> list:
@@ -347,9 +349,10 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     graph.initializer.extend(kept + new_inits)
     for slot, layout in slots.items():  # optional inputs: an initializer of the same name is the default (empty)
         k, n = layout["k"], sum(width for _, width in layout["parts"])
-        for suffix, shape, dims in ((".lora_A", (k, 0), [k, "lora_r"]), (".lora_B", (0, n), ["lora_r", n])):
-            graph.initializer.append(numpy_helper.from_array(np.zeros(shape, np.float32), slot + suffix))
-            graph.input.append(helper.make_tensor_value_info(slot + suffix, onnx.TensorProto.FLOAT, dims))
+        rank = f"{slot}.r"  # each slot its own: an adapter's ranks differ from slot to slot (0 where it has none)
+        for suffix, shape, dims in ((".lora_A", (k, 0), [k, rank]), (".lora_B", (0, n), [rank, n])):
+            graph.initializer.append(numpy_helper.from_array(np.zeros(shape, np.float16), slot + suffix))
+            graph.input.append(helper.make_tensor_value_info(slot + suffix, onnx.TensorProto.FLOAT16, dims))
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     if fused_library is not None:

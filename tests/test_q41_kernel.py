@@ -123,8 +123,9 @@ def test_fused_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
 @pytest.mark.parametrize("shape,n,rank", [((1, 1, 64), 96, 8), ((1, 9, 64), 66, 4), ((2, 20, 96), 64, 24),
                                           ((1, 3, 64), 32, 0)])
 def test_fused_kernel_adds_a_lora_adapter_from_its_optional_inputs(kernel_lib, shape, n, rank):
-    """Q41MatMul(x, …, A [K, r], B [r, N]) = Q41MatMul(x, …) + (x·A)·B in fp32; r = 0 (the default of an export with
-    adapter inputs and no adapter active) adds nothing; an A that does not fit is refused with the shapes named."""
+    """Q41MatMul(x, …, A [K, r], B [r, N]) = Q41MatMul(x, …) + (x·A)·B (float16 factors, fp32 sums); r = 0 (the
+    default of an export with adapter inputs and no adapter active) adds nothing; factors that do not fit are
+    refused with the shapes named."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -137,8 +138,8 @@ def test_fused_kernel_adds_a_lora_adapter_from_its_optional_inputs(kernel_lib, s
                {"B": codes, "d": scales.astype(np.float16), "m": m.astype(np.float16)}.items()]
     node = helper.make_node(OP_TYPE, ["x", "B", "d", "m", "lora_A", "lora_B"], ["y"], domain=DOMAIN)
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape)),
-              helper.make_tensor_value_info("lora_A", TensorProto.FLOAT, [k, "ra"]),
-              helper.make_tensor_value_info("lora_B", TensorProto.FLOAT, ["rb", n])]
+              helper.make_tensor_value_info("lora_A", TensorProto.FLOAT16, [k, "ra"]),
+              helper.make_tensor_value_info("lora_B", TensorProto.FLOAT16, ["rb", n])]
     graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
@@ -147,11 +148,11 @@ def test_fused_kernel_adds_a_lora_adapter_from_its_optional_inputs(kernel_lib, s
     options.register_custom_ops_library(str(kernel_lib))
     sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     x = rng.standard_normal(shape).astype(np.float32)
-    a = rng.standard_normal((k, rank)).astype(np.float32) * 0.1
-    b = rng.standard_normal((rank, n)).astype(np.float32) * 0.1
+    a = (rng.standard_normal((k, rank)) * 0.1).astype(np.float16)
+    b = (rng.standard_normal((rank, n)) * 0.1).astype(np.float16)
     y = sess.run(None, {"x": x, "lora_A": a, "lora_B": b})[0]
     base = session(kernel_lib, w, list(shape)).run(None, {"x": x})[0]
-    update = (x.astype(np.float64) @ a) @ b
+    update = (x.astype(np.float64) @ a.astype(np.float64)) @ b.astype(np.float64)
     np.testing.assert_allclose(y - base, update, atol=1e-5 * max(1.0, np.abs(update).max()))
     if rank:
         with pytest.raises(Exception, match="adapter factors do not fit"):

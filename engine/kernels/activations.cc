@@ -141,13 +141,15 @@ void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64
     int64_t c = c0;
     for (; c + 8 <= c1; c += 8) {
       __m256 acc = _mm256_loadu_ps(out + c);
-      for (int64_t q = 0; q < r; ++q)
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(t[q]), _mm256_loadu_ps(lora.b + q * n + c), acc);
+      for (int64_t q = 0; q < r; ++q) {
+        const __m256 b = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(lora.b + q * n + c)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(t[q]), b, acc);
+      }
       _mm256_storeu_ps(out + c, acc);
     }
     for (; c < c1; ++c) {
       float sum = out[c];
-      for (int64_t q = 0; q < r; ++q) sum += t[q] * lora.b[q * n + c];
+      for (int64_t q = 0; q < r; ++q) sum += t[q] * _cvtsh_ss(lora.b[q * n + c]);
       out[c] = sum;
     }
   }

@@ -42,11 +42,11 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std:
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
 
-// A LoRA adapter beside the weights: y += t·B, t = x·A [rows, r] computed before the call, B [r, N]; r = 0: none.
-// Each task of a matmul adds it on the columns it wrote (no pass of its own over y).
+// A LoRA adapter beside the weights: y += t·B, t = x·A [rows, r] computed before the call, B [r, N] float16;
+// r = 0: none. Each task of a matmul adds it on the columns it wrote (no pass of its own over y).
 struct Lora {
   const float* t = nullptr;
-  const float* b = nullptr;
+  const uint16_t* b = nullptr;
   int64_t r = 0;
 };
 void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64_t c0, int64_t c1);
@@ -79,10 +79,10 @@ __attribute__((visibility("default"))) const char* slmops_kernel_path();
 __attribute__((visibility("default"))) void slmops_q41_matmul(const float* x, const uint8_t* w, const uint16_t* d,
                                                               const uint16_t* m, float* y, int64_t rows, int64_t n,
                                                               int64_t k, slmops::Parallel parallel, void* ctx);
-// slmops_q41_matmul plus a LoRA adapter: y += t·b with t [rows, r] (= x·A, the caller's) and b [r, N] float.
+// slmops_q41_matmul plus a LoRA adapter: y += t·b with t [rows, r] (= x·A, the caller's) and b [r, N] float16.
 __attribute__((visibility("default"))) void slmops_q41_matmul_lora(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
-    int64_t k, const float* lora_t, const float* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
+    int64_t k, const float* lora_t, const uint16_t* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
 // Q8_0: w [N, K] holding q + 128, d [N, K/32] float.
 __attribute__((visibility("default"))) void slmops_q80_matmul(const float* x, const uint8_t* w, const float* d,
                                                               float* y, int64_t rows, int64_t n, int64_t k,

@@ -1,7 +1,8 @@
 // The onnxruntime custom ops of domain "slmops" over the kernels: Q41MatMul(A float [..., K], B uint8
 // [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32]) and Q80MatMul(A, table uint8 [N, K], d float
 // [N·K/32]) → Y float [..., N]; RegisterCustomOps is the library's entry point. Q41MatMul takes two optional
-// inputs more, a LoRA adapter's factors A float [K, r] and B float [r, N]: Y += (A_in · A) · B (r = 0: nothing).
+// inputs more, a LoRA adapter's factors A float16 [K, r] and B float16 [r, N]: Y += (A_in · A) · B (r = 0:
+// nothing).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -101,31 +102,37 @@ OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a,
   return nullptr;
 }
 
-// A LoRA adapter beside the base weights, in fp32: Y += (X · A) · B. Here t = X · A [rows, r] (A read once per row,
-// eight columns of t in registers); the kernel adds t · B on the columns each of its tasks writes.
+// A LoRA adapter beside the base weights: Y += (X · A) · B, factors stored in float16 (half the bytes a decode step
+// reads; converted by F16C), sums in fp32. Here t = X · A [rows, r] (A read once per row, eight columns of t in
+// registers); the kernel adds t · B on the columns each of its tasks writes.
 constexpr int64_t kMaxLoraRank = 512;  // one slot's rank: up to three matrices of rank 64 side by side, and more
 
 struct LoraDown {
-  const float *x, *a;
+  const float* x;
+  const uint16_t* a;
   float* t;
   int64_t rows, k, r, per;
 };
 
-void lora_down_row(const float* x, const float* a, float* t, int64_t k, int64_t r) {
+inline __m256 load_half8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+void lora_down_row(const float* x, const uint16_t* a, float* t, int64_t k, int64_t r) {
   int64_t j = 0;
   for (; j + 8 <= r; j += 8) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= k; i += 2) {
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(a + i * r + j), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 1]), _mm256_loadu_ps(a + (i + 1) * r + j), acc1);
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), load_half8(a + i * r + j), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(x[i + 1]), load_half8(a + (i + 1) * r + j), acc1);
     }
-    for (; i < k; ++i) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), _mm256_loadu_ps(a + i * r + j), acc0);
+    for (; i < k; ++i) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(x[i]), load_half8(a + i * r + j), acc0);
     _mm256_storeu_ps(t + j, _mm256_add_ps(acc0, acc1));
   }
   for (; j < r; ++j) {
     float sum = 0.0f;
-    for (int64_t i = 0; i < k; ++i) sum += x[i] * a[i * r + j];
+    for (int64_t i = 0; i < k; ++i) sum += x[i] * _cvtsh_ss(a[i * r + j]);
     t[j] = sum;
   }
 }
@@ -150,8 +157,9 @@ OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor*
                      int64_t k, int64_t n, std::vector<float>* t, int64_t* rank) {
   *rank = 0;
   if (lora[0].data == nullptr && lora[1].data == nullptr) return nullptr;
-  if (lora[0].type != kSlmFloat || lora[1].type != kSlmFloat || lora[0].dims.size() != 2 || lora[1].dims.size() != 2)
-    return error(api, "Q41MatMul: the adapter factors must be float A [K, r] and B [r, N]");
+  if (lora[0].type != kSlmFloat16 || lora[1].type != kSlmFloat16 || lora[0].dims.size() != 2 ||
+      lora[1].dims.size() != 2)
+    return error(api, "Q41MatMul: the adapter factors must be float16 A [K, r] and B [r, N]");
   const int64_t r = lora[0].dims[1];
   if (lora[0].dims[0] != k || lora[1].dims[0] != r || lora[1].dims[1] != n)
     return error(api, "Q41MatMul: the adapter factors do not fit this matrix (A must be [K, r], B [r, N])");
@@ -162,7 +170,7 @@ OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor*
   if (rows == 1 && cores() > 1) {
     const int64_t parts = cores();
     t->assign(static_cast<size_t>(parts * r), 0.0f);
-    LoraDown work{x, static_cast<const float*>(lora[0].data), t->data(), 1, k, r, (k + parts - 1) / parts};
+    LoraDown work{x, static_cast<const uint16_t*>(lora[0].data), t->data(), 1, k, r, (k + parts - 1) / parts};
     parallel_for(&pc, lora_down_part_task, static_cast<size_t>(parts), &work);
     for (int64_t p = 1; p < parts; ++p)
       for (int64_t j = 0; j < r; ++j) (*t)[j] += (*t)[p * r + j];
@@ -170,7 +178,7 @@ OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor*
   }
   t->resize(static_cast<size_t>(rows * r));
   const int64_t tasks = std::min<int64_t>(rows, cores());
-  LoraDown work{x, static_cast<const float*>(lora[0].data), t->data(), rows, k, r, (rows + tasks - 1) / tasks};
+  LoraDown work{x, static_cast<const uint16_t*>(lora[0].data), t->data(), rows, k, r, (rows + tasks - 1) / tasks};
   if (tasks == 1) {
     lora_down_task(&work, 0);
     return nullptr;
@@ -180,7 +188,7 @@ OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor*
 }
 
 // Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32][, LoRA A
-// float [K, r], LoRA B float [r, N]])
+// float16 [K, r], LoRA B float16 [r, N]])
 OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[4];
@@ -206,7 +214,7 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   ParallelCtx pc{api, context, nullptr};
   slmops_q41_matmul_lora(x, static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data),
                          static_cast<const uint16_t*>(t[3].data), y, rows, n, k, lora_t.data(),
-                         static_cast<const float*>(lora[1].data), rank, parallel_for, &pc);
+                         static_cast<const uint16_t*>(lora[1].data), rank, parallel_for, &pc);
   return pc.status;
 }
 
@@ -240,7 +248,7 @@ OrtCustomOp make_op() {
   op.GetName = [](const OrtCustomOp*) { return kQ41 ? "Q41MatMul" : "Q80MatMul"; };
   op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
   op.GetInputType = [](const OrtCustomOp*, size_t i) {
-    return static_cast<int>(i == 0 || i >= 4 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
+    return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
   };
   op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{kQ41 ? 6u : 3u}; };
   op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };

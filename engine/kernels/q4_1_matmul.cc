@@ -156,7 +156,7 @@ extern "C" void slmops_q41_matmul(
 
 extern "C" void slmops_q41_matmul_lora(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
-    int64_t k, const float* lora_t, const float* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
+    int64_t k, const float* lora_t, const uint16_t* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
   const int isa = active_isa();
   const Lora lora{lora_t, lora_b, lora_r};
   int64_t first_pair = 0;
