@@ -224,9 +224,11 @@ def cmd_serve(engine: Engine, args) -> int:
     if args.host not in {"127.0.0.1", "localhost", "::1"} and not key:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach this port can use it",
               file=sys.stderr)
-    refs = engine.serve_refs(args.model, args.adapter)
-    print(f"serving {', '.join(refs)} at http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
-    serve(engine, refs, args.host, args.port, key, args.record_prompts, args.max_concurrency, args.max_queue)
+    with_adapters = f" with adapters {', '.join(args.adapter)}" if args.adapter else ""
+    print(f"serving {', '.join(args.model)}{with_adapters} at http://{args.host}:{args.port}/v1", file=sys.stderr,
+          flush=True)
+    serve(engine, args.model, args.host, args.port, key, args.record_prompts, args.max_concurrency, args.max_queue,
+          args.adapter)
     return 0
 
 

@@ -133,18 +133,20 @@ class Admission:
 
 
 def create_app(engine, model_ids: list[str], api_key: str | None = None, server: str = "127.0.0.1:8000",
-               record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY, max_queue: int = MAX_QUEUE):
+               record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY, max_queue: int = MAX_QUEUE,
+               adapters: list[str] = ()):
     """The API app; `server` names it in the request records (host:port), `record_prompts` keeps each request's
     last message in its record (off by default: prompts may be private); `max_concurrency` requests generate at
-    once, `max_queue` more wait, further ones get 429."""
+    once, `max_queue` more wait, further ones get 429. `adapters`: served as MODEL:ADAPTER for each listed export that
+    has them (Engine.serve_refs)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
     admission = Admission(max_concurrency, max_queue)  # refuses a limit below 1 before anything else
-    for model_id in model_ids:
-        engine.resolve(model_id)  # refuse to start on a missing or unready model (or adapter)
+    # refuse to start on a missing or unready model (or adapter)
+    model_ids = engine.serve_refs(model_ids, adapters)
     created = int(time.time())
     metrics, log = ServeMetrics(), RequestLog(engine.store, server)
     metrics.queued.set_function(lambda: len(admission.waiting))
@@ -328,10 +330,12 @@ def sse_events(chunks, stop: threading.Event, stops: list[str], completion_id: s
 
 
 def serve(engine, model_ids: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY, max_queue: int = MAX_QUEUE):
+          record_prompts: bool = False, max_concurrency: int = MAX_CONCURRENCY, max_queue: int = MAX_QUEUE,
+          adapters: list[str] = ()):
     import uvicorn
 
-    app = create_app(engine, model_ids, api_key, f"{host}:{port}", record_prompts, max_concurrency, max_queue)
+    app = create_app(engine, model_ids, api_key, f"{host}:{port}", record_prompts, max_concurrency, max_queue,
+                     adapters)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
