@@ -163,7 +163,7 @@ class Engine:
             have = [m for m in model_ids if ":" not in m and name in self.adapters_of(m)]
             if not have:
                 raise InvalidInput(f"None of {', '.join(model_ids)} has an adapter '{name}': serve an ONNX export "
-                                   "made with adapters (the Models tab lists each export's adapters).")
+                                   "made with adapters (the Quantize tab's exports table lists their adapters).")
             refs += [f"{m}:{name}" for m in have]
         for ref in refs:
             self.resolve(ref)

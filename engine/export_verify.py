@@ -155,10 +155,10 @@ class Verifier:
         return out
 
 
-def adapter_examples(store, adapter, limit: int) -> tuple[list[tuple[list[dict], str | None]], str, int]:
+def adapter_examples(store, adapter, limit: int, log=print) -> tuple[list[tuple[list[dict], str | None]], str, int]:
     """(prompt, reference) pairs an adapter's export is checked on, the scoring mode and the answer length: its
-    fine-tune's held-out examples (the same seeded split), or — when its run or data is gone — the general check
-    prompts without references."""
+    fine-tune's held-out examples (the same seeded split), or — when its run or data is gone, said in the log — the
+    general check prompts without references."""
     from .configs import FineTuneConfig
     from .scoring import split_conversation
     from .training import split_conversations
@@ -166,7 +166,9 @@ def adapter_examples(store, adapter, limit: int) -> tuple[list[tuple[list[dict],
     try:
         config = FineTuneConfig.model_validate_json(store.get_run(adapter.run_id).config_json)
         _, _, held = split_conversations(config)
-    except Exception:  # noqa: BLE001 - no run, another kind of run, or its data moved: general prompts instead
+    except Exception as exc:  # noqa: BLE001 - no run, another kind of run, or its data moved: general prompts
+        log(f"adapter '{adapter.id}': its fine-tune's held-out examples are not available ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); checked on the general check prompts, without answer scores", "warning")
         return [([{"role": "user", "content": p}], None) for p in agreement_prompts()][:limit], "exact", 32
     pairs = [split_conversation(c) for c in held if isinstance(c, list) and any(m["role"] == "assistant" for m in c)]
     return pairs[:limit], config.score, config.eval_max_new_tokens
