@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import dataset_files
+from . import dataset_files, model_refs
 from .chat import LoadedModels, stream_reply
 from .conversations import Conversations
 from .checks import check_finetune, check_new_names, check_quantize, check_scorable, student_preview
@@ -127,47 +127,16 @@ class Engine:
         return model
 
     def resolve(self, ref: str) -> tuple[ModelRecord, str | None]:
-        """A chat or serve model reference → (ready model, adapter name or None). `BASE:ADAPTER` names an adapter of an
-        ONNX export made with adapters (model ids have no colon)."""
-        model_id, _, adapter = ref.partition(":")
-        model = self.ready_model(model_id)
-        if not adapter:
-            return model, None
-        names = self.adapters_of(model_id)
-        if adapter not in names:
-            listed = (f"its adapters are {', '.join(f'{model_id}:{n}' for n in names)}" if names else
-                      "it has none (export a base with adapters: quantize with `adapters`)")
-            raise NotFound(f"Model '{model_id}' has no adapter '{adapter}': {listed}.")
-        return model, adapter
+        """A chat or serve model (an id, or EXPORT:ADAPTER) → (ready model, adapter or None): engine/model_refs.py."""
+        return model_refs.resolve(self, ref)
 
-    def adapters_of(self, model_id: str) -> list[str]:
+    def adapters_of(self, model: str | ModelRecord) -> list[str]:
         """The adapters an ONNX export was made with (addressed as `MODEL:ADAPTER`); [] for any other model."""
-        from .onnx_adapters import adapter_names
-
-        model = self.get_model(model_id)
-        return adapter_names(Path(model.path)) if model.format == ModelFormat.ONNX else []
-
-    def chat_refs(self) -> list[str]:
-        """Every ready model and every adapter of a ready export, as chat and serve take them."""
-        refs = []
-        for m in self.list_models():
-            if m.ready:
-                refs += [m.id] + [f"{m.id}:{name}" for name in self.adapters_of(m.id)]
-        return refs
+        return model_refs.adapters_in(self.get_model(model) if isinstance(model, str) else model)
 
     def serve_refs(self, model_ids: list[str], adapters: list[str] = ()) -> list[str]:
-        """What a server answers to: `model_ids` (each a model or `BASE:ADAPTER`) and, for each of `adapters`, every
-        `BASE:ADAPTER` of the listed exports that has it. InvalidInput/NotFound when one does not resolve."""
-        refs = list(model_ids)
-        for name in adapters:
-            have = [m for m in model_ids if ":" not in m and name in self.adapters_of(m)]
-            if not have:
-                raise InvalidInput(f"None of {', '.join(model_ids)} has an adapter '{name}': serve an ONNX export "
-                                   "made with adapters (the Quantize tab's exports table lists their adapters).")
-            refs += [f"{m}:{name}" for m in have]
-        for ref in refs:
-            self.resolve(ref)
-        return list(dict.fromkeys(refs))
+        """What a server of `model_ids` with `adapters` answers to (each checked): engine/model_refs.py."""
+        return model_refs.serve_refs(self, model_ids, adapters)
 
     # ---- chat ---------------------------------------------------------------------------------------------
     def chat(self, model_id: str, messages: list[dict], params: GenerationParams | None = None,

@@ -202,7 +202,7 @@ def check_add_adapters(engine, config: AddAdaptersConfig) -> None:
                            "adapters (Quantize, adapters) instead.")
     read_slots(Path(export.path))
     base = engine.ready_model(export.parent_id)
-    have = set(engine.adapters_of(export.id))
+    have = set(engine.adapters_of(export))
     clash = [name for name in config.adapters if name in have]
     if clash:
         raise InvalidInput(f"'{export.id}' has adapter {', '.join(clash)} already; add only new ones.")

@@ -139,7 +139,6 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     new_inits: list = []
     drop_inits: set[str] = set()
     block_sums: dict[str, str] = {}  # input tensor → its block sums (shared by q/k/v, gate/up)
-    slots_k: dict[str, int] = {}  # input tensor → its width K
     indicator: dict[int, str] = {}
     head_table: dict[str, tuple[str, str]] = {}  # fp32 head weight name → (uint8 table, scales)
     head_4bit: dict[str, np.ndarray] = {}  # fp32 head weights quantized to 4 bits (a tied embedding needs its own)
@@ -188,9 +187,9 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
                              [numpy_helper.from_array(np.array(widths, np.int64), f"{base}_split")])
             joined = f"{first}_Q41_siblings/output_0"
             lora = []
-            if all(fused[name][2] in slots for name in names):
-                parts = [slots.pop(fused[name][2])["parts"][0] for name in names]
-                lora = slot_inputs(base, slots_k[x], parts)
+            if all(fused[name][2] in slots for name in names):  # one slot for the group, over the same K
+                singles = [slots.pop(fused[name][2]) for name in names]
+                lora = slot_inputs(base, singles[0]["k"], [single["parts"][0] for single in singles])
             new_nodes[first] = [
                 helper.make_node(OP_TYPE, [x, f"{base}_Q41", f"{base}_scales", f"{base}_mins", *lora], [joined],
                                  name=f"{first}_Q41_siblings", domain=DOMAIN),
@@ -229,7 +228,6 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         exact_blocks += int((err < 1e-3).sum())
         total_blocks += err.size
         lora = slot_inputs(wname, k, [[wname, n]]) if slot else []
-        slots_k[x] = k
         if fused_library is not None and n % 2 == 0:  # initializers written by fuse_siblings (below)
             codes, pair_scales = fused_layout(packed, d)
             fused[name] = (x, y, wname, (codes, pair_scales.astype(np.float16), m.astype(np.float16)))

@@ -138,7 +138,7 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
     """The API app; `server` names it in the request records (host:port), `record_prompts` keeps each request's
     last message in its record (off by default: prompts may be private); `max_concurrency` requests generate at
     once, `max_queue` more wait, further ones get 429. `adapters`: served as MODEL:ADAPTER for each listed export that
-    has them (Engine.serve_refs)."""
+    has them (engine/model_refs.py)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse

@@ -263,6 +263,13 @@ def model_choices(engine, ready_only: bool = True) -> list[str]:
     return [m.id for m in engine.list_models() if m.ready or not ready_only]
 
 
+def chat_choices(engine) -> list[str]:
+    """What Chat can talk to: every ready model, and each adapter of a ready export made with adapters
+    (`EXPORT:ADAPTER`)."""
+    return [ref for m in engine.list_models() if m.ready
+            for ref in (m.id, *(f"{m.id}:{name}" for name in engine.adapters_of(m)))]
+
+
 def settings_yaml(config: BaseModel) -> str:
     """A job config as the YAML file the CLI runs (`python -m engine run --config FILE`): its kind and the
     settings that differ from the defaults."""

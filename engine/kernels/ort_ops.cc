@@ -62,15 +62,13 @@ void parallel_for(void* ctx, void (*task)(void*, size_t), size_t count, void* da
   p->status = fn<KernelContextParallelForFn>(p->api, kKernelContextParallelFor)(p->context, task, count, batches, data);
 }
 
-// Inputs [first, first + count); an absent one is an error unless `optional` (then its Tensor stays empty).
+// Inputs [first, first + count); an absent one (ONNX Runtime gives null, also past the node's last input) is an
+// error unless `optional` (then its Tensor stays empty).
 OrtStatus* read_inputs(const OrtApi* api, OrtKernelContext* context, Tensor* t, size_t count, size_t first = 0,
                        bool optional = false) {
   for (size_t i = 0; i < count; ++i) {
     const OrtValue* value = nullptr;
-    if (OrtStatus* s = fn<KernelContextGetInputFn>(api, kKernelContextGetInput)(context, first + i, &value)) {
-      if (optional) return nullptr;  // past the node's last input
-      return s;
-    }
+    if (OrtStatus* s = fn<KernelContextGetInputFn>(api, kKernelContextGetInput)(context, first + i, &value)) return s;
     if (value == nullptr) {
       if (optional) continue;
       return error(api, "slmops kernel: an input is missing");
@@ -144,13 +142,6 @@ void lora_down_task(void* data, size_t index) {
     lora_down_row(w->x + row * w->k, w->a, w->t + row * w->r, w->k, w->r);
 }
 
-// One row (decode): each task sums its share of K into its own r values (A is read from memory: the base weights
-// streamed since the last token pushed it out of the caches, so both cores read it).
-void lora_down_part_task(void* data, size_t index) {
-  const auto* w = static_cast<const LoraDown*>(data);
-  const int64_t i0 = static_cast<int64_t>(index) * w->per, i1 = std::min(w->k, i0 + w->per);
-  lora_down_row(w->x + i0, w->a + i0 * w->r, w->t + static_cast<int64_t>(index) * w->r, i1 - i0, w->r);
-}
 
 // The adapter's rank (0: none) after checking its factors; t filled with X · A.
 OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor* lora, const float* x, int64_t rows,
@@ -166,23 +157,14 @@ OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor*
   if (r == 0) return nullptr;
   if (r > kMaxLoraRank) return error(api, "Q41MatMul: the adapter's rank is above 512 in one matrix");
   *rank = r;
-  ParallelCtx pc{api, context, nullptr};
-  if (rows == 1 && cores() > 1) {
-    const int64_t parts = cores();
-    t->assign(static_cast<size_t>(parts * r), 0.0f);
-    LoraDown work{x, static_cast<const uint16_t*>(lora[0].data), t->data(), 1, k, r, (k + parts - 1) / parts};
-    parallel_for(&pc, lora_down_part_task, static_cast<size_t>(parts), &work);
-    for (int64_t p = 1; p < parts; ++p)
-      for (int64_t j = 0; j < r; ++j) (*t)[j] += (*t)[p * r + j];
-    return pc.status;
-  }
   t->resize(static_cast<size_t>(rows * r));
   const int64_t tasks = std::min<int64_t>(rows, cores());
   LoraDown work{x, static_cast<const uint16_t*>(lora[0].data), t->data(), rows, k, r, (rows + tasks - 1) / tasks};
-  if (tasks == 1) {
+  if (tasks == 1) {  // decode: one row, a few thousand multiply-adds (splitting K over the pool gained nothing)
     lora_down_task(&work, 0);
     return nullptr;
   }
+  ParallelCtx pc{api, context, nullptr};
   parallel_for(&pc, lora_down_task, static_cast<size_t>(tasks), &work);
   return pc.status;
 }

@@ -10,7 +10,7 @@ import gradio as gr
 from engine import DEFAULT_MODEL_ID, GenerationParams
 
 from .. import navigation
-from ..forms import slider, ui_errors
+from ..forms import chat_choices, slider, ui_errors
 
 
 def _speed(chunk) -> str:
@@ -196,7 +196,7 @@ def build_chat_tab(engine) -> dict:
         if not conversation_id:
             raise gr.Error("Pick a saved conversation to open.")
         c = engine.conversations.get(int(conversation_id))
-        model_update = gr.update(value=c.model_id) if c.model_id in engine.chat_refs() else gr.skip()
+        model_update = gr.update(value=c.model_id) if c.model_id in chat_choices(engine) else gr.skip()
         return c.messages, c.messages, c.id, model_update, f"Opened **{c.title}** ({len(c.messages)} messages)."
 
     @ui_errors
@@ -267,7 +267,7 @@ def build_chat_tab(engine) -> dict:
     stop2.click(do_stop, None, None, queue=False)
 
     def refresh_choices(current_a, current_b):
-        choices = engine.chat_refs()  # models, and each adapter of an export made with adapters (MODEL:ADAPTER)
+        choices = chat_choices(engine)
         default = DEFAULT_MODEL_ID if DEFAULT_MODEL_ID in choices else (choices[0] if choices else None)
         a = current_a if current_a in choices else default
         b = current_b if current_b in choices else a

@@ -27,7 +27,7 @@ def exports_rows(engine) -> list[list]:
         variant = summary.get("variant", "") if m.format == ModelFormat.ONNX else f"gguf {summary.get('gguf_type', '')}"
         rows.append([m.id, m.parent_id or "", f"{(m.size_bytes or 0) / 1e6:.1f}", variant,
                      summary.get("ppl_ratio", ""), summary.get("decode_tok_s", ""),
-                     summary.get("first_token_agreement", ""), ", ".join(engine.adapters_of(m.id))])
+                     summary.get("first_token_agreement", ""), ", ".join(engine.adapters_of(m))])
     return rows
 
 
@@ -165,12 +165,13 @@ def build_quantize_tab(engine) -> dict:
     model.change(adapter_options, [model, adapters], [adapters], show_progress="hidden")
 
     def exports_with_adapters() -> list[str]:
-        return [m.id for m in engine.list_models() if m.ready and engine.adapters_of(m.id)]
+        return [m.id for m in engine.list_models() if m.ready and engine.adapters_of(m)]
 
     def addable(export_id, chosen):
         if not export_id or not engine.store.has_model(export_id):
             return gr.update(choices=[], value=[])
-        return adapter_options(engine.get_model(export_id).parent_id, chosen, set(engine.adapters_of(export_id)))
+        export = engine.get_model(export_id)
+        return adapter_options(export.parent_id, chosen, set(engine.adapters_of(export)))
 
     add_export.change(addable, [add_export, add_adapters], [add_adapters], show_progress="hidden")
 
