@@ -1,7 +1,7 @@
 """SLMOps Studio engine: models, runs, chat. No UI imports here (gradio/plotly belong to slmops_ui)."""
 from .api import Engine
-from .configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig,
-                      GenerateDataConfig, GenerationParams, GgufConfig, JobConfig, PrepareModelConfig,
+from .configs import (AdapterSetConfig, AddAdaptersConfig, BenchmarkConfig, DistillConfig, EvaluateConfig,
+                      FineTuneConfig, GenerateDataConfig, GenerationParams, GgufConfig, JobConfig, PrepareModelConfig,
                       QuantizeConfig, QuantizeSweepConfig, SearchRange, SelfTestConfig, TuneConfig, sweep_variants)
 from .configs.tune import DEFAULT_TUNE_SPACES, TUNE_OBJECTIVES
 from .errors import (Busy, InvalidInput, NotFound, OfflineError, SlmopsError, UnsupportedModel,
@@ -15,7 +15,7 @@ from .stats import within_noise
 from .tasks import Task
 
 __all__ = [
-    "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig", "AddAdaptersConfig",
+    "Engine", "Settings", "DEFAULT_MODEL_ID", "BenchmarkConfig", "AddAdaptersConfig", "AdapterSetConfig",
     "JobConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig", "FineTuneConfig",
     "GenerateDataConfig", "DistillConfig", "QuantizeConfig", "QuantizeSweepConfig", "GgufConfig", "GenerationParams",
     "TuneConfig", "SearchRange", "TUNE_OBJECTIVES", "DEFAULT_TUNE_SPACES",

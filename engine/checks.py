@@ -8,8 +8,9 @@ import re
 import struct
 from pathlib import Path
 
-from .configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig,
-                      FineTuneConfig, GenerateDataConfig, GgufConfig, QuantizeConfig, QuantizeSweepConfig)
+from .configs import (AdapterSetConfig, AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig,
+                      EvaluateConfig, FineTuneConfig, GenerateDataConfig, GgufConfig, QuantizeConfig,
+                      QuantizeSweepConfig)
 from .data import load_prompts
 from .errors import InvalidInput
 from .models import check_model_id
@@ -162,6 +163,19 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
                            f"{available / 2**30:.1f} GiB are free. Lower batch size or max length, or use "
                            "LoRA instead of full fine-tuning.")
     return {"reports": reports, "memory": memory, "available_bytes": available}
+
+
+def check_adapter_set(engine, config: AdapterSetConfig) -> dict:
+    """Each adapter as its own fine-tune (data, memory) and its task scorable; returns the first one's check."""
+    checked = []
+    for spec in config.adapters:
+        check_named_task(engine, spec.task)
+        task_eval = engine.get_task(spec.task).eval_path if spec.task else None
+        try:
+            checked.append(check_finetune(engine, config.adapter_config(spec, task_eval)))
+        except InvalidInput as exc:
+            raise InvalidInput(f"Adapter '{spec.name}': {exc}") from None
+    return checked[0]
 
 
 def check_quantize(engine, config: QuantizeConfig) -> dict:

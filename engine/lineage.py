@@ -10,7 +10,7 @@ KEY_NUMBERS = ("variant", "size_ratio", "ppl_ratio", "decode_tok_s", "first_toke
 
 def task_scores(store) -> dict[str, dict[str, str]]:
     """model → task → its newest score with the 95 % interval, from evaluate runs, benchmarks that scored a task,
-    and distillations (teacher and student)."""
+    adapter sets (each adapter on its task) and distillations (teacher and student)."""
     found: list[tuple[int, str, str, float, float, float]] = []  # (run id, model, task, score, low, high)
     for run in store.list_runs(limit=1000, kind="evaluate", status="succeeded"):
         s = run.summary
@@ -21,6 +21,10 @@ def task_scores(store) -> dict[str, dict[str, str]]:
             if row.get("task_score") is not None:
                 found.append((run.id, row["model_id"], row["task"], row["task_score"], row["task_ci_low"],
                               row["task_ci_high"]))
+    for run in store.list_runs(limit=500, kind="adapter_set"):  # a stopped set keeps the adapters it finished
+        for row in run.summary.get("adapters", []):
+            if row.get("ci_low") is not None:
+                found.append((run.id, row["adapter"], row["task"], row["score_after"], row["ci_low"], row["ci_high"]))
     students = {m.run_id: m.id for m in store.list_models() if m.run_id}
     for run in store.list_runs(limit=500, kind="distill", status="succeeded"):
         s = run.summary

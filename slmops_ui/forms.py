@@ -174,6 +174,9 @@ class ConfigForm:
         → one JSON object per line, a list of text in a text box → one item per line."""
         origin, args, _ = _annotation(self.cls.model_fields[name])
         widget = self.widgets.get(name)
+        if isinstance(widget, gr.Dataframe):  # a list of records, one row each (columns: the record's fields)
+            columns = list(args[0].model_fields)
+            return [[_cell(dict(item).get(c)) for c in columns] for item in value or []]
         if value is None:
             return None if origin in (int, float) or isinstance(widget, gr.Dropdown) else ""
         if origin is dict:
@@ -188,6 +191,13 @@ class ConfigForm:
     def to_value(self, name: str, shown):
         """A widget's value as its config field takes it (the inverse of `to_widget`)."""
         origin, args, optional = _annotation(self.cls.model_fields[name])
+        if isinstance(self.widgets.get(name), gr.Dataframe):  # rows → records; empty cells take their defaults
+            if isinstance(shown, dict):
+                shown = shown.get("data", [])
+            rows = shown.values.tolist() if hasattr(shown, "values") else shown or []
+            columns = list(args[0].model_fields)
+            return [{c: str(v).strip() for c, v in zip(columns, row) if str(v or "").strip()}
+                    for row in rows if any(str(v or "").strip() for v in row)]
         if isinstance(shown, str):
             shown = shown.strip()
         if shown in ("", None):
@@ -221,6 +231,10 @@ class ConfigForm:
         """What each widget shows for `config` (in the order of `inputs`)."""
         data = config if isinstance(config, dict) else config.model_dump()
         return [self.to_widget(name, data.get(name)) for name in self.widgets]
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
 
 
 def _json_line(name: str, n: int, line: str):

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from engine import EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig, Task, TuneConfig
-from engine.configs import AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, QuantizeConfig
+from engine.configs import (AdapterSetConfig, AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig,
+                            QuantizeConfig)
 from engine.errors import SlmopsError
 from engine.records import RunStatus
 from engine.gguf_export import check_architecture
@@ -116,6 +117,18 @@ CASES = [
     ("add-adapters-to-a-non-export", lambda e, t, d: e.check(AddAdaptersConfig(model_id="tiny", adapters=["tiny"])),
      ["not an ONNX export", "with adapters"]),
     ("add-adapters-none", lambda e, t, d: AddAdaptersConfig(model_id="tiny", adapters=[]), ["adapters", "at least 1"]),
+    ("adapter-set-names-repeat", lambda e, t, d: AdapterSetConfig(model_id="tiny", adapters=[
+        {"name": "a", "train_path": "x.jsonl"}, {"name": "a", "train_path": "y.jsonl"}]), ["repeat", "own name"]),
+    ("adapter-set-full-method", lambda e, t, d: AdapterSetConfig(model_id="tiny", method="full", adapters=[
+        {"name": "a", "train_path": "x.jsonl"}]), ["method", "lora"]),
+    ("adapter-set-none", lambda e, t, d: AdapterSetConfig(model_id="tiny", adapters=[]), ["adapters", "at least 1"]),
+    ("adapter-set-unknown-task", lambda e, t, d: e.check(AdapterSetConfig(model_id="tiny", adapters=[
+        {"name": "a", "train_path": write(t, "a.jsonl", rows(8)), "task": "nope"}])), ["nope", "task"]),
+    ("adapter-set-bad-file", lambda e, t, d: e.check(AdapterSetConfig(model_id="tiny", max_length=256, adapters=[
+        {"name": "good", "train_path": write(t, "a.jsonl", rows(8))},
+        {"name": "bad", "train_path": write(t, "b.jsonl", "not json\n")}])), ["adapter 'bad'", "b.jsonl"]),
+    ("adapter-set-name-taken", lambda e, t, d: e.check(AdapterSetConfig(model_id="tiny", adapters=[
+        {"name": "tiny", "train_path": write(t, "a.jsonl", rows(8))}])), ["tiny", "already exists"]),
     # ---- models (Models tab, `python -m engine models add`) ----
     ("model-path-missing", lambda e, t, d: e.add_model(str(t / "no-such-model")), ["no-such-model"]),
     ("model-path-is-a-file", lambda e, t, d: e.add_model(write(t, "notes.txt", "hello")), ["notes.txt"]),

@@ -260,3 +260,33 @@ def test_adapters_exported_with_their_base_then_one_added_then_chatted_with(app_
         assert {"ui-adapters:ui-ad-one", "ui-adapters:ui-ad-two"} <= set(options), options
         page.screenshot(path=str(tmp_path / "adapters-chat.png"), full_page=True)
     keep_screenshots(tmp_path, ("adapters.png", "adapters-chat.png"))
+
+
+@needs_chromium
+def test_an_adapter_set_from_the_finetune_tab_trains_one_adapter_per_task(app_url, tmp_path):
+    """The Adapter set panel shares the fine-tune form's settings; its table starts with the two bundled tasks (one
+    is renamed here); the results table fills in with each adapter's task score, and Models shows them under
+    their base."""
+    with open_tab(app_url, "Fine-tune", wait_for_default_model=True) as page:
+        page.get_by_label("Max steps").fill("2")
+        page.get_by_label("Eval steps").fill("2")
+        page.get_by_label("Eval max examples").fill("3")
+        page.get_by_text("Adapter set · one adapter per task on one base").click()
+        cell = page.locator("#set-adapters").get_by_text("json-adapter", exact=True)
+        cell.dblclick()
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.type("ui-set-json")
+        page.keyboard.press("Enter")
+        page.click("#set-start")
+        page.wait_for_function("document.body.innerText.includes('Started adapter-set run')", timeout=30_000)
+        page.wait_for_function("document.querySelector('#set-results')?.innerText.includes('label-adapter')",
+                               timeout=900_000, polling=1000)
+        results = page.inner_text("#set-results")
+        assert "ui-set-json" in results and "request_to_json" in results and "ticket_label" in results, results
+        page.screenshot(path=str(tmp_path / "adapter-set.png"), full_page=True)
+        page.reload()  # Models: the picked base's lineage lists each adapter with its task score
+        page.get_by_role("tab", name="Models").click()
+        page.wait_for_function("document.querySelector('#lineage')?.innerText.split('\\n').some(line => "
+                               "line.includes('ui-set-json') && line.includes('task request_to_json'))",
+                               timeout=30_000, polling=500)
+    keep_screenshots(tmp_path, ("adapter-set.png",))

@@ -3,7 +3,7 @@ the server itself is killed mid-run and restarted, and a worker runs out of disk
 says what happened, the store passes PRAGMA integrity_check, no record was lost, and every registered model and
 artifact has complete files (outputs are written to `*.partial` and renamed; leftovers are removed).
 
-Bounded: 11 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
+Bounded: 12 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
 kill points (default 1)."""
 import json
 import os
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, Settings
-from engine.configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig,
-                            FineTuneConfig, GenerateDataConfig, GgufConfig, QuantizeConfig, SelfTestConfig, TuneConfig)
+from engine.configs import (AdapterSetConfig, AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig,
+                            EvaluateConfig, FineTuneConfig, GenerateDataConfig, GgufConfig, QuantizeConfig,
+                            SelfTestConfig, TuneConfig)
 from engine.records import RunStatus
 from engine.training import last_checkpoint
 from tests.helpers import ROOT, build_tiny_llama
@@ -37,6 +38,12 @@ def job_configs(data: Path) -> dict:
     return {
         "finetune": FineTuneConfig(model_id="tiny", eval_ratio=0.1, eval_max_new_tokens=4, lora_r=4, lora_alpha=8,
                                    **common),
+        # two adapters, the first scored on a task: a kill lands in either, or in the scoring
+        "adapter_set": AdapterSetConfig(
+            model_id="tiny", eval_ratio=0.1, eval_max_new_tokens=4, lora_r=4, lora_alpha=8,
+            **{k: v for k, v in common.items() if k != "train_path"},
+            adapters=[{"name": "set-a", "train_path": str(data), "task": "request_to_json"},
+                      {"name": "set-b", "train_path": str(data)}]),
         "generate_data": GenerateDataConfig(teacher_model_id="tiny", max_prompts=24, batch_size=2, max_new_tokens=16,
                                             drop_truncated=False, min_chars=0),
         "distill": DistillConfig(teacher_model_id="tiny", keep_layers=1, eval_ratio=0.1, agreement_tokens=4,
@@ -134,6 +141,9 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
             monkeypatch.setenv("SLMOPS_FAULT", f"raise@{at}" if fault == "exception" else "")
             if kind in ("quantize", "gguf"):
                 config = config.model_copy(update={"output_name": f"tiny-{kind}-{fault.lower()}"})
+            if kind == "adapter_set":
+                config = config.model_copy(update={"adapters": [
+                    a.model_copy(update={"name": f"{a.name}-{fault.lower()}"}) for a in config.adapters]})
             if kind == "add_adapters":
                 config = config.model_copy(update={"adapters": [f"ad-{fault.lower()}"]})
             run_id = crash_engine.start_run(config)

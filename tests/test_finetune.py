@@ -175,3 +175,33 @@ def test_short_lora_run_on_the_bundled_model(real_engine, tmp_path):
     assert run.status is RunStatus.SUCCEEDED, (run.error, [line.message for line in real_engine.run_logs(rid)][-5:])
     assert real_engine.get_model("smollm2-ci-lora").parent_id == "smollm2-135m-instruct"
     real_engine.delete_model("smollm2-ci-lora")
+
+
+def test_an_adapter_set_trains_one_adapter_per_task_and_scores_each_on_its_task(tiny_engine, small_data):
+    from engine import AdapterSetConfig
+
+    label = ROOT / "assets" / "datasets" / "ticket_label.train.jsonl"
+    config = AdapterSetConfig(**{**tiny_config(small_data).model_dump(exclude={"train_path", "eval_path"}),
+                                 "eval_max_examples": 3, "max_length": 256, "adapters": [
+                                     {"name": "set-json", "train_path": str(small_data[0]), "task": "request_to_json"},
+                                     {"name": "set-label", "train_path": str(label), "task": "ticket_label"},
+                                     {"name": "set-plain", "train_path": str(small_data[0])}]})
+    rid = tiny_engine.start_run(config)
+    run = tiny_engine.wait_run(rid, timeout=600)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [line.message for line in tiny_engine.run_logs(rid)][-5:])
+    rows = {r["adapter"]: r for r in run.summary["adapters"]}
+    assert list(rows) == ["set-json", "set-label", "set-plain"] and run.summary["adapters_done"] == 3
+    for name, task in (("set-json", "request_to_json"), ("set-label", "ticket_label")):
+        model = tiny_engine.get_model(name)
+        assert model.format == "hf-adapter" and model.parent_id == "tiny" and model.run_id == rid
+        row = rows[name]
+        assert row["task"] == task and row["ci_low"] <= row["score_after"] <= row["ci_high"]
+        assert row["score_before"] is not None and row["eval_loss_after"] > 0
+        # the Models tab's lineage shows each adapter under its base with its task score
+        numbers = {c["id"]: c["numbers"] for c in tiny_engine.lineage("tiny")["children"]}
+        assert f"task {task}" in numbers[name]
+    # without a task the adapter keeps the fine-tune's own held-out score
+    assert rows["set-plain"]["task"] == "(held-out split)" and rows["set-plain"]["score_after"] is not None
+    # every stage's own predictions are kept with the run
+    kinds = [a.kind for a in tiny_engine.run_artifacts(rid)]
+    assert kinds.count("predictions") == 4  # two tasks: base before and adapter after each

@@ -14,11 +14,12 @@ from engine import JOB_KINDS
 # can press Start.
 DELIBERATE = {("quantize_sweep", "verify_tokens"), ("finetune", "train_path"), ("finetune", "eval_path")}
 FORM_KINDS = {"finetune", "generate_data", "distill", "distill_sweep", "quantize", "quantize_sweep", "gguf",
-              "add_adapters", "benchmark", "evaluate"}
+              "add_adapters", "benchmark", "evaluate", "adapter_set"}
 # Fields a form leaves out on purpose: the Continue button sets resume_from_run; a size sweep derives every student
 # itself (one per size), so the single student's fields do not apply.
 LEFT_OUT = {"resume_from_run"}
 SWEEP_LEFT_OUT = {"keep_layers", "layers", "student", "student_model_id"}
+SET_LEFT_OUT = {"train_path", "eval_path", "output_name"}  # an adapter set: each adapter has its own
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,10 @@ def required_values(cls) -> dict:
     """A value for every required field (a model, a data file)."""
     values = {}
     for name, field in cls.model_fields.items():
-        if field.is_required():
+        if name == "adapters" and cls.kind == "adapter_set":
+            values[name] = [{"name": "a1", "train_path": "/tmp/a.jsonl", "task": "t1"},
+                            {"name": "a2", "train_path": "/tmp/b.jsonl", "eval_path": "/tmp/b-eval.jsonl"}]
+        elif field.is_required():
             values[name] = ["m1", "m2"] if typing.get_origin(field.annotation) is list else "/tmp/some/file.jsonl"
     return values
 
@@ -79,7 +83,7 @@ def test_every_job_kind_with_a_tab_has_a_form(forms):
 
 def test_every_config_field_is_in_its_form(forms):
     for form in forms:
-        allowed = LEFT_OUT | (SWEEP_LEFT_OUT if form.cls.kind == "distill_sweep" else set())
+        allowed = LEFT_OUT | {"distill_sweep": SWEEP_LEFT_OUT, "adapter_set": SET_LEFT_OUT}.get(form.cls.kind, set())
         assert set(form.cls.model_fields) - set(form.widgets) <= allowed, form.cls.kind
 
 

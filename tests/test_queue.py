@@ -141,3 +141,28 @@ def test_a_plan_gives_each_phase_its_own_pace(engine, monkeypatch):
         assert bars == sorted(bars) and bars[-1] < 0.2
     finally:
         ctx.cancel_event.set()
+
+
+def test_a_plan_inside_a_part_of_a_set_moves_the_part_of_the_bar_and_times_the_whole_run(engine, monkeypatch):
+    """The third of four adapters (0.5-0.75 of the run's bar): its Plan's bar lands inside the part's share, its
+    stages carry the part's name, and the ETA covers the parts to come at the pace the run has kept (not only the
+    part's own end)."""
+    from engine.jobs import context
+
+    clock = [1000.0]
+    monkeypatch.setattr(context.time, "monotonic", lambda: clock[0])
+    run_id = engine.store.add_run("selftest", "{}", "local", None)
+    ctx = context.JobContext(run_id, engine.store, engine.settings)
+    try:
+        clock[0] = 1200.0  # the first part took 200 s
+        part = context.PartContext(ctx, "label-adapter", 0.5, 0.75, {})
+        plan = context.Plan(part, {"train": 100})
+        plan.guess["train"] = 2.0
+        clock[0] = 1250.0  # 25 steps in 50 s: 150 s left in this part, the part ends at run time 400 s
+        plan.span("train").progress(0.25, "step 25/100")
+        run = engine.get_run(run_id)
+        assert run.stage == "label-adapter: step 25/100"
+        assert abs(run.progress - (0.5 + 0.25 * 50 / 200)) < 1e-9  # the part's own elapsed share, mapped
+        assert abs(run.eta_s - (400 / 0.75 - 250)) < 1e-6  # 400 s reach 3/4 of the run: 533 s in all
+    finally:
+        ctx.cancel_event.set()

@@ -4,7 +4,8 @@ from .base import HELDOUT_PROMPTS, PROMPTS_DIR, SEED_PROMPTS, GenerationParams, 
 from .export import AddAdaptersConfig, GgufConfig, QuantizeConfig, QuantizeSweepConfig, sweep_variants
 from .jobs import (DEFAULT_SELFTEST_PROMPTS, GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig, EvaluateConfig,
                    PrepareModelConfig, SelfTestConfig)
-from .training import DistillConfig, DistillSweepConfig, FineTuneConfig, GenerateDataConfig, TrainingConfig
+from .training import (AdapterSetConfig, AdapterSpec, DistillConfig, DistillSweepConfig, FineTuneConfig,
+                       GenerateDataConfig, TrainingConfig)
 from .tune import SearchRange, TuneConfig
 
 __all__ = ["JobConfig", "GenerationParams", "PROMPTS_DIR", "SEED_PROMPTS", "HELDOUT_PROMPTS", "QuantizeConfig",
@@ -12,4 +13,4 @@ __all__ = ["JobConfig", "GenerationParams", "PROMPTS_DIR", "SEED_PROMPTS", "HELD
            "GEN_LENGTHS",
            "PROMPT_LENGTHS", "BenchmarkConfig", "EvaluateConfig", "PrepareModelConfig", "SelfTestConfig",
            "DistillConfig", "DistillSweepConfig", "FineTuneConfig", "GenerateDataConfig", "TrainingConfig",
-           "SearchRange", "TuneConfig"]
+           "SearchRange", "TuneConfig", "AdapterSetConfig", "AdapterSpec"]

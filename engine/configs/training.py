@@ -6,7 +6,7 @@ import math
 import os
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .base import SEED_PROMPTS, JobConfig
 
@@ -17,6 +17,14 @@ def retuned(cls, name: str, default):
     field = copy.copy(cls.model_fields[name])
     field.default = default
     return field
+
+
+def data_path(value: str | None, info) -> str | None:
+    """Relative paths are taken from where the config is made, so the worker (another cwd) finds them."""
+    value = (value or "").strip() or None
+    if value is None and info.field_name == "train_path":
+        raise ValueError("give the path of a training file (.jsonl, .json, .csv or .parquet)")
+    return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
 class TrainingConfig(JobConfig):
@@ -57,11 +65,7 @@ class TrainingConfig(JobConfig):
     @field_validator("train_path", "eval_path")
     @classmethod
     def _absolute(cls, value: str | None, info) -> str | None:
-        """Relative paths are taken from where the config is made, so the worker (another cwd) finds them."""
-        value = (value or "").strip() or None
-        if value is None and info.field_name == "train_path":
-            raise ValueError("give the path of a training file (.jsonl, .json, .csv or .parquet)")
-        return os.path.abspath(os.path.expanduser(value)) if value else value
+        return data_path(value, info)
 
 
 class FineTuneConfig(TrainingConfig):
@@ -91,6 +95,61 @@ class FineTuneConfig(TrainingConfig):
             return []
         merged = self.merge and self.method != "full"
         return [self.output_name] + ([f"{self.output_name}-merged"] if merged else [])
+
+
+class AdapterSpec(BaseModel):
+    """One adapter of a set: its name, its data, and the task it is for."""
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=120, description="Name the adapter is registered under.")
+    train_path: str = Field(min_length=1, description="Its training data: .jsonl, .json, .csv or .parquet.")
+    eval_path: str | None = Field(default=None, description="Held-out file; empty: the task's evaluation set when "
+                                  "a task is named, else a split of the training file.")
+    task: str = Field(default="", max_length=80, description="A stored task: the adapter (and its base) are scored "
+                      "on it with the task's scorer. Empty: the held-out split's score.")
+
+    @field_validator("train_path", "eval_path")
+    @classmethod
+    def _absolute(cls, value: str | None, info) -> str | None:
+        return data_path(value, info)
+
+
+class AdapterSetConfig(FineTuneConfig):
+    """Several LoRA adapters on one base, e.g. one per task, trained one after the other with the same settings
+    (the fine-tune form's) and each scored on its own task: one adapter per entry of `adapters`."""
+
+    kind: ClassVar[str] = "adapter_set"
+    train_path: str = Field(default="", description="Not used: each adapter names its own training file.")
+    eval_path: str | None = Field(default=None, description="Not used: each adapter names its own held-out file.")
+    output_name: str | None = Field(default=None, description="Not used: each adapter is registered by its name.")
+    method: Literal["lora", "qlora"] = Field(default="lora", description="An adapter set trains adapters: lora, "
+                                             "or qlora (4-bit base: CUDA + bitsandbytes).")
+    adapters: list[AdapterSpec] = Field(min_length=1, max_length=8, description="The adapters: name, training file, "
+                                        "optional eval file and task.")
+
+    @field_validator("train_path", "eval_path", "output_name")
+    @classmethod
+    def _absolute(cls, value: str | None, info) -> str | None:  # (overrides the fine-tune's: the set's own are unused)
+        return "" if info.field_name == "train_path" else None
+
+    @model_validator(mode="after")
+    def _adapters(self):
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter names repeat ({', '.join(names)}): give each adapter its own name")
+        return self
+
+    def new_model_ids(self) -> list[str]:
+        return [name for a in self.adapters for name in self.adapter_config(a).new_model_ids()]
+
+    def adapter_config(self, spec: AdapterSpec, task_eval_path: str | None = None) -> FineTuneConfig:
+        """The fine-tune of one adapter. With a task, its evaluation set is the held-out file (never trained on)
+        and the job scores on the task itself, so the fine-tune only measures eval loss."""
+        data = self.model_dump(exclude={"adapters"})
+        data.update(train_path=spec.train_path, eval_path=spec.eval_path or task_eval_path, output_name=spec.name,
+                    resume_from_run=None)
+        if spec.task:
+            data.update(eval_max_examples=0, score_before=False)
+        return FineTuneConfig(**data)
 
 
 class GenerateDataConfig(JobConfig):

@@ -139,6 +139,14 @@ class Span:
     def progress(self, fraction: float, stage: str) -> None:
         self._ctx.progress(self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0), stage)
 
+    def report(self, fraction: float, stage: str, eta_s: float | None) -> None:
+        """A Plan inside the span (a part of a sweep or a set): its bar mapped into [lo, hi], and its ETA, which
+        ends with the span, carried to the run's end at the pace the run has kept up to the span's end."""
+        if eta_s is not None and self.hi < 1.0:
+            elapsed = self._ctx.elapsed()
+            eta_s = (elapsed + eta_s) / max(self.hi, 1e-9) - elapsed
+        self._ctx.report(self.lo + (self.hi - self.lo) * min(max(float(fraction), 0.0), 1.0), stage, eta_s)
+
 
 class Plan:
     """A run's bar and ETA from the paces of its phases, for a job whose phases differ in pace (a fine-tune scores a
@@ -214,13 +222,19 @@ class PartContext(Span):
 
     def __init__(self, ctx, name: str, lo: float, hi: float, shared: dict):
         super().__init__(ctx, lo, hi)
-        self.name, self.shared = name, shared
+        self.name, self.shared, self._t0 = name, shared, time.monotonic()
         self.workdir = ctx.workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.values: dict = {}
 
     def progress(self, fraction: float, stage: str) -> None:
         super().progress(fraction, f"{self.name}: {stage}")
+
+    def report(self, fraction: float, stage: str, eta_s: float | None) -> None:
+        super().report(fraction, f"{self.name}: {stage}", eta_s)
+
+    def elapsed(self) -> float:  # the part's own time: a Plan inside it paces the part, not the run
+        return time.monotonic() - self._t0
 
     def stage(self, text: str) -> None:
         self._ctx.stage(f"{self.name}: {text}")

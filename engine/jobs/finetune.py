@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidInput
-from ..configs import FineTuneConfig
+from ..configs import AdapterSetConfig, EvaluateConfig, FineTuneConfig
 from ..exports import publish_model
 from ..training import TrainingSession, build_model, count_params, prepare_data, save_for_inference
-from .context import Plan
+from .context import PartContext, Plan
 from ..records import ModelFormat
+from ..tasks import Task
 
 CONFIG = FineTuneConfig
 
@@ -133,3 +134,49 @@ def save_outputs(ctx, config: FineTuneConfig, base, model, tokenizer) -> None:
         tmp = ctx.workdir / f"{merged_name}.partial"
         save_for_inference(merged, tokenizer, tmp)
         _publish(ctx, tmp, merged_name, ModelFormat.HF, base.id)
+
+
+SET_COLUMNS = ("adapter", "task", "score_before", "score_after", "ci_low", "ci_high", "eval_loss_after",
+               "train_examples", "wall_s")
+
+
+def run_set(ctx, config: AdapterSetConfig) -> None:
+    """Job `adapter_set`: each adapter by the fine-tune recipe (its own folder and registered adapter), then, when it
+    names a task, the adapter — and once per task its base — scored on that task by the evaluate recipe (the task's
+    scorer, a 95 % interval). The rows gather in the summary as adapters finish."""
+    from . import evaluate
+
+    t0 = time.perf_counter()
+    rows, base_scores, n = [], {}, len(config.adapters)
+    for i, spec in enumerate(config.adapters):
+        ctx.check_cancelled()
+        started = time.perf_counter()
+        task = Task.model_validate_json(ctx.store.task_json(spec.task)) if spec.task else None
+        # the bar: training takes most of each adapter's share; the scoring after it the rest
+        lo, hi = i / n, (i + 1) / n
+        split = hi if task is None or not config.eval_max_examples else lo + 0.8 * (hi - lo)
+        part = PartContext(ctx, spec.name, lo, split, {})
+        run(part, config.adapter_config(spec, task and task.eval_path))
+        row = {"adapter": spec.name, "task": spec.task or "(held-out split)", **part.values}
+        if task is not None and config.eval_max_examples:
+            score_on = [(spec.name, "after")]
+            if config.score_before and spec.task not in base_scores:
+                score_on.insert(0, (config.model_id, "before"))
+            for j, (model_id, when) in enumerate(score_on):
+                scoring = PartContext(ctx, f"{spec.name}-{when}-{spec.task}", split + j * (hi - split) / len(score_on),
+                                      split + (j + 1) * (hi - split) / len(score_on), {})
+                evaluate.run(scoring, EvaluateConfig(model_id=model_id, task=spec.task, backend="transformers",
+                                                     limit=config.eval_max_examples, threads=config.threads))
+                if when == "before":
+                    base_scores[spec.task] = scoring.values["score"]
+                else:
+                    row.update(score_after=scoring.values["score"], ci_low=scoring.values["ci_low"],
+                               ci_high=scoring.values["ci_high"])
+            row["score_before"] = base_scores.get(spec.task)
+        row["wall_s"] = round(time.perf_counter() - started, 1)
+        rows.append({k: row.get(k) for k in SET_COLUMNS})
+        ctx.summary(adapters=rows, adapters_done=len(rows))
+        ctx.log(f"{spec.name}: {spec.task or 'held-out'} score {row.get('score_before')} → {row.get('score_after')} "
+                f"in {row['wall_s']:.0f} s")
+    ctx.summary(base=config.model_id, wall_s=round(time.perf_counter() - t0, 1))
+    ctx.progress(1.0, "done")

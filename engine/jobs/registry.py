@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import checks
-from ..configs import (AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig, EvaluateConfig,
-                       FineTuneConfig, GenerateDataConfig, GgufConfig, JobConfig, PrepareModelConfig, QuantizeConfig,
-                       QuantizeSweepConfig, SelfTestConfig)
+from ..configs import (AdapterSetConfig, AddAdaptersConfig, BenchmarkConfig, DistillConfig, DistillSweepConfig,
+                       EvaluateConfig, FineTuneConfig, GenerateDataConfig, GgufConfig, JobConfig, PrepareModelConfig,
+                       QuantizeConfig, QuantizeSweepConfig, SelfTestConfig)
 from ..configs.tune import TuneConfig
 from ..errors import InvalidInput
 from ..tuning import check_tune
@@ -61,6 +61,8 @@ for _kind in (
             summary=(("score_before", "held-out score before"), ("score_after", "held-out score after"),
                      ("eval_loss_before", "eval loss before"), ("eval_loss_after", "eval loss after"),
                      ("wall_s", "wall time (s)"))),
+    JobKind(AdapterSetConfig, finetune.run_set, checks.check_adapter_set, exclusive=True,
+            summary=(("base", "base model"), ("adapters_done", "adapters trained"), ("wall_s", "wall time (s)"))),
     JobKind(GenerateDataConfig, generate.run, checks.check_generate, resumable=True, exclusive=True,
             summary=(("generated", "answers generated"), ("kept", "answers kept"),
                      ("teacher_tokens_per_s", "teacher tokens/s"))),

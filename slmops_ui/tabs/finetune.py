@@ -9,6 +9,7 @@ import gradio as gr
 
 from engine import FineTuneConfig, ModelFormat
 
+from ..adapter_set_panel import build_adapter_set_panel
 from ..forms import ConfigForm, model_choices, settings_file_row, ui_errors
 from ..job_panel import build_job_panel
 from ..tables import fmt_duration
@@ -127,6 +128,7 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         return run_id, f"Started run {run_id}."
 
     build_tune_panel(engine, "finetune", form, lambda *values: form.config(values))
+    adapter_set = build_adapter_set_panel(engine, form)
     validate.click(do_validate, inputs, [report, preview])
     made.change(lambda path: path or gr.skip(), [made], [train_path])
     estimate.click(do_estimate, inputs, [estimate_text], concurrency_limit=1, concurrency_id="probe")
@@ -138,4 +140,4 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
         return (gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None)),
                 gr.update(choices=datasets, value=current_data if current_data in dict(datasets).values() else None))
 
-    return {"refresh": (refresh, [model, made], [model, made]), "forms": [form]}
+    return {"refresh": (refresh, [model, made], [model, made]), "forms": [form, adapter_set]}
