@@ -3,9 +3,10 @@ an OpenAI-client run that alternates them.
 
     python benchmarks/adapter_set.py [--home DIR] [--threads 2] [--reps 8]
 
-1. Fine-tunes the bundled model twice with LoRA (skipped when the workspace has them): `ft-json` on the bundled
-   request → JSON task (r 8 on q_proj, v_proj: the fine-tune job's defaults) and `ft-label` on the bundled ticket →
-   label task (r 8 on all seven attention and MLP matrices), each with the task's evaluation file held out.
+1. Trains two LoRA adapters of the bundled model as one adapter set (the `adapter_set` job; skipped when the
+   workspace has them): `ft-json` on the bundled request → JSON task (r 8 on q_proj, v_proj: the fine-tune job's
+   defaults) and `ft-label` on the bundled ticket → label task (r 8 on all seven attention and MLP matrices), each
+   with its task's evaluation file held out and scored on its task before and after (95 % intervals).
 2. Exports the base once with both adapters (the quantize job with `adapters`), and the base alone (plain int4).
    Prints the quantize job's per-adapter check: greedy-token agreement of the export with the transformers adapter
    over the held-out examples, and both models' answer-match scores there with 95 % Wilson intervals.
@@ -33,18 +34,26 @@ ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 ADAPTERS = {"ft-json": ("request_to_json", "q_proj,v_proj"), "ft-label": ("ticket_label", ALL)}
 
 
-def fine_tune(engine, base: str, name: str, threads: int) -> None:
-    from engine import FineTuneConfig
+def train_set(engine, base: str, threads: int) -> None:
+    """Both adapters by one adapter_set job (skipped when the workspace has them); prints the set's table."""
+    from engine import AdapterSetConfig
 
-    if engine.store.has_model(name):
+    if not all(engine.store.has_model(name) for name in ADAPTERS):
+        print(f"training the adapter set {', '.join(ADAPTERS)} …", file=sys.stderr, flush=True)
+        config = AdapterSetConfig(model_id=base, threads=threads, adapters=[
+            {"name": name, "train_path": str(DATA / f"{task}.train.jsonl"), "task": task, "target_modules": targets}
+            for name, (task, targets) in ADAPTERS.items()])
+        run = engine.wait_run(engine.start_run(config), timeout=7200)
+        assert run.status.value == "succeeded", run.error
+    run = engine.get_run(engine.get_model(next(iter(ADAPTERS))).run_id)
+    if run.kind != "adapter_set":
         return
-    task, targets = ADAPTERS[name]
-    print(f"fine-tuning {name} (LoRA on {targets}) …", file=sys.stderr, flush=True)
-    config = FineTuneConfig(model_id=base, train_path=str(DATA / f"{task}.train.jsonl"),
-                            eval_path=str(DATA / f"{task}.eval.jsonl"), eval_max_examples=0, output_name=name,
-                            target_modules=targets, threads=threads)
-    run = engine.wait_run(engine.start_run(config), timeout=7200)
-    assert run.status.value == "succeeded", run.error
+    print(f"adapter set: run {run.id}, {run.summary['wall_s']:.0f} s")
+    print("\n| adapter | task | task score before | after (95 % CI) | eval loss after | wall s |")
+    print("|---|---|---|---|---|---|")
+    for r in run.summary["adapters"]:
+        print(f"| {r['adapter']} | {r['task']} | {r['score_before']:.2f} | {r['score_after']:.2f} "
+              f"({r['ci_low']:.2f}–{r['ci_high']:.2f}) | {r['eval_loss_after']:.4f} | {r['wall_s']:.0f} |")
 
 
 def export(engine, name: str, **settings):
@@ -108,8 +117,7 @@ def main() -> int:
     base = engine.ensure_default_model()
     if base.run_id and not base.ready:
         engine.wait_run(base.run_id, timeout=900)
-    for name in ADAPTERS:
-        fine_tune(engine, base.id, name, args.threads)
+    train_set(engine, base.id, args.threads)
     names = list(ADAPTERS)
     multi, run = export(engine, f"{base.id}-adapters", model_id=base.id, adapters=names, threads=args.threads,
                         adapter_examples=200)

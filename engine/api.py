@@ -384,6 +384,12 @@ class Engine:
     def run_artifacts(self, run_id: int) -> list[ArtifactRecord]:
         return self.store.artifacts(run_id)
 
+    def olive_config(self, run_id: int) -> Path:
+        """Olive's config that repeats a fine-tune or quantize run with `olive run` (engine.olive.olive_config)."""
+        from .olive import olive_config
+
+        return olive_config(self.store, self.store.get_run(run_id), self.settings.runs_dir / str(run_id) / "olive")
+
     def delete_run(self, run_id: int) -> None:
         run = self.store.get_run(run_id)
         if not run.status.final:

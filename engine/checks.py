@@ -151,6 +151,10 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
         raise InvalidInput(f"'{model.id}' is a {model.format} model; fine-tune its base or a merged model.")
     if config.method == "qlora" and (reason := qlora_unavailable_reason()):
         raise InvalidInput(reason + " Use method 'lora' instead.")
+    if config.backend == "olive":
+        from .olive import check_olive
+
+        check_olive(config)
     paths = [config.train_path] + ([config.eval_path] if config.eval_path else [])
     reports = [engine.validate_dataset(model.id, p, config.max_length, config.columns) for p in paths]
     errors = [f"{r.path}: {e}" for r in reports for e in r.errors]

@@ -11,8 +11,8 @@ from .api import Engine
 from .cli_flags import config_flags
 from .cli_commands import (cmd_benchmark, cmd_chat, cmd_eval, cmd_models_add, cmd_models_default, cmd_models_delete,
                            cmd_models_list, cmd_quantize, cmd_run, cmd_runs_cancel, cmd_runs_delete, cmd_runs_list,
-                           cmd_runs_resume, cmd_runs_show, cmd_serve, cmd_tasks_add, cmd_tasks_list, cmd_training_job,
-                           cmd_tune)
+                           cmd_runs_olive_config, cmd_runs_resume, cmd_runs_show, cmd_serve, cmd_tasks_add,
+                           cmd_tasks_list, cmd_training_job, cmd_tune)
 from .configs import (BenchmarkConfig, DistillConfig, EvaluateConfig, FineTuneConfig, GenerationParams, GgufConfig,
                       QuantizeConfig)
 from .errors import SlmopsError
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             p.add_argument("--tail", type=int, default=50, help="log lines to show")
         p.set_defaults(func=func)
+
+    p = runs.add_parser("olive-config", help="Olive's config (and command) that repeats a fine-tune or quantize run "
+                                             "with `olive run`")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_runs_olive_config)
 
     p = runs.add_parser("resume", help="continue a fine-tune run from its last checkpoint, as a new run")
     p.add_argument("id", type=int)

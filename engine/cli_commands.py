@@ -117,6 +117,12 @@ def cmd_runs_show(engine: Engine, args) -> int:
     return 0
 
 
+def cmd_runs_olive_config(engine: Engine, args) -> int:
+    path = engine.olive_config(args.id)
+    print(f"{path}\nrepeat the run with: olive run --config {path}")
+    return 0
+
+
 def cmd_runs_cancel(engine: Engine, args) -> int:
     run = engine.cancel_run(args.id)
     print(f"run {run.id}: cancel requested ({run.status.value})")

@@ -13,7 +13,8 @@ from .forms import ConfigForm, ui_errors
 from .job_panel import build_job_panel
 
 DATASETS = Path(__file__).resolve().parents[1] / "assets" / "datasets"
-SPEC_HEADERS = ["adapter name", "training file", "held-out file (optional)", "task (optional)"]
+SPEC_HEADERS = ["adapter name", "training file", "held-out file (optional)", "task (optional)",
+                "target modules (optional)"]
 RESULT_HEADERS = ["adapter", "task", "task score before", "task score after", "95 % interval", "eval loss after",
                   "training examples", "wall time (s)"]
 NOT_SHARED = ("train_path", "eval_path", "output_name")  # each adapter has its own
@@ -21,8 +22,8 @@ NOT_SHARED = ("train_path", "eval_path", "output_name")  # each adapter has its 
 
 def example_rows() -> list[list[str]]:
     """The two bundled tasks, one adapter each."""
-    return [["json-adapter", str(DATASETS / "request_to_json.train.jsonl"), "", "request_to_json"],
-            ["label-adapter", str(DATASETS / "ticket_label.train.jsonl"), "", "ticket_label"]]
+    return [["json-adapter", str(DATASETS / "request_to_json.train.jsonl"), "", "request_to_json", ""],
+            ["label-adapter", str(DATASETS / "ticket_label.train.jsonl"), "", "ticket_label", ""]]
 
 
 def result_rows(summary: dict) -> list[list]:
@@ -43,13 +44,14 @@ def build_adapter_set_panel(engine, finetune: ConfigForm) -> ConfigForm:
         for name, widget in finetune.widgets.items():
             if name not in NOT_SHARED:
                 form.field(name, widget)
-        gr.Markdown("One LoRA adapter per row, each trained with the settings above on its own file. A row that "
-                    "names a task holds out the task's evaluation set and scores the adapter (and once, the base) "
-                    "on it with the task's scorer; without a task the adapter is scored on a split of its file. "
-                    "The adapters can then share one ONNX export (Quantize tab, *Adapters to export with it*).")
-        form.field("adapters", gr.Dataframe(headers=SPEC_HEADERS, value=example_rows(), col_count=(4, "fixed"),
-                                            row_count=(2, "dynamic"), interactive=True, label="Adapters",
-                                            elem_id="set-adapters"))
+        gr.Markdown("One LoRA adapter per row, each trained with the settings above on its own file (a row may "
+                    "name its own target modules). A row that names a task holds out the task's evaluation set and "
+                    "scores the adapter (and once, the base) on it with the task's scorer; without a task the "
+                    "adapter is scored on a split of its file. The adapters can then share one ONNX export "
+                    "(Quantize tab, *Adapters to export with it*).")
+        form.field("adapters", gr.Dataframe(headers=SPEC_HEADERS, value=example_rows(), interactive=True,
+                                            col_count=(len(SPEC_HEADERS), "fixed"), row_count=(2, "dynamic"),
+                                            label="Adapters", elem_id="set-adapters"))
         start = gr.Button("Train the adapter set", elem_id="set-start")
         message = gr.Markdown("")
         build_job_panel(engine, run_state, ("adapter_set",), chart=False)

@@ -117,6 +117,9 @@ CASES = [
     ("add-adapters-to-a-non-export", lambda e, t, d: e.check(AddAdaptersConfig(model_id="tiny", adapters=["tiny"])),
      ["not an ONNX export", "with adapters"]),
     ("add-adapters-none", lambda e, t, d: AddAdaptersConfig(model_id="tiny", adapters=[]), ["adapters", "at least 1"]),
+    ("olive-full-finetune", lambda e, t, d: finetune(e, write(t, "a.jsonl", rows(8)), backend="olive", method="full"),
+     ["olive", "lora"]),
+    ("olive-config-of-an-unknown-run", lambda e, t, d: e.olive_config(999), ["999"]),
     ("adapter-set-names-repeat", lambda e, t, d: AdapterSetConfig(model_id="tiny", adapters=[
         {"name": "a", "train_path": "x.jsonl"}, {"name": "a", "train_path": "y.jsonl"}]), ["repeat", "own name"]),
     ("adapter-set-full-method", lambda e, t, d: AdapterSetConfig(model_id="tiny", method="full", adapters=[

@@ -51,6 +51,14 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
         page.wait_for_function(f"document.querySelector('#chat-input textarea')?.offsetParent !== null && "
                                f"[...document.querySelectorAll('input')].some(i => i.value === {made!r})",
                                timeout=30_000)
+        # Runs: the run exports as Olive's own config (and the command that makes it)
+        page.get_by_role("tab", name="Runs").click()
+        page.locator("#runs-table [role=gridcell]").filter(has_text=re.compile(r"^finetune$")).first.click()
+        page.wait_for_function(f"document.body.innerText.includes('Run {run_id.split()[-1]} · finetune')",
+                               timeout=30_000)
+        page.click("#runs-olive")
+        page.wait_for_function("document.querySelector('#runs-olive-files')?.innerText.includes('config.json')",
+                               timeout=120_000, polling=1000)
     keep_screenshots(tmp_path, ("finetune.png", "jobs.png"))
 
 

@@ -3,8 +3,8 @@ the server itself is killed mid-run and restarted, and a worker runs out of disk
 says what happened, the store passes PRAGMA integrity_check, no record was lost, and every registered model and
 artifact has complete files (outputs are written to `*.partial` and renamed; leftovers are removed).
 
-Bounded: 12 kinds x 3 faults on the tiny model, plus 2 server kills and 1 full disk. SLMOPS_CRASH_SEED picks the
-kill points (default 1)."""
+Bounded: 12 kinds (and fine-tune on Olive) x 3 faults on the tiny model, plus 2 server kills and 1 full disk.
+SLMOPS_CRASH_SEED picks the kill points (default 1)."""
 import json
 import os
 import random
@@ -38,6 +38,9 @@ def job_configs(data: Path) -> dict:
     return {
         "finetune": FineTuneConfig(model_id="tiny", eval_ratio=0.1, eval_max_new_tokens=4, lora_r=4, lora_alpha=8,
                                    **common),
+        # Olive's process is the worker's child: it ends with it (a SIGKILLed worker's too)
+        "finetune/olive": FineTuneConfig(model_id="tiny", backend="olive", eval_ratio=0.1, eval_max_new_tokens=4,
+                                         lora_r=4, lora_alpha=8, **common),
         # two adapters, the first scored on a task: a kill lands in either, or in the scoring
         "adapter_set": AdapterSetConfig(
             model_id="tiny", eval_ratio=0.1, eval_max_new_tokens=4, lora_r=4, lora_alpha=8,
@@ -80,6 +83,16 @@ def wait_until(predicate, timeout: float, step: float = 0.02):
 def kill_point(run, at: float):
     """The run, once it is running past `at` of its progress (or already over); else None."""
     return run if run.status.final or (run.status is RunStatus.RUNNING and run.progress >= at and run.pid) else None
+
+
+def command_lines() -> list[str]:
+    lines = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+    return lines
 
 
 def files_complete(path: Path, size_bytes: int | None) -> bool:
@@ -162,6 +175,15 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
     monkeypatch.delenv("SLMOPS_FAULT")
     figures = check_workspace(crash_engine, started, models_before)
     figures["kills"] = injected
+    home = str(crash_engine.settings.home)
+
+    def olive_left():
+        return [c for c in command_lines() if " -m olive " in c and home in c]
+    try:
+        wait_until(lambda: not olive_left(), 30, 0.5)
+    except AssertionError:
+        pass
+    assert not olive_left(), olive_left()  # no Olive process outlived its run
     print(json.dumps({"figures": figures, "outcomes": outcomes}, indent=1))
     assert sum(injected.values()) >= 15, outcomes  # nearly every run was really killed mid-way
     # the workspace still works: the model answers

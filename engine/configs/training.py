@@ -75,6 +75,10 @@ class FineTuneConfig(TrainingConfig):
     model_id: str = Field(description="Registered base model (safetensors folder) to fine-tune.")
     method: Literal["lora", "full", "qlora"] = Field(default="lora", description="lora: train small adapters; "
                                                      "full: all weights; qlora: 4-bit base (CUDA + bitsandbytes).")
+    backend: Literal["transformers", "olive"] = Field(
+        default="transformers", description="transformers: our Trainer loop (prompt tokens masked); olive: "
+        "Microsoft Olive's `olive finetune` in a child process (LoRA/QLoRA; it trains on the whole chat text), on "
+        "the same data split, scored the same way.")
     lora_r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
     lora_alpha: int = Field(default=16, ge=1, le=1024, description="LoRA scaling (alpha / r multiplies updates).")
     lora_dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="Dropout on the LoRA path.")
@@ -106,6 +110,8 @@ class AdapterSpec(BaseModel):
                                   "a task is named, else a split of the training file.")
     task: str = Field(default="", max_length=80, description="A stored task: the adapter (and its base) are scored "
                       "on it with the task's scorer. Empty: the held-out split's score.")
+    target_modules: str = Field(default="", max_length=2000, description="This adapter's LoRA target modules "
+                                "(empty: the set's).")
 
     @field_validator("train_path", "eval_path")
     @classmethod
@@ -146,7 +152,7 @@ class AdapterSetConfig(FineTuneConfig):
         and the job scores on the task itself, so the fine-tune only measures eval loss."""
         data = self.model_dump(exclude={"adapters"})
         data.update(train_path=spec.train_path, eval_path=spec.eval_path or task_eval_path, output_name=spec.name,
-                    resume_from_run=None)
+                    resume_from_run=None, target_modules=spec.target_modules.strip() or self.target_modules)
         if spec.task:
             data.update(eval_max_examples=0, score_before=False)
         return FineTuneConfig(**data)

@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from ..configs import AdapterSetConfig, EvaluateConfig, FineTuneConfig
 from ..exports import publish_model
 from ..training import TrainingSession, build_model, count_params, prepare_data, save_for_inference
-from .context import PartContext, Plan
+from .context import PartContext, Plan, Span
 from ..records import ModelFormat
 from ..tasks import Task
 
@@ -32,20 +32,24 @@ def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str, on_ev
     if on_eval_loss is not None:
         on_eval_loss(time.perf_counter() - t0)
     if config.eval_max_examples and data.eval_conversations and _is_main_process():
-        from ..scoring import score_by_generation
-
-        convs = data.eval_conversations[:config.eval_max_examples]
-        result = score_by_generation(
-            model, tokenizer, convs, config.score, config.eval_max_new_tokens,
-            on_batch=lambda done, total: (ctx.check_cancelled(),
-                                          ctx.progress(done / total, f"eval ({label}): scored {done}/{total}")))
-        results[f"score_{label}"] = result.score
-        ctx.log(f"{label} score ({result.mode} match): {result.correct}/{result.total}")
-        for pred, ref, ok in result.samples[:3]:
-            ctx.log(f"  {'ok ' if ok else 'BAD'} got {pred[:120]!r} want {ref[:120]!r}")
+        results.update(score_held_out(ctx, model, tokenizer, data.eval_conversations, config, label))
     for name, value in results.items():
         ctx.metric(name, value)
     return results
+
+
+def score_held_out(ctx, model, tokenizer, conversations: list, config, label: str) -> dict:
+    """{"score_<label>": …}: greedy answers to the first eval_max_examples held-out conversations, scored."""
+    from ..scoring import score_by_generation
+
+    result = score_by_generation(
+        model, tokenizer, conversations[:config.eval_max_examples], config.score, config.eval_max_new_tokens,
+        on_batch=lambda done, total: (ctx.check_cancelled(),
+                                      ctx.progress(done / total, f"eval ({label}): scored {done}/{total}")))
+    ctx.log(f"{label} score ({result.mode} match): {result.correct}/{result.total}")
+    for pred, ref, ok in result.samples[:3]:
+        ctx.log(f"  {'ok ' if ok else 'BAD'} got {pred[:120]!r} want {ref[:120]!r}")
+    return {f"score_{label}": result.score}
 
 
 def run(ctx, config: FineTuneConfig) -> None:
@@ -61,6 +65,8 @@ def run(ctx, config: FineTuneConfig) -> None:
     if base.format != ModelFormat.HF:
         raise InvalidInput(f"'{base.id}' is a {base.format} model; fine-tune a full model (its base or a merged one).")
     set_seed(config.seed)
+    if config.backend == "olive":
+        return run_on_olive(ctx, config, base, t_start)
     ctx.progress(0.01, "loading tokenizer and data")
     tokenizer = load_tokenizer(base.path, pad=True)
     data = prepare_data(config, tokenizer)
@@ -106,6 +112,33 @@ def run(ctx, config: FineTuneConfig) -> None:
     if _is_main_process():
         ctx.progress(0.98, "saving")
         save_outputs(ctx, config, base, model, tokenizer)
+    ctx.summary(wall_s=round(time.perf_counter() - t_start, 1))
+
+
+def run_on_olive(ctx, config: FineTuneConfig, base, t_start: float) -> None:
+    """The Olive backend (engine/olive.py) on our split of the data, then the same held-out score before
+    and after, and the adapter (and merged model) registered as our backend registers them."""
+    from peft import PeftModel
+
+    from ..loading import load_model, load_tokenizer
+    from ..olive import train_with_olive
+    from ..training import split_conversations
+
+    tokenizer = load_tokenizer(base.path, pad=True)
+    _, train_conv, eval_conv = split_conversations(config)
+    scored = [c for c in eval_conv if isinstance(c, list)] if config.eval_max_examples else []
+    ctx.summary(train_examples=len(train_conv))
+    ctx.log(f"data: {len(train_conv)} train / {len(eval_conv)} eval examples; training with Microsoft Olive")
+    adapter = train_with_olive(Span(ctx, 0.02, 0.8), config, base, train_conv)
+    ctx.progress(0.8, "loading the base and Olive's adapter")
+    model = load_model(base.path)
+    if scored and config.score_before:
+        ctx.summary(**score_held_out(Span(ctx, 0.8, 0.89), model, tokenizer, scored, config, "before"))
+    model = PeftModel.from_pretrained(model, str(adapter))
+    if scored:
+        ctx.summary(**score_held_out(Span(ctx, 0.89, 0.97), model, tokenizer, scored, config, "after"))
+    ctx.progress(0.98, "saving")
+    save_outputs(ctx, config, base, model, tokenizer)
     ctx.summary(wall_s=round(time.perf_counter() - t_start, 1))
 
 

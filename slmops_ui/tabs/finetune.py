@@ -48,6 +48,8 @@ def build_finetune_tab(engine, qlora_reason: str | None) -> dict:
                                                    info="A full model (safetensors); adapters train on it."))
         form.field("method", choices=["lora", "full"] + ([] if qlora_reason else ["qlora"]), label="Method",
                    info="QLoRA: " + (qlora_reason or "available (CUDA + bitsandbytes)."))
+        form.field("backend", label="Backend", info="transformers: our training loop. olive: Microsoft Olive's "
+                   "`olive finetune` (LoRA/QLoRA), same data and scores; the run keeps its Olive config.")
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Upload training data (.jsonl, .json, .csv, .parquet)", file_count="single",

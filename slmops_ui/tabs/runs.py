@@ -91,6 +91,9 @@ def build_runs_tab(engine) -> dict:
         run_id = gr.Dropdown(label="Run", choices=run_choices(runs0), value=None, scale=1)
         cancel = gr.Button("Cancel run", variant="stop", scale=0)
         delete = gr.Button("Delete run…", scale=0)
+        olive = gr.Button("Export as Olive config", scale=0, elem_id="runs-olive")
+    olive_files = gr.File(label="Olive config and command (repeat the run with `olive run --config config.json`)",
+                          file_count="multiple", visible=False, interactive=False, elem_id="runs-olive-files")
     with gr.Row(visible=False) as confirm_row:
         confirm = gr.Button("Yes, delete this run's history", variant="stop")
         keep = gr.Button("Keep it")
@@ -223,6 +226,14 @@ def build_runs_tab(engine) -> dict:
         return gr.update(visible=False), None
 
     @ui_errors
+    def do_olive(rid):
+        if not rid:
+            raise gr.Error("Pick or click a fine-tune or quantize run first.")
+        path = engine.olive_config(int(rid))
+        gr.Info(f"Olive config of run {rid} written: {path}")
+        return gr.update(value=[str(path), str(path.parent.parent / "command.txt")], visible=True)
+
+    @ui_errors
     def do_export(*values):
         filters, problem = parse_filters(*values)
         runs = engine.list_runs(limit=None, **filters)
@@ -244,6 +255,7 @@ def build_runs_tab(engine) -> dict:
     delete.click(ask_delete, [run_id], [confirm_row])
     confirm.click(do_delete, [run_id], [confirm_row, run_id]).then(apply_filters, view_inputs, view_outputs)
     keep.click(lambda: gr.update(visible=False), None, [confirm_row])
+    olive.click(do_olive, [run_id], [olive_files])
     export.click(do_export, filter_inputs, [downloads])
     for trigger in (picked.input, x_axis.change, only_diff.change):  # picked: the user only (redraw sets it too)
         trigger(ui_errors(comparison), [picked, x_axis, only_diff], compare_outputs)
