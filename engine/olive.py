@@ -1,9 +1,10 @@
-"""Fine-tune backend `olive`: Microsoft Olive's `olive finetune` (its LoRA/QLoRA pass: peft + the HF Trainer) runs as
-a child process — offline, telemetry off, its cache in the run folder — on the same split of the same data as our
-backend (written as chat JSONL), with the same hyperparameters, each example kept whole as ours are (`packing`:
-Olive's join strategy). Its steps and losses stream into the run, its error
-(if any) fails the run with Olive's own words, and its adapter is scored and registered like our backend's. The run
-keeps the command and Olive's config (`olive run --config olive/config.json` repeats it outside the dashboard)."""
+"""Fine-tune backend `olive`: Microsoft Olive's fine-tune workflow (its LoRA/QLoRA pass: peft + the HF Trainer) runs
+as a child process — offline, telemetry off, its cache in the run folder — on the same split of the same data as our
+backend (written as chat JSONL), with the same hyperparameters. Olive writes the workflow's config itself (`olive
+finetune … --dry_run`); the data strategy is set in it (each example whole, as ours; `packing`: Olive's join) and
+`olive run --config` runs it. Its steps and losses stream into the run, its error fails the run with Olive's own
+words, and its adapter is scored and registered like our backend's. The run keeps the config and command.txt; any
+fine-tune or quantize run can export one (`olive_config`)."""
 from __future__ import annotations
 
 import json
