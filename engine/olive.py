@@ -42,15 +42,17 @@ def write_training_data(conversations: list, path: Path) -> bool:
     return chats
 
 
-def olive_command(config, base_path: str, data_path: Path, output_dir: Path, chats: bool) -> list[str]:
-    """`olive finetune` with the fine-tune config's settings (the Trainer's own flags pass through Olive)."""
+def olive_command(config, base_path: str, data_path: Path, output_dir: Path, chats: bool,
+                  examples: int) -> list[str]:
+    """`olive finetune` with the fine-tune config's settings (the Trainer's own flags pass through Olive) on all
+    `examples` of the data file (the CLI's own default keeps the first 256)."""
     targets = config.target_modules.strip()
     schedule = ["--max_steps", str(config.max_steps)] if config.max_steps else \
         ["--num_train_epochs", str(config.epochs)]
     return [sys.executable, "-m", "olive", "finetune", "-m", base_path, "-d", "json", "--data_files", str(data_path),
             *(["--use_chat_template"] if chats else ["--text_field", "text"]),
-            "--max_seq_len", str(config.max_length), "--method", config.method, "--lora_r", str(config.lora_r),
-            "--lora_alpha", str(config.lora_alpha),
+            "--max_seq_len", str(config.max_length), "--max_samples", str(examples), "--method", config.method,
+            "--lora_r", str(config.lora_r), "--lora_alpha", str(config.lora_alpha),
             "--target_modules", ALL_LINEAR if targets == "all-linear" else targets.replace(" ", ""),
             "--torch_dtype", "float32" if config.method == "lora" else "bfloat16",
             "-o", str(output_dir), "--save_config_file", "--disable_telemetry", "--log_level", "1",
@@ -72,7 +74,7 @@ def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
                             bufsize=1, preexec_fn=_die_with_parent)  # text mode: tqdm's \r ends a line too
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: ([lines.put(x) for x in proc.stdout], lines.put(None)), daemon=True).start()
-    tail, losses, step, total = [], [], 0, 0
+    tail, losses, step, total, trained = [], [], 0, 0, False
     try:
         while True:
             if ctx.cancelled:
@@ -91,7 +93,11 @@ def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
                 step, total = int(bar.group(1)), int(bar.group(2))
                 ctx.progress(step / max(total, 1), f"olive: step {step}/{total}")
                 continue
-            if loss := LOSS.search(line):
+            if "'train_runtime'" in line:
+                trained = True
+            elif loss := LOSS.search(line):
+                if trained:  # the bar's last refresh repeats loss lines already read
+                    continue
                 losses.append(float(loss.group(1)))
                 ctx.metric("train_loss", losses[-1], len(losses))
             ctx.log(f"olive: {line[:500]}")
@@ -133,7 +139,8 @@ def train_with_olive(ctx, config, base, train_conversations: list) -> Path:
     folder = ctx.workdir / "olive"
     folder.mkdir(parents=True, exist_ok=True)
     chats = write_training_data(train_conversations, folder / "train.jsonl")
-    command = olive_command(config, base.path, folder / "train.jsonl", folder / "output", chats)
+    command = olive_command(config, base.path, folder / "train.jsonl", folder / "output", chats,
+                            len(train_conversations))
     path = write_config(command, folder, data_strategy(config))
     t0 = time.perf_counter()
     result = run_olive(ctx, [sys.executable, "-m", "olive", "run", "--config", str(path)], folder, config.threads)
@@ -193,8 +200,9 @@ def olive_config(store, run, folder: Path) -> Path:
         from .training import split_conversations
 
         base = store.get_model(config.model_id)
-        chats = write_training_data(split_conversations(config)[1], folder / "train.jsonl")
-        command = olive_command(config, base.path, folder / "train.jsonl", folder / "output", chats)
+        train = split_conversations(config)[1]
+        chats = write_training_data(train, folder / "train.jsonl")
+        command = olive_command(config, base.path, folder / "train.jsonl", folder / "output", chats, len(train))
         return write_config(command, folder, data_strategy(config))
     if run.kind == QuantizeConfig.kind:
         config = QuantizeConfig.model_validate_json(run.config_json)
