@@ -53,7 +53,9 @@ def test_finetune_from_the_ui_shows_preview_and_live_loss(app_url, tmp_path):
                                timeout=30_000)
         # Runs: the run exports as Olive's own config (and the command that makes it)
         page.get_by_role("tab", name="Runs").click()
-        page.locator("#runs-table [role=gridcell]").filter(has_text=re.compile(r"^finetune$")).first.click()
+        page.wait_for_function("document.querySelector('#runs-table')?.innerText.includes('finetune')",
+                               timeout=30_000)
+        page.locator("#runs-table [role=gridcell]").filter(has_text="finetune").first.click()
         page.wait_for_function(f"document.body.innerText.includes('Run {run_id.split()[-1]} · finetune')",
                                timeout=30_000)
         page.click("#runs-olive")

@@ -4,6 +4,7 @@ only when something changed."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 
 import gradio as gr
@@ -231,7 +232,10 @@ def build_runs_tab(engine) -> dict:
             raise gr.Error("Pick or click a fine-tune or quantize run first.")
         path = engine.olive_config(int(rid))
         gr.Info(f"Olive config of run {rid} written: {path}")
-        return gr.update(value=[str(path), str(path.parent.parent / "command.txt")], visible=True)
+        served = engine.settings.home / "exports" / f"olive-run{rid}"  # (the app serves files from exports/ only)
+        served.mkdir(parents=True, exist_ok=True)
+        files = [shutil.copy(path, served / "config.json"), shutil.copy(path.parent.parent / "command.txt", served)]
+        return gr.update(value=[str(f) for f in files], visible=True)
 
     @ui_errors
     def do_export(*values):
