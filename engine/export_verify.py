@@ -159,12 +159,11 @@ def adapter_examples(store, adapter, limit: int, log=print) -> tuple[list[tuple[
     """(prompt, reference) pairs an adapter's export is checked on, the scoring mode and the answer length: its
     fine-tune's held-out examples (the same seeded split), or — when its run or data is gone, said in the log — the
     general check prompts without references."""
-    from .configs import FineTuneConfig
     from .scoring import split_conversation
-    from .training import split_conversations
+    from .training import finetune_config_of, split_conversations
 
     try:
-        config = FineTuneConfig.model_validate_json(store.get_run(adapter.run_id).config_json)
+        config = finetune_config_of(store, adapter)  # (a set's adapter: its task's evaluation set)
         _, _, held = split_conversations(config)
     except Exception as exc:  # noqa: BLE001 - no run, another kind of run, or its data moved: general prompts
         log(f"adapter '{adapter.id}': its fine-tune's held-out examples are not available ({type(exc).__name__}: "

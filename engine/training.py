@@ -328,3 +328,18 @@ def make_callback(ctx, total_steps_hint: int | None = None):
                     ctx.metric(key if key != "loss" else "train_loss", float(logs[key]), state.global_step)
 
     return RunReporter()
+
+
+def finetune_config_of(store, model) -> FineTuneConfig:
+    """The fine-tune config that made `model` (an adapter or a merged model): its fine-tune run's, or its row's in
+    the adapter set that trained it. Raises (NotFound, StopIteration, ValidationError) when there is none."""
+    from .configs import AdapterSetConfig
+    from .tasks import Task
+
+    run = store.get_run(model.run_id)
+    if run.kind != AdapterSetConfig.kind:
+        return FineTuneConfig.model_validate_json(run.config_json)
+    config = AdapterSetConfig.model_validate_json(run.config_json)
+    spec = next(a for a in config.adapters if model.id in (a.name, f"{a.name}-merged"))
+    task = Task.model_validate_json(store.task_json(spec.task)) if spec.task else None
+    return config.adapter_config(spec, task.eval_path if task else None)

@@ -10,7 +10,7 @@ import gradio as gr
 from engine import AdapterSetConfig
 
 from .forms import ConfigForm, ui_errors
-from .job_panel import build_job_panel
+from .job_panel import build_job_panel, follow_run
 
 DATASETS = Path(__file__).resolve().parents[1] / "assets" / "datasets"
 SPEC_HEADERS = ["adapter name", "training file", "held-out file (optional)", "task (optional)",
@@ -63,14 +63,6 @@ def build_adapter_set_panel(engine, finetune: ConfigForm) -> ConfigForm:
         run_id = engine.start_run(form.config(values))
         return run_id, f"Started adapter-set run {run_id}."
 
-    def show(run_id):
-        if not run_id:
-            return [], gr.Timer(active=False)
-        run = engine.get_run(int(run_id))
-        return result_rows(run.summary), gr.Timer(active=not run.status.final)
-
     start.click(do_start, form.inputs, [run_state, message])
-    timer = gr.Timer(5.0, active=False)
-    timer.tick(show, [run_state], [results, timer], show_progress="hidden")
-    run_state.change(show, [run_state], [results, timer])
+    follow_run(engine, run_state, results, lambda run: result_rows(run.summary), [])
     return form

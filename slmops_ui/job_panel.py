@@ -241,3 +241,19 @@ def build_job_panel(engine, run_state: gr.State, kinds: tuple[str, ...], continu
     if continuable:
         go_on.click(do_resume, [run_state, more_epochs], [run_state])
     return finished
+
+
+def follow_run(engine, run_state: gr.State, component, render, empty, poll_s: float = 5.0):
+    """Redraw `component` from the run in `run_state` — `render(run)`, or `empty` with no run — when the run changes
+    and every `poll_s` while it is active (a sweep's chart, a set's results). Returns (show, timer) for other
+    triggers of the same redraw."""
+    def show(run_id):
+        if not run_id:
+            return empty, gr.Timer(active=False)
+        run = engine.get_run(int(run_id))
+        return render(run), gr.Timer(active=not run.status.final)
+
+    timer = gr.Timer(poll_s, active=False)
+    timer.tick(show, [run_state], [component, timer], show_progress="hidden")
+    run_state.change(show, [run_state], [component, timer])
+    return show, timer

@@ -203,6 +203,13 @@ def test_an_adapter_set_trains_one_adapter_per_task_and_scores_each_on_its_task(
         assert f"task {task}" in numbers[name]
     # without a task the adapter keeps the fine-tune's own held-out score
     assert rows["set-plain"]["task"] == "(held-out split)" and rows["set-plain"]["score_after"] is not None
+    # an export of a set's adapter is checked on the adapter's own held-out examples: its task's, with references
+    from engine.export_verify import adapter_examples
+
+    pairs, _, _ = adapter_examples(tiny_engine.store, tiny_engine.get_model("set-label"), 5, print)
+    label_eval = ROOT / "assets" / "datasets" / "ticket_label.eval.jsonl"
+    assert [ref for _, ref in pairs] == [json.loads(x)["messages"][-1]["content"]
+                                         for x in label_eval.read_text().splitlines()[:5]]
     # every stage's own predictions are kept with the run
     kinds = [a.kind for a in tiny_engine.run_artifacts(rid)]
     assert kinds.count("predictions") == 4  # two tasks: base before and adapter after each

@@ -8,7 +8,7 @@ from engine import JOB_KINDS, DistillConfig, GenerateDataConfig, ModelFormat
 
 from ..charts import student_sweep_figure
 from ..forms import ConfigForm, model_choices, settings_file_row, task_choices, ui_errors
-from ..job_panel import build_job_panel
+from ..job_panel import build_job_panel, follow_run
 from ..tune_panel import build_tune_panel
 
 
@@ -182,18 +182,13 @@ def build_sweep(engine, stage2: ConfigForm, box: gr.Accordion) -> ConfigForm:
         run_id = engine.start_run(form.config(values))
         return run_id, f"Started sweep run {run_id}."
 
-    def show(run_id):
-        if not run_id:
-            return gr.update(visible=False), gr.Timer(active=False)
-        run = engine.get_run(int(run_id))
+    def render(run):
         fig = student_sweep_figure(run.summary.get("students", []), run.summary.get("teacher_params_m"),
                                    run.summary.get("task_score_teacher"))
-        return gr.update(value=fig, visible=fig is not None), gr.Timer(active=not run.status.final)
+        return gr.update(value=fig, visible=fig is not None)
 
     start.click(do_start, form.inputs, [run_state, message])
-    timer = gr.Timer(5.0, active=False)
-    timer.tick(show, [run_state], [chart, timer], show_progress="hidden")
-    run_state.change(show, [run_state], [chart, timer])
+    show, timer = follow_run(engine, run_state, chart, render, gr.update(visible=False))
     # a chart drawn inside the closed accordion (the page's last sweep, on load) takes plotly's default 700 px:
     # emptied and drawn again on open (the same figure again would not be redrawn)
     box.expand(lambda: None, None, [chart], show_progress="hidden").then(show, [run_state], [chart, timer],
