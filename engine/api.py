@@ -17,10 +17,11 @@ from .errors import Busy, InvalidInput, NotFound, OfflineError
 from .models import (DEFAULT_MODEL_ID, bundled_gguf_path, check_gguf, check_model_id, guess_source,
                      inspect_hf_folder, slugify)
 from .paths import check_config_paths, check_local_path
-from .records import ArtifactRecord, ChatChunk, LogLine, MetricPoint, ModelFormat, ModelRecord, ModelStatus, RunRecord
+from .records import ArtifactRecord, ChatChunk, ModelFormat, ModelRecord, ModelStatus
 from .exports import export_summary, register_candidate
 from .jobs.registry import JOB_KINDS, job_kind
 from .loading import weights_of
+from .run_history import RunHistory
 from .runner import Runner
 from .settings import Settings, hub_reachable
 from .store import Store
@@ -28,7 +29,7 @@ from .tasks import BUNDLED as BUNDLED_TASKS
 from .tasks import Task
 
 
-class Engine:
+class Engine(RunHistory):
     """One workspace. Safe to share between threads: the store opens a connection per thread."""
 
     def __init__(self, settings: Settings | None = None, recover: bool = True):
@@ -336,66 +337,6 @@ class Engine:
         from .tuning import best_config
 
         return best_config(self.study(run_id))
-
-    def cancel_run(self, run_id: int) -> RunRecord:
-        return self.runner.cancel(run_id)
-
-    def wait_run(self, run_id: int, timeout: float | None = None) -> RunRecord:
-        return self.runner.wait(run_id, timeout)
-
-    def get_run(self, run_id: int) -> RunRecord:
-        return self.store.get_run(run_id)
-
-    def list_runs(self, limit: int | None = 200, kind: str | None = None, status: str | None = None,
-                  model_id: str | None = None, since: str | None = None, until: str | None = None) -> list[RunRecord]:
-        """The newest `limit` runs (None: all) matching every filter given: job kind, status, model id, and
-        created between `since` and `until` (ISO dates, UTC, both inclusive). A bad date raises InvalidInput."""
-        return self.store.list_runs(limit, kind=kind, status=status, model_id=model_id, since=since, until=until)
-
-    def export_files(self, run_id: int, paths: list[str]) -> list[str]:
-        """Copies of a run's result files in the workspace's exports folder (the one folder the UI serves)."""
-        folder = self.settings.home / "exports" / f"run{run_id}"
-        folder.mkdir(parents=True, exist_ok=True)
-        out = []
-        for path in map(Path, paths):
-            target = folder / path.name
-            if path.is_file() and not target.exists():
-                shutil.copyfile(path, target)
-            out += [str(target)] if target.exists() else []
-        return out
-
-    def count_runs(self, **filters) -> int:
-        """How many runs match the filters of list_runs (kind, status, model_id, since, until)."""
-        return self.store.count_runs(**filters)
-
-    def run_facets(self) -> dict:
-        """The distinct kinds, statuses and models in the run history (for filter choices)."""
-        return self.store.run_facets()
-
-    def active_runs(self) -> list[RunRecord]:
-        return self.store.active_runs()
-
-    def run_metrics(self, run_id: int) -> list[MetricPoint]:
-        return self.store.metrics(run_id)
-
-    def run_logs(self, run_id: int, tail: int = 200) -> list[LogLine]:
-        return self.store.logs(run_id, tail)
-
-    def run_artifacts(self, run_id: int) -> list[ArtifactRecord]:
-        return self.store.artifacts(run_id)
-
-    def olive_config(self, run_id: int) -> Path:
-        """Olive's config that repeats a fine-tune or quantize run with `olive run` (engine.olive.olive_config)."""
-        from .olive import olive_config
-
-        return olive_config(self.store, self.store.get_run(run_id), self.settings.runs_dir / str(run_id) / "olive")
-
-    def delete_run(self, run_id: int) -> None:
-        run = self.store.get_run(run_id)
-        if not run.status.final:
-            raise Busy(f"Run {run_id} is {run.status.value}: cancel it before deleting it.")
-        self.store.delete_run(run_id)  # a model the run produced stays registered; only the history goes
-        shutil.rmtree(self.settings.runs_dir / str(run_id), ignore_errors=True)
 
     def close(self) -> None:
         for server in list(self._servers.values()):

@@ -171,12 +171,13 @@ def check_finetune(engine, config: FineTuneConfig) -> dict:
 
 def check_adapter_set(engine, config: AdapterSetConfig) -> dict:
     """Each adapter as its own fine-tune (data, memory) and its task scorable; returns the first one's check."""
+    from .training import set_member_config
+
     checked = []
     for spec in config.adapters:
         check_named_task(engine, spec.task)
-        task_eval = engine.get_task(spec.task).eval_path if spec.task else None
         try:
-            checked.append(check_finetune(engine, config.adapter_config(spec, task_eval)))
+            checked.append(check_finetune(engine, set_member_config(engine.store, config, spec)))
         except InvalidInput as exc:
             raise InvalidInput(f"Adapter '{spec.name}': {exc}") from None
     return checked[0]

@@ -168,11 +168,12 @@ def training_data(store, model) -> str | None:
         seen.add(current.id)
         if current.run_id is not None:
             run = store.get_run(current.run_id)
-            path = json.loads(run.config_json).get("train_path")
             if run.kind == "adapter_set":  # the set's own train_path is empty: the adapter's row has it
                 from .training import finetune_config_of
 
                 path = finetune_config_of(store, current).train_path
+            else:
+                path = json.loads(run.config_json).get("train_path")
             if path and Path(path).is_file():
                 return path
         parent = current.parent_id

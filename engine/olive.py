@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from .errors import Cancelled, InvalidInput
@@ -55,7 +56,7 @@ def olive_command(config, base_path: str, data_path: Path, output_dir: Path, cha
             "--lora_r", str(config.lora_r), "--lora_alpha", str(config.lora_alpha),
             "--target_modules", ALL_LINEAR if targets == "all-linear" else targets.replace(" ", ""),
             "--torch_dtype", "float32" if config.method == "lora" else "bfloat16",
-            "-o", str(output_dir), "--save_config_file", "--disable_telemetry", "--log_level", "1",
+            "-o", str(output_dir), "--disable_telemetry", "--log_level", "1",
             *schedule, "--learning_rate", str(config.learning_rate), "--lr_scheduler_type", config.lr_scheduler,
             # (transformers 5: warmup_steps below 1 is the share of the steps; warmup_ratio is gone)
             "--warmup_steps", str(config.warmup_ratio), "--per_device_train_batch_size", str(config.batch_size),
@@ -74,7 +75,7 @@ def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
                             bufsize=1, preexec_fn=_die_with_parent)  # text mode: tqdm's \r ends a line too
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: ([lines.put(x) for x in proc.stdout], lines.put(None)), daemon=True).start()
-    tail, losses, step, total, trained = [], [], 0, 0, False
+    tail, losses, step, total, trained = deque(maxlen=12), [], 0, 0, False
     try:
         while True:
             if ctx.cancelled:
@@ -88,7 +89,7 @@ def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
             line = line.strip()
             if not line:
                 continue
-            tail = (tail + [line])[-30:]
+            tail.append(line)
             if (bar := BAR.search(line)) and not line.startswith("{"):
                 step, total = int(bar.group(1)), int(bar.group(2))
                 ctx.progress(step / max(total, 1), f"olive: step {step}/{total}")
@@ -110,7 +111,7 @@ def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
                 proc.kill()
         proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"olive finetune failed (exit {proc.returncode}):\n" + "\n".join(tail[-12:]))
+        raise RuntimeError(f"olive finetune failed (exit {proc.returncode}):\n" + "\n".join(tail))
     return {"steps": step, "train_loss": losses[-1] if losses else None}
 
 
@@ -134,14 +135,20 @@ def check_olive(config) -> None:
         raise InvalidInput("An Olive run does not continue from a checkpoint: start a new run.")
 
 
+def finetune_config_file(config, base_path: str, train_conversations: list, folder: Path) -> Path:
+    """A fine-tune as Olive's workflow config in `folder`: its training split as JSONL, the config Olive writes for
+    `olive finetune` with its settings, and the data strategy set in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chats = write_training_data(train_conversations, folder / "train.jsonl")
+    command = olive_command(config, base_path, folder / "train.jsonl", folder / "output", chats,
+                            len(train_conversations))
+    return write_config(command, folder, data_strategy(config))
+
+
 def train_with_olive(ctx, config, base, train_conversations: list) -> Path:
     """Olive's adapter folder, after Olive's fine-tune workflow ran in the run folder on the training split."""
     folder = ctx.workdir / "olive"
-    folder.mkdir(parents=True, exist_ok=True)
-    chats = write_training_data(train_conversations, folder / "train.jsonl")
-    command = olive_command(config, base.path, folder / "train.jsonl", folder / "output", chats,
-                            len(train_conversations))
-    path = write_config(command, folder, data_strategy(config))
+    path = finetune_config_file(config, base.path, train_conversations, folder)
     t0 = time.perf_counter()
     result = run_olive(ctx, [sys.executable, "-m", "olive", "run", "--config", str(path)], folder, config.threads)
     ctx.summary(backend="olive", olive_version=olive_version(), olive_train_s=round(time.perf_counter() - t0, 1),
@@ -154,9 +161,11 @@ def train_with_olive(ctx, config, base, train_conversations: list) -> Path:
     return adapter
 
 
-def write_config(command: list[str], folder: Path, changes: dict[tuple, object] | None = None) -> Path:
+def write_config(command: list[str], folder: Path, changes: dict[tuple, object] | None = None,
+                 note: str | None = None) -> Path:
     """Olive's workflow config for `command`, written by Olive itself (a dry run), with `changes` (key path →
-    value) set where its CLI has no working flag; command.txt says how it was made and how to run it."""
+    value) set where its CLI has no working flag; command.txt says how it was made and how to run it (and `note`)."""
+    folder.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([*command, "--dry_run"], cwd=folder, env={**os.environ, **OFFLINE_ENV},
                           capture_output=True, text=True, timeout=600)
     path = Path(command[command.index("-o") + 1]) / "config.json"
@@ -173,6 +182,8 @@ def write_config(command: list[str], folder: Path, changes: dict[tuple, object] 
         steps.append(f"# then in {path.name}: {'.'.join(map(str, keys))} = {json.dumps(value)}")
     path.write_text(json.dumps(written, indent=4))
     steps.append(f"olive run --config {path}")
+    if note:
+        steps.append(f"# note: {note}")
     (folder / "command.txt").write_text("\n".join(steps) + "\n", encoding="utf-8")
     return path
 
@@ -185,7 +196,7 @@ def data_strategy(config) -> dict[tuple, object]:
 
 # ---- a run as an Olive config ----------------------------------------------------------------------------------
 def olive_config(store, run, folder: Path) -> Path:
-    """Olive's own workflow config (written by Olive: `--dry_run --save_config_file`) that repeats a fine-tune or
+    """Olive's own workflow config (written by Olive in a dry run) that repeats a fine-tune or
     quantize run outside the dashboard with `olive run --config <that file>`, beside the command that makes it
     (command.txt) and, for a fine-tune, its training split. A fine-tune is repeated by Olive's LoRA pass with the
     run's settings (Olive trains on the whole chat text); a quantize run by Olive's Model Builder pass with the
@@ -193,26 +204,18 @@ def olive_config(store, run, folder: Path) -> Path:
     from, not that export itself."""
     from .configs import FineTuneConfig, QuantizeConfig
 
-    folder.mkdir(parents=True, exist_ok=True)
     if run.kind == FineTuneConfig.kind:
         config = FineTuneConfig.model_validate_json(run.config_json)
         check_olive(config.model_copy(update={"resume_from_run": None}))
         from .training import split_conversations
 
-        base = store.get_model(config.model_id)
-        train = split_conversations(config)[1]
-        chats = write_training_data(train, folder / "train.jsonl")
-        command = olive_command(config, base.path, folder / "train.jsonl", folder / "output", chats, len(train))
-        return write_config(command, folder, data_strategy(config))
+        return finetune_config_file(config, store.get_model(config.model_id).path, split_conversations(config)[1],
+                                    folder)
     if run.kind == QuantizeConfig.kind:
         config = QuantizeConfig.model_validate_json(run.config_json)
         # (the CLI's --int4_accuracy_level cannot parse a number in Olive 0.13: set in the config instead)
         level = {("passes", "m", "int4_accuracy_level"): config.accuracy_level} if config.precision == "int4" else {}
-        path = write_config(_builder_command(store, config, folder / "output"), folder, level)
-        if problem := builder_problem():
-            with open(folder / "command.txt", "a", encoding="utf-8") as out:
-                out.write(f"# note: {problem}\n")
-        return path
+        return write_config(_builder_command(store, config, folder / "output"), folder, level, builder_problem())
     raise InvalidInput(f"Run {run.id} is a {run.kind} run; fine-tune and quantize runs export as Olive configs.")
 
 
@@ -244,5 +247,5 @@ def _builder_command(store, config, output_dir: Path) -> list[str]:
         raise InvalidInput(f"'{model.id}' is a {model.format} model; Olive exports full models and adapters.")
     int4 = ["--int4_block_size", str(config.block_size)] if config.precision == "int4" else []
     return [sys.executable, "-m", "olive", "capture-onnx-graph", *source, "--use_model_builder", "--use_ort_genai",
-            "--precision", config.precision, *int4, "-o", str(output_dir), "--save_config_file",
+            "--precision", config.precision, *int4, "-o", str(output_dir),
             "--disable_telemetry", "--log_level", "1"]

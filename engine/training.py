@@ -334,12 +334,19 @@ def finetune_config_of(store, model) -> FineTuneConfig:
     """The fine-tune config that made `model` (an adapter or a merged model): its fine-tune run's, or its row's in
     the adapter set that trained it. Raises (NotFound, StopIteration, ValidationError) when there is none."""
     from .configs import AdapterSetConfig
-    from .tasks import Task
 
     run = store.get_run(model.run_id)
     if run.kind != AdapterSetConfig.kind:
         return FineTuneConfig.model_validate_json(run.config_json)
     config = AdapterSetConfig.model_validate_json(run.config_json)
-    spec = next(a for a in config.adapters if model.id in (a.name, f"{a.name}-merged"))
+    return set_member_config(store, config, next(a for a in config.adapters
+                                                 if model.id in (a.name, f"{a.name}-merged")))
+
+
+def set_member_config(store, config, spec) -> FineTuneConfig:
+    """The fine-tune of one adapter of a set (AdapterSetConfig.adapter_config), its task's evaluation set held out
+    when it names a task (NotFound when the task is not stored)."""
+    from .tasks import Task
+
     task = Task.model_validate_json(store.task_json(spec.task)) if spec.task else None
     return config.adapter_config(spec, task.eval_path if task else None)

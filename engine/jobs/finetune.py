@@ -10,10 +10,10 @@ from pathlib import Path
 from ..errors import InvalidInput
 from ..configs import AdapterSetConfig, EvaluateConfig, FineTuneConfig
 from ..exports import publish_model
-from ..training import TrainingSession, build_model, count_params, prepare_data, save_for_inference
+from ..training import (TrainingSession, build_model, count_params, prepare_data, save_for_inference,
+                        set_member_config)
 from .context import PartContext, Plan, Span
 from ..records import ModelFormat
-from ..tasks import Task
 
 CONFIG = FineTuneConfig
 
@@ -184,14 +184,14 @@ def run_set(ctx, config: AdapterSetConfig) -> None:
     for i, spec in enumerate(config.adapters):
         ctx.check_cancelled()
         started = time.perf_counter()
-        task = Task.model_validate_json(ctx.store.task_json(spec.task)) if spec.task else None
+        scored = bool(spec.task and config.eval_max_examples)
         # the bar: training takes most of each adapter's share; the scoring after it the rest
         lo, hi = i / n, (i + 1) / n
-        split = hi if task is None or not config.eval_max_examples else lo + 0.8 * (hi - lo)
+        split = lo + 0.8 * (hi - lo) if scored else hi
         part = PartContext(ctx, spec.name, lo, split, {})
-        run(part, config.adapter_config(spec, task and task.eval_path))
+        run(part, set_member_config(ctx.store, config, spec))
         row = {"adapter": spec.name, "task": spec.task or "(held-out split)", **part.values}
-        if task is not None and config.eval_max_examples:
+        if scored:
             score_on = [(spec.name, "after")]
             if config.score_before and spec.task not in base_scores:
                 score_on.insert(0, (config.model_id, "before"))

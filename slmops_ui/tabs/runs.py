@@ -4,7 +4,6 @@ only when something changed."""
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import date
 
 import gradio as gr
@@ -206,18 +205,19 @@ def build_runs_tab(engine) -> dict:
         rid = int(row.iloc[0] if hasattr(row, "iloc") else row[0])
         return (gr.update(value=rid), *details(rid))
 
+    def chosen_run(rid, what: str = "a run") -> int:
+        if not rid:
+            raise gr.Error(f"Pick or click {what} first.")
+        return int(rid)
+
     @ui_errors
     def do_cancel(rid):
-        if not rid:
-            raise gr.Error("Pick or click a run first.")
-        run = engine.cancel_run(int(rid))
+        run = engine.cancel_run(chosen_run(rid))
         gr.Info(f"Run {run.id}: cancel requested.")
 
     @ui_errors
     def ask_delete(rid):
-        if not rid:
-            raise gr.Error("Pick or click a run first.")
-        engine.get_run(int(rid))
+        engine.get_run(chosen_run(rid))
         return gr.update(visible=True)
 
     @ui_errors
@@ -228,14 +228,9 @@ def build_runs_tab(engine) -> dict:
 
     @ui_errors
     def do_olive(rid):
-        if not rid:
-            raise gr.Error("Pick or click a fine-tune or quantize run first.")
-        path = engine.olive_config(int(rid))
+        path = engine.olive_config(chosen_run(rid, "a fine-tune or quantize run"))
         gr.Info(f"Olive config of run {rid} written: {path}")
-        served = engine.settings.home / "exports" / f"olive-run{rid}"  # (the app serves files from exports/ only)
-        served.mkdir(parents=True, exist_ok=True)
-        files = [shutil.copy(path, served / "config.json"), shutil.copy(path.parent.parent / "command.txt", served)]
-        return gr.update(value=[str(f) for f in files], visible=True)
+        return gr.update(value=engine.export_files(int(rid), [path, path.parent.parent / "command.txt"]), visible=True)
 
     @ui_errors
     def do_export(*values):
