@@ -142,7 +142,7 @@ def finetune_config_file(config, base_path: str, train_conversations: list, fold
     chats = write_training_data(train_conversations, folder / "train.jsonl")
     command = olive_command(config, base_path, folder / "train.jsonl", folder / "output", chats,
                             len(train_conversations))
-    return write_config(command, folder, data_strategy(config))
+    return write_config(command, folder, data_strategy(config, chats, len(train_conversations)))
 
 
 def train_with_olive(ctx, config, base, train_conversations: list) -> Path:
@@ -188,9 +188,18 @@ def write_config(command: list[str], folder: Path, changes: dict[tuple, object] 
     return path
 
 
-def data_strategy(config) -> dict[tuple, object]:
-    """Olive's data strategy for a fine-tune config (the CLI has no flag): each example whole, as our loop keeps
-    them, or joined into max_seq_len blocks with `packing` (Olive's own default)."""
+def data_strategy(config, chats: bool, examples: int) -> dict[tuple, object]:
+    """How Olive reads the data (its CLI has no flag for it). Chats, each example whole: our own pre-process
+    (engine/olive_data.py, Olive's user script) so the loss is on the replies only, as in our backend — Olive's
+    text-generation pre-process would train on the prompt too. With `packing`: Olive's join (its own default), as
+    for plain text rows, where every token is trained on either way."""
+    if chats and not config.packing:
+        from .olive_data import PRE_PROCESS
+
+        return {("data_configs", 0, "user_script"): str(Path(__file__).with_name("olive_data.py")),
+                ("data_configs", 0, "pre_process_data_config"): {"type": PRE_PROCESS,
+                                                                 "max_seq_len": config.max_length,
+                                                                 "max_samples": examples}}
     return {("data_configs", 0, "pre_process_data_config", "strategy"): "join" if config.packing else "line-by-line"}
 
 

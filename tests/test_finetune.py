@@ -230,10 +230,11 @@ def test_the_olive_backend_trains_scores_and_registers_an_adapter(tiny_engine, s
     assert list(tiny_engine.chat("tiny-olive", [{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=4)))
     assert (tiny_engine.settings.runs_dir / str(rid) / "olive" / ".olive-cache").is_dir()  # its cache: the run's
     data = json.loads((tiny_engine.settings.runs_dir / str(rid) / "olive" / "output" / "config.json").read_text())
-    # every training example (Olive's CLI keeps 256 by default), each whole as ours are (its default joins them)
+    # every training example (Olive's CLI keeps 256 by default), each whole as ours are (its default joins them),
+    # tokenized by our pre-process (Olive's user script) so the loss is on the replies only, as in our backend
     assert data["data_configs"][0]["pre_process_data_config"] == {
-        **data["data_configs"][0]["pre_process_data_config"], "max_samples": s["train_examples"],
-        "strategy": "line-by-line"}
+        "type": "slmops_chat_pre_process", "max_seq_len": 96, "max_samples": s["train_examples"]}
+    assert data["data_configs"][0]["user_script"].endswith("engine/olive_data.py")
     assert {"olive-config", "olive-command"} <= {a.kind for a in tiny_engine.run_artifacts(rid)}
 
 
