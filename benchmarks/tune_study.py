@@ -4,6 +4,7 @@ measured alike) with 95 % intervals — and the same study without pruning (same
 steps pruning saved.
 
     SLMOPS_HOME=/tmp/ws python benchmarks/tune_study.py                # runs both studies (about 1.5 h on 2 cores)
+    SLMOPS_HOME=/tmp/ws python benchmarks/tune_study.py --pruner halving  # the pruned one with successive halving
     SLMOPS_HOME=/tmp/ws python benchmarks/tune_study.py --report 2 14  # the figures of two tune runs already made
 
 Each trial: 60 optimizer steps, eval loss every 15 (what the pruner sees), the held-out score on 40 examples.
@@ -64,6 +65,8 @@ def study(engine: Engine, name: str, pruner: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", nargs=2, type=int, metavar=("PRUNED_RUN", "UNPRUNED_RUN"))
+    parser.add_argument("--pruner", choices=("median", "halving"), default="median",
+                        help="the pruned study's pruner (the other study runs without one)")
     args = parser.parse_args()
     engine = Engine()
     if args.report:
@@ -72,7 +75,7 @@ def main() -> None:
         model = engine.ensure_default_model()
         if model.status == "preparing":
             engine.wait_run(model.run_id)
-        pruned = study(engine, "lora-pruned", "median")
+        pruned = study(engine, f"lora-{args.pruner}", args.pruner)
         unpruned = study(engine, "lora-unpruned", "none")
     a, b = report(engine, pruned), report(engine, unpruned)
     saved = 1 - a["steps"] / b["steps"] if b["steps"] else 0.0

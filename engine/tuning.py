@@ -91,13 +91,20 @@ def check_tune(engine, config: TuneConfig) -> None:
     base job passes its own checks (data, model), the storage opens."""
     check_space(config)
     base = base_config(config, output_name=None)
-    _, key, _ = config.objective_key()
+    objective, key, _ = config.objective_key()
     if key == "score_after" and not base.eval_max_examples:
         raise InvalidInput("the objective 'score' needs held-out examples scored: set the base's eval_max_examples "
                            "above 0, or optimise eval_loss")
     if key == "task_score_student" and not base.task:
         raise InvalidInput("the objective 'task_score' needs a task in the base distill config, or optimise "
                            "heldout_ppl")
+    if getattr(base, "backend", "") == "olive":  # Olive's Trainer runs without evaluation: no eval loss to read
+        if objective == "eval_loss":
+            raise InvalidInput("the Olive backend reports no eval loss: optimise 'score', or use backend "
+                               "transformers")
+        if config.pruner != "none":
+            raise InvalidInput("the pruner reads the eval loss while a trial trains, which the Olive backend does "
+                               "not report: set pruner none, or use backend transformers")
     engine.ready_model(base.model_ref())
     engine.check(base)  # the base kind's own checks
     open_storage(storage_url(engine.settings, config))
@@ -137,7 +144,10 @@ def make_pruner(config: TuneConfig):
     if config.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=0)
     if config.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        # rungs at the trials' own evaluation steps (eval_steps, 3×, 9× …): Optuna's "auto" guesses 1 % of the first
+        # trial's steps, so every evaluation would face a rung and a trial would stop at its first eval unless it led
+        eval_steps = config.base.get("eval_steps") or BASE_CONFIGS[config.base_kind].model_fields["eval_steps"].default
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(eval_steps), reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 

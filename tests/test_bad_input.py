@@ -210,6 +210,9 @@ CASES = [
     ("tune-unknown-objective", lambda e, t, d: tune(e, t, objective="accuracy"), ["accuracy", "score or eval_loss"]),
     ("tune-storage-cannot-open", lambda e, t, d: tune(e, t, storage="sqlite:////no/such/folder/studies.db"),
      ["/no/such/folder/studies.db", "cannot be opened", "postgresql://"]),
+    ("tune-olive-eval-loss", lambda e, t, d: tune(e, t, base={"backend": "olive"}, objective="eval_loss"),
+     ["Olive backend reports no eval loss", "score"]),
+    ("tune-olive-pruned", lambda e, t, d: tune(e, t, base={"backend": "olive"}), ["pruner none", "Olive"]),
     ("tune-zero-trials", lambda e, t, d: tune(e, t, trials=0), ["trials", "greater than or equal to 1"]),
     ("tune-grid-without-steps", lambda e, t, d: tune(e, t, sampler="grid"), ["grid", "choices or a step"]),
     ("task-duplicate-name", lambda e, t, d: e.add_task(Task(name="request_to_json", eval_path=write(
