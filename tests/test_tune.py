@@ -132,3 +132,14 @@ def test_a_distill_study_tunes_the_kd_weight(tiny_engine, tmp_path):
     assert trial["value"] == student.summary["heldout_ppl_student"] and trial["steps"] == 4
     best = tiny_engine.best_trial_config(rid)  # what "clone the best trial" puts in the Distill form
     assert best.kind == "distill" and best.alpha == student.config["alpha"] and best.output_name is None
+
+
+def test_successive_halving_compares_trials_at_their_evaluation_steps(tmp_path):
+    """Rungs at eval_steps, 3× and 9× it: a trial is compared where it reports, and only a third go on from each."""
+    from engine.tuning import make_pruner
+
+    pruner = make_pruner(TuneConfig(base=base(tmp_path, eval_steps=15), pruner="halving"))
+    assert (pruner._min_resource, pruner._reduction_factor) == (15, 3)
+    default = make_pruner(TuneConfig(base={k: v for k, v in base(tmp_path).items() if k != "eval_steps"},
+                                     pruner="halving"))
+    assert default._min_resource == 25  # the fine-tune's own default eval_steps
