@@ -188,54 +188,77 @@ def mc_accuracy(backend, questions: list[dict]) -> tuple[float, list[int]]:
     return correct / max(len(questions), 1), picks
 
 
-def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None,
-          budget_s: float = 0.0, target: float = 0.03, max_reps: int = 100) -> dict:
-    """Time to first token, prefill and decode tok/s of each repetition of the prompt set (the prompt set's
-    totals: tokens over seconds), then their medians with 95 % intervals (median_interval) and std. `warmup`
-    untimed calls first (the prompts in turn, full length: allocations and caches reach their working size). At
-    least `reps` repetitions; with a `budget_s`, more until decode's interval is within ±`target` of its median
-    (which needs six or more) or the budget is spent. Every timed call is timed once, tokenization happened
-    before."""
-    for i in range(warmup):
-        check()
-        backend.generate(prompts[i % len(prompts)], new_tokens)
-    ttft, prefill, decode, calls = [], [], [], 0
-    started = time.perf_counter()
+class SpeedTimer:
+    """One model's speed measurement, a repetition at a time: `speed` runs them in a row; the benchmark job takes
+    turns between several models' timers (in their own processes), so drift hits all of them alike. A repetition
+    times each prompt once (time to first token, prefill and decode tok/s of the set's totals); the result is their
+    medians with 95 % intervals (median_interval) and std. `warm` makes `warmup` untimed calls first (the prompts in
+    turn, full length: allocations and caches reach their working size). At least `reps` repetitions; with a
+    `budget_s`, more until decode's interval is within ±`target` of its median (which needs six or more) or this
+    timer's own repetitions have taken the budget. Tokenization happened before."""
 
-    def settled() -> bool:
-        if len(decode) < reps:
+    def __init__(self, backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int,
+                 check=lambda: None, budget_s: float = 0.0, target: float = 0.03, max_reps: int = 100):
+        self.backend, self.prompts, self.new_tokens, self.check = backend, prompts, new_tokens, check
+        self.reps, self.warmup, self.budget_s, self.target, self.max_reps = reps, warmup, budget_s, target, max_reps
+        self.ttft, self.prefill, self.decode, self.calls, self.spent, self.empty = [], [], [], 0, 0.0, False
+
+    def warm(self) -> None:
+        for i in range(self.warmup):
+            self.check()
+            self.backend.generate(self.prompts[i % len(self.prompts)], self.new_tokens)
+
+    def settled(self) -> bool:
+        if self.empty:
+            return True  # nothing decodes two tokens: no speed to measure
+        if len(self.decode) < self.reps:
             return False
-        if budget_s <= 0 or len(decode) >= max_reps or time.perf_counter() - started >= budget_s:
+        if self.budget_s <= 0 or len(self.decode) >= self.max_reps or self.spent >= self.budget_s:
             return True
-        return len(decode) >= 6 and half_width(decode) <= target
+        return len(self.decode) >= 6 and half_width(self.decode) <= self.target
 
-    while not settled():
+    def repeat(self) -> None:
+        """One timed repetition of the prompt set."""
+        started = time.perf_counter()
         first_s, prompt_tokens, decoded, decode_s = [], 0, 0, 0.0
-        for ids in prompts:
-            check()
-            _, times, t0 = backend.generate(ids, new_tokens)
+        for ids in self.prompts:
+            self.check()
+            _, times, t0 = self.backend.generate(ids, self.new_tokens)
             if len(times) < 2:
                 continue
-            calls += 1
+            self.calls += 1
             first_s.append(times[0] - t0)
             prompt_tokens += len(ids)
             decoded += len(times) - 1
             decode_s += times[-1] - times[0]
+        self.spent += time.perf_counter() - started
         if not first_s:
-            break  # nothing decodes two tokens: no speed to measure
-        ttft.append(sum(first_s) / len(first_s))
-        prefill.append(prompt_tokens / sum(first_s))
-        decode.append(decoded / decode_s)
+            self.empty = True
+            return
+        self.ttft.append(sum(first_s) / len(first_s))
+        self.prefill.append(prompt_tokens / sum(first_s))
+        self.decode.append(decoded / decode_s)
 
-    out = {"timed_calls": calls, "repetitions": len(decode), "decode_tok_s_reps": [round(v, 1) for v in decode],
-           "speed_s": round(time.perf_counter() - started, 1)}
-    for name, values in (("ttft_s", ttft), ("prefill_tok_s", prefill), ("decode_tok_s", decode)):
-        if values:
-            out[name], out[f"{name}_low"], out[f"{name}_high"] = median_interval(values)
-            out[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    if decode:
-        out["decode_half_width"] = round(half_width(decode), 4)
-    return out
+    def result(self) -> dict:
+        out = {"timed_calls": self.calls, "repetitions": len(self.decode),
+               "decode_tok_s_reps": [round(v, 1) for v in self.decode], "speed_s": round(self.spent, 1)}
+        for name, values in (("ttft_s", self.ttft), ("prefill_tok_s", self.prefill), ("decode_tok_s", self.decode)):
+            if values:
+                out[name], out[f"{name}_low"], out[f"{name}_high"] = median_interval(values)
+                out[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if self.decode:
+            out["decode_half_width"] = round(half_width(self.decode), 4)
+        return out
+
+
+def speed(backend, prompts: list[list[int]], new_tokens: int, reps: int, warmup: int, check=lambda: None,
+          budget_s: float = 0.0, target: float = 0.03, max_reps: int = 100) -> dict:
+    """One model's speed, its repetitions in a row (SpeedTimer)."""
+    timer = SpeedTimer(backend, prompts, new_tokens, reps, warmup, check, budget_s, target, max_reps)
+    timer.warm()
+    while not timer.settled():
+        timer.repeat()
+    return timer.result()
 
 
 def bandwidth_probe(threads: int = 2, megabytes: int = 512, repeats: int = 3) -> float:

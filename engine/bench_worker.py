@@ -1,5 +1,8 @@
 """`python -m engine.bench_worker REQUEST.json RESULT.json`: measures one model in a fresh process, so one
-model's memory never inflates the next one's. Progress lines go to stdout as JSON; the result is written last."""
+model's memory never inflates the next one's. Progress lines go to stdout as JSON; the result is written last.
+With `interleaved` in the request, it loads its model, says `ready`, and times one repetition for each "rep" line
+on stdin (answering with the count and whether its timing has settled) until another line or EOF; then it goes on
+with the rest (perplexity, multiple choice, task, agreement)."""
 from __future__ import annotations
 
 import json
@@ -41,9 +44,24 @@ def main(request_path: str, result_path: str) -> int:
     else:
         prompts = [passage + backend.chat_ids(p) for p in req["prompts"]]
         result["prompt_tokens"] = sum(len(p) for p in prompts) / len(prompts)
-        say(stage=f"{model['id']}: timing", fraction=0.05)
-        result.update(bench.speed(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"],
-                                  budget_s=req.get("time_budget_s", 0.0), target=req.get("target_half_width", 0.03)))
+        timer = bench.SpeedTimer(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"],
+                                 budget_s=req.get("time_budget_s", 0.0), target=req.get("target_half_width", 0.03))
+        lap("prepare")
+        if req.get("interleaved"):  # the job says when: a repetition per "rep" line, until "rest" (or EOF)
+            say(stage=f"{model['id']}: loaded", ready=True)
+            for i, line in enumerate(sys.stdin):
+                if line.strip() != "rep":
+                    break
+                if i == 0:
+                    timer.warm()
+                timer.repeat()
+                say(rep=len(timer.decode), settled=timer.settled(), spent=round(timer.spent, 3))
+        else:
+            say(stage=f"{model['id']}: timing", fraction=0.05)
+            timer.warm()
+            while not timer.settled():
+                timer.repeat()
+        result.update(timer.result())
         lap("speed")
         if req["ppl_tokens"]:
             say(stage=f"{model['id']}: perplexity", fraction=0.5)

@@ -67,12 +67,14 @@ def olive_command(config, base_path: str, data_path: Path, output_dir: Path, cha
 def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
     """Run the command, its output streamed into the run's log, bar and loss chart; cancel stops it. Returns the
     steps and the last loss. Raises RuntimeError with Olive's last words when it fails."""
+    from .runner import die_with_parent
+
     env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     ctx.log("olive: " + " ".join(command[2:]))
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, preexec_fn=_die_with_parent)  # text mode: tqdm's \r ends a line too
+                            bufsize=1, preexec_fn=die_with_parent)  # text mode: tqdm's \r ends a line too
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: ([lines.put(x) for x in proc.stdout], lines.put(None)), daemon=True).start()
     tail, losses, step, total, trained = deque(maxlen=12), [], 0, 0, False
@@ -113,17 +115,6 @@ def run_olive(ctx, command: list[str], cwd: Path, threads: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"olive finetune failed (exit {proc.returncode}):\n" + "\n".join(tail))
     return {"steps": step, "train_loss": losses[-1] if losses else None}
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the worker dies, even by SIGKILL (Linux), so no Olive run outlives its run."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def check_olive(config) -> None:

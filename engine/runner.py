@@ -25,6 +25,17 @@ from .store import Store
 _KILL_AFTER_TERM_S = 2.0
 
 
+def die_with_parent() -> None:
+    """For Popen(preexec_fn=…), in the child: SIGTERM when the process that started it dies, even by SIGKILL
+    (Linux), so a job's helpers (Olive's run, the benchmark's model processes) never outlive its worker."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @dataclass
 class _Tracked:
     run_id: int

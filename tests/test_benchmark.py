@@ -42,6 +42,8 @@ def test_benchmark_tiny_torch_and_onnx(tiny_engine):
     files = {a.kind: a.path for a in tiny_engine.run_artifacts(run_id)}
     assert len(open(files["benchmark_csv"]).read().strip().splitlines()) == 3
     assert len(json.load(open(files["benchmark_json"]))["results"]) == 2
+    # the two models' timed repetitions took turns (both loaded at once), three rounds for three repetitions
+    assert any("repetitions interleaved in 3 rounds" in x.message for x in tiny_engine.run_logs(run_id))
     # where the wall time went, per model and part
     assert any("seconds: load" in x.message and "multiple_choice" in x.message for x in tiny_engine.run_logs(run_id))
     per_rep = [x.message.split("per repetition: ")[1] for x in tiny_engine.run_logs(run_id)

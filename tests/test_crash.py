@@ -56,8 +56,10 @@ def job_configs(data: Path) -> dict:
             task="request_to_json", task_limit=2, **common),
         "quantize": QuantizeConfig(model_id="tiny", precision="int4", verify_tokens=256),
         "gguf": GgufConfig(model_id="tiny", gguf_type="q8_0", verify_tokens=256),
-        "benchmark": BenchmarkConfig(model_ids=["tiny"], prompt_count=2, gen_length="short", repetitions=4, warmup=1,
-                                     time_budget_s=0, ppl_tokens=256, mc_questions=8, agreement_prompts=0, threads=1),
+        # two models: their timing interleaved, both worker processes alive at once (a kill must end both)
+        "benchmark": BenchmarkConfig(model_ids=["tiny", "tiny-slots"], prompt_count=2, gen_length="short",
+                                     repetitions=4, warmup=1, time_budget_s=0, ppl_tokens=256, mc_questions=8,
+                                     agreement_prompts=0, threads=1),
         "selftest": SelfTestConfig(model_id="tiny", max_new_tokens=24),
         "evaluate": EvaluateConfig(model_id="tiny", task="request_to_json", limit=24, backend="transformers"),
         # each fault adds its own adapter (prepared below) to an export made with one
@@ -177,13 +179,13 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
     figures["kills"] = injected
     home = str(crash_engine.settings.home)
 
-    def olive_left():
-        return [c for c in command_lines() if " -m olive " in c and home in c]
+    def children_left():  # Olive's processes and the benchmark's workers
+        return [c for c in command_lines() if (" -m olive " in c or " -m engine.bench_worker " in c) and home in c]
     try:
-        wait_until(lambda: not olive_left(), 30, 0.5)
+        wait_until(lambda: not children_left(), 30, 0.5)
     except AssertionError:
         pass
-    assert not olive_left(), olive_left()  # no Olive process outlived its run
+    assert not children_left(), children_left()  # no child process outlived its run
     print(json.dumps({"figures": figures, "outcomes": outcomes}, indent=1))
     assert sum(injected.values()) >= 15, outcomes  # nearly every run was really killed mid-way
     # the workspace still works: the model answers

@@ -42,7 +42,8 @@ GEN_LENGTHS = {"short": 32, "medium": 64, "long": 256}
 
 
 class BenchmarkConfig(JobConfig):
-    """Speed, memory and quality of several models, each measured in a fresh process, scored the same way."""
+    """Speed, memory and quality of several models, each measured in a fresh process (their timed repetitions
+    interleaved), scored the same way."""
 
     kind: ClassVar[str] = "benchmark"
     model_ids: list[str] = Field(min_length=1, max_length=32, description="Registered models of any format.")
@@ -61,6 +62,9 @@ class BenchmarkConfig(JobConfig):
     target_half_width: float = Field(default=0.03, gt=0, le=0.5, description="Precision wanted: the interval's "
                                      "half-width relative to the median (0.03: ±3 %).")
     warmup: int = Field(default=1, ge=0, le=10, description="Untimed calls first (the prompts in turn).")
+    interleave: bool = Field(default=True, description="Several models: their timed repetitions take turns (each "
+                             "model in its own process, all loaded at once), so a machine's drift hits them alike. "
+                             "Off: one model after the other (less memory).")
     threads: int = Field(default=2, ge=0, le=256, description="Threads per model (0: library default).")
     ppl_tokens: int = Field(default=2048, ge=0, le=65_536, description="Tokens of the standard text for "
                             "perplexity (0: skip).")

@@ -1,5 +1,7 @@
 """Job `benchmark`: every selected model measured in its own fresh process (speed, peak memory, quality), plus its
-source/teacher's greedy answers for agreement; results stored as metrics and exported as CSV and JSON."""
+source/teacher's greedy answers for agreement; results stored as metrics and exported as CSV and JSON. With several
+models (and `interleave`), all are loaded at once and their timed repetitions take turns, round by round, so the
+machine's drift during the run hits every model alike; the rest (perplexity, scores) follows one model at a time."""
 from __future__ import annotations
 
 import csv
@@ -14,6 +16,7 @@ from ..bench import agreement, hardware_record, machine_probes
 from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
 from ..data import load_prompts
 from ..loading import weights_of
+from ..runner import die_with_parent
 
 CONFIG = BenchmarkConfig
 COLUMNS = ["model_id", "format", "variant", "parent_id", "lineage", "params_m", "size_mb", "load_s", "ttft_s",
@@ -33,33 +36,95 @@ def lineage(store, model) -> str:
     return " → ".join(reversed(chain))
 
 
+class Worker:
+    """engine.bench_worker measuring one model in its own process: its progress relayed to the run, killed on
+    cancel or failure. `finish` lets it run to the end and returns its result; with an interleaved request, `rep`
+    first times one repetition at a time, when the job says."""
+
+    def __init__(self, ctx, request: dict):
+        self.ctx, self.model_id = ctx, request["model"]["id"]
+        tag = f"{self.model_id}-{request['mode']}"
+        self.res_path, self.log_path = ctx.workdir / f"{tag}.result.json", ctx.workdir / f"{tag}.log"
+        req_path = ctx.workdir / f"{tag}.request.json"
+        req_path.write_text(json.dumps(request), encoding="utf-8")
+        self.res_path.unlink(missing_ok=True)
+        with open(self.log_path, "w", encoding="utf-8") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "engine.bench_worker", str(req_path),
+                                          str(self.res_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, env=dict(os.environ), preexec_fn=die_with_parent)
+
+    def messages(self, lo: float = 0.0, hi: float = 0.0):
+        """The worker's JSON lines, its progress shown in [lo, hi] of the run's bar when hi > lo."""
+        for line in self.proc.stdout:
+            self.ctx.check_cancelled()
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if hi > lo and "fraction" in msg:
+                self.ctx.progress(lo + (hi - lo) * float(msg["fraction"]), msg.get("stage", ""))
+            yield msg
+
+    def until(self, key: str) -> dict:
+        msg = next((m for m in self.messages() if key in m), None)
+        if msg is None:
+            self.failed()
+        return msg
+
+    def rep(self) -> dict:
+        """One timed repetition: {"rep": count, "settled": bool, "spent": seconds of timing so far}."""
+        self.proc.stdin.write("rep\n")
+        self.proc.stdin.flush()
+        return self.until("rep")
+
+    def finish(self, lo: float, hi: float) -> dict:
+        self.proc.stdin.close()  # "the rest": an interleaved worker goes on past its timing
+        for _ in self.messages(lo, hi):
+            pass
+        self.proc.wait()
+        if self.proc.returncode != 0 or not self.res_path.exists():
+            self.failed()
+        return json.loads(self.res_path.read_text(encoding="utf-8"))
+
+    def failed(self):
+        self.kill()
+        tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
+        raise RuntimeError(f"measuring {self.model_id} failed (exit {self.proc.returncode}):\n" + "\n".join(tail))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
 def measure(ctx, request: dict, lo: float, hi: float) -> dict:
-    """Run engine.bench_worker on one model; relay its progress; kill it on cancel."""
-    tag = f"{request['model']['id']}-{request['mode']}"
-    req_path, res_path = ctx.workdir / f"{tag}.request.json", ctx.workdir / f"{tag}.result.json"
-    req_path.write_text(json.dumps(request), encoding="utf-8")
-    res_path.unlink(missing_ok=True)
-    log_path = ctx.workdir / f"{tag}.log"
-    with open(log_path, "w", encoding="utf-8") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.bench_worker", str(req_path), str(res_path)],
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
-        try:
-            for line in proc.stdout:
-                ctx.check_cancelled()
-                try:
-                    msg = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                ctx.progress(lo + (hi - lo) * float(msg.get("fraction", 0)), msg.get("stage", ""))
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if proc.returncode != 0 or not res_path.exists():
-        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
-        raise RuntimeError(f"measuring {request['model']['id']} failed (exit {proc.returncode}):\n" + "\n".join(tail))
-    return json.loads(res_path.read_text(encoding="utf-8"))
+    """One model measured from start to end in its own process."""
+    worker = Worker(ctx, request)
+    try:
+        return worker.finish(lo, hi)
+    finally:
+        worker.kill()
+
+
+def take_turns(ctx, requests: list[dict], workers: list[Worker], share: float) -> int:
+    """A worker per request, loaded one after the other (each load time its own), then their timed repetitions
+    round by round (the order rotating each round) until every one has settled; the bar moves through the first
+    `share` of the run. Returns the rounds."""
+    for i, request in enumerate(requests):
+        ctx.progress(share * 0.2 * i / len(requests), f"loading {request['model']['id']}")
+        workers.append(Worker(ctx, request))
+        workers[-1].until("ready")
+    active, rounds = list(workers), 0
+    while active:
+        order = active[rounds % len(active):] + active[:rounds % len(active)]
+        rounds += 1
+        for worker in order:
+            msg = worker.rep()
+            if msg["settled"]:
+                active.remove(worker)
+        ctx.progress(share * (0.2 + 0.8 * (1 - len(active) / len(workers))),
+                     f"timing: round {rounds}, {len(workers) - len(active)} of {len(workers)} models settled")
+    return rounds
 
 
 def log_line(res: dict) -> str:
@@ -96,10 +161,11 @@ def run(ctx, config: BenchmarkConfig) -> None:
     ctx.summary(hardware=hardware)
     ctx.log("hardware: " + ", ".join(f"{k}={v}" for k, v in hardware.items()))
 
-    def request(model, mode: str) -> dict:
+    def request(model, mode: str, interleaved: bool = False) -> dict:
         path, adapter = weights_of(store, model)
         return {"model": {"id": model.id, "format": model.format, "path": path, "adapter_path": adapter},
-                "mode": mode, "threads": config.threads, "prompts": timed, "new_tokens": GEN_LENGTHS[config.gen_length],
+                "mode": mode, "interleaved": interleaved, "threads": config.threads, "prompts": timed,
+                "new_tokens": GEN_LENGTHS[config.gen_length],
                 "prefix_tokens": PROMPT_LENGTHS[config.prompt_length], "repetitions": config.repetitions,
                 "warmup": config.warmup, "time_budget_s": config.time_budget_s,
                 "target_half_width": config.target_half_width, "ppl_tokens": config.ppl_tokens, "mc": config.mc,
@@ -113,24 +179,34 @@ def run(ctx, config: BenchmarkConfig) -> None:
     steps = len(models) + len(extra_refs)
     results, greedy = [], {}
     t_start = time.perf_counter()
-    for i, model in enumerate(models):
-        lo, hi = i / steps, (i + 1) / steps
-        res = measure(ctx, request(model, "full"), lo, hi)
-        greedy[model.id] = res.pop("greedy", None)
-        facts = export_summary(store, model)
-        res.update(format=model.format, variant=facts.get("variant", ""), parent_id=model.parent_id or "",
-                   lineage=lineage(store, model), params_m=round((model.params or 0) / 1e6, 1),
-                   size_mb=round((model.size_bytes or 0) / 1e6, 1))
-        results.append(res)
-        for name in ("load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "ppl", "mc_accuracy",
-                     "task_score", "size_mb"):
-            if res.get(name) is not None:
-                ctx.metric(name, res[name], step=i)
-        ctx.log(log_line(res))
-        ctx.summary(results=[{k: r.get(k) for k in COLUMNS} for r in results])
+    interleave = config.interleave and len(models) > 1
+    workers: list[Worker] = []
+    share = 0.6 if interleave else 0.0  # the interleaved timing's share of the bar
+    try:
+        if interleave:
+            rounds = take_turns(ctx, [request(m, "full", interleaved=True) for m in models], workers, share)
+            ctx.log(f"timing: the {len(models)} models' repetitions interleaved in {rounds} rounds")
+        for i, model in enumerate(models):
+            lo, hi = share + (1 - share) * i / steps, share + (1 - share) * (i + 1) / steps
+            res = workers[i].finish(lo, hi) if workers else measure(ctx, request(model, "full"), lo, hi)
+            greedy[model.id] = res.pop("greedy", None)
+            facts = export_summary(store, model)
+            res.update(format=model.format, variant=facts.get("variant", ""), parent_id=model.parent_id or "",
+                       lineage=lineage(store, model), params_m=round((model.params or 0) / 1e6, 1),
+                       size_mb=round((model.size_bytes or 0) / 1e6, 1))
+            results.append(res)
+            for name in ("load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "ppl", "mc_accuracy",
+                         "task_score", "size_mb"):
+                if res.get(name) is not None:
+                    ctx.metric(name, res[name], step=i)
+            ctx.log(log_line(res))
+            ctx.summary(results=[{k: r.get(k) for k in COLUMNS} for r in results])
+    finally:
+        for worker in workers:
+            worker.kill()
     for j, ref in enumerate(extra_refs):
-        lo = (len(models) + j) / steps
-        greedy[ref.id] = measure(ctx, request(ref, "reference"), lo, lo + 1 / steps).get("greedy")
+        lo, hi = share + (1 - share) * (len(models) + j) / steps, share + (1 - share) * (len(models) + j + 1) / steps
+        greedy[ref.id] = measure(ctx, request(ref, "reference"), lo, hi).get("greedy")
     for res in results:
         ref = res["parent_id"]
         if ref and greedy.get(ref) is not None and greedy.get(res["model_id"]) is not None:

@@ -51,6 +51,7 @@ def build_benchmark_tab(engine) -> dict:
         with gr.Row():
             form.field("ppl_tokens")
             form.field("mc", label="Multiple-choice accuracy")
+            form.field("interleave", label="Interleave the models' timing")
             for name in ("mc_questions", "agreement_prompts", "agreement_tokens", "target_half_width"):
                 form.field(name)
     with gr.Row():
