@@ -37,8 +37,8 @@ class RunHistory:
         out = []
         for path in map(Path, paths):
             target = folder / path.name
-            if path.is_file() and not target.exists():
-                shutil.copyfile(path, target)
+            if path.is_file() and (not target.exists() or target.stat().st_mtime != path.stat().st_mtime):
+                shutil.copy2(path, target)  # again when the run's file was written anew (an Olive config re-made)
             out += [str(target)] if target.exists() else []
         return out
 

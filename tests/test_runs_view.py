@@ -1,6 +1,7 @@
 """Runs tab: SQL filters and counts, the index migration, the loss overlay, the config comparison and the exports."""
 import csv
 import json
+import os
 
 import pytest
 from sqlite_utils import Database
@@ -263,3 +264,13 @@ def test_a_finished_runs_summary_names_every_figure_in_words():
     sweep = {"teacher_params_m": 134.5, "task_score_teacher": 0.88, "smallest_at_90": "t-student-run4-4l",
              "students": [{"layers": 4}], "wall_s": 1386.2}
     assert comparison_table(sweep) == "" and "None" not in summary_line("distill_sweep", sweep)
+
+
+def test_a_runs_files_are_served_from_exports_and_copied_again_when_rewritten(engine, tmp_path):
+    source = tmp_path / "config.json"
+    source.write_text("{}")
+    [copy] = engine.export_files(7, [str(source), str(tmp_path / "missing.txt")])
+    assert copy == str(engine.settings.home / "exports" / "run7" / "config.json") and open(copy).read() == "{}"
+    source.write_text('{"again": 1}')
+    os.utime(source, (1, 1))  # a different time stamp: written anew
+    assert open(engine.export_files(7, [str(source)])[0]).read() == '{"again": 1}'
