@@ -32,7 +32,7 @@ def test_a_study_runs_its_trials_as_runs_prunes_a_bad_one_and_continues(tiny_eng
     monkeypatch.setenv("SLMOPS_FAULT", "pause=0.1")
     config = TuneConfig(base=base(tmp_path, max_steps=80, save_steps=80),
                         space={"learning_rate": {"choices": [5e-2, 1e-7]}}, sampler="grid", seed=1,
-                        objective="eval_loss", trials=2, pruner_startup_trials=1)
+                        objective="eval_loss", trials=2, pruner="median", pruner_startup_trials=1)
     rid = tiny_engine.start_run(config)
     run = tiny_engine.wait_run(rid, timeout=400)
     assert run.status is RunStatus.SUCCEEDED, (run.error, [x.message for x in tiny_engine.run_logs(rid)][-5:])

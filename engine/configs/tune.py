@@ -78,8 +78,9 @@ class TuneConfig(JobConfig):
                            "(fine-tune), task_score or heldout_ppl (distill). Empty: the first of these.")
     sampler: Literal["tpe", "random", "grid"] = Field(default="tpe", description="tpe: Optuna's default; grid: "
                                                       "every combination of choices/steps.")
-    pruner: Literal["median", "halving", "none"] = Field(default="median", description="Stops trials whose eval "
-                                                         "loss is worse than the others' at the same step.")
+    pruner: Literal["halving", "median", "none"] = Field(
+        default="halving", description="Stops trials whose eval loss lags: halving (successive halving) lets a third "
+        "go on at each rung (eval_steps, 3×, 9× …); median stops those below the median at the same step.")
     pruner_startup_trials: int = Field(default=3, ge=0, le=1000, description="Trials that finish unpruned before "
                                        "the median pruner compares.")
     trials: int = Field(default=12, ge=1, le=10_000, description="Trials the study runs (finished or pruned; "
