@@ -1,6 +1,7 @@
 """Hyperparameter studies (job `tune`) on the tiny model: trials are runs linked to their study, the pruner stops a
 bad trial ("pruned", not "failed"), a study continues where it stopped, and two worker processes share one study
 while one of them is killed."""
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,8 @@ def test_two_workers_share_a_study_and_one_killed_fails_only_its_trial(tiny_engi
     for t in trials:
         if t.state.name == "COMPLETE":
             assert tiny_engine.get_run(t.user_attrs["run_id"]).status is RunStatus.SUCCEEDED
+    print(json.dumps({"trials": [(t.number, t.state.name, t.user_attrs.get("run_id"), t.user_attrs.get("note", ""))
+                                 for t in trials], "killed_run": trial_run.id, "killed_run_now": stopped.status.value}))
 
 
 def test_a_distill_study_tunes_the_kd_weight(tiny_engine, tmp_path):
