@@ -109,11 +109,14 @@ def measure(ctx, request: dict, lo: float, hi: float) -> dict:
 def take_turns(ctx, requests: list[dict], workers: list[Worker], share: float) -> int:
     """A worker per request, loaded one after the other (each load time its own), then their timed repetitions
     round by round (the order rotating each round) until every one has settled; the bar moves through the first
-    `share` of the run. Returns the rounds."""
+    `share` of the run, each model's part by its repetitions (or, with a time budget, the budget it has spent).
+    Returns the rounds."""
     for i, request in enumerate(requests):
         ctx.progress(share * 0.2 * i / len(requests), f"loading {request['model']['id']}")
         workers.append(Worker(ctx, request))
         workers[-1].until("ready")
+    reps, budget = requests[0]["repetitions"], requests[0]["time_budget_s"]
+    done = {w.model_id: 0.0 for w in workers}  # each model's share of its timing done
     active, rounds = list(workers), 0
     while active:
         order = active[rounds % len(active):] + active[:rounds % len(active)]
@@ -122,8 +125,12 @@ def take_turns(ctx, requests: list[dict], workers: list[Worker], share: float) -
             msg = worker.rep()
             if msg["settled"]:
                 active.remove(worker)
-        ctx.progress(share * (0.2 + 0.8 * (1 - len(active) / len(workers))),
-                     f"timing: round {rounds}, {len(workers) - len(active)} of {len(workers)} models settled")
+                done[worker.model_id] = 1.0
+            else:
+                done[worker.model_id] = min(0.95, max(msg["rep"] / max(reps, 1) * (0.5 if budget else 1.0),
+                                                      msg["spent"] / budget if budget else 0.0))
+            ctx.progress(share * (0.2 + 0.8 * sum(done.values()) / len(done)),
+                         f"timing: round {rounds}, {len(workers) - len(active)} of {len(workers)} models settled")
     return rounds
 
 
