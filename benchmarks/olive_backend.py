@@ -33,7 +33,10 @@ def main() -> None:
     from engine.olive import olive_version
 
     engine = Engine(Settings(home=Path(args.home), offline=True))
-    base = engine.ensure_default_model().id
+    model = engine.ensure_default_model()
+    if model.run_id and not model.ready:  # a fresh workspace converts the bundled GGUF first
+        engine.wait_run(model.run_id, timeout=900)
+    base = model.id
     rows = []
     for backend in ("transformers", "olive"):
         name = f"bench-{backend}{args.suffix}"
