@@ -46,7 +46,6 @@ def main(request_path: str, result_path: str) -> int:
         result["prompt_tokens"] = sum(len(p) for p in prompts) / len(prompts)
         timer = bench.SpeedTimer(backend, prompts, req["new_tokens"], req["repetitions"], req["warmup"],
                                  budget_s=req.get("time_budget_s", 0.0), target=req.get("target_half_width", 0.03))
-        lap("prepare")
         if req.get("interleaved"):  # the job says when: a repetition per "rep" line, until "rest" (or EOF)
             say(stage=f"{model['id']}: loaded", ready=True)
             for i, line in enumerate(sys.stdin):
@@ -56,13 +55,15 @@ def main(request_path: str, result_path: str) -> int:
                     timer.warm()
                 timer.repeat()
                 say(rep=len(timer.decode), settled=timer.settled(), spent=round(timer.spent, 3))
+            waited = lap("speed") - timer.spent  # the other models' turns (and this one's warm-up)
+            stage_s["speed"], stage_s["waiting"] = round(timer.spent, 2), round(waited, 2)
         else:
             say(stage=f"{model['id']}: timing", fraction=0.05)
             timer.warm()
             while not timer.settled():
                 timer.repeat()
+            lap("speed")
         result.update(timer.result())
-        lap("speed")
         if req["ppl_tokens"]:
             say(stage=f"{model['id']}: perplexity", fraction=0.5)
             result["ppl"], result["ppl_tokens"] = bench.perplexity(backend, standard_text(), req["ppl_tokens"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import Cancelled, InvalidInput
 
+PRE_PROCESS = "slmops_chat_pre_process"  # our chat pre-process, registered with Olive by engine/olive_data.py
 ALL_LINEAR = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Olive passes target modules as a list
 BAR = re.compile(r"(\d+)/(\d+) \[")  # the Trainer's tqdm bar: "12/200 [00:10<02:40, ...]"
 LOSS = re.compile(r"'loss': '?([0-9.eE+-]+)'?")  # the Trainer's log line, one per step (logging_steps 1)
@@ -185,8 +186,6 @@ def data_strategy(config, chats: bool, examples: int) -> dict[tuple, object]:
     text-generation pre-process would train on the prompt too. With `packing`: Olive's join (its own default), as
     for plain text rows, where every token is trained on either way."""
     if chats and not config.packing:
-        from .olive_data import PRE_PROCESS
-
         return {("data_configs", 0, "user_script"): str(Path(__file__).with_name("olive_data.py")),
                 ("data_configs", 0, "pre_process_data_config"): {"type": PRE_PROCESS,
                                                                  "max_seq_len": config.max_length,

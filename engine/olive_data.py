@@ -14,7 +14,7 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-PRE_PROCESS = "slmops_chat_pre_process"
+from engine.olive import PRE_PROCESS  # noqa: E402  (light: the standard library only)
 
 
 @Registry.register_pre_process(PRE_PROCESS)
