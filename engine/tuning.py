@@ -127,6 +127,9 @@ def open_storage(url: str):
                            "postgresql://user:password@host/db") from None
 
 
+BASELINE_NOTE = "baseline: the base config's own values"
+
+
 def make_sampler(config: TuneConfig, space: dict[str, SearchRange]):
     import optuna
 
@@ -168,7 +171,7 @@ def open_study(config: TuneConfig, storage_url: str, name: str, create: bool = T
         study.set_user_attr("config", config.model_dump_json())
         baseline = baseline_params(config, space)
         if config.baseline_first and baseline:
-            study.enqueue_trial(baseline, user_attrs={"note": "baseline: the base config's own values"})
+            study.enqueue_trial(baseline, user_attrs={"note": BASELINE_NOTE})
     return study
 
 
@@ -237,6 +240,9 @@ def trial_rows(study) -> list[dict]:
         if t.state.name == "PRUNED" and t.intermediate_values:
             step = max(t.intermediate_values)
             note = f"pruned at step {step}: eval loss {sign * t.intermediate_values[step]:.4f}"
+        elif t.state.name == "FAIL" and note in ("", BASELINE_NOTE):  # every failure of ours says why in its note
+            note = ("baseline; " if note else "") + "failed: its study process stopped (no heartbeat), marked by " \
+                "another worker"
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      "value": t.value if t.state.name == "COMPLETE" else None,  # (a pruned trial's: its last report)
                      "steps": t.user_attrs.get("steps"), "run": t.user_attrs.get("run_id"),

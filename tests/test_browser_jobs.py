@@ -207,6 +207,8 @@ def test_a_study_from_the_finetune_tab_shows_its_trials_and_plots_and_clones_the
         page.click("#tune-finetune-objective input")
         page.get_by_role("option", name="eval_loss", exact=True).click()
         page.get_by_label("Trials", exact=True).fill("2")
+        # no pruner: both trials finish, so every plot (importances need two finished trials) has something to draw
+        page.locator("#tune-finetune").get_by_role("radio", name="none", exact=True).check()
         page.click("#tune-finetune-start")
         # the summary counts the finished trials while the study runs: wait for the study's own end, then for the
         # trials' table, which has its own poll

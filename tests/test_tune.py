@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from engine import RunStatus, TuneConfig
-from engine.tuning import open_study
+from engine.tuning import open_study, trial_rows
 from tests.helpers import ROOT
 
 TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
@@ -106,6 +106,8 @@ def test_two_workers_share_a_study_and_one_killed_fails_only_its_trial(tiny_engi
     assert states.count("COMPLETE") == 4 and states.count("RUNNING") == 0, states
     killed = [t for t in trials if t.user_attrs.get("run_id") == trial_run.id]
     assert len(killed) == 1 and killed[0].state.name == "FAIL"  # marked failed by the survivor (no heartbeat)
+    [row] = [r for r in trial_rows(study) if r["run"] == trial_run.id]  # and the trials table says why
+    assert row["state"] == "fail" and "no heartbeat" in row["note"], row
     run_ids = [t.user_attrs["run_id"] for t in trials if "run_id" in t.user_attrs]
     assert len(run_ids) == len(set(run_ids)) == len(trials)  # one run per trial, none shared, none lost
     stopped = tiny_engine.wait_run(trial_run.id, timeout=30)  # the killed worker's trial stops itself
