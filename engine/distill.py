@@ -52,7 +52,8 @@ def response_loss(model, batches) -> float:
 
     total, count = 0.0, 0
     with torch.inference_mode():
-        for ids, mask, labels in batches:
+        for batch in batches:
+            ids, mask, labels = (t.to(model.device) for t in batch)
             keep = response_positions(labels)
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits.float()
             total += float(F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]], reduction="sum"))
@@ -139,8 +140,9 @@ def teacher_top_k(teacher, batches, k: int, temperature: float, check=lambda: No
 
     cache = {}
     with torch.inference_mode():
-        for n, (ids, mask, labels) in enumerate(batches, 1):
+        for n, batch in enumerate(batches, 1):
             check()
+            ids, mask, labels = (t.to(teacher.device) for t in batch)
             keep = response_positions(labels)
             logits = teacher(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float() / temperature
             logp = torch.log_softmax(logits, -1)
@@ -188,6 +190,7 @@ def make_distill_trainer(teacher, alpha: float, temperature: float, cache: dict 
     class DistillTrainer(Trainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            teacher.to(self.args.device)  # the teacher runs beside the student: on its GPU when it trains on one
             self.model_accepts_loss_kwargs = False  # the Trainer scales for gradient accumulation itself
             self._parts = {"kd_loss": [], "ce_loss": []}
 
@@ -238,9 +241,9 @@ def response_nll(model, dataset, batch_size: int, pad_id: int) -> float:
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start:start + batch_size]
         width = max(len(x) for x in rows["input_ids"])
-        ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in rows["input_ids"]])
-        labels = torch.tensor([x + [-100] * (width - len(x)) for x in rows["labels"]])
-        mask = torch.tensor([x + [0] * (width - len(x)) for x in rows["attention_mask"]])
+        ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in rows["input_ids"]], device=model.device)
+        labels = torch.tensor([x + [-100] * (width - len(x)) for x in rows["labels"]], device=model.device)
+        mask = torch.tensor([x + [0] * (width - len(x)) for x in rows["attention_mask"]], device=model.device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         target = labels[:, 1:]
@@ -261,7 +264,7 @@ def greedy_tokens(model, tokenizer, prompts: list[list[dict]], n: int, batch_siz
     for start in range(0, len(prompts), batch_size):
         texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
                  for p in prompts[start:start + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  temperature=None, top_p=None, top_k=None)
@@ -280,7 +283,7 @@ def decode_tokens_per_s(model, tokenizer, new_tokens: int = 48, repeats: int = 3
 
     messages = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                        return_dict=True)["input_ids"]
+                                        return_dict=True)["input_ids"].to(model.device)
     speeds = []
     with torch.inference_mode():
         for _ in range(repeats + 1):  # the first pass warms up
@@ -290,6 +293,7 @@ def decode_tokens_per_s(model, tokenizer, new_tokens: int = 48, repeats: int = 3
             for _ in range(new_tokens):
                 out = model(input_ids=token, past_key_values=cache, use_cache=True)
                 cache, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            token.tolist()  # on a GPU the steps run asynchronously: wait for the last one
             speeds.append(new_tokens / (time.perf_counter() - t0))
     return statistics.median(speeds[1:])
 

@@ -45,7 +45,7 @@ def torch_logits(model) -> Callable[[list[int]], np.ndarray]:
 
     def logits_of(ids: list[int]) -> np.ndarray:
         with torch.inference_mode():
-            return model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+            return model(input_ids=torch.tensor([ids], device=model.device)).logits[0].float().cpu().numpy()
     return logits_of
 
 

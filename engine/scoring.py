@@ -67,7 +67,7 @@ def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     finally:
         tokenizer.padding_side = side
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -112,9 +112,12 @@ def build_model(config: FineTuneConfig, base_path: str):
         reason = qlora_unavailable_reason()
         if reason:
             raise InvalidInput(reason + " Use method 'lora' instead.")
+        import os
+
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # 4-bit weights live on this GPU
     model = load_model(base_path, **kwargs)
     if config.method == "full":
         return model
@@ -247,6 +250,8 @@ class TrainingSession:
         self.trainer = (trainer_cls or Trainer)(
             model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
             processing_class=tokenizer, callbacks=[self.reporter], **trainer_kwargs)
+        device = args.device
+        ctx.log(f"training on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
     def time_step(self) -> float:
         """Seconds an optimizer step takes here, measured before training: forward and backward passes on the first

@@ -282,7 +282,8 @@ def test_distill_under_torchrun_two_processes(distill_engine, tmp_path):
         f"{k}: {json.dumps(v)}" for k, v in distill_config(tmp_path, max_steps=4, eval_max_examples=2,
                                                             general_ppl_tokens=0, output_name="student-ddp")
         .model_dump(exclude_defaults=True).items()) + "\n")
-    env = dict(os.environ, SLMOPS_HOME=str(distill_engine.settings.home), SLMOPS_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, SLMOPS_HOME=str(distill_engine.settings.home), SLMOPS_OFFLINE="1", OMP_NUM_THREADS="1",
+               CUDA_VISIBLE_DEVICES="")  # two processes on the CPU (gloo), also on a machine with one GPU
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "engine",
                              "distill", "--config", str(config)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)

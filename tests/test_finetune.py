@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine import EvaluateConfig, FineTuneConfig, GenerationParams, InvalidInput, RunStatus
+from engine.training import qlora_unavailable_reason
 from tests.helpers import ROOT
 
 TRAIN = ROOT / "assets" / "datasets" / "request_to_json.train.jsonl"
@@ -142,9 +143,34 @@ def test_bad_inputs_are_refused_before_a_run_starts(tiny_engine, small_data, tmp
         tiny_engine.start_run(tiny_config(small_data, train_path=str(broken)))
     with pytest.raises(InvalidInput, match="GiB of memory"):
         tiny_engine.start_run(tiny_config(small_data, method="full", batch_size=512, max_length=32768))
-    with pytest.raises(InvalidInput, match="CUDA"):
-        tiny_engine.start_run(tiny_config(small_data, method="qlora"))
+    if qlora_unavailable_reason():  # this machine has no GPU (or no bitsandbytes): QLoRA is refused up front
+        with pytest.raises(InvalidInput, match="CUDA|bitsandbytes"):
+            tiny_engine.start_run(tiny_config(small_data, method="qlora"))
     assert tiny_engine.list_runs() == []
+
+
+@pytest.mark.skipif(qlora_unavailable_reason() is not None, reason="QLoRA needs a CUDA GPU and bitsandbytes")
+def test_qlora_trains_on_a_4bit_base_and_merges_into_the_full_precision_base(tiny_engine, small_data):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rid = tiny_engine.start_run(tiny_config(small_data, method="qlora", merge=True, output_name="tiny-qlora"))
+    run = tiny_engine.wait_run(rid, timeout=300)
+    assert run.status is RunStatus.SUCCEEDED, (run.error, [line.message for line in tiny_engine.run_logs(rid)][-8:])
+    losses = series(tiny_engine, rid, "train_loss")
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert run.summary["eval_loss_after"] < run.summary["eval_loss_before"] and "score_after" in run.summary
+    # the adapter loads on the full-precision base on the CPU; the merged model is that sum, with no 4-bit config
+    merged = tiny_engine.get_model("tiny-qlora-merged")
+    base = AutoModelForCausalLM.from_pretrained(tiny_engine.get_model("tiny").path)
+    with_adapter = PeftModel.from_pretrained(base, tiny_engine.get_model("tiny-qlora").path).eval()
+    merged_model = AutoModelForCausalLM.from_pretrained(merged.path).eval()
+    assert getattr(merged_model.config, "quantization_config", None) is None
+    assert merged_model.device.type == "cpu"
+    ids = torch.tensor([[1, 5, 9, 42, 7, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(with_adapter(ids).logits, merged_model(ids).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_torchrun_two_processes_on_cpu(tiny_engine, small_data, tmp_path):
@@ -153,7 +179,8 @@ def test_torchrun_two_processes_on_cpu(tiny_engine, small_data, tmp_path):
     config.write_text(f"model_id: tiny\ntrain_path: {train}\neval_path: {evals}\nmax_steps: 4\nbatch_size: 2\n"
                       "max_length: 96\neval_steps: 4\nsave_steps: 4\neval_max_examples: 2\n"
                       "eval_max_new_tokens: 4\noutput_name: tiny-ddp\n")
-    env = dict(os.environ, SLMOPS_HOME=str(tiny_engine.settings.home), SLMOPS_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, SLMOPS_HOME=str(tiny_engine.settings.home), SLMOPS_OFFLINE="1", OMP_NUM_THREADS="1",
+               CUDA_VISIBLE_DEVICES="")  # two processes on one GPU would need two GPUs: on the CPU (gloo) here
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "-m", "engine", "finetune", "--config", str(config)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

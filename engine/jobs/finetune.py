@@ -163,6 +163,12 @@ def save_outputs(ctx, config: FineTuneConfig, base, model, tokenizer) -> None:
     save_for_inference(model, tokenizer, tmp)
     _publish(ctx, tmp, name, ModelFormat.HF if config.method == "full" else ModelFormat.ADAPTER, base.id)
     if config.merge and config.method != "full":
+        if config.method == "qlora":  # merged into the full-precision base, not into the 4-bit copy QLoRA trained on
+            from peft import PeftModel
+
+            from ..loading import load_model
+
+            model = PeftModel.from_pretrained(load_model(base.path), ctx.store.get_model(name).path)
         merged = model.merge_and_unload()
         tmp = ctx.workdir / f"{merged_name}.partial"
         save_for_inference(merged, tokenizer, tmp)
