@@ -52,11 +52,12 @@ def start_server(home: Path, models: list[str], port: int, max_concurrency: int,
 
 def one_request(client, model: str, prompt: str, max_tokens: int) -> dict:
     t0 = time.perf_counter()
-    first, tokens, text = None, 0, ""
+    first, tokens, text, acknowledged = None, 0, "", False
     try:
         stream = client.chat.completions.create(model=model, stream=True, max_tokens=max_tokens, temperature=0,
                                                 messages=[{"role": "user", "content": prompt}],
                                                 stream_options={"include_usage": True})
+        acknowledged = True  # the server answered with a status and headers: its reply has started
         for chunk in stream:
             if chunk.usage:
                 tokens = chunk.usage.completion_tokens
@@ -69,7 +70,7 @@ def one_request(client, model: str, prompt: str, max_tokens: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - what a client saw is the result
         cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""
         return {"ok": False, "model": model, "error": f"{type(exc).__name__} ({cause}): {exc}"[:200],
-                "refused": cause == "ConnectError", "got_output": first is not None,
+                "refused": cause == "ConnectError", "got_output": first is not None, "acknowledged": acknowledged,
                 "latency": time.perf_counter() - t0}
 
 
@@ -163,9 +164,17 @@ def main() -> None:
         ok = sum(r["ok"] for r in done)
         refused = sum((not r["ok"]) and r["refused"] for r in done)
         cut = len(done) - ok - refused
+        acknowledged = ok + sum((not r["ok"]) and r["acknowledged"] for r in done)
+        stored = sum(rec.values())
         print(f"phase 2 (SIGKILL after {args.kill_after:.0f} s, at {killed_at}): clients made {len(done)} requests: "
               f"{ok} answered, {cut} reached the server and were cut off, {refused} refused (no server); records "
-              f"{sum(rec.values())} {rec} (answered + cut off = {ok + cut})")
+              f"{stored} {rec} (answered + cut off = {ok + cut})")
+        # a reply starts only after its row is committed: every acknowledged request must have one; a request cut
+        # off before its reply started may or may not have been read (and recorded) when the server died
+        print(f"  acknowledged by the server (a reply started): {acknowledged}; records {stored}: "
+              f"{'every acknowledged request is recorded' if stored >= acknowledged else 'RECORDS MISSING'}; "
+              f"cut off before any reply: {cut - (acknowledged - ok)}, of which recorded: "
+              f"{max(stored - acknowledged, 0)}")
     proc.terminate()
     proc.wait(timeout=30)
 

@@ -249,6 +249,7 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
             release()
             return refuse(503, str(exc), "server_error")
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        await log.stored(tracked.rid)  # acknowledged only once recorded (engine/serve_monitor.py)
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
             return StreamingResponse(sse_events(chunks, stop, stops, completion_id, req.model, params, include_usage,

@@ -4,9 +4,13 @@ starts, completed when it ends) and counts in Prometheus metrics (prometheus_cli
 A request pays only a queue put for its row: a writer thread stores at once whatever queued up, in one transaction
 (while one commits the next ones gather, so a burst costs a few transactions, not one per record). A committed row
 survives the server being killed (SQLite's WAL is in the OS's hands once committed); a server that dies leaves its
-open rows "running", and the next server at the same address marks them "interrupted" when it starts."""
+open rows "running", and the next server at the same address marks them "interrupted" when it starts. A reply
+starts only once its request's row is committed (`RequestLog.stored`, awaited just before the first byte, by which
+time the writer has almost always stored it), so a server killed at any moment has a row for every request it
+acknowledged."""
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -53,6 +57,7 @@ class RequestLog:
         self.store, self.server, self.flush_s = store, server, flush_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0  # queued and not yet stored
+        self._inserted: dict[str, threading.Event] = {}  # rows queued for insert, set once committed
         self._cond = threading.Condition()
         with store.db.atomic():
             store.db.execute("UPDATE requests SET status = 'interrupted', error = 'the server stopped before the "
@@ -62,6 +67,7 @@ class RequestLog:
 
     def begin(self, model: str, adapter: str = "", prompt_text: str | None = None) -> str:
         rid = uuid.uuid4().hex
+        self._inserted[rid] = threading.Event()
         self._put(("insert", {"id": rid, "server": self.server, "model": model, "adapter": adapter,
                               "started_at": utcnow(), "status": "running", "prompt_text": prompt_text}))
         return rid
@@ -73,6 +79,12 @@ class RequestLog:
         with self._cond:
             self._pending += 1
         self._queue.put(item)
+
+    async def stored(self, rid: str, timeout_s: float = 5.0) -> None:
+        """Return once `rid`'s row is committed (at once when it already is), without blocking the event loop."""
+        event = self._inserted.get(rid)
+        if event is not None and not event.is_set():
+            await asyncio.to_thread(event.wait, timeout_s)
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Wait until every queued record is stored."""
@@ -109,6 +121,9 @@ class RequestLog:
                             self.store.db["requests"].update(b[1], b[2])
             except Exception as exc:  # noqa: BLE001 - monitoring must never take the server down
                 print(f"request log: {len(batch)} records not stored: {exc}", flush=True)
+            for b in batch:  # stored (or given up on): the replies waiting for these rows may start
+                if b[0] == "insert" and (event := self._inserted.pop(b[1]["id"], None)) is not None:
+                    event.set()
             with self._cond:
                 self._pending -= len(batch)
                 self._cond.notify_all()

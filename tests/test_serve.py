@@ -239,6 +239,12 @@ def test_every_request_is_recorded_and_counted(server, tiny_engine):
     log.flush()
     RequestLog(tiny_engine.store, "test:1").close()
     assert next(r for r in tiny_engine.served_requests() if r["id"] == rid)["status"] == "interrupted"
+    # a reply waits for its row's commit (`stored`), so a killed server has a row for every request it acknowledged
+    slow = RequestLog(tiny_engine.store, "test:2", flush_s=0.3)  # the writer lets a burst gather for 0.3 s
+    rid = slow.begin("tiny")
+    asyncio.run(slow.stored(rid))
+    assert any(r["id"] == rid for r in tiny_engine.served_requests())
+    slow.close()
     # what recording costs a request: a row queued at its start and its end, the metrics updated
     metrics_ = ServeMetrics()
     t0 = time.perf_counter()
