@@ -76,6 +76,21 @@ class ScriptedBackend:
         return out
 
 
+def test_interleaving_falls_back_to_one_model_at_a_time_when_they_do_not_fit_in_memory_together(tiny_engine):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from engine.jobs.benchmark import fits_at_once
+
+    logs = []
+    ctx = SimpleNamespace(store=tiny_engine.store, log=lambda message, level="info": logs.append((level, message)))
+    tiny = tiny_engine.get_model("tiny")
+    assert fits_at_once(ctx, [tiny, tiny]) and logs == []
+    huge = dataclasses.replace(tiny, params=10**12)  # 4 TB of float32 weights
+    assert not fits_at_once(ctx, [tiny, huge])
+    assert logs[0][0] == "warning" and "one after another" in logs[0][1]
+
+
 def test_speed_warms_up_with_whole_calls_then_times_each_repetition_once():
     calls = []
 

@@ -16,6 +16,7 @@ from ..bench import agreement, hardware_record, machine_probes
 from ..configs import GEN_LENGTHS, PROMPT_LENGTHS, BenchmarkConfig
 from ..data import load_prompts
 from ..loading import weights_of
+from ..records import ModelFormat
 from ..runner import die_with_parent
 
 CONFIG = BenchmarkConfig
@@ -134,6 +135,33 @@ def take_turns(ctx, requests: list[dict], workers: list[Worker], share: float) -
     return rounds
 
 
+PROCESS_BYTES = 600 * 2**20  # a benchmark worker before its weights: Python, torch or onnxruntime, the tokenizer
+
+
+def resident_bytes(store, model) -> int:
+    """About what a model's benchmark process holds: transformers loads full weights (and an adapter's base) as
+    float32; an ONNX export keeps its files' weights."""
+    if model.format == ModelFormat.ONNX:
+        return PROCESS_BYTES + (model.size_bytes or 0)
+    params = model.params or 0
+    if model.format == ModelFormat.ADAPTER and model.parent_id and store.has_model(model.parent_id):
+        params += store.get_model(model.parent_id).params or 0
+    return PROCESS_BYTES + 4 * params
+
+
+def fits_at_once(ctx, models) -> bool:
+    """Whether all models fit in memory loaded side by side (interleaving keeps them so), with a fifth to spare;
+    when not, the log says so and they are measured one after another."""
+    import psutil
+
+    need, free = sum(resident_bytes(ctx.store, m) for m in models), psutil.virtual_memory().available
+    if need <= 0.8 * free:
+        return True
+    ctx.log(f"interleaving would hold the {len(models)} models in memory at once (about {need / 2**30:.1f} GiB; "
+            f"{free / 2**30:.1f} GiB free): measuring them one after another instead", "warning")
+    return False
+
+
 def log_line(res: dict) -> str:
     """One model's line in the run log: its numbers, where its seconds went, its decode speed per repetition."""
     line = (f"{res['model_id']}: decode {res['decode_tok_s']:.1f} tok/s (median, 95 % interval "
@@ -186,7 +214,7 @@ def run(ctx, config: BenchmarkConfig) -> None:
     steps = len(models) + len(extra_refs)
     results, greedy = [], {}
     t_start = time.perf_counter()
-    interleave = config.interleave and len(models) > 1
+    interleave = config.interleave and len(models) > 1 and fits_at_once(ctx, models)
     workers: list[Worker] = []
     share = 0.6 if interleave else 0.0  # the interleaved timing's share of the bar
     try:
