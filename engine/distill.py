@@ -256,21 +256,11 @@ def response_nll(model, dataset, batch_size: int, pad_id: int) -> float:
 
 def greedy_tokens(model, tokenizer, prompts: list[list[dict]], n: int, batch_size: int = 16) -> list[list[int]]:
     """The first n greedy tokens for each chat prompt (shorter when the model stops first)."""
-    import torch
+    from .scoring import greedy_ids
 
-    tokenizer.padding_side = "left"
-    outputs = []
-    eos = tokenizer.eos_token_id
-    for start in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
-                 for p in prompts[start:start + batch_size]]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                 temperature=None, top_p=None, top_k=None)
-        for seq in out[:, enc["input_ids"].shape[1]:].tolist():
-            outputs.append(seq[:seq.index(eos) + 1] if eos in seq else seq)
-    return outputs
+    ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+           for p in prompts]
+    return greedy_ids(model, ids, n, tokenizer.pad_token_id, {tokenizer.eos_token_id}, batch_size)
 
 
 def decode_tokens_per_s(model, tokenizer, new_tokens: int = 48, repeats: int = 3) -> float:

@@ -179,26 +179,21 @@ def verify_adapter(ctx, og_view, source_dir: Path, examples: list, mode: str, ma
     the source's greedy reply and predicts each of its tokens) and, where the examples have references, both
     models' answer-match scores."""
     import numpy as np
-    import torch
 
     from .loading import load_causal_lm
-    from .scoring import matches, pick_mode
+    from .scoring import greedy_ids, matches, pick_mode
 
     lm, tokenizer = load_causal_lm(source_dir)
     eos = og_view.eos_ids
     refs = [ref for _, ref in examples if ref is not None]
     mode = pick_mode(refs, mode)
     agree = total = source_ok = export_ok = 0
-    for i, (prompt, ref) in enumerate(examples):
+    prompts = [og_view.prompt_ids(prompt) for prompt, _ in examples]
+    ctx.stage(f"verify adapter '{og_view.adapter}': the transformers model's replies to {len(examples)} examples")
+    replies = greedy_ids(lm, prompts, max_new_tokens, next(iter(eos)), eos, on_batch=lambda done, total: (
+        ctx.check_cancelled(), ctx.stage(f"verify adapter '{og_view.adapter}': transformers replies {done}/{total}")))
+    for i, ((_, ref), ids, reply) in enumerate(zip(examples, prompts, replies)):
         ctx.check_cancelled()
-        ids = og_view.prompt_ids(prompt)
-        with torch.inference_mode():
-            out = lm.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                              max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                              top_k=None, pad_token_id=next(iter(eos)))
-        reply = out[0, len(ids):].tolist()
-        cut = next((j + 1 for j, t in enumerate(reply) if t in eos), len(reply))
-        reply = reply[:cut]
         if reply:
             logits = og_view.logits(ids + reply)
             picked = logits[len(ids) - 1:len(ids) - 1 + len(reply)].argmax(axis=1)

@@ -77,6 +77,29 @@ def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def greedy_ids(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, stop_ids: set[int],
+               batch_size: int = 16, on_batch=None) -> list[list[int]]:
+    """Greedy replies (token ids, up to and including the first of `stop_ids`) to prompts given as token ids,
+    generated batch by batch with left padding; `on_batch(done, total)` hears after each batch."""
+    import torch
+
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=model.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 temperature=None, top_p=None, top_k=None, pad_token_id=pad_id)
+        for reply in out[:, width:].tolist():
+            cut = next((j + 1 for j, t in enumerate(reply) if t in stop_ids), len(reply))
+            replies.append(reply[:cut])
+        if on_batch is not None:
+            on_batch(len(replies), len(prompts))
+    return replies
+
+
 def answerer(model, tokenizer):
     """answer(prompts, max_new_tokens) → stripped greedy replies of a transformers model (engine.tasks.score_answers
     calls it batch by batch)."""
