@@ -52,8 +52,7 @@ def main() -> None:
             w = rng.normal(0, 0.05, (n, k)).astype(np.float32)
             if op == "Q41":
                 packed, d, m, _ = quantize_affine_4bit(w, 32)
-                codes, scales = fused_layout(packed, d)
-                args_w = [np.ascontiguousarray(a) for a in (codes, scales.astype(np.float16), m.astype(np.float16))]
+                args_w = list(fused_layout(packed, d, m))
                 fn = lib.slmops_q41_matmul
             else:
                 table, d = quantize_symmetric_8bit(w, 32)

@@ -71,16 +71,17 @@ def round_affine_4bit(w: np.ndarray, block: int) -> np.ndarray:
     return (q * d[..., None] + lo[..., None]).reshape(w.shape[1], w.shape[0]).T
 
 
-def fused_layout(packed: np.ndarray, d: np.ndarray):
-    """quantize_affine_4bit's [N, nb, 16] codes and [N, nb] scales → the fused kernel's layout: column pairs
-    [N/2, nb, 32] (per block 16 bytes of column 2p, then 16 of 2p+1; byte j holds elements j and j+16) and
-    scales [N/2, nb, 2]."""
+def fused_layout(packed: np.ndarray, d: np.ndarray, m: np.ndarray):
+    """quantize_affine_4bit's [N, nb, 16] codes, [N, nb] scales and [N, nb] mins → the fused kernel's layout:
+    codes by column pairs [N/2, nb, 32] (per block 16 bytes of column 2p, then 16 of 2p+1; byte j holds elements
+    j and j+16), float16 scales [N/2, nb, 2] and float16 mins block by block [nb, N]."""
     n, nb, half = packed.shape
     q = np.empty((n, nb, half * 2), np.uint8)
     q[..., 0::2], q[..., 1::2] = packed & 0x0F, packed >> 4
     codes = (q[..., :half] | (q[..., half:] << 4)).reshape(n // 2, 2, nb, half).transpose(0, 2, 1, 3)
     scales = d.reshape(n // 2, 2, nb).transpose(0, 2, 1)
-    return np.ascontiguousarray(codes.reshape(n // 2, nb, 2 * half)), np.ascontiguousarray(scales)
+    return (np.ascontiguousarray(codes.reshape(n // 2, nb, 2 * half)), np.ascontiguousarray(scales, np.float16),
+            np.ascontiguousarray(m.reshape(n, nb).T, np.float16))
 
 
 def quantize_symmetric_8bit(w_t: np.ndarray, block: int):
@@ -119,7 +120,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     With `adapter_slots` every 4-bit matrix gets LoRA inputs (engine/onnx_adapters.py): float16 graph inputs
     A [K, r] and B [r, N] whose initializers of the same name are empty (r = 0, the base model) until an adapter
     file supplies them; the slots and the matrices each covers are written to the export's adapter_slots.json."""
-    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8
+    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8, OP_TYPE_SWIGLU
 
     if fused_library is not None and block != 32:
         fused_library = None
@@ -163,15 +164,38 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         slots[slot] = {"k": k, "parts": parts}
         return [f"{slot}.lora_A", f"{slot}.lora_B"]
 
-    def fuse_siblings() -> int:
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def swiglu_tail(gate_y: str, up_y: str) -> list | None:
+        """The builder's SiLU-gated MLP after its gate and up matmuls — Sigmoid(g), Mul(g, s), Mul(that, u) — when
+        nothing else reads those tensors; None for any other pattern."""
+        users = consumers.get(gate_y, [])
+        sig = next((n for n in users if n.op_type == "Sigmoid"), None)
+        if sig is None or len(users) != 2 or {gate_y, up_y} & outputs:
+            return None
+        mul = next(n for n in users if n is not sig)
+        if mul.op_type != "Mul" or set(mul.input) != {gate_y, sig.output[0]} or consumers.get(sig.output[0]) != [mul]:
+            return None
+        last = consumers.get(mul.output[0], [])
+        if (len(last) != 1 or last[0].op_type != "Mul" or set(last[0].input) != {mul.output[0], up_y}
+                or consumers.get(up_y) != [last[0]] or mul.output[0] in outputs):
+            return None
+        return [sig, mul, last[0]]
+
+    def fuse_siblings() -> tuple[int, int]:
         """Q41MatMuls that read the same input (q/k/v, gate/up) become one over their weights side by side and a
         Split: one pass over the input's activations and one kernel call instead of two or three (a decode step
-        calls each once per layer, and the small ones cost about as much in dispatch as in reading weights).
-        Returns the number of calls saved."""
+        calls each once per layer, and the small ones cost about as much in dispatch as in reading weights). A
+        SiLU-gated MLP's gate/up pair becomes one Q41MatMulSwiGLU instead, whose output is silu(gate)·up (no Split,
+        Sigmoid or Muls). Returns the number of calls saved and of gated MLPs joined."""
         groups: dict[str, list[str]] = {}
         for name, (x, *_rest) in fused.items():  # a matrix with a fine-tune's change beside it stays on its own
             groups.setdefault(x if len(new_nodes[name]) == 1 else name, []).append(name)
-        saved = 0
+        saved = gated = 0
         for x, names in groups.items():
             if len(names) == 1:
                 _, _, wname, (codes, scales, mins) = fused[names[0]]
@@ -179,26 +203,40 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
                                   numpy_helper.from_array(scales, f"{wname}_scales"),
                                   numpy_helper.from_array(mins, f"{wname}_mins")])
                 continue
+            tail = None
+            if len(names) == 2:  # the gate first: the kernel takes silu of the first half
+                for order in (names, names[::-1]):
+                    if (tail := swiglu_tail(fused[order[0]][1], fused[order[1]][1])) is not None:
+                        names = list(order)
+                        break
             first, parts = names[0], [fused[name][3] for name in names]
             base = fused[first][2] + "_siblings"
-            widths = [int(p[2].shape[0]) for p in parts]
-            new_inits.extend([numpy_helper.from_array(np.concatenate([p[i] for p in parts]), f"{base}{suffix}")
-                              for i, suffix in enumerate(("_Q41", "_scales", "_mins"))] +
+            widths = [int(p[2].shape[1]) for p in parts]  # mins [nb, N]
+            new_inits.extend([numpy_helper.from_array(np.concatenate([p[i] for p in parts], axis=axis),
+                                                      f"{base}{suffix}")  # mins [nb, N]: side by side on N
+                              for i, (suffix, axis) in enumerate((("_Q41", 0), ("_scales", 0), ("_mins", 1)))] +
                              [numpy_helper.from_array(np.array(widths, np.int64), f"{base}_split")])
             joined = f"{first}_Q41_siblings/output_0"
             lora = []
             if all(fused[name][2] in slots for name in names):  # one slot for the group, over the same K
                 singles = [slots.pop(fused[name][2]) for name in names]
                 lora = slot_inputs(base, singles[0]["k"], [single["parts"][0] for single in singles])
-            new_nodes[first] = [
-                helper.make_node(OP_TYPE, [x, f"{base}_Q41", f"{base}_scales", f"{base}_mins", *lora], [joined],
-                                 name=f"{first}_Q41_siblings", domain=DOMAIN),
-                helper.make_node("Split", [joined, f"{base}_split"], [fused[name][1] for name in names],
-                                 name=f"{first}_Q41_siblings/Split", axis=-1)]
+            weights = [x, f"{base}_Q41", f"{base}_scales", f"{base}_mins", *lora]
+            if tail is not None:
+                new_nodes[first] = [helper.make_node(OP_TYPE_SWIGLU, weights, [tail[-1].output[0]],
+                                                     name=f"{first}_Q41_swiglu", domain=DOMAIN)]
+                for node in tail:
+                    new_nodes[node.name] = []
+                gated += 1
+            else:
+                new_nodes[first] = [
+                    helper.make_node(OP_TYPE, weights, [joined], name=f"{first}_Q41_siblings", domain=DOMAIN),
+                    helper.make_node("Split", [joined, f"{base}_split"], [fused[name][1] for name in names],
+                                     name=f"{first}_Q41_siblings/Split", axis=-1)]
             for name in names[1:]:
                 new_nodes[name] = []
             saved += len(names) - 1
-        return saved
+        return saved, gated
 
     deltas, rounding_keeps = {}, None
     if parent_dir is not None and adapter_slots:
@@ -229,8 +267,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         total_blocks += err.size
         lora = slot_inputs(wname, k, [[wname, n]]) if slot else []
         if fused_library is not None and n % 2 == 0:  # initializers written by fuse_siblings (below)
-            codes, pair_scales = fused_layout(packed, d)
-            fused[name] = (x, y, wname, (codes, pair_scales.astype(np.float16), m.astype(np.float16)))
+            fused[name] = (x, y, wname, fused_layout(packed, d, m))
             return [helper.make_node(OP_TYPE, [x, f"{wname}_Q41", f"{wname}_scales", f"{wname}_mins", *lora], [y],
                                      name=f"{name}_Q41", domain=DOMAIN)]
         if lora:  # the portable graph: the adapter's float16 factors cast to float, then ONNX Runtime MatMuls
@@ -293,9 +330,11 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         if (i + 1) % 20 == 0:
             log(f"quantized {i + 1}/{len(matmuls)} weight matrices")
     if fused:
-        saved = fuse_siblings()
+        saved, gated = fuse_siblings()
         if saved:
             log(f"fused kernel: matrices that read the same input share one call ({saved} calls fewer per step)")
+        if gated:
+            log(f"fused kernel: {gated} SiLU-gated MLPs take silu(gate)·up in the same call (Q41MatMulSwiGLU)")
 
     # The token embedding: a Gather from the (transposed) head weight when tied, or from its own table.
     tied = False

@@ -4,8 +4,8 @@ their activation rounding (int8 for one row, int8 plus residual for prompts)."""
 import numpy as np
 import pytest
 
-from engine.kernels import (DOMAIN, OP_TYPE, OP_TYPE_Q8, PATHS, KernelUnavailable, active_path, cpu_supported, library,
-                            select_path, supported_paths)
+from engine.kernels import (DOMAIN, OP_TYPE, OP_TYPE_Q8, OP_TYPE_SWIGLU, PATHS, KernelUnavailable, active_path,
+                            cpu_supported, library, select_path, supported_paths)
 from engine.onnx_affine import fused_layout, quantize_affine_4bit, quantize_symmetric_8bit
 
 pytestmark = pytest.mark.skipif(cpu_supported() is not None, reason=f"{cpu_supported()}")
@@ -45,8 +45,8 @@ def session(lib, w, shape):
     """Q41MatMul over the Q4_1 weights w [N, K]."""
     packed, d, m, err = quantize_affine_4bit(w, 32)
     assert err.max() < 1e-3  # the weights are on the grid: the export holds them exactly
-    codes, scales = fused_layout(packed, d)
-    return op_session(lib, OP_TYPE, {"B": codes, "d": scales.astype(np.float16), "m": m.astype(np.float16)}, shape)
+    codes, scales, mins = fused_layout(packed, d, m)
+    return op_session(lib, OP_TYPE, {"B": codes, "d": scales, "m": mins}, shape)
 
 
 def kernel_activations(x, residual: bool = True):
@@ -120,6 +120,40 @@ def test_fused_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     assert np.abs(y - exact).max() < 0.05 * np.abs(int8_only - exact).max()
 
 
+def session_of(lib, op_type, w, shape):
+    packed, d, m, _ = quantize_affine_4bit(w, 32)
+    codes, scales, mins = fused_layout(packed, d, m)
+    return op_session(lib, op_type, {"B": codes, "d": scales, "m": mins}, shape)
+
+
+@pytest.mark.parametrize("shape,half", [((1, 1, 576), 1536), ((1, 5, 64), 36), ((2, 20, 96), 64), ((1, 1, 64), 3)])
+def test_swiglu_op_is_silu_of_the_gate_half_times_the_up_half(kernel_lib, shape, half):
+    """Q41MatMulSwiGLU over [gate | up] weights: what Q41MatMul gives for both, joined as silu(gate)·up (the
+    builder's Sigmoid, Mul, Mul), to float rounding of the exponential; rows alone or many (a prompt)."""
+    rng = np.random.default_rng(half)
+    w = q4_1_weights(rng, 2 * half, shape[-1])
+    x = (3 * rng.standard_normal(shape)).astype(np.float32)
+    both = session_of(kernel_lib, OP_TYPE, w, list(shape)).run(None, {"x": x})[0].astype(np.float64)
+    gate, up = both[..., :half], both[..., half:]
+    y = session_of(kernel_lib, OP_TYPE_SWIGLU, w, list(shape)).run(None, {"x": x})[0]
+    assert y.shape == (*shape[:-1], half)
+    np.testing.assert_allclose(y, gate / (1 + np.exp(-gate)) * up, rtol=2e-6, atol=1e-6 * np.abs(both).max() ** 2)
+
+
+def test_below_the_gemm_a_rows_result_does_not_depend_on_the_other_rows_of_its_call(kernel_lib, kernel_path):
+    """Rows 0..30 go through the integer tiles (eight, four or two rows at a time, then single rows) and the offsets
+    (eight rows at a time, then single rows): every row's bits equal its own one-row call, so a sequence decoded in a
+    batch gets what it gets alone."""
+    rng = np.random.default_rng(5)
+    k, n, rows = 576, 1536 + 70, 19
+    w = q4_1_weights(rng, n, k)
+    x = rng.standard_normal((1, rows, k)).astype(np.float32)
+    together = session(kernel_lib, w, [1, rows, k]).run(None, {"x": x})[0][0]
+    alone = session(kernel_lib, w, [1, 1, k])
+    for r in range(rows):
+        np.testing.assert_array_equal(together[r], alone.run(None, {"x": x[:, r:r + 1]})[0][0, 0])
+
+
 @pytest.mark.parametrize("shape,n,rank", [((1, 1, 64), 96, 8), ((1, 9, 64), 66, 4), ((2, 20, 96), 64, 24),
                                           ((1, 3, 64), 32, 0)])
 def test_fused_kernel_adds_a_lora_adapter_from_its_optional_inputs(kernel_lib, shape, n, rank):
@@ -133,9 +167,8 @@ def test_fused_kernel_adds_a_lora_adapter_from_its_optional_inputs(kernel_lib, s
     k = shape[-1]
     w = q4_1_weights(rng, n, k)
     packed, d, m, _ = quantize_affine_4bit(w, 32)
-    codes, scales = fused_layout(packed, d)
-    weights = [numpy_helper.from_array(v, name) for name, v in
-               {"B": codes, "d": scales.astype(np.float16), "m": m.astype(np.float16)}.items()]
+    codes, scales, mins = fused_layout(packed, d, m)
+    weights = [numpy_helper.from_array(v, name) for name, v in {"B": codes, "d": scales, "m": mins}.items()]
     node = helper.make_node(OP_TYPE, ["x", "B", "d", "m", "lora_A", "lora_B"], ["y"], domain=DOMAIN)
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape)),
               helper.make_tensor_value_info("lora_A", TensorProto.FLOAT16, [k, "ra"]),
@@ -236,10 +269,12 @@ def test_tiny_fused_export_ships_its_kernel_and_agrees_with_the_portable_graph(t
     ops = [n.op_type for n in onnx.load(str(paths["fused"] / "model.onnx"), load_external_data=False).graph.node]
     layers = sum(1 for n in onnx.load(str(paths["portable"] / "model.onnx"), load_external_data=False).graph.node
                  if n.op_type == "GroupQueryAttention")
-    # per layer q/k/v share one call (the builder's packed qkv_proj, or a Split) and gate/up another (a Split); o and
-    # down their own: 4 calls, not 5 or 7
-    assert ops.count("Q41MatMul") == 4 * layers and ops.count("Split") >= layers and "Q80MatMul" in ops
-    assert any("share one call" in x.message for x in tiny_engine.run_logs(runs["fused"]))
+    # per layer q/k/v share one call (the builder's packed qkv_proj, or a Split), gate/up another that also joins them
+    # as silu(gate)·up (no Split, Sigmoid or Muls left of the gated MLP); o and down their own: 4 calls, not 5 or 7
+    assert ops.count("Q41MatMul") == 3 * layers and ops.count("Q41MatMulSwiGLU") == layers and "Q80MatMul" in ops
+    assert "Sigmoid" not in ops
+    logs = [x.message for x in tiny_engine.run_logs(runs["fused"])]
+    assert any("share one call" in m for m in logs) and any(f"{layers} SiLU-gated MLPs" in m for m in logs)
     ids = list(range(5, 40))
     fused, portable = (OgModel(paths[k]).logits(ids) for k in ("fused", "portable"))
     # the same Q4_1 weights in both; the portable graph rounds the prompt's activations to int8, the fused one to

@@ -31,6 +31,7 @@ LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"
 OP_TYPE_Q8 = "Q80MatMul"
+OP_TYPE_SWIGLU = "Q41MatMulSwiGLU"  # Q41MatMul over gate | up, then silu(gate)·up
 PATHS = ("avx2", "avxvnni", "avx512vnni")
 
 

@@ -160,6 +160,54 @@ int64_t per_task(int64_t units, int64_t rows, int64_t align) {
   return std::max<int64_t>(align, ((units + slices - 1) / slices + align - 1) / align * align);
 }
 
+namespace {
+
+// e^x (float, 8 lanes): x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts, so r is exact to float rounding), e^r by
+// its Taylor series to r^7 (error below 1e-8 relative), 2^n put into the exponent bits; x clamped to
+// [-87.3, 88.3], where 2^n stays a normal float.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723e-6f), r);
+  __m256 e = _mm256_set1_ps(1.f / 5040);
+  for (const float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(e, _mm256_castsi256_ps(two_n));
+}
+
+struct SwigluWork {
+  const float* y;  // [rows, 2·half]: gate | up
+  float* out;      // [rows, half]
+  int64_t rows, half, per;
+};
+
+void swiglu_task(void* data, size_t task) {
+  const auto& w = *static_cast<const SwigluWork*>(data);
+  const int64_t end = std::min(w.rows, static_cast<int64_t>(task + 1) * w.per);
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (int64_t r = static_cast<int64_t>(task) * w.per; r < end; ++r) {
+    const float* gate = w.y + r * 2 * w.half;
+    const float* up = gate + w.half;
+    float* out = w.out + r * w.half;
+    int64_t j = 0;
+    for (; j + 8 <= w.half; j += 8) {  // silu(g)·u = g / (1 + e^-g) · u
+      const __m256 g = _mm256_loadu_ps(gate + j);
+      const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+      _mm256_storeu_ps(out + j, _mm256_mul_ps(silu, _mm256_loadu_ps(up + j)));
+    }
+    for (; j < w.half; ++j) out[j] = gate[j] / (1.f + std::exp(-gate[j])) * up[j];
+  }
+}
+
+}  // namespace
+
+void swiglu(const float* y, float* out, int64_t rows, int64_t half, Parallel parallel, void* ctx) {
+  SwigluWork work{y, out, rows, half, std::max<int64_t>(1, (rows + 4 * cores() - 1) / (4 * cores()))};
+  run_tasks(swiglu_task, &work, rows, work.per, rows > 1 ? parallel : nullptr, ctx);
+}
+
 // Runs task(work, i) for each slice: on ONNX Runtime's pool through `parallel`, or here when there is none.
 void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t per, Parallel parallel, void* ctx) {
   const size_t tasks = static_cast<size_t>((units + per - 1) / per);

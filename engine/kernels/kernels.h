@@ -63,6 +63,10 @@ struct GemmArgs {
 // Units (column pairs or columns) per task, a multiple of `align` (see activations.cc).
 int64_t per_task(int64_t units, int64_t rows, int64_t align);
 
+// out[r, j] = silu(y[r, j]) · y[r, half + j]: a SiLU-gated MLP's gate and up projections, computed side by side
+// (y [rows, 2·half]), joined into its hidden activations (one row alone, rows over the pool).
+void swiglu(const float* y, float* out, int64_t rows, int64_t half, Parallel parallel, void* ctx);
+
 // Runs task(work, i) for each slice: on ONNX Runtime's pool through `parallel`, or here when there is none.
 void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t per, Parallel parallel, void* ctx);
 
@@ -75,7 +79,7 @@ __attribute__((visibility("default"))) int slmops_kernel_select(const char* name
 __attribute__((visibility("default"))) int slmops_kernel_supported(const char* name);
 // The name of the path in use.
 __attribute__((visibility("default"))) const char* slmops_kernel_path();
-// Q4_1: w [N/2, K/32, 32] (column pairs), d [N/2, K/32, 2] and m [N, K/32] as float16 bits; N even.
+// Q4_1: w [N/2, K/32, 32] (column pairs), d [N/2, K/32, 2] and m [K/32, N] as float16 bits; N even.
 __attribute__((visibility("default"))) void slmops_q41_matmul(const float* x, const uint8_t* w, const uint16_t* d,
                                                               const uint16_t* m, float* y, int64_t rows, int64_t n,
                                                               int64_t k, slmops::Parallel parallel, void* ctx);

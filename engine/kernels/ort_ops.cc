@@ -1,8 +1,9 @@
 // The onnxruntime custom ops of domain "slmops" over the kernels: Q41MatMul(A float [..., K], B uint8
-// [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32]) and Q80MatMul(A, table uint8 [N, K], d float
+// [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [K/32, N]) and Q80MatMul(A, table uint8 [N, K], d float
 // [N·K/32]) → Y float [..., N]; RegisterCustomOps is the library's entry point. Q41MatMul takes two optional
 // inputs more, a LoRA adapter's factors A float16 [K, r] and B float16 [r, N]: Y += (A_in · A) · B (r = 0:
-// nothing).
+// nothing). Q41MatMulSwiGLU is Q41MatMul over a SiLU-gated MLP's gate and up weights side by side, followed by
+// silu(gate)·up: one call where ONNX Runtime ran a Split, a Sigmoid and two Muls.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -169,9 +170,10 @@ OrtStatus* lora_down(const OrtApi* api, OrtKernelContext* context, const Tensor*
   return pc.status;
 }
 
-// Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [N, K/32][, LoRA A
-// float16 [K, r], LoRA B float16 [r, N]])
-OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
+// Q41MatMul(A float [..., K], B uint8 [N/2, K/32, 32], d float16 [N/2, K/32, 2], m float16 [K/32, N][, LoRA A
+// float16 [K, r], LoRA B float16 [r, N]]) → Y [..., N]; Q41MatMulSwiGLU, the same over a SiLU-gated MLP's gate and
+// up weights side by side (gate the first N/2 columns), → silu(gate)·up [..., N/2].
+OrtStatus* compute_q41(void* kernel, OrtKernelContext* context, bool swiglu) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[4];
   if (OrtStatus* s = read_inputs(api, context, t, 4)) return s;
@@ -183,10 +185,19 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   if (t[0].dims.back() != k) return error(api, "Q41MatMul: A's last dimension differs from B's K");
   if (elements(t[2]) != n * nb || elements(t[3]) != n * nb)
     return error(api, "Q41MatMul: scales and mins must hold N·K/32 values");
+  if (t[3].dims.size() != 2 || t[3].dims[0] != nb || t[3].dims[1] != n)
+    return error(api, "Q41MatMul: mins must be [K/32, N] (block by block)");
+  if (swiglu && n % 2 != 0) return error(api, "Q41MatMulSwiGLU: N must be even (gate and up side by side)");
   float* y = nullptr;
   int64_t rows = 0;
-  if (OrtStatus* s = output(api, context, t[0], n, &y, &rows)) return s;
+  if (OrtStatus* s = output(api, context, t[0], swiglu ? n / 2 : n, &y, &rows)) return s;
   if (rows == 0) return nullptr;
+  float* out = y;
+  thread_local std::vector<float> gate_up;  // Q41MatMulSwiGLU: both halves, before they are joined
+  if (swiglu) {
+    gate_up.resize(static_cast<size_t>(rows * n));
+    y = gate_up.data();
+  }
   const auto* x = static_cast<const float*>(t[0].data);
   Tensor lora[2];
   if (OrtStatus* s = read_inputs(api, context, lora, 2, 4, true)) return s;
@@ -197,6 +208,7 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context) {
   slmops_q41_matmul_lora(x, static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data),
                          static_cast<const uint16_t*>(t[3].data), y, rows, n, k, lora_t.data(),
                          static_cast<const uint16_t*>(lora[1].data), rank, parallel_for, &pc);
+  if (swiglu && pc.status == nullptr) slmops::swiglu(y, out, rows, n / 2, parallel_for, &pc);
   return pc.status;
 }
 
@@ -223,11 +235,16 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   return pc.status;
 }
 
-template <bool kQ41>
+enum class Op { kQ41, kQ41SwiGLU, kQ80 };
+
+template <Op kOp>
 OrtCustomOp make_op() {
+  constexpr bool kQ41 = kOp != Op::kQ80;
   OrtCustomOp op{};
   op.version = kApiVersion;
-  op.GetName = [](const OrtCustomOp*) { return kQ41 ? "Q41MatMul" : "Q80MatMul"; };
+  op.GetName = [](const OrtCustomOp*) {
+    return kOp == Op::kQ41 ? "Q41MatMul" : kOp == Op::kQ41SwiGLU ? "Q41MatMulSwiGLU" : "Q80MatMul";
+  };
   op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
   op.GetInputType = [](const OrtCustomOp*, size_t i) {
     return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
@@ -248,12 +265,18 @@ OrtCustomOp make_op() {
     *kernel = new Kernel{api};
     return nullptr;
   };
-  op.KernelComputeV2 = kQ41 ? compute_q41 : compute_q80;
+  if constexpr (kOp == Op::kQ41)
+    op.KernelComputeV2 = [](void* kernel, OrtKernelContext* context) { return compute_q41(kernel, context, false); };
+  else if constexpr (kOp == Op::kQ41SwiGLU)
+    op.KernelComputeV2 = [](void* kernel, OrtKernelContext* context) { return compute_q41(kernel, context, true); };
+  else
+    op.KernelComputeV2 = compute_q80;
   return op;
 }
 
-OrtCustomOp g_q41 = make_op<true>();
-OrtCustomOp g_q80 = make_op<false>();
+OrtCustomOp g_q41 = make_op<Op::kQ41>();
+OrtCustomOp g_q41_swiglu = make_op<Op::kQ41SwiGLU>();
+OrtCustomOp g_q80 = make_op<Op::kQ80>();
 
 }  // namespace
 
@@ -264,6 +287,7 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
   OrtCustomOpDomain* domain = nullptr;  // lives as long as the process: sessions may outlive any one caller
   if (OrtStatus* s = fn<CreateCustomOpDomainFn>(api, kCreateCustomOpDomain)("slmops", &domain)) return s;
   if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q41)) return s;
+  if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q41_swiglu)) return s;
   if (OrtStatus* s = fn<CustomOpDomainAddFn>(api, kCustomOpDomainAdd)(domain, &g_q80)) return s;
   return fn<AddCustomOpDomainFn>(api, kAddCustomOpDomain)(options, domain);
 }

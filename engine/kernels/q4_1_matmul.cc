@@ -26,18 +26,6 @@
 namespace slmops {
 namespace {
 
-inline float offsets(const uint16_t* m, const float* xsum, int64_t nb) {
-  __m256 off = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 8 <= nb; b += 8) {
-    const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + b)));
-    off = _mm256_fmadd_ps(mv, _mm256_loadu_ps(xsum + b), off);
-  }
-  float tail = 0.f;
-  for (; b < nb; ++b) tail += _cvtsh_ss(m[b]) * xsum[b];
-  return hsum(off) + tail;
-}
-
 // [d(2p,b) ×4, d(2p+1,b) ×4] from float16
 inline __m256 pair_d(const uint16_t* d2) {
   int32_t bits;
@@ -58,7 +46,7 @@ inline void store_pair(__m256 acc, float* y0, float* y1) {
 struct Work {
   const uint8_t* w;   // [N/2, nb, 32]
   const uint16_t* d;  // [N/2, nb, 2] float16
-  const uint16_t* m;  // [N, nb] float16
+  const uint16_t* m;  // [nb, N] float16: block by block, so one block's offsets for a run of columns are adjacent
   const int8_t* xd;   // [rows, nb, 128]: int8 layer, then the residual layer
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
@@ -77,14 +65,42 @@ struct GemmWork {  // the float GEMM (gemm.inc) over Q4_1 panels
 
 constexpr int64_t kStride = 128;  // activation bytes per block
 
-// y[r, c] += Σ_b m[c, b]·Σx[r, b] for columns c0..c1: eight rows at a time as one vector (their block sums
-// transposed, the offsets converted once), one row at a time (decode) with offsets(). The same for every path.
+// One row's offsets for columns c0..c1: 64 columns at a time in eight registers, the blocks in order (each sum
+// is Σ_b m[b, c]·Σx[b] taken b = 0, 1, … with one rounding per step, as the eight-row tiles below take it).
+void add_row_offsets(const Work& t, int64_t r, int64_t c0, int64_t c1) {
+  const int64_t nb = t.k / kBlock;
+  const float* xsum = t.xsum + r * nb;
+  float* y = t.y + r * t.n;
+  int64_t c = c0;
+  for (; c + 64 <= c1; c += 64) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256 s = _mm256_set1_ps(xsum[b]);
+      const uint16_t* m = t.m + b * t.n + c;
+      for (int i = 0; i < 8; ++i)
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + 8 * i))), s,
+                                 acc[i]);
+    }
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(y + c + 8 * i, _mm256_add_ps(_mm256_loadu_ps(y + c + 8 * i), acc[i]));
+  }
+  for (; c < c1; ++c) {
+    float off = 0.f;
+    for (int64_t b = 0; b < nb; ++b) off = std::fma(_cvtsh_ss(t.m[b * t.n + c]), xsum[b], off);
+    y[c] += off;
+  }
+}
+
+// y[r, c] += Σ_b m[b, c]·Σx[r, b] for columns c0..c1: eight rows at a time as one vector (their block sums
+// transposed, the offsets converted once), one row at a time (decode) with add_row_offsets. Every path and tile
+// size gives the same bits: the sums run over b in order.
 void add_offsets(const Work& t, int64_t c0, int64_t c1) {
   const int64_t nb = t.k / kBlock;
   int64_t r = 0;
   if (t.rows >= 8) {
     std::vector<float> mf(static_cast<size_t>((c1 - c0) * nb)), xt(static_cast<size_t>(nb * 8));
-    for (int64_t i = 0; i < (c1 - c0) * nb; ++i) mf[i] = _cvtsh_ss(t.m[c0 * nb + i]);
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t b = 0; b < nb; ++b) mf[(c - c0) * nb + b] = _cvtsh_ss(t.m[b * t.n + c]);
     for (; r + 8 <= t.rows; r += 8) {
       for (int64_t b = 0; b < nb; ++b)
         for (int i = 0; i < 8; ++i) xt[b * 8 + i] = t.xsum[(r + i) * nb + b];
@@ -98,8 +114,7 @@ void add_offsets(const Work& t, int64_t c0, int64_t c1) {
       }
     }
   }
-  for (; r < t.rows; ++r)
-    for (int64_t c = c0; c < c1; ++c) t.y[r * t.n + c] += offsets(t.m + c * nb, t.xsum + r * nb, nb);
+  for (; r < t.rows; ++r) add_row_offsets(t, r, c0, c1);
 }
 
 // Two columns (a pair) share each 256-bit register: 32 bytes = 16 of column 2p then 16 of column 2p+1 per block.
