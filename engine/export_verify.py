@@ -177,7 +177,7 @@ def verify_adapter(ctx, og_view, source_dir: Path, examples: list, mode: str, ma
     """An adapter's export (`og_view`: the export with the adapter active) against the transformers model of the
     same adapter (`source_dir`: merged into its base, the same function): greedy-token agreement (the export reads
     the source's greedy reply and predicts each of its tokens) and, where the examples have references, both
-    models' answer-match scores."""
+    models' answer-match scores. The source's replies are generated in batches."""
     import numpy as np
 
     from .loading import load_causal_lm
@@ -190,8 +190,8 @@ def verify_adapter(ctx, og_view, source_dir: Path, examples: list, mode: str, ma
     agree = total = source_ok = export_ok = 0
     prompts = [og_view.prompt_ids(prompt) for prompt, _ in examples]
     ctx.stage(f"verify adapter '{og_view.adapter}': the transformers model's replies to {len(examples)} examples")
-    replies = greedy_ids(lm, prompts, max_new_tokens, next(iter(eos)), eos, on_batch=lambda done, total: (
-        ctx.check_cancelled(), ctx.stage(f"verify adapter '{og_view.adapter}': transformers replies {done}/{total}")))
+    replies = greedy_ids(lm, prompts, max_new_tokens, next(iter(eos)), eos, on_batch=lambda done, n: (
+        ctx.check_cancelled(), ctx.stage(f"verify adapter '{og_view.adapter}': transformers replies {done}/{n}")))
     for i, ((_, ref), ids, reply) in enumerate(zip(examples, prompts, replies)):
         ctx.check_cancelled()
         if reply:
