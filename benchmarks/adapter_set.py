@@ -175,12 +175,13 @@ def main() -> int:
     for _ in range(args.reps):
         for k, m in sides.items():
             speeds[k].append(decode_tok_s(m, prompt))
-    ref = median_interval(speeds["plain int4 (no adapter inputs)"])
+    plain = "plain int4 (no adapter inputs)"
+    ref = median_interval(speeds[plain])
     print("\n| decode, 128 tokens | tok/s median (95 % CI) | × plain int4 |")
     print("|---|---|---|")
     for k, v in speeds.items():
         iv = median_interval(v)
-        noise = " (within noise)" if within_noise(iv, ref) and iv is not ref else ""
+        noise = " (within noise)" if k != plain and within_noise(iv, ref) else ""
         print(f"| {k} | {fmt(iv)} | {iv[0] / ref[0]:.3f}{noise} |")
 
     # ---- serving: the openai client alternating adapters, 8 at once ----------------------------------------

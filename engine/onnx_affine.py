@@ -204,18 +204,16 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
                                   numpy_helper.from_array(mins, f"{wname}_mins")])
                 continue
             tail = None
-            if len(names) == 2:  # the gate first: the kernel takes silu of the first half
-                for order in (names, names[::-1]):
+            if len(names) == 2 and fused[names[0]][3][2].shape == fused[names[1]][3][2].shape:  # gate and up alike
+                for order in (names, names[::-1]):  # the gate first: the kernel takes silu of the first half
                     if (tail := swiglu_tail(fused[order[0]][1], fused[order[1]][1])) is not None:
                         names = list(order)
                         break
             first, parts = names[0], [fused[name][3] for name in names]
             base = fused[first][2] + "_siblings"
-            widths = [int(p[2].shape[1]) for p in parts]  # mins [nb, N]
             new_inits.extend([numpy_helper.from_array(np.concatenate([p[i] for p in parts], axis=axis),
                                                       f"{base}{suffix}")  # mins [nb, N]: side by side on N
-                              for i, (suffix, axis) in enumerate((("_Q41", 0), ("_scales", 0), ("_mins", 1)))] +
-                             [numpy_helper.from_array(np.array(widths, np.int64), f"{base}_split")])
+                              for i, (suffix, axis) in enumerate((("_Q41", 0), ("_scales", 0), ("_mins", 1)))])
             joined = f"{first}_Q41_siblings/output_0"
             lora = []
             if all(fused[name][2] in slots for name in names):  # one slot for the group, over the same K
@@ -229,6 +227,8 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
                     new_nodes[node.name] = []
                 gated += 1
             else:
+                widths = [int(p[2].shape[1]) for p in parts]  # mins [nb, N]
+                new_inits.append(numpy_helper.from_array(np.array(widths, np.int64), f"{base}_split"))
                 new_nodes[first] = [
                     helper.make_node(OP_TYPE, weights, [joined], name=f"{first}_Q41_siblings", domain=DOMAIN),
                     helper.make_node("Split", [joined, f"{base}_split"], [fused[name][1] for name in names],
