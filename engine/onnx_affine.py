@@ -121,6 +121,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     A [K, r] and B [r, N] whose initializers of the same name are empty (r = 0, the base model) until an adapter
     file supplies them; the slots and the matrices each covers are written to the export's adapter_slots.json."""
     from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8, OP_TYPE_SWIGLU
+    from .onnx_patterns import consumers, swiglu_tail
 
     if fused_library is not None and block != 32:
         fused_library = None
@@ -164,34 +165,13 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
         slots[slot] = {"k": k, "parts": parts}
         return [f"{slot}.lora_A", f"{slot}.lora_B"]
 
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-
-    def swiglu_tail(gate_y: str, up_y: str) -> list | None:
-        """The builder's SiLU-gated MLP after its gate and up matmuls — Sigmoid(g), Mul(g, s), Mul(that, u) — when
-        nothing else reads those tensors; None for any other pattern."""
-        users = consumers.get(gate_y, [])
-        sig = next((n for n in users if n.op_type == "Sigmoid"), None)
-        if sig is None or len(users) != 2 or {gate_y, up_y} & outputs:
-            return None
-        mul = next(n for n in users if n is not sig)
-        if mul.op_type != "Mul" or set(mul.input) != {gate_y, sig.output[0]} or consumers.get(sig.output[0]) != [mul]:
-            return None
-        last = consumers.get(mul.output[0], [])
-        if (len(last) != 1 or last[0].op_type != "Mul" or set(last[0].input) != {mul.output[0], up_y}
-                or consumers.get(up_y) != [last[0]] or mul.output[0] in outputs):
-            return None
-        return [sig, mul, last[0]]
-
     def fuse_siblings() -> tuple[int, int]:
         """Q41MatMuls that read the same input (q/k/v, gate/up) become one over their weights side by side and a
         Split: one pass over the input's activations and one kernel call instead of two or three (a decode step
         calls each once per layer, and the small ones cost about as much in dispatch as in reading weights). A
         SiLU-gated MLP's gate/up pair becomes one Q41MatMulSwiGLU instead, whose output is silu(gate)·up (no Split,
         Sigmoid or Muls). Returns the number of calls saved and of gated MLPs joined."""
+        readers = consumers(graph)
         groups: dict[str, list[str]] = {}
         for name, (x, *_rest) in fused.items():  # a matrix with a fine-tune's change beside it stays on its own
             groups.setdefault(x if len(new_nodes[name]) == 1 else name, []).append(name)
@@ -206,7 +186,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             tail = None
             if len(names) == 2 and fused[names[0]][3][2].shape == fused[names[1]][3][2].shape:  # gate and up alike
                 for order in (names, names[::-1]):  # the gate first: the kernel takes silu of the first half
-                    if (tail := swiglu_tail(fused[order[0]][1], fused[order[1]][1])) is not None:
+                    if (tail := swiglu_tail(graph, readers, fused[order[0]][1], fused[order[1]][1])) is not None:
                         names = list(order)
                         break
             first, parts = names[0], [fused[name][3] for name in names]
