@@ -256,11 +256,10 @@ def response_nll(model, dataset, batch_size: int, pad_id: int) -> float:
 
 def greedy_tokens(model, tokenizer, prompts: list[list[dict]], n: int, batch_size: int = 16) -> list[list[int]]:
     """The first n greedy tokens for each chat prompt (shorter when the model stops first)."""
-    from .scoring import greedy_ids
+    from .scoring import chat_prompt_ids, greedy_ids
 
-    ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-           for p in prompts]
-    return greedy_ids(model, ids, n, tokenizer.pad_token_id, {tokenizer.eos_token_id}, batch_size)
+    return greedy_ids(model, chat_prompt_ids(tokenizer, prompts), n, tokenizer.pad_token_id,
+                      {tokenizer.eos_token_id}, batch_size)
 
 
 def decode_tokens_per_s(model, tokenizer, new_tokens: int = 48, repeats: int = 3) -> float:

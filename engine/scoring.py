@@ -59,22 +59,18 @@ def split_conversation(conversation: list[dict]) -> tuple[list[dict], str]:
     return conversation[:last], conversation[last]["content"]
 
 
-def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
-    """Greedy replies for several chat prompts at once (left padding, so every row ends where generation starts)."""
-    import torch
+def chat_prompt_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
+    """Each chat prompt's token ids, ready for the assistant's reply."""
+    return [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for p in prompts]
 
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    finally:
-        tokenizer.padding_side = side
+
+def generate_batch(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy replies for several chat prompts at once (one batch of greedy_ids)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                             temperature=None, top_p=None, top_k=None, use_cache=True)
-    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    replies = greedy_ids(model, chat_prompt_ids(tokenizer, prompts), max_new_tokens, pad, {tokenizer.eos_token_id},
+                         batch_size=max(len(prompts), 1))
+    return tokenizer.batch_decode(replies, skip_special_tokens=True)
 
 
 def greedy_ids(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int, stop_ids: set[int],
