@@ -25,15 +25,19 @@ def q4_1_weights(rng, n, k):
     return (q * d + m).reshape(n, k).astype(np.float32)
 
 
-def op_session(lib, op_type, initializers: dict, shape):
-    """An onnxruntime session of one `op_type` node y = op(x, *initializers) from the kernel library."""
+def op_session(lib, op_type, initializers: dict, shape, fed: bool = False):
+    """An onnxruntime session of one `op_type` node y = op(x, *initializers) from the kernel library; fed=True makes
+    the weights graph inputs instead (given at each run, so the kernel cannot copy them when it is created)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node(op_type, ["x", *initializers], ["y"], domain=DOMAIN)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(v, name) for name, v in initializers.items()])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
+    if fed:
+        inputs += [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                   for name, v in initializers.items()]
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [] if fed else [numpy_helper.from_array(v, name) for name, v in initializers.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2  # the kernels split their columns over ONNX Runtime's thread pool
@@ -152,6 +156,29 @@ def test_below_the_gemm_a_rows_result_does_not_depend_on_the_other_rows_of_its_c
     alone = session(kernel_lib, w, [1, 1, k])
     for r in range(rows):
         np.testing.assert_array_equal(together[r], alone.run(None, {"x": x[:, r:r + 1]})[0][0, 0])
+
+
+@pytest.mark.parametrize("op_type,rows", [(OP_TYPE, 1), (OP_TYPE, 40), (OP_TYPE_SWIGLU, 1), (OP_TYPE_Q8, 1),
+                                          (OP_TYPE_Q8, 40)])
+def test_weights_given_at_run_time_give_the_bits_of_constant_ones(kernel_lib, op_type, rows):
+    """Constant weights are copied into 2 MiB pages when the kernel is created (ort_ops.cc, weights.cc); weights that
+    come as graph inputs are read where they are. Both give the same bits, in decode (one row) and the prompt GEMM."""
+    rng = np.random.default_rng(rows)
+    k, n = 576, 1536
+    w = q4_1_weights(rng, n, k)
+    if op_type == OP_TYPE_Q8:
+        table, d = quantize_symmetric_8bit(w, 32)
+        weights = {"table": table, "scales": d.reshape(-1)}
+    else:
+        packed, d, m, _ = quantize_affine_4bit(w, 32)
+        weights = dict(zip(("B", "d", "m"), fused_layout(packed, d, m)))
+    x = rng.standard_normal((1, rows, k)).astype(np.float32)
+    constant = op_session(kernel_lib, op_type, weights, [1, rows, k]).run(None, {"x": x})[0]
+    fed = op_session(kernel_lib, op_type, weights, [1, rows, k], fed=True)
+    for _ in range(2):  # and again: nothing of the first run's inputs is kept
+        np.testing.assert_array_equal(fed.run(None, {"x": x, **weights})[0], constant)
+    np.testing.assert_array_equal(fed.run(None, {"x": x, **{name: np.zeros_like(v) for name, v in weights.items()}})[0],
+                                  np.zeros_like(constant))
 
 
 @pytest.mark.parametrize("shape,n,rank", [((1, 1, 64), 96, 8), ((1, 9, 64), 66, 4), ((2, 20, 96), 64, 24),

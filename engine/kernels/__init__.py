@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCES = [HERE / name for name in ("activations.cc", "q4_1_matmul.cc", "q4_1_tiles.inc", "gemm.inc",
-                                    "q8_0_matmul.cc", "ort_ops.cc", "kernels.h", "ort_abi.h")]
+                                    "q8_0_matmul.cc", "weights.cc", "ort_ops.cc", "kernels.h", "ort_abi.h")]
 LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"

@@ -42,6 +42,25 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std:
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
 
+// Copies of a kernel's constant weights (weights.cc) in memory backed by 2 MiB pages, shared with other kernels'
+// copies and freed with the last of them; SLMOPS_HUGE_PAGES=0 turns it off (the kernels read ONNX Runtime's
+// buffers as they are).
+bool huge_page_weights();
+struct WeightChunk;
+class WeightCopy {
+ public:
+  WeightCopy() = default;
+  WeightCopy(const WeightCopy&) = delete;
+  WeightCopy& operator=(const WeightCopy&) = delete;
+  ~WeightCopy();
+  // Copies buffers src[0..count) (at most 3); data[i] is then the copy of src[i]. False: no memory, nothing copied.
+  bool assign(const void* const* src, const size_t* bytes, int count);
+  const void* data[3] = {};
+
+ private:
+  WeightChunk* chunk_ = nullptr;
+};
+
 // A LoRA adapter beside the weights: y += t·B, t = x·A [rows, r] computed before the call, B [r, N] float16;
 // r = 0: none. Each task of a matmul adds it on the columns it wrote (no pass of its own over y).
 struct Lora {

@@ -75,7 +75,9 @@ enum Slot : int {
   kGetTensorTypeAndShape = 65,
   kKernelContextGetInput = 90,
   kKernelContextGetOutput = 91,
+  kReleaseStatus = 93,
   kReleaseTensorTypeAndShapeInfo = 99,
+  kKernelInfoGetConstantInputTensor = 249,  // since 1.15
   kKernelContextParallelFor = 274,
 };
 
@@ -97,7 +99,10 @@ using KernelContextGetInputFn = OrtStatus* (*)(const OrtKernelContext* ctx, size
                                                const OrtValue** out) noexcept;
 using KernelContextGetOutputFn = OrtStatus* (*)(OrtKernelContext* ctx, size_t index, const int64_t* dims,
                                                 size_t count, OrtValue** out) noexcept;
+using ReleaseStatusFn = void (*)(OrtStatus* status) noexcept;
 using ReleaseTensorTypeAndShapeInfoFn = void (*)(OrtTensorTypeAndShapeInfo* info) noexcept;
+using KernelInfoGetConstantInputTensorFn = OrtStatus* (*)(const OrtKernelInfo* info, size_t index, int* is_constant,
+                                                           const OrtValue** out) noexcept;
 using KernelContextParallelForFn = OrtStatus* (*)(const OrtKernelContext* ctx, void (*task)(void*, size_t),
                                                   size_t total, size_t batches, void* data) noexcept;
 

@@ -19,6 +19,7 @@ using slmops::kBlock;
 
 struct Kernel {
   const OrtApi* api;
+  slmops::WeightCopy weights;  // inputs 1.. in 2 MiB pages, when they are constant initializers (else empty)
 };
 
 OrtStatus* error(const OrtApi* api, const char* message) {
@@ -101,6 +102,33 @@ OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a,
   return nullptr;
 }
 
+// Inputs 1..count (the weights) copied into 2 MiB pages when every one of them is a constant initializer; anything
+// else (a weight fed at run time, no memory, SLMOPS_HUGE_PAGES=0) leaves the kernel reading its inputs as given.
+void copy_constant_weights(Kernel* kernel, const OrtKernelInfo* info, int count) {
+  if (!slmops::huge_page_weights()) return;
+  const void* src[3];
+  size_t bytes[3];
+  for (int i = 0; i < count; ++i) {
+    int constant = 0;
+    const OrtValue* value = nullptr;
+    OrtStatus* s = fn<KernelInfoGetConstantInputTensorFn>(kernel->api, kKernelInfoGetConstantInputTensor)(
+        info, static_cast<size_t>(i + 1), &constant, &value);
+    Tensor t;
+    if (s == nullptr && constant && value != nullptr) s = describe(kernel->api, value, &t);
+    if (s != nullptr) fn<ReleaseStatusFn>(kernel->api, kReleaseStatus)(s);
+    if (s != nullptr || !constant || t.data == nullptr) return;
+    src[i] = t.data;
+    bytes[i] = static_cast<size_t>(elements(t)) * (t.type == kSlmUint8 ? 1 : t.type == kSlmFloat16 ? 2 : 4);
+  }
+  kernel->weights.assign(src, bytes, count);
+}
+
+// The weights a computation reads: the kernel's copy where it has one, else the inputs themselves.
+void use_weight_copy(const Kernel* kernel, Tensor* t, int count) {
+  for (int i = 0; i < count; ++i)
+    if (kernel->weights.data[i] != nullptr) t[i + 1].data = const_cast<void*>(kernel->weights.data[i]);
+}
+
 // A LoRA adapter beside the base weights: Y += (X · A) · B, factors stored in float16 (half the bytes a decode step
 // reads; converted by F16C), sums in fp32. Here t = X · A [rows, r] (A read once per row, eight columns of t in
 // registers); the kernel adds t · B on the columns each of its tasks writes.
@@ -177,6 +205,7 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context, bool swiglu) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[4];
   if (OrtStatus* s = read_inputs(api, context, t, 4)) return s;
+  use_weight_copy(static_cast<Kernel*>(kernel), t, 3);
   if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat16 || t[3].type != kSlmFloat16)
     return error(api, "Q41MatMul: expects float A, uint8 B, float16 scales and float16 mins");
   if (t[1].dims.size() != 3 || t[1].dims[2] != 32 || t[0].dims.empty())
@@ -217,6 +246,7 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[3];
   if (OrtStatus* s = read_inputs(api, context, t, 3)) return s;
+  use_weight_copy(static_cast<Kernel*>(kernel), t, 2);
   if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat)
     return error(api, "Q80MatMul: expects float A, a uint8 table and float scales");
   if (t[1].dims.size() < 2 || t[0].dims.empty())
@@ -261,8 +291,11 @@ OrtCustomOp make_op() {
   op.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
   op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
   op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
-  op.CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo*, void** kernel) -> OrtStatus* {
-    *kernel = new Kernel{api};
+  op.CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
+                         void** kernel) -> OrtStatus* {
+    auto* created = new Kernel{api, {}};
+    copy_constant_weights(created, info, kQ41 ? 3 : 2);
+    *kernel = created;
     return nullptr;
   };
   if constexpr (kOp == Op::kQ41)
