@@ -1,8 +1,9 @@
 """Our default int4 export against llama.cpp on the same Q4_1 weights (and transformers fp32), pinned: one process,
-rounds interleaved (the order rotates each round), the opponent's version, build and system info recorded.
+rounds interleaved (the order rotates each round, a pause of --settle seconds before each turn), the opponent's
+version, build and system info recorded.
 
     python benchmarks/llama_compare.py [--home DIR] [--rounds 6] [--new-tokens 128] [--prompt-tokens 512]
-                                       [--threads 2] [--json FILE]
+                                       [--threads 2] [--settle 1] [--json FILE]
 
 Needs llama-cpp-python (`pip install llama-cpp-python`: builds llama.cpp from source, ~8 minutes on 2 cores). The
 export is built with the engine's own quantize job when the workspace lacks it. Each round, each backend:
@@ -68,6 +69,7 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--settle", type=float, default=1.0, help="seconds of pause before each backend's turn")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -102,6 +104,9 @@ def main() -> int:
     order = list(backends)
     for rnd in range(args.rounds):
         for label in order[rnd % len(order):] + order[:rnd % len(order)]:
+            # a pause first: the previous backend's idle threads (llama.cpp's and torch's OpenMP teams spin after
+            # each call) would otherwise share the two cores with the next one's first tokens
+            time.sleep(args.settle)
             backend = backends[label]
             tokens, seconds = 0, 0.0
             for ids in chats:
