@@ -122,7 +122,7 @@ class OgBackend:
         params.set_search_options(**options)
         t0 = time.perf_counter()
         gen = og.Generator(self.m.model, params)
-        gen.append_tokens(np.asarray([ids], dtype=np.int32))
+        self.m.prefill(gen, ids)
         tokens, times = [], []
         while not gen.is_done() and len(tokens) < n:
             gen.generate_next_token()

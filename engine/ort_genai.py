@@ -39,6 +39,16 @@ class OgModel:
         template = self.path / "chat_template.jinja"
         self.chat_template = template.read_text(encoding="utf-8") if template.is_file() else None
         self._adapters, self._adapters_loaded, self._adapters_lock = None, set(), threading.Lock()
+        library = genai.get("decoder", {}).get("session_options", {}).get("custom_ops_library")
+        self.kernel_library = self.path / library if library and (self.path / library).is_file() else None
+
+    def prefill(self, gen, prompt_ids: list[int]) -> None:
+        """Runs the prompt for generation: with the slmops kernels, the head computes its last position only (the
+        others' logits are left NaN: generation reads none of them)."""
+        from .kernels import last_position_only
+
+        with last_position_only(self.kernel_library):
+            gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
 
     # ---- adapters -------------------------------------------------------------------------------------------
     def adapter_names(self) -> list[str]:
@@ -130,7 +140,7 @@ class OgModel:
             raise InvalidInput(f"The prompt is {len(prompt_ids)} tokens, longer than the model's context of "
                                f"{self.context}. Shorten it or clear the chat.")
         gen = self.generator(min(self.context, len(prompt_ids) + int(max_new_tokens)), params, seed)
-        gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
+        self.prefill(gen, prompt_ids)
         count = 0
         while not gen.is_done() and count < max_new_tokens:
             if stop is not None and stop.is_set():

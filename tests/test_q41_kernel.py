@@ -240,6 +240,29 @@ def test_q8_head_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     assert (np.abs(y - exact) <= rounding_bound(x, w8) * 1.001 + 1e-5).all()
 
 
+@pytest.mark.parametrize("shape", [(1, 40, 64), (3, 5, 96), (2, 1, 64)])
+def test_the_head_computes_only_each_sequences_last_position_when_asked_on_this_thread(kernel_lib, shape):
+    """last_position_only (generation's prefill): Q80MatMul computes each sequence's last position as a one-row call
+    would, and leaves NaN where generation reads nothing; outside the block every position is computed again."""
+    from engine.kernels import last_position_only
+
+    rng = np.random.default_rng(shape[1])
+    k, n = shape[-1], 300
+    table, d = quantize_symmetric_8bit(rng.standard_normal((n, k)).astype(np.float32) * 0.05, 32)
+    sess = op_session(kernel_lib, OP_TYPE_Q8, {"table": table, "scales": d.reshape(-1)}, [None, None, k])
+    x = rng.standard_normal(shape).astype(np.float32)
+    every = sess.run(None, {"x": x})[0]
+    with last_position_only(kernel_lib):
+        last = sess.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], every)
+    assert not np.isnan(every).any()
+    for b in range(shape[0]):
+        np.testing.assert_array_equal(last[b, -1], sess.run(None, {"x": x[b:b + 1, -1:]})[0][0, 0])
+        assert np.isnan(last[b, :-1]).all()
+    with last_position_only(None):  # an export without the kernels: nothing to switch
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], every)
+
+
 def test_a_path_is_chosen_by_cpuid_forced_by_the_environment_and_an_impossible_one_refused(kernel_lib, tmp_path):
     import os
     import subprocess
@@ -308,6 +331,19 @@ def test_tiny_fused_export_ships_its_kernel_and_agrees_with_the_portable_graph(t
     # ~16 bits, so they differ by the portable graph's int8 error
     np.testing.assert_allclose(fused, portable, atol=2e-2 * np.abs(portable).max())
     assert (fused.argmax(-1) == portable.argmax(-1)).mean() >= 0.9
+    # generation's prefill computes the head at the last position only: the same tokens as with every position
+    # (a prompt under 32 tokens, so both take the same one-row path for it), and scoring still sees every position
+    model, every = OgModel(paths["fused"]), OgModel(paths["fused"])
+    every.kernel_library = None
+    assert model.kernel_library == paths["fused"] / "slmops_q41.so"
+    prompt = ids[:20]
+    assert model.generate_ids(prompt, 12)[0] == every.generate_ids(prompt, 12)[0]
+    gen = model.generator(40)
+    model.prefill(gen, prompt)
+    head = np.asarray(gen.get_output("logits"), dtype=np.float32).reshape(len(prompt), -1)
+    assert np.isnan(head[:-1]).all()
+    np.testing.assert_array_equal(head[-1], every.logits(prompt)[-1])
+    assert not np.isnan(model.logits(prompt)).any()
 
 
 def test_without_a_compiler_the_job_writes_the_portable_graph_and_says_why(tiny_engine, monkeypatch, tmp_path):

@@ -15,7 +15,9 @@ it has is). Every path returns bit-identical results; `select_path` switches a l
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -92,12 +94,30 @@ def library(cache_dir: Path) -> Path:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def _loaded(lib: Path):
     handle = ctypes.CDLL(str(lib))  # the same file ONNX Runtime loaded: one copy, one selected path
     handle.slmops_kernel_path.restype = ctypes.c_char_p
     handle.slmops_kernel_select.argtypes = [ctypes.c_char_p]
     handle.slmops_kernel_supported.argtypes = [ctypes.c_char_p]
     return handle
+
+
+@contextlib.contextmanager
+def last_position_only(lib: Path | None):
+    """Within the block, on this thread: the LM head (Q80MatMul) of an export using library `lib` computes a prompt's
+    last position only and fills the other positions' logits with NaN — for generation, which reads no other (a
+    512-token prompt's first token 11 % sooner). Scoring, which reads every position, must not use it. An older
+    library without the switch, or none (`lib` None), computes every position as before."""
+    switch = getattr(_loaded(Path(lib)), "slmops_last_position_only", None) if lib is not None else None
+    if switch is None:
+        yield
+        return
+    switch(1)
+    try:
+        yield
+    finally:
+        switch(0)
 
 
 def supported_paths(lib: Path) -> list[str]:
