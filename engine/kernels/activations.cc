@@ -129,6 +129,61 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std:
   }
 }
 
+namespace {
+
+struct X16Work {
+  const float* x;
+  int64_t rows, k, per;
+  int16_t* x16;
+  float* xs;
+  float* xsum;
+};
+
+// Rows of a slice, block by block: the int8 layer as quantize_row takes it, the residual at 1/254 of its step,
+// joined as 254·xq + xr in int16.
+void x16_task(void* data, size_t task) {
+  const auto& w = *static_cast<const X16Work*>(data);
+  const int64_t nb = w.k / kBlock, end = std::min(w.rows, static_cast<int64_t>(task + 1) * w.per);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), k254 = _mm256_set1_epi32(254);
+  for (int64_t r = static_cast<int64_t>(task) * w.per; r < end; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = w.x + r * w.k + b * kBlock;
+      __m256 v[4];
+      for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
+      const __m256 amax4 = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                         _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+      __m128 mx = _mm_max_ps(_mm256_castps256_ps128(amax4), _mm256_extractf128_ps(amax4, 1));
+      mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+      mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
+      const float amax = _mm_cvtss_f32(mx), step = amax / 127.f;
+      w.xsum[r * nb + b] = hsum(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+      w.xs[r * nb + b] = step / 254.f;
+      const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      const __m256 fine = _mm256_set1_ps(step > 0.f ? 254.f / step : 0.f), stepv = _mm256_set1_ps(step);
+      __m256i joined[4];
+      for (int i = 0; i < 4; ++i) {
+        const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // rounds to nearest
+        const __m256 rest = _mm256_mul_ps(_mm256_sub_ps(v[i], _mm256_mul_ps(stepv, _mm256_cvtepi32_ps(q))), fine);
+        const __m256i res = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(rest)));
+        joined[i] = _mm256_add_epi32(_mm256_mullo_epi32(q, k254), res);
+      }
+      int16_t* out = w.x16 + r * w.k + b * kBlock;  // packs work within 128-bit lanes; the permute restores order
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                          _mm256_permute4x64_epi64(_mm256_packs_epi32(joined[0], joined[1]), 0xD8));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16),
+                          _mm256_permute4x64_epi64(_mm256_packs_epi32(joined[2], joined[3]), 0xD8));
+    }
+}
+
+}  // namespace
+
+void prepare_x16(const float* x, int64_t rows, int64_t k, int16_t* x16, float* xs, float* xsum, Parallel parallel,
+                 void* ctx) {
+  X16Work work{x, rows, k, std::max<int64_t>(1, (rows + 4 * cores() - 1) / (4 * cores())), x16, xs, xsum};
+  run_tasks(x16_task, &work, rows, work.per, parallel, ctx);
+}
+
 // Units (column pairs or columns) per task, a multiple of `align`. One large slice per thread for a single row:
 // each task handed to ONNX Runtime's pool costs more than a few columns' work (2 or 4 slices on two threads
 // decoded alike); more slices when many rows make each column's work large.

@@ -42,6 +42,11 @@ void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std:
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
 
+// Activations (rows × k) for the Q4_1 prompt GEMM: x16 = 254·xq + xr per element (prepare_activations' two layers
+// joined), xs = sx/254 and the exact block sums per block; rows over the pool.
+void prepare_x16(const float* x, int64_t rows, int64_t k, int16_t* x16, float* xs, float* xsum, Parallel parallel,
+                 void* ctx);
+
 // Copies of a kernel's constant weights (weights.cc) in memory backed by 2 MiB pages, shared with other kernels'
 // copies and freed with the last of them; SLMOPS_HUGE_PAGES=0 turns it off (the kernels read ONNX Runtime's
 // buffers as they are).
@@ -70,7 +75,8 @@ struct Lora {
 };
 void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64_t c0, int64_t c1);
 
-// Prompts of kGemmRows rows or more take the float GEMM (gemm.inc) over blocks of kGemmCols columns.
+// Prompts of kGemmRows rows or more take a GEMM (Q4_1: q4_1_gemm.inc, Q8_0: gemm.inc) over blocks of kGemmCols
+// columns.
 constexpr int64_t kGemmRows = 32, kGemmCols = 32;
 struct GemmArgs {
   const float* x;  // [rows, K]

@@ -56,11 +56,16 @@ struct Work {
   Lora lora{};
 };
 
-struct GemmWork {  // the float GEMM (gemm.inc) over Q4_1 panels
-  GemmArgs g;
+struct IntGemmWork {  // the prompt GEMM (q4_1_gemm.inc)
+  const int16_t* x16;  // [rows, K]
+  const float* xs;     // [rows, K/32]
+  const float* xsum;   // [rows, K/32]
   const uint8_t* w;
   const uint16_t* d;
   const uint16_t* m;
+  float* y;
+  int64_t rows, n, k, blocks_per_task;
+  Lora lora;
 };
 
 constexpr int64_t kStride = 128;  // activation bytes per block
@@ -176,10 +181,15 @@ extern "C" void slmops_q41_matmul_lora(
   const Lora lora{lora_t, lora_b, lora_r};
   int64_t first_pair = 0;
   if (rows >= kGemmRows && n >= kGemmCols) {
-    static void (*const kGemm[])(void*, size_t) = {avx2::run_gemm_task, avxvnni::run_gemm_task,
-                                                   avx512vnni::run_gemm_task};
-    GemmWork gemm{{x, y, rows, n, k, per_task(n / kGemmCols, rows, 1), lora}, w, d, m};
-    run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.g.blocks_per_task, parallel, ctx);
+    static void (*const kGemm[])(void*, size_t) = {avx2::run_int_gemm_task, avxvnni::run_int_gemm_task,
+                                                   avx512vnni::run_int_gemm_task};
+    const int64_t nb = k / kBlock;
+    std::vector<int16_t> x16(static_cast<size_t>(rows * k));
+    std::vector<float> xs(static_cast<size_t>(rows * nb)), xsum(static_cast<size_t>(rows * nb));
+    prepare_x16(x, rows, k, x16.data(), xs.data(), xsum.data(), parallel, ctx);
+    IntGemmWork gemm{x16.data(), xs.data(), xsum.data(), w, d, m, y, rows, n, k,
+                     per_task(n / kGemmCols, rows, 1), lora};
+    run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.blocks_per_task, parallel, ctx);
     first_pair = n / kGemmCols * kGemmCols / 2;
     if (first_pair == n / 2) return;
   }
