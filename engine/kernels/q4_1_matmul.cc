@@ -9,8 +9,8 @@
 // low nibble and q[j+16] in its high nibble; d and m are float16 (exact for a GGUF Q4_1 source).
 // Decode is memory-bound: the weights are streamed once per token, so the layout keeps each pair's blocks
 // contiguous and prefetches ahead; a few rows come in tiles that share each block's unpacked weights. Prompts of
-// kGemmRows rows or more are compute-bound and take the float GEMM of gemm.inc instead (weights dequantized once
-// per panel, exact float activations). Built by engine/kernels/__init__.py with -mavx2 -mfma -mf16c (used only on
+// kGemmRows rows or more are compute-bound and take the integer GEMM of q4_1_gemm.inc instead (weights unpacked
+// once per panel, the same ~16-bit activations as one int16 each). Built by engine/kernels/__init__.py with -mavx2 -mfma -mf16c (used only on
 // CPUs that have them) plus AVX-VNNI and AVX512-VNNI variants of the tiles and the GEMM, chosen at run time
 // (activations.cc: active_isa).
 #include <immintrin.h>

@@ -1,9 +1,9 @@
 // Copies of the kernels' constant weights in memory backed by 2 MiB pages. Decode reads every weight once per token;
 // ONNX Runtime maps them from model.onnx.data in 4 KiB pages, one mapping per tensor, so streaming them misses the
 // TLB at every page and the hardware prefetchers stop at every page boundary. In 2 MiB pages the weights of one
-// token are ~50 pages instead of ~25,000: the bundled model's body matrices streamed through one thread in 5.5 ms
-// instead of 6.4 ms on an AMD EPYC (benchmarks/kernel_paths.py --stream). Kernels are created in graph order and
-// their weights are placed side by side, so one token's weights are read front to back.
+// token are ~50 pages instead of ~25,000 (the bundled model's export on an AMD EPYC: decode 164 → 176 tok/s,
+// medians of 8 alternating runs of benchmarks/huge_pages.py). Kernels are created in graph order and their weights
+// are placed side by side, so one token's weights are read front to back.
 #include <sys/mman.h>
 
 #include <algorithm>
