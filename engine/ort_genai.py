@@ -44,7 +44,7 @@ class OgModel:
 
     def prefill(self, gen, prompt_ids: list[int]) -> None:
         """Runs the prompt for generation: with the slmops kernels, the head computes its last position only (the
-        others' logits are left NaN: generation reads none of them)."""
+        others' logits are left unwritten: generation reads none of them; `logits` computes them all)."""
         from .kernels import last_position_only
 
         with last_position_only(self.kernel_library):

@@ -106,9 +106,10 @@ def _loaded(lib: Path):
 @contextlib.contextmanager
 def last_position_only(lib: Path | None):
     """Within the block, on this thread: the LM head (Q80MatMul) of an export using library `lib` computes a prompt's
-    last position only and fills the other positions' logits with NaN — for generation, which reads no other (a
-    512-token prompt's first token 11 % sooner). Scoring, which reads every position, must not use it. An older
-    library without the switch, or none (`lib` None), computes every position as before."""
+    last position only and leaves the other positions' logits unwritten (whatever their buffer held) — for
+    generation, which reads no other (a 512-token prompt's first token ~0.2 s sooner). Scoring, which reads every
+    position, must not use it. An older library without the switch, or none (`lib` None), computes every position
+    as before."""
     switch = getattr(_loaded(Path(lib)), "slmops_last_position_only", None) if lib is not None else None
     if switch is None:
         yield

@@ -113,7 +113,7 @@ __attribute__((visibility("default"))) void slmops_q41_matmul_lora(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k, const float* lora_t, const uint16_t* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
 // On this thread, until called with 0: Q80MatMul (the LM head) over a sequence of several positions computes the last
-// position's logits only and fills the others with NaN (generation reads no other; scoring must leave it off).
+// position's logits only and leaves the others unwritten (generation reads no other; scoring must leave it off).
 __attribute__((visibility("default"))) void slmops_last_position_only(int on);
 // Q8_0: w [N, K] holding q + 128, d [N, K/32] float.
 __attribute__((visibility("default"))) void slmops_q80_matmul(const float* x, const uint8_t* w, const float* d,
