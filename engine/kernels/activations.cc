@@ -63,20 +63,28 @@ int active_isa() {
   return isa;
 }
 
+namespace {
+
+// A block of 32 activations loaded into v: its largest magnitude (returned) and its exact sum.
+inline float load_block(const float* xb, __m256 v[4], float* sum) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
+  const __m256 amax4 = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                     _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+  __m128 mx = _mm_max_ps(_mm256_castps256_ps128(amax4), _mm256_extractf128_ps(amax4, 1));
+  mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+  mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
+  *sum = hsum(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+  return _mm_cvtss_f32(mx);
+}
+
+}  // namespace
+
 // One row of activations as int8 blocks: q[k], per-block scale s[k/32] and exact sum sum[k/32].
 void quantize_row(const float* x, int64_t k, int8_t* q, float* s, float* sum) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t b = 0; b < k / kBlock; ++b) {
-    const float* xb = x + b * kBlock;
     __m256 v[4];
-    for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
-    const __m256 amax4 = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                       _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-    __m128 mx = _mm_max_ps(_mm256_castps256_ps128(amax4), _mm256_extractf128_ps(amax4, 1));
-    mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
-    mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
-    const float amax = _mm_cvtss_f32(mx);
-    sum[b] = hsum(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+    const float amax = load_block(x + b * kBlock, v, sum + b);
     s[b] = amax / 127.f;
     const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
     __m256i i32[4];
@@ -144,20 +152,11 @@ struct X16Work {
 void x16_task(void* data, size_t task) {
   const auto& w = *static_cast<const X16Work*>(data);
   const int64_t nb = w.k / kBlock, end = std::min(w.rows, static_cast<int64_t>(task + 1) * w.per);
-  const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), k254 = _mm256_set1_epi32(254);
   for (int64_t r = static_cast<int64_t>(task) * w.per; r < end; ++r)
     for (int64_t b = 0; b < nb; ++b) {
-      const float* xb = w.x + r * w.k + b * kBlock;
       __m256 v[4];
-      for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(xb + 8 * i);
-      const __m256 amax4 = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                         _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-      __m128 mx = _mm_max_ps(_mm256_castps256_ps128(amax4), _mm256_extractf128_ps(amax4, 1));
-      mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
-      mx = _mm_max_ss(mx, _mm_movehdup_ps(mx));
-      const float amax = _mm_cvtss_f32(mx), step = amax / 127.f;
-      w.xsum[r * nb + b] = hsum(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+      const float amax = load_block(w.x + r * w.k + b * kBlock, v, w.xsum + r * nb + b), step = amax / 127.f;
       w.xs[r * nb + b] = step / 254.f;
       const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
       const __m256 fine = _mm256_set1_ps(step > 0.f ? 254.f / step : 0.f), stepv = _mm256_set1_ps(step);
