@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.kernels import library, select_path, supported_paths  # noqa: E402
-from engine.onnx_affine import fused_layout, quantize_affine_4bit, quantize_symmetric_8bit  # noqa: E402
+from engine.block_quant import fused_layout, quantize_affine_4bit, quantize_symmetric_8bit  # noqa: E402
 
 P = ctypes.c_void_p
 SHAPES = {"Q41": [(576, 960), (576, 576), (576, 3072), (1536, 576)], "Q80": [(576, 49152)]}  # (K, N)

@@ -110,7 +110,7 @@ def fit_model(model, batches, group: int = 32, log=print, check=lambda: None) ->
     rounding's (mean over matrices; < 1 is better)."""
     import torch
 
-    from .onnx_affine import round_affine_4bit
+    from .block_quant import round_affine_4bit
 
     t0 = time.perf_counter()
     hessians = input_hessians(model, batches, check)
@@ -140,7 +140,7 @@ def off_grid_share(folder, group: int = 32) -> float:
 
     from safetensors import safe_open
 
-    from .onnx_affine import affine_codes, step_errors
+    from .block_quant import affine_codes, step_errors
 
     off = total = 0
     for file in sorted(Path(folder).glob("*.safetensors")):

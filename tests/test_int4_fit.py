@@ -15,7 +15,7 @@ def test_gptq_fit_is_on_a_grid_minmax_reads_back_and_keeps_outputs_better_than_r
     import torch
 
     from engine.int4_fit import gptq_q41, output_error
-    from engine.onnx_affine import round_affine_4bit
+    from engine.block_quant import round_affine_4bit
 
     torch.manual_seed(0)
     n, k = 24, 96

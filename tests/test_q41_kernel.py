@@ -6,7 +6,7 @@ import pytest
 
 from engine.kernels import (DOMAIN, OP_TYPE, OP_TYPE_Q8, OP_TYPE_SWIGLU, PATHS, KernelUnavailable, active_path,
                             cpu_supported, library, select_path, supported_paths)
-from engine.onnx_affine import fused_layout, quantize_affine_4bit, quantize_symmetric_8bit
+from engine.block_quant import fused_layout, quantize_affine_4bit, quantize_symmetric_8bit
 
 pytestmark = pytest.mark.skipif(cpu_supported() is not None, reason=f"{cpu_supported()}")
 

@@ -159,7 +159,7 @@ def on_q41_grid(engine, folder) -> str:
 
     from safetensors.numpy import load_file, save_file
 
-    from engine.onnx_affine import round_affine_4bit
+    from engine.block_quant import round_affine_4bit
 
     shutil.copytree(engine.get_model("tiny").path, folder)
     weights = load_file(f"{folder}/model.safetensors")
