@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import onnxruntime_genai as og
-from plain_og import load_model
+from plain_og import decode_times, load_model
 
 
 def main() -> None:
@@ -29,19 +29,9 @@ def main() -> None:
     gaps, ends = [], []  # seconds between consecutive tokens of one call, and when each gap ended
     t_end = time.perf_counter() + args.seconds
     while time.perf_counter() < t_end:
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(ids) + 64, min_length=len(ids) + 64, do_sample=False, batch_size=1)
-        gen = og.Generator(model, params)
-        gen.append_tokens(np.asarray([ids], dtype=np.int32))
-        last = None
-        for _ in range(64):
-            gen.generate_next_token()
-            gen.get_next_tokens()
-            now = time.perf_counter()
-            if last is not None:
-                gaps.append(now - last)
-                ends.append(now)
-            last = now
+        times = decode_times(model, ids, 64)
+        gaps.extend(np.diff(times))
+        ends.extend(times[1:])
     gaps, ends = np.array(gaps), np.array(ends) - ends[0]
     print(f"{len(gaps)} decode steps in {ends[-1]:.0f} s, {1 / gaps.mean():.1f} tok/s overall, {args.threads} threads")
     for window in (1, 2, 4, 8, 16):

@@ -13,7 +13,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,34 +24,14 @@ PROMPTS = ["What is the capital of France?", "Write a short story about a robot.
 
 def measure(folder: str, new_tokens: int) -> None:
     """One process's figure: decode tok/s and the kB of its memory in huge pages."""
-    import json
-
-    import numpy as np
-    import onnxruntime_genai as og
-    from plain_og import load_model
+    from plain_og import chat_prompts, decode_speed, decode_times, load_model
 
     model = load_model(folder, 2)
-    tok = og.Tokenizer(model)
-    template = Path(folder, "chat_template.jinja").read_text()
-    prompts = [tok.encode(tok.apply_chat_template(json.dumps([{"role": "user", "content": p}]), template_str=template,
-                                                  add_generation_prompt=True)) for p in PROMPTS]
-
-    def run(ids: list[int], n: int) -> tuple[int, float]:
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(ids) + n, min_length=len(ids) + n, do_sample=False, batch_size=1)
-        gen = og.Generator(model, params)
-        gen.append_tokens(np.asarray([ids], dtype=np.int32))
-        times = []
-        while not gen.is_done():
-            gen.generate_next_token()
-            times.append(time.perf_counter())
-        return len(times) - 1, times[-1] - times[0]
-
-    run(prompts[0], 16)
-    done = [run(p, new_tokens) for p in prompts]
+    prompts = chat_prompts(model, folder, PROMPTS)
+    decode_times(model, prompts[0], 16)  # the warm-up call
+    speed = decode_speed(model, prompts, new_tokens)
     smaps = Path(f"/proc/{os.getpid()}/smaps").read_text().splitlines()
-    huge = sum(int(line.split()[1]) for line in smaps if line.startswith("AnonHugePages:"))
-    print(sum(n for n, _ in done) / sum(s for _, s in done), huge)
+    print(speed, sum(int(line.split()[1]) for line in smaps if line.startswith("AnonHugePages:")))
 
 
 def main() -> None:

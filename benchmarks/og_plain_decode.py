@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-import numpy as np
-import onnxruntime_genai as og
-from plain_og import load_model
+from plain_og import chat_prompts, decode_speed, decode_times, load_model
 
 PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "prompts" / "seed_prompts.heldout.jsonl"
 
@@ -32,37 +29,10 @@ def main() -> None:
     args = ap.parse_args()
 
     model = load_model(args.model, args.threads)
-    tokenizer = og.Tokenizer(model)
-    template = Path(args.model, "chat_template.jinja")
     texts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()[:args.prompts]]
-    prompts = []
-    for text in texts:
-        messages = json.dumps([{"role": "user", "content": text}])
-        chat = tokenizer.apply_chat_template(messages, template_str=template.read_text(), add_generation_prompt=True)
-        prompts.append(tokenizer.encode(chat))
-
-    def decode_times(ids: list[int]) -> list[float]:
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(ids) + args.new_tokens, min_length=len(ids) + args.new_tokens,
-                                  do_sample=False, batch_size=1)
-        gen = og.Generator(model, params)
-        gen.append_tokens(np.asarray([ids], dtype=np.int32))
-        times = []
-        while not gen.is_done() and len(times) < args.new_tokens:
-            gen.generate_next_token()
-            gen.get_next_tokens()
-            times.append(time.perf_counter())
-        return times
-
-    decode_times(prompts[0])  # the warm-up call
-    speeds = []
-    for _ in range(args.reps):
-        decoded, seconds = 0, 0.0
-        for ids in prompts:
-            times = decode_times(ids)
-            decoded += len(times) - 1
-            seconds += times[-1] - times[0]
-        speeds.append(decoded / seconds)
+    prompts = chat_prompts(model, args.model, texts)
+    decode_times(model, prompts[0], args.new_tokens)  # the warm-up call
+    speeds = [decode_speed(model, prompts, args.new_tokens) for _ in range(args.reps)]
     mean, std = statistics.mean(speeds), statistics.stdev(speeds)
     print(f"plain onnxruntime-genai {Path(args.model).name}: decode {mean:.1f} ± {std:.1f} tok/s "
           f"({args.reps} repetitions × {len(prompts)} prompts × {args.new_tokens} tokens, {args.threads} threads)")
