@@ -184,8 +184,11 @@ extern "C" void slmops_q41_matmul_lora(
     static void (*const kGemm[])(void*, size_t) = {avx2::run_int_gemm_task, avxvnni::run_int_gemm_task,
                                                    avx512vnni::run_int_gemm_task};
     const int64_t nb = k / kBlock;
-    std::vector<int16_t> x16(static_cast<size_t>(rows * k));
-    std::vector<float> xs(static_cast<size_t>(rows * nb)), xsum(static_cast<size_t>(rows * nb));
+    thread_local std::vector<int16_t> x16;  // kept between calls: a prompt makes ~120 of them on this thread
+    thread_local std::vector<float> xs, xsum;
+    x16.resize(static_cast<size_t>(rows * k));
+    xs.resize(static_cast<size_t>(rows * nb));
+    xsum.resize(static_cast<size_t>(rows * nb));
     prepare_x16(x, rows, k, x16.data(), xs.data(), xsum.data(), parallel, ctx);
     IntGemmWork gemm{x16.data(), xs.data(), xsum.data(), w, d, m, y, rows, n, k,
                      per_task(n / kGemmCols, rows, 1), lora};
