@@ -282,7 +282,7 @@ def test_an_adapter_set_from_the_finetune_tab_trains_one_adapter_per_task(app_ur
     with open_tab(app_url, "Fine-tune", wait_for_default_model=True) as page:
         page.get_by_label("Max steps").fill("2")
         page.get_by_label("Eval steps").fill("2")
-        page.get_by_label("Eval max examples").fill("3")
+        page.get_by_label("Eval max examples").fill("1")
         page.get_by_text("Adapter set · one adapter per task on one base").click()
         cell = page.locator("#set-adapters").get_by_text("json-adapter", exact=True)
         cell.dblclick()

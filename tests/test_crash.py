@@ -3,8 +3,9 @@ the server itself is killed mid-run and restarted, and a worker runs out of disk
 says what happened, the store passes PRAGMA integrity_check, no record was lost, and every registered model and
 artifact has complete files (outputs are written to `*.partial` and renamed; leftovers are removed).
 
-Bounded: 12 kinds (and fine-tune on Olive) x 3 faults on the tiny model, plus 2 server kills and 1 full disk.
-SLMOPS_CRASH_SEED picks the kill points (default 1)."""
+Bounded: 12 kinds (and fine-tune on Olive) on the tiny model, each killed twice: SIGKILL, and an exception or
+SIGTERM (alternating over the kinds, so each of the two reaches 6 or 7 of them; ~8 s a run); plus 2 server kills
+and 1 full disk. SLMOPS_CRASH_SEED picks the kill points and which kinds get which of the two (default 1)."""
 import json
 import os
 import random
@@ -150,8 +151,9 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
     assert slots.status is RunStatus.SUCCEEDED, slots.error
     models_before = {m.id for m in crash_engine.list_models()}
     started, injected, outcomes = [], {f: 0 for f in FAULTS}, {}
-    for kind, config in job_configs(data).items():
-        for fault in FAULTS:
+    flip = rng.randrange(2)
+    for i, (kind, config) in enumerate(job_configs(data).items()):
+        for fault in ("SIGKILL", FAULTS[(i + flip) % 2]):
             at = round(rng.uniform(0.05, 0.7), 2)
             monkeypatch.setenv("SLMOPS_FAULT", f"raise@{at}" if fault == "exception" else "")
             if kind in ("quantize", "gguf"):
@@ -187,7 +189,7 @@ def test_runs_of_every_kind_killed_at_random_points_end_final_and_lose_nothing(c
         pass
     assert not children_left(), children_left()  # no child process outlived its run
     print(json.dumps({"figures": figures, "outcomes": outcomes}, indent=1))
-    assert sum(injected.values()) >= 15, outcomes  # nearly every run was really killed mid-way
+    assert sum(injected.values()) >= 10 and all(injected.values()), outcomes  # most runs were killed mid-way
     # the workspace still works: the model answers
     assert crash_engine.chat("tiny", [{"role": "user", "content": "hi"}])
 

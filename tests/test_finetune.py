@@ -50,6 +50,9 @@ def test_lora_trains_saves_merges_and_chats(tiny_engine, small_data):
     s = run.summary
     assert {"eval_loss_before", "eval_loss_after", "score_before", "score_after", "trainable_pct"} <= set(s)
     assert s["eval_loss_after"] < s["eval_loss_before"] and 0 < s["trainable_pct"] < 10
+    # 12 steps, eval every 6: the loss "after" is the one the Trainer evaluated at step 12, not a second pass
+    assert series(tiny_engine, rid, "eval_loss")[-1] == pytest.approx(s["eval_loss_after"], abs=1e-4)
+    assert any("as evaluated at step 12" in line.message for line in tiny_engine.run_logs(rid))
 
     adapter, merged = tiny_engine.get_model("tiny-json"), tiny_engine.get_model("tiny-json-merged")
     assert adapter.format == "hf-adapter" and adapter.parent_id == "tiny" and adapter.run_id == rid

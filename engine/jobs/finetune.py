@@ -28,14 +28,27 @@ def evaluate_all(ctx, trainer, model, tokenizer, data, config, label: str, on_ev
     results = {}
     ctx.progress(0.0, f"eval ({label}): loss")
     t0 = time.perf_counter()
-    results[f"eval_loss_{label}"] = float(trainer.evaluate()["eval_loss"])
-    if on_eval_loss is not None:
-        on_eval_loss(time.perf_counter() - t0)
+    logged = last_step_eval_loss(trainer) if label == "after" else None
+    if logged is not None:  # the Trainer evaluated at its last step: the same weights on the same split
+        ctx.log(f"eval ({label}): loss {logged:.4f}, as evaluated at step {trainer.state.global_step}")
+        results[f"eval_loss_{label}"] = logged
+    else:
+        results[f"eval_loss_{label}"] = float(trainer.evaluate()["eval_loss"])
+        if on_eval_loss is not None:
+            on_eval_loss(time.perf_counter() - t0)
     if config.eval_max_examples and data.eval_conversations and _is_main_process():
         results.update(score_held_out(ctx, model, tokenizer, data.eval_conversations, config, label))
     for name, value in results.items():
         ctx.metric(name, value)
     return results
+
+
+def last_step_eval_loss(trainer) -> float | None:
+    """The eval loss the Trainer logged at its last optimizer step (when max_steps is a multiple of eval_steps),
+    else None."""
+    step = trainer.state.global_step
+    return next((float(e["eval_loss"]) for e in reversed(trainer.state.log_history)
+                 if "eval_loss" in e and e.get("step") == step), None) if step else None
 
 
 def score_held_out(ctx, model, tokenizer, conversations: list, config, label: str) -> dict:
