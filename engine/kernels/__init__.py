@@ -74,8 +74,14 @@ def library(cache_dir: Path) -> Path:
     if reason:
         raise KernelUnavailable(reason)
     out = Path(cache_dir) / f"q41-{source_hash()}" / LIBRARY_NAME
-    if out.is_file():
-        return out
+    if not out.is_file():
+        compile_library(HERE, out)
+    return out
+
+
+def compile_library(source_dir: Path, out: Path) -> None:
+    """Builds the library from the sources in `source_dir` (this folder, or another version's copy of it) into
+    `out`; KernelUnavailable says why not."""
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not compiler:
         raise KernelUnavailable("no C++ compiler (g++) to build the fused Q4_1 kernel")
@@ -83,7 +89,7 @@ def library(cache_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         partial = Path(tmp) / LIBRARY_NAME
         cmd = [compiler, "-O3", "-std=c++17", "-mavx2", "-mfma", "-mf16c", "-fPIC", "-shared", "-fvisibility=hidden",
-               "-o", str(partial), *(str(p) for p in SOURCES if p.suffix == ".cc")]
+               "-o", str(partial), *map(str, sorted(Path(source_dir).glob("*.cc")))]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -91,7 +97,6 @@ def library(cache_dir: Path) -> Path:
         if done.returncode != 0:
             raise KernelUnavailable(f"building the fused Q4_1 kernel failed: {done.stderr.strip()[-600:]}")
         partial.replace(out)
-    return out
 
 
 @functools.lru_cache(maxsize=None)
