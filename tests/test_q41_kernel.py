@@ -98,8 +98,8 @@ def kernel_path(request, kernel_lib):
 
 
 # rows 1 (decode), 7, 18 and 19 (tiles of 2, 4 and 8 rows plus leftovers), pair counts odd and even; from 32 rows
-# the float GEMM (panels of 16 or 32 columns, rows in sixes or eights plus leftovers; the last N % 32 columns by
-# the integer tiles)
+# the integer GEMM of q4_1_gemm.inc (panels of 16 or 32 columns, rows in threes or sixes plus leftovers; the last
+# N % 32 columns by the tiles)
 @pytest.mark.parametrize("shape,n", [((1, 1, 576), 576), ((1, 1, 576), 1536), ((1, 1, 1536), 576),
                                      ((1, 7, 64), 64), ((2, 3, 96), 6), ((1, 1, 64), 2), ((1, 19, 96), 10),
                                      ((2, 9, 64), 68), ((1, 37, 64), 70), ((2, 20, 96), 64), ((1, 45, 64), 30)])

@@ -78,63 +78,66 @@ inline float load_block(const float* xb, __m256 v[4], float* sum) {
   return _mm_cvtss_f32(mx);
 }
 
-}  // namespace
-
-// One row of activations as int8 blocks: q[k], per-block scale s[k/32] and exact sum sum[k/32].
-void quantize_row(const float* x, int64_t k, int8_t* q, float* s, float* sum) {
-  for (int64_t b = 0; b < k / kBlock; ++b) {
-    __m256 v[4];
-    const float amax = load_block(x + b * kBlock, v, sum + b);
-    s[b] = amax / 127.f;
-    const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-    __m256i i32[4];
-    for (int i = 0; i < 4; ++i) i32[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // rounds to nearest
-    // packs work within 128-bit lanes; the permute puts the 32 values back in order
-    const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]);
-    const __m256i i16b = _mm256_packs_epi32(i32[2], i32[3]);
-    const __m256i i8 = _mm256_packs_epi16(i16a, i16b);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlock), _mm256_permutevar8x32_epi32(i8, order));
+// A block of 32 activations at about 16 bits: the int8 layer q = round(x / step) with step = max|x| / 127, and its
+// rounding residual r = round((x − step·q) / (step/254)) clamped to ±127, as int32 lanes in order (q[0] holds
+// elements 0..7). Returns step; *sum gets the block's exact sum.
+inline float quantize_block(const float* xb, __m256i q[4], __m256i r[4], float* sum) {
+  __m256 v[4];
+  const float amax = load_block(xb, v, sum), step = amax / 127.f;
+  const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+  const __m256 fine = _mm256_set1_ps(step > 0.f ? 254.f / step : 0.f), stepv = _mm256_set1_ps(step);
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+  for (int i = 0; i < 4; ++i) {
+    q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // rounds to nearest
+    const __m256 rest = _mm256_mul_ps(_mm256_sub_ps(v[i], _mm256_mul_ps(stepv, _mm256_cvtepi32_ps(q[i]))), fine);
+    r[i] = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(rest)));
   }
+  return step;
 }
+
+// 32 int32 lanes in order as int16 / int8 (packs work within 128-bit lanes; the permutes restore the order).
+inline void store_int16(const __m256i v[4], int16_t* out) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16),
+                      _mm256_permute4x64_epi64(_mm256_packs_epi32(v[2], v[3]), 0xD8));
+}
+
+inline void store_int8(const __m256i v[4], int8_t* out) {
+  const __m256i i8 = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                      _mm256_permutevar8x32_epi32(i8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+}  // namespace
 
 // Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
 // Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
 void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
                          std::vector<float>* xs, std::vector<float>* xsum) {
   const int64_t nb = k / kBlock, width = dup ? 64 : 32, stride = 2 * width;
-  std::vector<int8_t> xq(static_cast<size_t>(k));
   xd->resize(static_cast<size_t>(rows * nb * stride));
   xs->resize(static_cast<size_t>(rows * nb));
   xsum->resize(static_cast<size_t>(rows * nb));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * k;
-    float* scales = xs->data() + r * nb;
-    quantize_row(xr, k, xq.data(), scales, xsum->data() + r * nb);
+  for (int64_t r = 0; r < rows; ++r)
     for (int64_t b = 0; b < nb; ++b) {
+      __m256i q[4], res[4];
+      (*xs)[r * nb + b] = quantize_block(x + r * k + b * kBlock, q, res, xsum->data() + r * nb + b) / 254.f;
+      int8_t layers[2][kBlock];
+      store_int8(q, layers[0]);
+      store_int8(res, layers[1]);
       int8_t* out = xd->data() + (r * nb + b) * stride;
-      const int8_t* in = xq.data() + b * kBlock;
-      int8_t residual[kBlock];
-      const float step = scales[b], inv = step > 0.f ? 254.f / step : 0.f;
-      for (int i = 0; i < kBlock; ++i) {
-        const float rest = (xr[b * kBlock + i] - step * static_cast<float>(in[i])) * inv;
-        residual[i] = static_cast<int8_t>(std::max(-127.f, std::min(127.f, std::nearbyint(rest))));
-      }
-      scales[b] = step / 254.f;
       for (int layer = 0; layer < 2; ++layer) {
-        const int8_t* src = layer == 0 ? in : residual;
         int8_t* dst = out + layer * width;
         if (dup) {
-          std::memcpy(dst, src, 16);
-          std::memcpy(dst + 16, src, 16);
-          std::memcpy(dst + 32, src + 16, 16);
-          std::memcpy(dst + 48, src + 16, 16);
+          std::memcpy(dst, layers[layer], 16);
+          std::memcpy(dst + 16, layers[layer], 16);
+          std::memcpy(dst + 32, layers[layer] + 16, 16);
+          std::memcpy(dst + 48, layers[layer] + 16, 16);
         } else {
-          std::memcpy(dst, src, kBlock);
+          std::memcpy(dst, layers[layer], kBlock);
         }
       }
     }
-  }
 }
 
 namespace {
@@ -147,31 +150,17 @@ struct X16Work {
   float* xsum;
 };
 
-// Rows of a slice, block by block: the int8 layer as quantize_row takes it, the residual at 1/254 of its step,
-// joined as 254·xq + xr in int16.
+// Rows of a slice, block by block: prepare_activations' two layers joined as 254·xq + xr in int16.
 void x16_task(void* data, size_t task) {
   const auto& w = *static_cast<const X16Work*>(data);
   const int64_t nb = w.k / kBlock, end = std::min(w.rows, static_cast<int64_t>(task + 1) * w.per);
-  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), k254 = _mm256_set1_epi32(254);
+  const __m256i k254 = _mm256_set1_epi32(254);
   for (int64_t r = static_cast<int64_t>(task) * w.per; r < end; ++r)
     for (int64_t b = 0; b < nb; ++b) {
-      __m256 v[4];
-      const float amax = load_block(w.x + r * w.k + b * kBlock, v, w.xsum + r * nb + b), step = amax / 127.f;
-      w.xs[r * nb + b] = step / 254.f;
-      const __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-      const __m256 fine = _mm256_set1_ps(step > 0.f ? 254.f / step : 0.f), stepv = _mm256_set1_ps(step);
-      __m256i joined[4];
-      for (int i = 0; i < 4; ++i) {
-        const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // rounds to nearest
-        const __m256 rest = _mm256_mul_ps(_mm256_sub_ps(v[i], _mm256_mul_ps(stepv, _mm256_cvtepi32_ps(q))), fine);
-        const __m256i res = _mm256_min_epi32(hi, _mm256_max_epi32(lo, _mm256_cvtps_epi32(rest)));
-        joined[i] = _mm256_add_epi32(_mm256_mullo_epi32(q, k254), res);
-      }
-      int16_t* out = w.x16 + r * w.k + b * kBlock;  // packs work within 128-bit lanes; the permute restores order
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
-                          _mm256_permute4x64_epi64(_mm256_packs_epi32(joined[0], joined[1]), 0xD8));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16),
-                          _mm256_permute4x64_epi64(_mm256_packs_epi32(joined[2], joined[3]), 0xD8));
+      __m256i q[4], res[4];
+      w.xs[r * nb + b] = quantize_block(w.x + r * w.k + b * kBlock, q, res, w.xsum + r * nb + b) / 254.f;
+      for (int i = 0; i < 4; ++i) q[i] = _mm256_add_epi32(_mm256_mullo_epi32(q[i], k254), res[i]);
+      store_int16(q, w.x16 + r * w.k + b * kBlock);
     }
 }
 

@@ -35,9 +35,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// One row of activations as int8 blocks: q[k], per-block scale s[k/32] and exact sum sum[k/32].
-void quantize_row(const float* x, int64_t k, int8_t* q, float* s, float* sum);
-
 // Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
 // Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
 void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
