@@ -1,21 +1,29 @@
 """Can concurrent streams share decode steps on this CPU? Aggregate decode tokens/s of 1/2/4/8 greedy streams on an
-onnxruntime-genai export, two ways that onnxruntime-genai offers, each against the streams run one at a time:
+onnxruntime-genai export, four ways, each against the streams run one at a time:
 
     python benchmarks/batch_decode.py --model MODEL_DIR [--new-tokens 64] [--threads 2]
 
+- threads: one onnxruntime-genai Generator per stream, each in a thread of its own (what `engine serve` did before
+  it batched);
+- batched: engine/batch_decode.py, as `engine serve` now runs an export (one ONNX Runtime step for all streams,
+  each prompt run alone first);
 - static batch: one Generator with `batch_size` k over the k prompts left-padded with the pad token (the streams
   start together and step together);
 - engine: `og.Engine` with k requests (onnxruntime-genai's scheduler; continuous batching proper needs a model
   with paged KV-cache layers, which our exports do not have).
 Decode tokens/s counts the tokens after each stream's first (the prompt's cost is left out, as in the benchmark
-job). "identical" counts the streams whose greedy tokens, up to EOS, equal that prompt's solo run.
+job; for threads and batched, from the first stream's first token to the last stream's last, so later streams'
+prompts count). "identical" counts the streams whose greedy tokens, up to EOS, equal that prompt's solo run.
 MODEL_DIR: e.g. the default int4 export `workspace/models/smollm2-135m-instruct-onnx-int4`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -99,6 +107,30 @@ def main() -> int:
             request.close()
         return outs, sum(len(o) - 1 for o in outs) / seconds
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from engine.ort_genai import OgModel
+
+    alone, together = OgModel(args.model, args.threads), OgModel(args.model, args.threads)
+    together.batch(8)
+
+    def concurrent(lm: OgModel):
+        def run(prompts: list[str]) -> tuple[list[list[int]], float]:
+            got: dict[int, list] = {}
+
+            def one(i: int) -> None:
+                got[i] = list(lm.iter_tokens(ids(prompts[i]), new))
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            outs = [[token for token, _ in got[i]] for i in range(len(prompts))]
+            seconds = max(got[i][-1][1] for i in got) - min(got[i][0][1] for i in got)
+            return outs, sum(len(o) - 1 for o in outs) / seconds
+        return run
+
+    methods = {"threads": concurrent(alone), "batched": concurrent(together), "static": static, "engine": engine_run}
     solo, speeds = {}, []
     for p in PROMPTS:
         out, speed = static([p])
@@ -107,14 +139,14 @@ def main() -> int:
     single = float(np.median(speeds))
     print(f"model {args.model}, {args.threads} threads, {new} new tokens, greedy")
     print(f"one stream at a time: median {single:.1f} decode tok/s over {len(PROMPTS)} prompts")
-    print(f"{'streams':>8}{'static tok/s':>14}{'×':>7}{'identical':>11}{'engine tok/s':>14}{'×':>7}{'identical':>11}")
+    print(f"{'streams':>8}" + "".join(f"{name + ' tok/s':>15}{'×':>6}{'same':>5}" for name in methods))
     for k in (1, 2, 4, 8):
         prompts = PROMPTS[:k]
         row = f"{k:>8}"
-        for run in (static, engine_run):
+        for run in methods.values():
             outs, speed = run(prompts)
             same = sum(until_eos(o, eos) == solo[p] for o, p in zip(outs, prompts))
-            row += f"{speed:>14.1f}{speed / single:>7.2f}{f'{same}/{k}':>11}"
+            row += f"{speed:>15.1f}{speed / single:>6.2f}{f'{same}/{k}':>5}"
         print(row, flush=True)
     return 0
 

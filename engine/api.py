@@ -141,8 +141,10 @@ class Engine(RunHistory):
 
     # ---- chat ---------------------------------------------------------------------------------------------
     def chat(self, model_id: str, messages: list[dict], params: GenerationParams | None = None,
-             stop: threading.Event | None = None) -> Iterator[ChatChunk]:
-        """Stream a reply to `messages` (the whole conversation) from a registered model."""
+             stop: threading.Event | None = None, batch: int = 0) -> Iterator[ChatChunk]:
+        """Stream a reply to `messages` (the whole conversation) from a registered model. `batch` (the server
+        sets it): an ONNX export's replies from now on decode together, at most `batch` at once
+        (engine/batch_decode.py)."""
         params = params or GenerationParams()
         if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
             raise InvalidInput("Type a message first: the conversation must end with a non-empty user message.")
@@ -150,6 +152,8 @@ class Engine(RunHistory):
         base_path, adapter_path = self.weights_of(model)
         lm, tokenizer = self._models.get(model.id, base_path, adapter_path, model.format)
         if model.format == ModelFormat.ONNX:
+            if batch:
+                lm.batch(batch)
             return lm.with_adapter(adapter).stream_reply(messages, params, stop)
         return stream_reply(lm, tokenizer, messages, params, stop)
 
@@ -342,6 +346,7 @@ class Engine(RunHistory):
         for server in list(self._servers.values()):
             server.stop()
         self._servers.clear()
+        self._models.clear()  # ends batch threads (engine/batch_decode.py)
         self.runner.shutdown()
         self.store.close()
 

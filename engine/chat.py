@@ -32,7 +32,7 @@ class LoadedModels:
                 self._items.move_to_end(key)
                 return self._items[key]
             while len(self._items) >= self.capacity:
-                self._items.popitem(last=False)
+                close(self._items.popitem(last=False)[1][0])
             if fmt == ModelFormat.ONNX:
                 from .ort_genai import OgModel
 
@@ -44,10 +44,24 @@ class LoadedModels:
     def drop(self, model_id: str) -> None:
         with self._lock:
             for key in [k for k in self._items if k.split("@", 1)[0] == model_id]:
-                del self._items[key]
+                close(self._items.pop(key)[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            for model, _ in self._items.values():
+                close(model)
+            self._items.clear()
 
     def loaded(self) -> list[str]:
         return [k.split("@", 1)[0] for k in self._items]
+
+
+def close(model) -> None:
+    """A dropped ONNX model's batch thread ends once its generations are done (torch models have nothing to end)."""
+    from .ort_genai import OgModel
+
+    if isinstance(model, OgModel):
+        model.close()
 
 
 def build_prompt_ids(tokenizer, messages: list[dict], system_prompt: str):

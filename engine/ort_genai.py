@@ -19,12 +19,15 @@ class OgModel:
     adapters (engine/onnx_adapters.py) runs the base, or one adapter in `with_adapter(name)`'s view of it."""
 
     adapter: str | None = None  # the adapter this view generates with (None: the base)
+    batcher = None  # engine/batch_decode.py's Batcher once `batch` turned it on
+    unbatched: str | None = None  # why `batch` could not
 
     def __init__(self, path: str | Path, threads: int = 0):
         import onnxruntime_genai as og
 
         self.path = Path(path)
         self.og = og
+        self.threads = int(threads)
         config = og.Config(str(self.path))
         if threads:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {
@@ -49,6 +52,27 @@ class OgModel:
 
         with last_position_only(self.kernel_library):
             gen.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
+
+    def batch(self, max_batch: int) -> None:
+        """From now on the base's generations (not an adapter's) are decoded together, at most `max_batch` at once
+        (engine/batch_decode.py); an export that cannot be batched goes on decoding each alone (`unbatched` says
+        why)."""
+        from .batch_decode import Batcher
+
+        with self._adapters_lock:
+            if self.batcher is not None:
+                self.batcher.max_batch = max(self.batcher.max_batch, int(max_batch))
+            elif self.unbatched is None:
+                try:
+                    self.batcher = Batcher(self.path, self.eos_ids, self.context, max_batch, self.threads,
+                                           self.kernel_library)
+                except ValueError as exc:
+                    self.unbatched = str(exc)
+
+    def close(self) -> None:
+        """Ends the batch's thread (if any) once its generations are done."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     # ---- adapters -------------------------------------------------------------------------------------------
     def adapter_names(self) -> list[str]:
@@ -139,6 +163,11 @@ class OgModel:
         if len(prompt_ids) + 1 > self.context:
             raise InvalidInput(f"The prompt is {len(prompt_ids)} tokens, longer than the model's context of "
                                f"{self.context}. Shorten it or clear the chat.")
+        batched = self.batcher.submit(prompt_ids, max_new_tokens, params, stop, seed) \
+            if self.batcher is not None and not self.adapter else None
+        if batched is not None:
+            yield from batched
+            return
         gen = self.generator(min(self.context, len(prompt_ids) + int(max_new_tokens)), params, seed)
         self.prefill(gen, prompt_ids)
         count = 0

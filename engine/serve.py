@@ -241,7 +241,7 @@ def create_app(engine, model_ids: list[str], api_key: str | None = None, server:
         tracked.queued_s = time.perf_counter() - tracked.t0
         stop = threading.Event()
         try:
-            chunks = engine.chat(req.model, messages, params, stop)
+            chunks = engine.chat(req.model, messages, params, stop, batch=admission.limit)
         except (InvalidInput, NotFound) as exc:
             release()
             return refuse(400, str(exc), "invalid_request_error")
