@@ -41,7 +41,8 @@ class OgModel:
         self.vocab_size = int(genai.get("vocab_size") or 0)
         template = self.path / "chat_template.jinja"
         self.chat_template = template.read_text(encoding="utf-8") if template.is_file() else None
-        self._adapters, self._adapters_loaded, self._adapters_lock = None, set(), threading.Lock()
+        self._adapters, self._adapters_loaded = None, set()
+        self._lock = threading.Lock()  # loading an adapter or the batch: once, whichever thread asks first
         library = genai.get("decoder", {}).get("session_options", {}).get("custom_ops_library")
         self.kernel_library = self.path / library if library and (self.path / library).is_file() else None
 
@@ -59,7 +60,7 @@ class OgModel:
         why)."""
         from .batch_decode import Batcher
 
-        with self._adapters_lock:
+        with self._lock:
             if self.batcher is not None:
                 self.batcher.max_batch = max(self.batcher.max_batch, int(max_batch))
             elif self.unbatched is None:
@@ -86,7 +87,7 @@ class OgModel:
         so concurrent ones may differ."""
         if not name:
             return self
-        with self._adapters_lock:
+        with self._lock:
             if name not in self._adapters_loaded:
                 from .onnx_adapters import ADAPTER_SUFFIX, ADAPTERS_DIR
 
