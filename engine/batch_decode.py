@@ -31,6 +31,9 @@ import numpy as np
 from .configs import GenerationParams
 
 TOP_K = 50  # as OgModel.generator (transformers' default generation config)
+# The most rows a step decodes: from 32 rows the fused kernels switch to their prompt GEMMs, whose results differ
+# from a row's alone in the last bits (engine/kernels/kernels.h, kGemmRows).
+MAX_ROWS = 31
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -66,7 +69,8 @@ class _Sequence:
 
 class Batcher:
     """Decodes the generations submitted to one export together, on a thread of its own; at most `max_batch` at
-    once (more wait for a row). `eos`: token ids that end a generation; `context`: the longest sequence."""
+    once (more wait for a row; never more than MAX_ROWS). `eos`: token ids that end a generation; `context`: the
+    longest sequence."""
 
     min_capacity = 256  # KV positions a row starts with; a longer sequence doubles them (copying the running rows)
 
@@ -83,7 +87,8 @@ class Batcher:
             options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
         self.session = ort.InferenceSession(str(Path(path) / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
-        self.ort, self.eos, self.context, self.max_batch = ort, set(eos), int(context), max(1, int(max_batch))
+        self.ort, self.eos, self.context = ort, set(eos), int(context)
+        self.max_batch = max_batch
         self.kernel_library = kernel_library
         inputs = {i.name: i.type for i in self.session.get_inputs()}
         reason = unsupported(inputs, int(genai["num_hidden_layers"]))
@@ -107,6 +112,14 @@ class Batcher:
         self.widest = 0  # the most sequences one step has decoded (tests and benchmarks read it)
         self._thread = threading.Thread(target=self._loop, name="slmops-batcher", daemon=True)
         self._thread.start()
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, rows: int) -> None:
+        self._max_batch = min(MAX_ROWS, max(1, int(rows)))
 
     # ---- the caller's side ------------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], max_new_tokens: int, params: GenerationParams | None = None,
