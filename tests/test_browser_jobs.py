@@ -125,14 +125,16 @@ def test_quantize_sweep_from_the_ui_shows_the_pareto_chart(app_url, tmp_path):
             page.get_by_role("checkbox", name=name, exact=True).uncheck()
         page.click("#q-sweep")
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=600_000, polling=1000)
-        # The job panel says 'succeeded' before the tab's own 3 s poll redraws the chart with the last candidate.
-        # Plotly draws text in SVG: textContent, not innerText.
+        # The job panel says 'succeeded' before the tab's own 3 s poll redraws the chart and the exports table: the
+        # chart can show the last candidate from a poll before the run ended, the table its registered export only
+        # from the poll after. Plotly draws text in SVG: textContent, not innerText.
         page.wait_for_function("document.querySelector('#q-pareto')?.textContent.includes('int4-builder-b32')",
                                timeout=60_000)
+        page.wait_for_function("document.querySelector('#q-exports')?.innerText"
+                               ".includes('smollm2-135m-instruct-onnx-int4')", timeout=60_000, polling=500)
         page.screenshot(path=str(tmp_path / "quantize.png"), full_page=True)
         chart = page.text_content("#q-pareto")
         assert "int4" in chart and "perplexity" in chart
-        assert "smollm2-135m-instruct-onnx-int4" in page.inner_text("#q-exports")
         # the same source as GGUF (llama.cpp, Ollama): written, read back by transformers, registered
         page.get_by_text("GGUF for llama.cpp, Ollama and LM Studio", exact=True).click()
         page.get_by_label("Verify tokens (GGUF)").fill("0")
