@@ -18,7 +18,6 @@ an adapter per generation) is not batched (`unsupported` says why) and runs each
 """
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -74,12 +73,12 @@ class Batcher:
 
     min_capacity = 256  # KV positions a row starts with; a longer sequence doubles them (copying the running rows)
 
-    def __init__(self, path: str | Path, eos: set[int], context: int, max_batch: int = 8, threads: int = 0,
-                 kernel_library: Path | None = None):
-        """ValueError when the export's graph cannot be batched here (`unsupported`)."""
+    def __init__(self, path: str | Path, decoder: dict, eos: set[int], context: int, max_batch: int = 8,
+                 threads: int = 0, kernel_library: Path | None = None):
+        """`decoder`: the export's genai_config.json model.decoder section. ValueError when the export's graph
+        cannot be batched here (`unsupported`)."""
         import onnxruntime as ort
 
-        genai = json.loads((Path(path) / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
         options = ort.SessionOptions()
         if kernel_library is not None:
             options.register_custom_ops_library(str(kernel_library))
@@ -91,11 +90,11 @@ class Batcher:
         self.max_batch = max_batch
         self.kernel_library = kernel_library
         inputs = {i.name: i.type for i in self.session.get_inputs()}
-        reason = unsupported(inputs, int(genai["num_hidden_layers"]))
+        reason = unsupported(inputs, int(decoder["num_hidden_layers"]))
         if reason:
             raise ValueError(f"{Path(path).name} is not batched: {reason}")
         self.kv_names = sorted(n for n in inputs if n.startswith("past_key_values."))
-        self.kv_heads, self.head_size = int(genai["num_key_value_heads"]), int(genai["head_size"])
+        self.kv_heads, self.head_size = int(decoder["num_key_value_heads"]), int(decoder["head_size"])
         self.kv_dtype = _DTYPES[inputs[self.kv_names[0]]]
         self.ids_dtype = np.int32 if inputs["input_ids"] == "tensor(int32)" else np.int64
         self.mask_dtype = np.int32 if inputs["attention_mask"] == "tensor(int32)" else np.int64
@@ -107,8 +106,7 @@ class Batcher:
         self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         self._wake, self._lock = threading.Event(), threading.Lock()
         self._closed = False
-        self._binding = None  # (batch size, io binding) for the current rows
-        self.steps = 0
+        self._binding = None  # (rows, io binding, logits buffer) for the current rows
         self.widest = 0  # the most sequences one step has decoded (tests and benchmarks read it)
         self._thread = threading.Thread(target=self._loop, name="slmops-batcher", daemon=True)
         self._thread.start()
@@ -251,7 +249,6 @@ class Batcher:
         if self.positions:
             io.bind_cpu_input("position_ids", lengths[:, None].astype(self.ids_dtype))
         self.session.run_with_iobinding(io)
-        self.steps += 1
         self.widest = max(self.widest, rows)
         for seq, row in zip(self._active, logits[:, 0]):
             seq.length += 1
@@ -272,24 +269,23 @@ class Batcher:
         top = top[np.argsort(scaled[top])[::-1]]
         probs = np.exp(scaled[top] - scaled[top[0]])
         probs /= probs.sum()
-        keep = min(len(top), int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)  # the smallest set reaching
-        # top_p
+        # the smallest set reaching top_p
+        keep = min(len(top), int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1)
         probs = probs[:keep] / probs[:keep].sum()
         return int(top[seq.rng.choice(keep, p=probs)])
 
     def _drop_finished(self) -> None:
         """Ends the sequences at EOS, their limit or their stop, moving the last rows into the freed ones."""
-        keep = []
-        for seq in self._active:
+        keep = []  # (row, sequence) of the ones going on
+        for row, seq in enumerate(self._active):
             if seq.last in self.eos or seq.produced >= seq.max_new or seq.done():
                 seq.out.put(None)
             else:
-                keep.append(seq)
+                keep.append((row, seq))
         if len(keep) == len(self._active):
             return
-        for new_row, seq in enumerate(keep):
-            old_row = self._active.index(seq)
+        for new_row, (old_row, seq) in enumerate(keep):
             if old_row != new_row:
                 for kv in self._kv.values():
                     kv[new_row, :, :seq.length] = kv[old_row, :, :seq.length]
-        self._active, self._binding = keep, None
+        self._active, self._binding = [seq for _, seq in keep], None

@@ -35,6 +35,7 @@ class OgModel:
         self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
         genai = json.loads((self.path / "genai_config.json").read_text(encoding="utf-8"))["model"]
+        self.decoder_config = genai.get("decoder", {})
         self.context = int(genai.get("context_length") or 2048)
         self.eos_ids = genai.get("eos_token_id")
         self.eos_ids = set(self.eos_ids if isinstance(self.eos_ids, list) else [self.eos_ids])
@@ -43,7 +44,7 @@ class OgModel:
         self.chat_template = template.read_text(encoding="utf-8") if template.is_file() else None
         self._adapters, self._adapters_loaded = None, set()
         self._lock = threading.Lock()  # loading an adapter or the batch: once, whichever thread asks first
-        library = genai.get("decoder", {}).get("session_options", {}).get("custom_ops_library")
+        library = self.decoder_config.get("session_options", {}).get("custom_ops_library")
         self.kernel_library = self.path / library if library and (self.path / library).is_file() else None
 
     def prefill(self, gen, prompt_ids: list[int]) -> None:
@@ -65,8 +66,8 @@ class OgModel:
                 self.batcher.max_batch = max(self.batcher.max_batch, int(max_batch))
             elif self.unbatched is None:
                 try:
-                    self.batcher = Batcher(self.path, self.eos_ids, self.context, max_batch, self.threads,
-                                           self.kernel_library)
+                    self.batcher = Batcher(self.path, self.decoder_config, self.eos_ids, self.context, max_batch,
+                                           self.threads, self.kernel_library)
                 except ValueError as exc:
                     self.unbatched = str(exc)
 
