@@ -4,7 +4,8 @@ GOP/s per path (2·rows·N·K operations), and whether every path gives the AVX2
     python benchmarks/kernel_paths.py [--rows 1 32 512]
 
 Calls the library through ctypes with no thread pool (serially), so the figures are per core. Rows of 32 or
-more take the float GEMM (the same on every path up to vector width); fewer take the integer tiles.
+more take the prompt GEMMs (Q4_1: integer; Q8_0: float); fewer take the integer tiles. Q4_1 weights are packed once
+beforehand (slmops_q41_pack), as the custom op packs an export's constant weights.
 """
 from __future__ import annotations
 
@@ -51,9 +52,14 @@ def main() -> None:
         for k, n in shapes:
             w = rng.normal(0, 0.05, (n, k)).astype(np.float32)
             if op == "Q41":
-                packed, d, m, _ = quantize_affine_4bit(w, 32)
-                args_w = list(fused_layout(packed, d, m))
-                fn = lib.slmops_q41_matmul
+                codes, scales, mins = fused_layout(*quantize_affine_4bit(w, 32)[:3])
+                # packed once, as the custom op does with an export's constant weights
+                lib.slmops_q41_packed_bytes.restype = ctypes.c_size_t
+                packed = np.zeros(lib.slmops_q41_packed_bytes(ctypes.c_int64(n), ctypes.c_int64(k)), np.uint8)
+                lib.slmops_q41_pack(codes.ctypes.data_as(P), scales.ctypes.data_as(P), ctypes.c_int64(n),
+                                    ctypes.c_int64(k), packed.ctypes.data_as(P))
+                args_w = [packed, mins]
+                fn = lib.slmops_q41_matmul_packed
             else:
                 table, d = quantize_symmetric_8bit(w, 32)
                 args_w = [np.ascontiguousarray(table), np.ascontiguousarray(d.reshape(-1).astype(np.float32))]

@@ -30,8 +30,9 @@ import numpy as np
 from .configs import GenerationParams
 
 TOP_K = 50  # as OgModel.generator (transformers' default generation config)
-# The most rows a step decodes: from 32 rows the fused kernels switch to their prompt GEMMs, whose results differ
-# from a row's alone in the last bits (engine/kernels/kernels.h, kGemmRows).
+# The most rows a step decodes: from 32 rows the LM head's kernel (Q80MatMul) switches to its float GEMM, whose
+# logits differ from a row's alone in the last bits (engine/kernels/kernels.h, kGemmRows; the Q4_1 GEMM gives every
+# row its one-row bits).
 MAX_ROWS = 31
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 

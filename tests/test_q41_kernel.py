@@ -97,9 +97,9 @@ def kernel_path(request, kernel_lib):
     select_path(kernel_lib, before)
 
 
-# rows 1 (decode), 7, 18 and 19 (tiles of 2, 4 and 8 rows plus leftovers), pair counts odd and even; from 32 rows
-# the integer GEMM of q4_1_gemm.inc (panels of 16 or 32 columns, rows in threes or sixes plus leftovers; the last
-# N % 32 columns by the tiles)
+# rows 1 (decode), 7, 18 and 19 (tiles of 2, 4 and 8 rows plus leftovers), column counts that fill their last group
+# of 16 or not; from 32 rows the integer GEMM of q4_1_gemm.inc (panels of 16 or 32 columns, rows in threes or sixes
+# plus leftovers; the last N % 32 columns by the tiles)
 @pytest.mark.parametrize("shape,n", [((1, 1, 576), 576), ((1, 1, 576), 1536), ((1, 1, 1536), 576),
                                      ((1, 7, 64), 64), ((2, 3, 96), 6), ((1, 1, 64), 2), ((1, 19, 96), 10),
                                      ((2, 9, 64), 68), ((1, 37, 64), 70), ((2, 20, 96), 64), ((1, 45, 64), 30)])
@@ -144,12 +144,15 @@ def test_swiglu_op_is_silu_of_the_gate_half_times_the_up_half(kernel_lib, shape,
     np.testing.assert_allclose(y, gate / (1 + np.exp(-gate)) * up, rtol=2e-6, atol=1e-6 * np.abs(both).max() ** 2)
 
 
-def test_below_the_gemm_a_rows_result_does_not_depend_on_the_other_rows_of_its_call(kernel_lib, kernel_path):
-    """Rows 0..30 go through the integer tiles (the path's widest tile, then tiles of four and two, then single rows;
-    23 rows on the AVX512-VNNI path: 8, 8, 4, 2 and 1) and the offsets (eight rows at a time, then single rows):
-    every row's bits equal its own one-row call, so a sequence decoded in a batch gets what it gets alone."""
+@pytest.mark.parametrize("rows", [23, 40])
+def test_a_rows_result_does_not_depend_on_the_other_rows_of_its_call(kernel_lib, kernel_path, rows):
+    """23 rows go through the integer tiles (the path's widest tile, then tiles of four and two, then single rows: 8,
+    8, 4, 2 and 1 on the AVX512-VNNI path) and the offsets (eight rows at a time, then single rows); 40 rows through
+    the prompt GEMM, its last 6 columns (a partial group of 16) through the tiles. Every row's bits equal its own
+    one-row call, so a sequence decoded in a batch of any size, or a prompt's last position, gets what it gets
+    alone."""
     rng = np.random.default_rng(5)
-    k, n, rows = 576, 1536 + 70, 23
+    k, n = 576, 1536 + 70
     w = q4_1_weights(rng, n, k)
     x = rng.standard_normal((1, rows, k)).astype(np.float32)
     together = session(kernel_lib, w, [1, rows, k]).run(None, {"x": x})[0][0]

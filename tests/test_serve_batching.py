@@ -52,7 +52,7 @@ def test_sequences_join_and_leave_a_batch_with_the_tokens_they_get_alone(engine,
     assert got == expected
     assert together.batcher.widest == 4  # never more rows than asked, and they did run together
     together.batch(64)
-    assert together.batcher.max_batch == MAX_ROWS  # from 32 rows the kernels' prompt GEMMs would change a row's bits
+    assert together.batcher.max_batch == MAX_ROWS  # from 32 rows the head's float GEMM would change a row's logits
 
     # sampling: a seeded draw repeats itself, a stop ends a generation at once and frees its row
     hot = GenerationParams(temperature=0.9, top_p=0.8)

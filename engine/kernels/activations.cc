@@ -110,33 +110,41 @@ inline void store_int8(const __m256i v[4], int8_t* out) {
 
 }  // namespace
 
-// Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
-// Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
-void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
-                         std::vector<float>* xs, std::vector<float>* xsum) {
-  const int64_t nb = k / kBlock, width = dup ? 64 : 32, stride = 2 * width;
-  xd->resize(static_cast<size_t>(rows * nb * stride));
+void prepare_activations(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xd, std::vector<float>* xs,
+                         std::vector<float>* xsum) {
+  const int64_t nb = k / kBlock;
+  xd->resize(static_cast<size_t>(rows * nb * 2 * kBlock));
   xs->resize(static_cast<size_t>(rows * nb));
   xsum->resize(static_cast<size_t>(rows * nb));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t b = 0; b < nb; ++b) {
       __m256i q[4], res[4];
       (*xs)[r * nb + b] = quantize_block(x + r * k + b * kBlock, q, res, xsum->data() + r * nb + b) / 254.f;
-      int8_t layers[2][kBlock];
-      store_int8(q, layers[0]);
-      store_int8(res, layers[1]);
-      int8_t* out = xd->data() + (r * nb + b) * stride;
-      for (int layer = 0; layer < 2; ++layer) {
-        int8_t* dst = out + layer * width;
-        if (dup) {
-          std::memcpy(dst, layers[layer], 16);
-          std::memcpy(dst + 16, layers[layer], 16);
-          std::memcpy(dst + 32, layers[layer] + 16, 16);
-          std::memcpy(dst + 48, layers[layer] + 16, 16);
-        } else {
-          std::memcpy(dst, layers[layer], kBlock);
-        }
+      int8_t* out = xd->data() + (r * nb + b) * 2 * kBlock;
+      store_int8(q, out);
+      store_int8(res, out + kBlock);
+    }
+}
+
+void prepare_split(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
+                   std::vector<float>* xsum) {
+  const int64_t nb = k / kBlock;
+  xa->resize(static_cast<size_t>(rows * nb * 2 * kBlock));
+  xs->resize(static_cast<size_t>(rows * nb));
+  xsum->resize(static_cast<size_t>(rows * nb));
+  const __m256i k254 = _mm256_set1_epi32(254), half = _mm256_set1_epi32(128);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i q[4], res[4], xh[4], xl[4];
+      (*xs)[r * nb + b] = quantize_block(x + r * k + b * kBlock, q, res, xsum->data() + r * nb + b) / 254.f;
+      for (int i = 0; i < 4; ++i) {
+        const __m256i v = _mm256_add_epi32(_mm256_mullo_epi32(q[i], k254), res[i]);  // |v| ≤ 32,385
+        xh[i] = _mm256_srai_epi32(_mm256_add_epi32(v, half), 8);                      // floor((v + 128) / 256)
+        xl[i] = _mm256_sub_epi32(v, _mm256_slli_epi32(xh[i], 8));
       }
+      int8_t* out = xa->data() + (r * nb + b) * 2 * kBlock;
+      store_int8(xh, out);
+      store_int8(xl, out + kBlock);
     }
 }
 

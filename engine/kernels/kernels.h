@@ -35,10 +35,16 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Activations (rows × k) for either kernel: int8 (scale sx) and the residual at sx/254; xs gets sx/254 to match.
-// Layout per block: `dup` repeats each half for column pairs (Q4_1), else plain (Q8_0).
-void prepare_activations(const float* x, int64_t rows, int64_t k, bool dup, std::vector<int8_t>* xd,
-                         std::vector<float>* xs, std::vector<float>* xsum);
+// Activations (rows × k) for the Q8_0 head: int8 (scale sx) and the residual at sx/254, [xq | xr] per block; xs gets
+// sx/254 to match.
+void prepare_activations(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xd, std::vector<float>* xs,
+                         std::vector<float>* xsum);
+
+// Activations (rows × k) for the Q4_1 tiles: the same ~16-bit value v = 254·xq + xr per element, split as
+// v = 256·xh + xl (xh in −127..127, xl in −128..127) into [xh | xl] per block (64 bytes), so one int8 dot product
+// per byte layer gives Σ w·v = 256·Σ w·xh + Σ w·xl exactly; xs = sx/254 and the exact block sums, as above.
+void prepare_split(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
+                   std::vector<float>* xsum);
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
 
@@ -48,8 +54,8 @@ void prepare_x16(const float* x, int64_t rows, int64_t k, int16_t* x16, float* x
                  void* ctx);
 
 // Copies of a kernel's constant weights (weights.cc) in memory backed by 2 MiB pages, shared with other kernels'
-// copies and freed with the last of them; SLMOPS_HUGE_PAGES=0 turns it off (the kernels read ONNX Runtime's
-// buffers as they are).
+// copies and freed with the last of them; SLMOPS_HUGE_PAGES=0 turns it off (the head reads ONNX Runtime's buffers
+// as they are; Q41MatMul's packed copy stays, in 4 KiB pages).
 bool huge_page_weights();
 struct WeightChunk;
 class WeightCopy {
@@ -60,6 +66,10 @@ class WeightCopy {
   ~WeightCopy();
   // Copies buffers src[0..count) (at most 3); data[i] is then the copy of src[i]. False: no memory, nothing copied.
   bool assign(const void* const* src, const size_t* bytes, int count);
+  // Room for `bytes` (64-byte aligned) for the caller to fill, data[0] pointing to it; nullptr when no memory.
+  void* allocate(size_t bytes);
+  // Lets the system reclaim a source's pages once its copy is made (they are not read again).
+  static void drop_source(const void* src, size_t bytes);
   const void* data[3] = {};
 
  private:
@@ -74,6 +84,18 @@ struct Lora {
   int64_t r = 0;
 };
 void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64_t c0, int64_t c1);
+
+// Q4_1 weights as the kernel reads them, packed from the column pairs of the export (q4_1_matmul.cc): columns in
+// groups of kGroup (the last one padded with zeros), each block of a group 256 bytes of codes — four chunks of 64,
+// chunk c holding for each column of the group its 4 bytes 4c..4c+3 of the pair layout (low nibbles the elements
+// 4c..4c+3, high nibbles 16+4c..16+4c+3) — then all the groups' scales, [groups, K/32, kGroup] float16.
+constexpr int64_t kGroup = 16;
+constexpr int64_t kGroupCodes = kGroup * kBlock / 2;  // bytes of codes a group has in a block
+inline int64_t q41_groups(int64_t n) { return (n + kGroup - 1) / kGroup; }
+inline size_t q41_packed_bytes(int64_t n, int64_t k) {
+  return static_cast<size_t>(q41_groups(n) * (k / kBlock) * (kGroupCodes + 2 * kGroup));
+}
+void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out);
 
 // Prompts of kGemmRows rows or more take a GEMM (Q4_1: q4_1_gemm.inc, Q8_0: gemm.inc) over blocks of kGemmCols
 // columns.
@@ -108,10 +130,19 @@ __attribute__((visibility("default"))) const char* slmops_kernel_path();
 __attribute__((visibility("default"))) void slmops_q41_matmul(const float* x, const uint8_t* w, const uint16_t* d,
                                                               const uint16_t* m, float* y, int64_t rows, int64_t n,
                                                               int64_t k, slmops::Parallel parallel, void* ctx);
-// slmops_q41_matmul plus a LoRA adapter: y += t·b with t [rows, r] (= x·A, the caller's) and b [r, N] float16.
+// The same on weights packed once by slmops_q41_pack (into slmops_q41_packed_bytes(n, k) bytes): what the custom op
+// does with constant weights; slmops_q41_matmul packs at every call.
+__attribute__((visibility("default"))) size_t slmops_q41_packed_bytes(int64_t n, int64_t k);
+__attribute__((visibility("default"))) void slmops_q41_pack(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k,
+                                                            uint8_t* out);
+__attribute__((visibility("default"))) void slmops_q41_matmul_packed(const float* x, const uint8_t* packed,
+                                                                     const uint16_t* m, float* y, int64_t rows,
+                                                                     int64_t n, int64_t k, slmops::Parallel parallel,
+                                                                     void* ctx);
+// slmops_q41_matmul_packed plus a LoRA adapter: y += t·b with t [rows, r] (= x·A, the caller's) and b [r, N] float16.
 __attribute__((visibility("default"))) void slmops_q41_matmul_lora(
-    const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
-    int64_t k, const float* lora_t, const uint16_t* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
+    const float* x, const uint8_t* packed, const uint16_t* m, float* y, int64_t rows, int64_t n, int64_t k,
+    const float* lora_t, const uint16_t* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
 // On this thread, until called with 0: Q80MatMul (the LM head) over a sequence of several positions computes the last
 // position's logits only and leaves the others unwritten (generation reads no other; scoring must leave it off).
 __attribute__((visibility("default"))) void slmops_last_position_only(int on);

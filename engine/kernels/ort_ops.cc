@@ -23,7 +23,9 @@ thread_local bool g_last_position_only = false;
 
 struct Kernel {
   const OrtApi* api;
-  slmops::WeightCopy weights;  // inputs 1.. in 2 MiB pages, when they are constant initializers (else empty)
+  // Q80MatMul: inputs 1.. in 2 MiB pages; Q41MatMul: its codes and scales packed for the kernel (data[0]) and its
+  // mins (data[1]). Empty unless the weights are constant initializers.
+  slmops::WeightCopy weights;
 };
 
 OrtStatus* error(const OrtApi* api, const char* message) {
@@ -106,6 +108,21 @@ OrtStatus* output(const OrtApi* api, OrtKernelContext* context, const Tensor& a,
   return nullptr;
 }
 
+// Input i when it is a constant initializer (its Tensor filled), else false.
+bool constant_input(const Kernel* kernel, const OrtKernelInfo* info, int i, Tensor* t) {
+  int constant = 0;
+  const OrtValue* value = nullptr;
+  OrtStatus* s = fn<KernelInfoGetConstantInputTensorFn>(kernel->api, kKernelInfoGetConstantInputTensor)(
+      info, static_cast<size_t>(i), &constant, &value);
+  if (s == nullptr && constant && value != nullptr) s = describe(kernel->api, value, t);
+  if (s != nullptr) fn<ReleaseStatusFn>(kernel->api, kReleaseStatus)(s);
+  return s == nullptr && constant && t->data != nullptr;
+}
+
+size_t bytes_of(const Tensor& t) {
+  return static_cast<size_t>(elements(t)) * (t.type == kSlmUint8 ? 1 : t.type == kSlmFloat16 ? 2 : 4);
+}
+
 // Inputs 1..count (the weights) copied into 2 MiB pages when every one of them is a constant initializer; anything
 // else (a weight fed at run time, no memory, SLMOPS_HUGE_PAGES=0) leaves the kernel reading its inputs as given.
 void copy_constant_weights(Kernel* kernel, const OrtKernelInfo* info, int count) {
@@ -113,18 +130,33 @@ void copy_constant_weights(Kernel* kernel, const OrtKernelInfo* info, int count)
   const void* src[3];
   size_t bytes[3];
   for (int i = 0; i < count; ++i) {
-    int constant = 0;
-    const OrtValue* value = nullptr;
-    OrtStatus* s = fn<KernelInfoGetConstantInputTensorFn>(kernel->api, kKernelInfoGetConstantInputTensor)(
-        info, static_cast<size_t>(i + 1), &constant, &value);
     Tensor t;
-    if (s == nullptr && constant && value != nullptr) s = describe(kernel->api, value, &t);
-    if (s != nullptr) fn<ReleaseStatusFn>(kernel->api, kReleaseStatus)(s);
-    if (s != nullptr || !constant || t.data == nullptr) return;
+    if (!constant_input(kernel, info, i + 1, &t)) return;
     src[i] = t.data;
-    bytes[i] = static_cast<size_t>(elements(t)) * (t.type == kSlmUint8 ? 1 : t.type == kSlmFloat16 ? 2 : 4);
+    bytes[i] = bytes_of(t);
   }
   kernel->weights.assign(src, bytes, count);
+}
+
+// Q41MatMul's weights in the layout the kernel reads (kernels.h: pack_q41), packed once when they are constant
+// initializers of the shapes compute_q41 takes (else each call packs what it is given, or reports the shapes).
+void pack_constant_q41(Kernel* kernel, const OrtKernelInfo* info) {
+  Tensor t[3];
+  for (int i = 0; i < 3; ++i)
+    if (!constant_input(kernel, info, i + 1, &t[i])) return;
+  if (t[0].type != kSlmUint8 || t[1].type != kSlmFloat16 || t[2].type != kSlmFloat16 || t[0].dims.size() != 3 ||
+      t[0].dims[2] != 32)
+    return;
+  const int64_t n = 2 * t[0].dims[0], nb = t[0].dims[1];
+  if (elements(t[1]) != n * nb || elements(t[2]) != n * nb) return;
+  const size_t packed = (slmops::q41_packed_bytes(n, nb * kBlock) + 63) / 64 * 64, mins = bytes_of(t[2]);
+  auto* at = static_cast<uint8_t*>(kernel->weights.allocate(packed + mins));
+  if (at == nullptr) return;
+  slmops::pack_q41(static_cast<const uint8_t*>(t[0].data), static_cast<const uint16_t*>(t[1].data), n, nb * kBlock,
+                   at);
+  std::copy_n(static_cast<const uint8_t*>(t[2].data), mins, at + packed);
+  kernel->weights.data[1] = at + packed;
+  for (const Tensor& source : t) slmops::WeightCopy::drop_source(source.data, bytes_of(source));
 }
 
 // The weights a computation reads: the kernel's copy where it has one, else the inputs themselves.
@@ -209,7 +241,6 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context, bool swiglu) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[4];
   if (OrtStatus* s = read_inputs(api, context, t, 4)) return s;
-  use_weight_copy(static_cast<Kernel*>(kernel), t, 3);
   if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat16 || t[3].type != kSlmFloat16)
     return error(api, "Q41MatMul: expects float A, uint8 B, float16 scales and float16 mins");
   if (t[1].dims.size() != 3 || t[1].dims[2] != 32 || t[0].dims.empty())
@@ -237,10 +268,19 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context, bool swiglu) {
   std::vector<float> lora_t;
   int64_t rank = 0;
   if (OrtStatus* s = lora_down(api, context, lora, x, rows, k, n, &lora_t, &rank)) return s;
+  const slmops::WeightCopy& copy = static_cast<Kernel*>(kernel)->weights;
+  const auto* packed = static_cast<const uint8_t*>(copy.data[0]);
+  const auto* mins = static_cast<const uint16_t*>(copy.data[0] ? copy.data[1] : t[3].data);
+  thread_local std::vector<uint8_t> fed;  // weights given at run time: packed at every call
+  if (packed == nullptr) {
+    fed.resize(slmops::q41_packed_bytes(n, k));
+    slmops::pack_q41(static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data), n, k,
+                     fed.data());
+    packed = fed.data();
+  }
   ParallelCtx pc{api, context, nullptr};
-  slmops_q41_matmul_lora(x, static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data),
-                         static_cast<const uint16_t*>(t[3].data), y, rows, n, k, lora_t.data(),
-                         static_cast<const uint16_t*>(lora[1].data), rank, parallel_for, &pc);
+  slmops_q41_matmul_lora(x, packed, mins, y, rows, n, k, lora_t.data(), static_cast<const uint16_t*>(lora[1].data),
+                         rank, parallel_for, &pc);
   if (swiglu && pc.status == nullptr) slmops::swiglu(y, out, rows, n / 2, parallel_for, &pc);
   return pc.status;
 }
@@ -315,7 +355,10 @@ OrtCustomOp make_op() {
   op.CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
                          void** kernel) -> OrtStatus* {
     auto* created = new Kernel{api, {}};
-    copy_constant_weights(created, info, kQ41 ? 3 : 2);
+    if constexpr (kQ41)
+      pack_constant_q41(created, info);
+    else
+      copy_constant_weights(created, info, 2);
     *kernel = created;
     return nullptr;
   };

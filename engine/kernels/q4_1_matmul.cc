@@ -2,17 +2,19 @@
 // (q in 0..15, float d and m; llama.cpp's Q4_1). ONNX Runtime's MatMulNBits has only integer zero points, so the
 // float offsets m otherwise need extra ops; here one kernel does
 //
-//     y[n] = Σ_b d[n,b]·sx[b]·(q[n,b] · xq[b])  +  Σ_b m[n,b]·Σx[b]
+//     y[n] = Σ_b d[n,b]·xs[b]·(q[n,b] · v[b])  +  Σ_b m[n,b]·Σx[b]
 //
-// with x quantized per block of 32 to int8 (xq, scale sx; like llama.cpp's Q8_1) and the offset term taken on x's
-// exact float block sums. Weights are stored by column pairs (see below): byte j of a block holds q[j] in its
-// low nibble and q[j+16] in its high nibble; d and m are float16 (exact for a GGUF Q4_1 source).
-// Decode is memory-bound: the weights are streamed once per token, so the layout keeps each pair's blocks
-// contiguous and prefetches ahead; a few rows come in tiles that share each block's unpacked weights. Prompts of
-// kGemmRows rows or more are compute-bound and take the integer GEMM of q4_1_gemm.inc instead (weights unpacked
-// once per panel, the same ~16-bit activations as one int16 each). Built by engine/kernels/__init__.py with -mavx2 -mfma -mf16c (used only on
-// CPUs that have them) plus AVX-VNNI and AVX512-VNNI variants of the tiles and the GEMM, chosen at run time
-// (activations.cc: active_isa).
+// with x per block of 32 at about 16 bits: v = 254·xq + xr, an int8 layer at step sx = max|x|/127 plus its rounding
+// residual at sx/254 (xs = sx/254), and the offset term taken on x's exact float block sums. The export stores the
+// codes by column pairs (byte j of a block holds q[j] in its low nibble and q[j+16] in its high nibble) with d and m
+// as float16 (exact for a GGUF Q4_1 source); the kernel packs them once into groups of 16 columns (kernels.h:
+// pack_q41), where one 32-bit lane holds one column: a block's integer sum is complete in its lane before the one
+// float step, with no horizontal sums. Decode streams the packed weights once per token and prefetches ahead; rows
+// come in tiles that share each block's unpacked weights (q4_1_tiles.inc). Prompts of kGemmRows rows or more take
+// the integer GEMM of q4_1_gemm.inc (weights unpacked once per panel, v as one int16) — the same arithmetic, so every
+// row gets the same bits whatever else is in its call. Built by engine/kernels/__init__.py with -mavx2 -mfma -mf16c
+// (used only on CPUs that have them) plus AVX-VNNI and AVX512-VNNI variants of the tiles and the GEMM, chosen at run
+// time (activations.cc: active_isa).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -26,33 +28,16 @@
 namespace slmops {
 namespace {
 
-// [d(2p,b) ×4, d(2p+1,b) ×4] from float16
-inline __m256 pair_d(const uint16_t* d2) {
-  int32_t bits;
-  std::memcpy(&bits, d2, 4);
-  const __m128 two = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-  const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), spread);
-}
-
-inline void store_pair(__m256 acc, float* y0, float* y1) {
-  __m128 a = _mm256_castps256_ps128(acc), b = _mm256_extractf128_ps(acc, 1);
-  __m128 s = _mm_hadd_ps(a, b);  // [a0+a1, a2+a3, b0+b1, b2+b3]
-  s = _mm_hadd_ps(s, s);         // [a, b, a, b]
-  *y0 = _mm_cvtss_f32(s);
-  *y1 = _mm_cvtss_f32(_mm_shuffle_ps(s, s, 1));
-}
-
 struct Work {
-  const uint8_t* w;   // [N/2, nb, 32]
-  const uint16_t* d;  // [N/2, nb, 2] float16
+  const uint8_t* w;   // packed codes [groups, nb, 4, kGroup, 4]
+  const uint16_t* d;  // packed scales [groups, nb, kGroup] float16
   const uint16_t* m;  // [nb, N] float16: block by block, so one block's offsets for a run of columns are adjacent
-  const int8_t* xd;   // [rows, nb, 128]: int8 layer, then the residual layer
+  const int8_t* xa;   // [rows, nb, 64]: xh, then xl (prepare_split)
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
   float* y;
-  int64_t rows, n, k, pairs_per_task;
-  int64_t first_pair;  // where task 0 starts
+  int64_t rows, n, k, groups_per_task;
+  int64_t first_group;  // where task 0 starts
   Lora lora{};
 };
 
@@ -60,15 +45,13 @@ struct IntGemmWork {  // the prompt GEMM (q4_1_gemm.inc)
   const int16_t* x16;  // [rows, K]
   const float* xs;     // [rows, K/32]
   const float* xsum;   // [rows, K/32]
-  const uint8_t* w;
+  const uint8_t* w;    // packed, as in Work
   const uint16_t* d;
   const uint16_t* m;
   float* y;
   int64_t rows, n, k, blocks_per_task;
   Lora lora;
 };
-
-constexpr int64_t kStride = 128;  // activation bytes per block
 
 // One row's offsets for columns c0..c1: 64 columns at a time in eight registers, the blocks in order (each sum
 // is Σ_b m[b, c]·Σx[b] taken b = 0, 1, … with one rounding per step, as the eight-row tiles below take it).
@@ -122,16 +105,6 @@ void add_offsets(const Work& t, int64_t c0, int64_t c1) {
   for (; r < t.rows; ++r) add_row_offsets(t, r, c0, c1);
 }
 
-// Two columns (a pair) share each 256-bit register: 32 bytes = 16 of column 2p then 16 of column 2p+1 per block.
-// Low nibbles hold elements 0..15 of a block and high nibbles 16..31, so the activations are laid out per block
-// as [x0..15 x0..15 | x16..31 x16..31] (64 bytes) and one maddubs per half serves both columns.
-// x carries a second int8 layer, its rounding residual at 1/254 of the step, so x ≈ sx·(xq + xr/254) to about
-// 16 bits: [xq halves | xr halves] = 128 bytes per block, and the integer sums are combined as 254·(q·xq) + q·xr
-// before the one float multiply. Decode too: with int8 activations alone a fine-tune's int4 export answered 3 of
-// 100 task examples differently from its fp32 export (near-ties); with the residual layer none, at the same decode
-// speed (memory-bound: 145.1 vs 144.6 tok/s, medians of 12 interleaved runs). The tiles (q4_1_tiles.inc) do the
-// integer sums per instruction set.
-
 }  // namespace
 }  // namespace slmops
 
@@ -167,40 +140,75 @@ void add_offsets(const Work& t, int64_t c0, int64_t c1) {
 
 using namespace slmops;
 
+namespace slmops {
+
+void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out) {
+  const int64_t nb = k / kBlock, groups = q41_groups(n);
+  uint16_t* dout = reinterpret_cast<uint16_t*>(out + groups * nb * kGroupCodes);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* codes = out + (g * nb + b) * kGroupCodes;
+      uint16_t* scales = dout + (g * nb + b) * kGroup;
+      for (int64_t lane = 0; lane < kGroup; ++lane) {
+        const int64_t col = g * kGroup + lane;
+        const uint8_t* src = col < n ? w + ((col / 2) * nb + b) * 32 + (col % 2) * 16 : nullptr;
+        for (int c = 0; c < 4; ++c)
+          for (int i = 0; i < 4; ++i) codes[(c * kGroup + lane) * 4 + i] = src ? src[4 * c + i] : 0;
+        scales[lane] = src ? d[((col / 2) * nb + b) * 2 + col % 2] : 0;
+      }
+    }
+}
+
+}  // namespace slmops
+
 // `parallel` runs tasks 0..count-1 (serially if null).
 extern "C" void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k, Parallel parallel, void* ctx) {
-  slmops_q41_matmul_lora(x, w, d, m, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
+  std::vector<uint8_t> packed(q41_packed_bytes(n, k));
+  pack_q41(w, d, n, k, packed.data());
+  slmops_q41_matmul_lora(x, packed.data(), m, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
+}
+
+extern "C" size_t slmops_q41_packed_bytes(int64_t n, int64_t k) { return q41_packed_bytes(n, k); }
+
+extern "C" void slmops_q41_pack(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out) {
+  pack_q41(w, d, n, k, out);
+}
+
+extern "C" void slmops_q41_matmul_packed(const float* x, const uint8_t* packed, const uint16_t* m, float* y,
+                                         int64_t rows, int64_t n, int64_t k, Parallel parallel, void* ctx) {
+  slmops_q41_matmul_lora(x, packed, m, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
 }
 
 extern "C" void slmops_q41_matmul_lora(
-    const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
-    int64_t k, const float* lora_t, const uint16_t* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
+    const float* x, const uint8_t* packed, const uint16_t* m, float* y, int64_t rows, int64_t n, int64_t k,
+    const float* lora_t, const uint16_t* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
   const int isa = active_isa();
   const Lora lora{lora_t, lora_b, lora_r};
-  int64_t first_pair = 0;
+  const int64_t nb = k / kBlock, groups = q41_groups(n);
+  const auto* d = reinterpret_cast<const uint16_t*>(packed + groups * nb * kGroupCodes);
+  int64_t first_group = 0;
   if (rows >= kGemmRows && n >= kGemmCols) {
     static void (*const kGemm[])(void*, size_t) = {avx2::run_int_gemm_task, avxvnni::run_int_gemm_task,
                                                    avx512vnni::run_int_gemm_task};
-    const int64_t nb = k / kBlock;
     thread_local std::vector<int16_t> x16;  // kept between calls: a prompt makes ~120 of them on this thread
     thread_local std::vector<float> xs, xsum;
     x16.resize(static_cast<size_t>(rows * k));
     xs.resize(static_cast<size_t>(rows * nb));
     xsum.resize(static_cast<size_t>(rows * nb));
     prepare_x16(x, rows, k, x16.data(), xs.data(), xsum.data(), parallel, ctx);
-    IntGemmWork gemm{x16.data(), xs.data(), xsum.data(), w, d, m, y, rows, n, k,
+    IntGemmWork gemm{x16.data(), xs.data(), xsum.data(), packed, d, m, y, rows, n, k,
                      per_task(n / kGemmCols, rows, 1), lora};
     run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.blocks_per_task, parallel, ctx);
-    first_pair = n / kGemmCols * kGemmCols / 2;
-    if (first_pair == n / 2) return;
+    first_group = n / kGemmCols * kGemmCols / kGroup;
+    if (first_group == groups) return;
   }
-  std::vector<int8_t> xd;
-  std::vector<float> xs, xsum;
-  prepare_activations(x, rows, k, true, &xd, &xs, &xsum);
-  Work work{w, d, m, xd.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_pair, lora};
-  work.pairs_per_task = first_pair ? n / 2 - first_pair : per_task(n / 2, rows, 2);  // the GEMM's leftover: one task
+  thread_local std::vector<int8_t> xa;
+  thread_local std::vector<float> xs, xsum;
+  prepare_split(x, rows, k, &xa, &xs, &xsum);
+  Work work{packed, d, m, xa.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_group, lora};
+  work.groups_per_task = first_group ? groups - first_group : per_task(groups, rows, 1);  // the GEMM's leftover: one task
   static void (*const kTasks[])(void*, size_t) = {avx2::run_task, avxvnni::run_task, avx512vnni::run_task};
-  run_tasks(kTasks[isa], &work, n / 2 - first_pair, work.pairs_per_task, parallel, ctx);
+  run_tasks(kTasks[isa], &work, groups - first_group, work.groups_per_task, parallel, ctx);
 }

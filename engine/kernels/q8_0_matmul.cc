@@ -204,7 +204,7 @@ extern "C" void slmops_q80_matmul(
   }
   std::vector<int8_t> xd;
   std::vector<float> xs, xsum;
-  prepare_activations(x, rows, k, false, &xd, &xs, &xsum);
+  prepare_activations(x, rows, k, &xd, &xs, &xsum);
   Work8 work{w, d, xd.data(), xs.data(), y, rows, n, k, 0};
   if (first > 0) return run_columns(work, first, n);  // the GEMM's last N % kGemmCols columns
   work.cols_per_task = per_task(n, rows, 4);

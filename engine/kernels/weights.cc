@@ -40,7 +40,8 @@ WeightChunk* new_chunk(size_t need) {
   char* base = reinterpret_cast<char*>(round_up(reinterpret_cast<uintptr_t>(start), kHugePage));
   if (base > start) munmap(start, base - start);
   if (start + kHugePage > base) munmap(base + size, start + kHugePage - base);
-  madvise(base, size, MADV_HUGEPAGE);  // advice only: where transparent huge pages are off, 4 KiB pages as before
+  // advice only: where transparent huge pages are off (or SLMOPS_HUGE_PAGES=0), 4 KiB pages as before
+  if (huge_page_weights()) madvise(base, size, MADV_HUGEPAGE);
   return new WeightChunk{base, size, 0, 0};
 }
 
@@ -62,31 +63,41 @@ bool huge_page_weights() {
   return on;
 }
 
+void* WeightCopy::allocate(size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (chunk_ != nullptr) return nullptr;  // one allocation a copy
+  const size_t total = round_up(bytes, 64);
+  if (g_current == nullptr || g_current->size - g_current->used < total) {
+    WeightChunk* fresh = new_chunk(total);
+    if (fresh == nullptr) return nullptr;
+    g_current = fresh;  // the one before lives on with its holders
+  }
+  chunk_ = g_current;
+  char* at = chunk_->base + chunk_->used;
+  chunk_->used += total;
+  ++chunk_->holders;
+  data[0] = at;
+  return at;
+}
+
+void WeightCopy::drop_source(const void* src, size_t bytes) {
+  // File pages of model.onnx.data are dropped and read back if anything touches them again; anonymous ones stay:
+  // nothing is lost either way.
+  const uintptr_t lo = round_up(reinterpret_cast<uintptr_t>(src), 4096);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(src) + bytes) / 4096 * 4096;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
+}
+
 bool WeightCopy::assign(const void* const* src, const size_t* bytes, int count) {
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += round_up(bytes[i], 64);
-  char* at = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    if (g_current == nullptr || g_current->size - g_current->used < total) {
-      WeightChunk* fresh = new_chunk(total);
-      if (fresh == nullptr) return false;
-      g_current = fresh;  // the one before lives on with its holders
-    }
-    chunk_ = g_current;
-    at = chunk_->base + chunk_->used;
-    chunk_->used += total;
-    ++chunk_->holders;
-  }
+  char* at = static_cast<char*>(allocate(total));
+  if (at == nullptr) return false;
   for (int i = 0; i < count; ++i) {
     std::memcpy(at, src[i], bytes[i]);
     data[i] = at;
     at += round_up(bytes[i], 64);
-    // The original pages are no longer read: let the kernel reclaim them (file pages of model.onnx.data are
-    // dropped and read back if anything touches them again; anonymous ones stay, nothing is lost either way).
-    const uintptr_t lo = round_up(reinterpret_cast<uintptr_t>(src[i]), 4096);
-    const uintptr_t hi = (reinterpret_cast<uintptr_t>(src[i]) + bytes[i]) / 4096 * 4096;
-    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
+    drop_source(src[i], bytes[i]);  // the original pages are no longer read
   }
   return true;
 }
