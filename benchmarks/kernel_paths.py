@@ -4,8 +4,8 @@ GOP/s per path (2·rows·N·K operations), and whether every path gives the AVX2
     python benchmarks/kernel_paths.py [--rows 1 32 512]
 
 Calls the library through ctypes with no thread pool (serially), so the figures are per core. Rows of 32 or
-more take the prompt GEMMs (Q4_1: integer; Q8_0: float); fewer take the integer tiles. Q4_1 weights are packed once
-beforehand (slmops_q41_pack), as the custom op packs an export's constant weights.
+more take the prompt GEMMs (Q4_1: integer; Q8_0: float); fewer take the integer tiles. The weights are packed once
+beforehand (slmops_q41_pack, slmops_q80_pack), as the custom ops pack an export's constant weights.
 """
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ from engine.block_quant import fused_layout, quantize_affine_4bit, quantize_symm
 
 P = ctypes.c_void_p
 SHAPES = {"Q41": [(576, 960), (576, 576), (576, 3072), (1536, 576)], "Q80": [(576, 49152)]}  # (K, N)
+
+
+def packed_weights(lib, op: str, n: int, k: int, *weights: np.ndarray) -> np.ndarray:
+    """The weights packed once (slmops_q41_pack / slmops_q80_pack), as the custom ops pack an export's constant
+    weights when the session is created."""
+    size = getattr(lib, f"slmops_{op}_packed_bytes")
+    size.restype = ctypes.c_size_t
+    packed = np.zeros(size(ctypes.c_int64(n), ctypes.c_int64(k)), np.uint8)
+    getattr(lib, f"slmops_{op}_pack")(*(w.ctypes.data_as(P) for w in weights), ctypes.c_int64(n), ctypes.c_int64(k),
+                                       packed.ctypes.data_as(P))
+    return packed
 
 
 def timed(call, work: float) -> float:
@@ -53,17 +64,13 @@ def main() -> None:
             w = rng.normal(0, 0.05, (n, k)).astype(np.float32)
             if op == "Q41":
                 codes, scales, mins = fused_layout(*quantize_affine_4bit(w, 32)[:3])
-                # packed once, as the custom op does with an export's constant weights
-                lib.slmops_q41_packed_bytes.restype = ctypes.c_size_t
-                packed = np.zeros(lib.slmops_q41_packed_bytes(ctypes.c_int64(n), ctypes.c_int64(k)), np.uint8)
-                lib.slmops_q41_pack(codes.ctypes.data_as(P), scales.ctypes.data_as(P), ctypes.c_int64(n),
-                                    ctypes.c_int64(k), packed.ctypes.data_as(P))
-                args_w = [packed, mins]
+                args_w = [packed_weights(lib, "q41", n, k, codes, scales), mins]
                 fn = lib.slmops_q41_matmul_packed
             else:
                 table, d = quantize_symmetric_8bit(w, 32)
-                args_w = [np.ascontiguousarray(table), np.ascontiguousarray(d.reshape(-1).astype(np.float32))]
-                fn = lib.slmops_q80_matmul
+                args_w = [packed_weights(lib, "q80", n, k, np.ascontiguousarray(table),
+                                         np.ascontiguousarray(d.reshape(-1).astype(np.float32)))]
+                fn = lib.slmops_q80_matmul_packed
             for rows in args.rows:
                 x = rng.normal(0, 1, (rows, k)).astype(np.float32)
                 y = np.zeros((rows, n), np.float32)

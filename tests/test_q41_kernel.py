@@ -243,6 +243,21 @@ def test_q8_head_kernel_matches_numpy(kernel_lib, kernel_path, shape, n):
     assert (np.abs(y - exact) <= rounding_bound(x, w8) * 1.001 + 1e-5).all()
 
 
+def test_a_head_rows_logits_do_not_depend_on_the_other_rows_below_the_gemm(kernel_lib, kernel_path):
+    """Q80MatMul's tiles (rows of 8, 4, 2 and 1 on the AVX512-VNNI path, 23 rows) give each row the bits of its
+    one-row call, so a batched decode step's logits are each sequence's own (from 32 rows the float GEMM differs in
+    the last bits; engine/batch_decode.py stops at 31 rows)."""
+    rng = np.random.default_rng(3)
+    k, n, rows = 576, 1000, 23
+    table, d = quantize_symmetric_8bit(rng.standard_normal((n, k)).astype(np.float32) * 0.05, 32)
+    x = rng.standard_normal((1, rows, k)).astype(np.float32)
+    weights = {"table": table, "scales": d.reshape(-1)}
+    together = op_session(kernel_lib, OP_TYPE_Q8, weights, [1, rows, k]).run(None, {"x": x})[0][0]
+    alone = op_session(kernel_lib, OP_TYPE_Q8, weights, [1, 1, k])
+    for r in range(rows):
+        np.testing.assert_array_equal(together[r], alone.run(None, {"x": x[:, r:r + 1]})[0][0, 0])
+
+
 @pytest.mark.parametrize("shape", [(1, 40, 64), (3, 5, 96), (2, 1, 64)])
 def test_the_head_computes_only_each_sequences_last_position_when_asked_on_this_thread(kernel_lib, shape):
     """last_position_only (generation's prefill): Q80MatMul computes each sequence's last position as a one-row call

@@ -110,41 +110,28 @@ inline void store_int8(const __m256i v[4], int8_t* out) {
 
 }  // namespace
 
-void prepare_activations(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xd, std::vector<float>* xs,
-                         std::vector<float>* xsum) {
-  const int64_t nb = k / kBlock;
-  xd->resize(static_cast<size_t>(rows * nb * 2 * kBlock));
-  xs->resize(static_cast<size_t>(rows * nb));
-  xsum->resize(static_cast<size_t>(rows * nb));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t b = 0; b < nb; ++b) {
-      __m256i q[4], res[4];
-      (*xs)[r * nb + b] = quantize_block(x + r * k + b * kBlock, q, res, xsum->data() + r * nb + b) / 254.f;
-      int8_t* out = xd->data() + (r * nb + b) * 2 * kBlock;
-      store_int8(q, out);
-      store_int8(res, out + kBlock);
-    }
-}
-
 void prepare_split(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
-                   std::vector<float>* xsum) {
+                   std::vector<float>* xsum, std::vector<int32_t>* vsum) {
   const int64_t nb = k / kBlock;
   xa->resize(static_cast<size_t>(rows * nb * 2 * kBlock));
   xs->resize(static_cast<size_t>(rows * nb));
   xsum->resize(static_cast<size_t>(rows * nb));
-  const __m256i k254 = _mm256_set1_epi32(254), half = _mm256_set1_epi32(128);
+  if (vsum) vsum->resize(static_cast<size_t>(rows * nb));
+  const __m256i k254 = _mm256_set1_epi32(254);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t b = 0; b < nb; ++b) {
-      __m256i q[4], res[4], xh[4], xl[4];
+      __m256i q[4], res[4];
       (*xs)[r * nb + b] = quantize_block(x + r * k + b * kBlock, q, res, xsum->data() + r * nb + b) / 254.f;
-      for (int i = 0; i < 4; ++i) {
-        const __m256i v = _mm256_add_epi32(_mm256_mullo_epi32(q[i], k254), res[i]);  // |v| ≤ 32,385
-        xh[i] = _mm256_srai_epi32(_mm256_add_epi32(v, half), 8);                      // floor((v + 128) / 256)
-        xl[i] = _mm256_sub_epi32(v, _mm256_slli_epi32(xh[i], 8));
-      }
       int8_t* out = xa->data() + (r * nb + b) * 2 * kBlock;
-      store_int8(xh, out);
-      store_int8(xl, out + kBlock);
+      store_int8(q, out);
+      store_int8(res, out + kBlock);
+      if (vsum) {
+        __m256i total = _mm256_setzero_si256();
+        for (int i = 0; i < 4; ++i) total = _mm256_add_epi32(total, _mm256_add_epi32(_mm256_mullo_epi32(q[i], k254), res[i]));
+        int32_t lanes[8];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes), total);
+        (*vsum)[r * nb + b] = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+      }
     }
 }
 

@@ -35,16 +35,12 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Activations (rows × k) for the Q8_0 head: int8 (scale sx) and the residual at sx/254, [xq | xr] per block; xs gets
-// sx/254 to match.
-void prepare_activations(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xd, std::vector<float>* xs,
-                         std::vector<float>* xsum);
-
-// Activations (rows × k) for the Q4_1 tiles: the same ~16-bit value v = 254·xq + xr per element, split as
-// v = 256·xh + xl (xh in −127..127, xl in −128..127) into [xh | xl] per block (64 bytes), so one int8 dot product
-// per byte layer gives Σ w·v = 256·Σ w·xh + Σ w·xl exactly; xs = sx/254 and the exact block sums, as above.
+// Activations (rows × k) for the tiles: x per block of 32 at about 16 bits, v = 254·xq + xr — an int8 layer xq at
+// step sx = max|x|/127 and its rounding residual xr at sx/254, both in −127..127 — as [xq | xr] per block (64 bytes):
+// one int8 dot product per layer gives Σ w·v = 254·Σ w·xq + Σ w·xr exactly. xs = sx/254, xsum the exact float block
+// sums and `vsum` (optional) each block's Σ v.
 void prepare_split(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
-                   std::vector<float>* xsum);
+                   std::vector<float>* xsum, std::vector<int32_t>* vsum = nullptr);
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);
 
@@ -53,9 +49,8 @@ using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, vo
 void prepare_x16(const float* x, int64_t rows, int64_t k, int16_t* x16, float* xs, float* xsum, Parallel parallel,
                  void* ctx);
 
-// Copies of a kernel's constant weights (weights.cc) in memory backed by 2 MiB pages, shared with other kernels'
-// copies and freed with the last of them; SLMOPS_HUGE_PAGES=0 turns it off (the head reads ONNX Runtime's buffers
-// as they are; Q41MatMul's packed copy stays, in 4 KiB pages).
+// The kernels' packed copies of their constant weights (weights.cc) in memory advised for 2 MiB pages, shared with
+// other kernels' copies and freed with the last of them; SLMOPS_HUGE_PAGES=0 leaves them in 4 KiB pages.
 bool huge_page_weights();
 struct WeightChunk;
 class WeightCopy {
@@ -64,13 +59,12 @@ class WeightCopy {
   WeightCopy(const WeightCopy&) = delete;
   WeightCopy& operator=(const WeightCopy&) = delete;
   ~WeightCopy();
-  // Copies buffers src[0..count) (at most 3); data[i] is then the copy of src[i]. False: no memory, nothing copied.
-  bool assign(const void* const* src, const size_t* bytes, int count);
-  // Room for `bytes` (64-byte aligned) for the caller to fill, data[0] pointing to it; nullptr when no memory.
+  // Room for `bytes` (64-byte aligned) for the caller to fill, data[0] pointing to it; nullptr when no memory (or
+  // when this copy has its room already).
   void* allocate(size_t bytes);
   // Lets the system reclaim a source's pages once its copy is made (they are not read again).
   static void drop_source(const void* src, size_t bytes);
-  const void* data[3] = {};
+  const void* data[2] = {};  // where the caller's parts begin
 
  private:
   WeightChunk* chunk_ = nullptr;
@@ -96,6 +90,15 @@ inline size_t q41_packed_bytes(int64_t n, int64_t k) {
   return static_cast<size_t>(q41_groups(n) * (k / kBlock) * (kGroupCodes + 2 * kGroup));
 }
 void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out);
+
+// The Q8_0 head's table packed the same way (q8_0_matmul.cc): per group and block 512 bytes of codes (q + 128), eight
+// chunks of 64, chunk c holding each column's elements 4c..4c+3; then the groups' scales, [groups, K/32, kGroup]
+// float.
+constexpr int64_t kGroupCodes8 = kGroup * kBlock;
+inline size_t q80_packed_bytes(int64_t n, int64_t k) {
+  return static_cast<size_t>(q41_groups(n) * (k / kBlock) * (kGroupCodes8 + 4 * kGroup));
+}
+void pack_q80(const uint8_t* w, const float* d, int64_t n, int64_t k, uint8_t* out);
 
 // Prompts of kGemmRows rows or more take a GEMM (Q4_1: q4_1_gemm.inc, Q8_0: gemm.inc) over blocks of kGemmCols
 // columns.
@@ -150,4 +153,12 @@ __attribute__((visibility("default"))) void slmops_last_position_only(int on);
 __attribute__((visibility("default"))) void slmops_q80_matmul(const float* x, const uint8_t* w, const float* d,
                                                               float* y, int64_t rows, int64_t n, int64_t k,
                                                               slmops::Parallel parallel, void* ctx);
+// The same on weights packed once by slmops_q80_pack (into slmops_q80_packed_bytes(n, k) bytes), as the custom op
+// packs constant ones; slmops_q80_matmul packs at every call.
+__attribute__((visibility("default"))) size_t slmops_q80_packed_bytes(int64_t n, int64_t k);
+__attribute__((visibility("default"))) void slmops_q80_pack(const uint8_t* w, const float* d, int64_t n, int64_t k,
+                                                            uint8_t* out);
+__attribute__((visibility("default"))) void slmops_q80_matmul_packed(const float* x, const uint8_t* packed, float* y,
+                                                                     int64_t rows, int64_t n, int64_t k,
+                                                                     slmops::Parallel parallel, void* ctx);
 }

@@ -23,8 +23,8 @@ thread_local bool g_last_position_only = false;
 
 struct Kernel {
   const OrtApi* api;
-  // Q80MatMul: inputs 1.. in 2 MiB pages; Q41MatMul: its codes and scales packed for the kernel (data[0]) and its
-  // mins (data[1]). Empty unless the weights are constant initializers.
+  // The weights packed for the kernel, in 2 MiB pages (weights.cc): Q41MatMul's codes and scales (data[0]) and
+  // mins (data[1]), Q80MatMul's table and scales (data[0]). Empty unless the weights are constant initializers.
   slmops::WeightCopy weights;
 };
 
@@ -123,21 +123,6 @@ size_t bytes_of(const Tensor& t) {
   return static_cast<size_t>(elements(t)) * (t.type == kSlmUint8 ? 1 : t.type == kSlmFloat16 ? 2 : 4);
 }
 
-// Inputs 1..count (the weights) copied into 2 MiB pages when every one of them is a constant initializer; anything
-// else (a weight fed at run time, no memory, SLMOPS_HUGE_PAGES=0) leaves the kernel reading its inputs as given.
-void copy_constant_weights(Kernel* kernel, const OrtKernelInfo* info, int count) {
-  if (!slmops::huge_page_weights()) return;
-  const void* src[3];
-  size_t bytes[3];
-  for (int i = 0; i < count; ++i) {
-    Tensor t;
-    if (!constant_input(kernel, info, i + 1, &t)) return;
-    src[i] = t.data;
-    bytes[i] = bytes_of(t);
-  }
-  kernel->weights.assign(src, bytes, count);
-}
-
 // Q41MatMul's weights in the layout the kernel reads (kernels.h: pack_q41), packed once when they are constant
 // initializers of the shapes compute_q41 takes (else each call packs what it is given, or reports the shapes).
 void pack_constant_q41(Kernel* kernel, const OrtKernelInfo* info) {
@@ -159,10 +144,20 @@ void pack_constant_q41(Kernel* kernel, const OrtKernelInfo* info) {
   for (const Tensor& source : t) slmops::WeightCopy::drop_source(source.data, bytes_of(source));
 }
 
-// The weights a computation reads: the kernel's copy where it has one, else the inputs themselves.
-void use_weight_copy(const Kernel* kernel, Tensor* t, int count) {
-  for (int i = 0; i < count; ++i)
-    if (kernel->weights.data[i] != nullptr) t[i + 1].data = const_cast<void*>(kernel->weights.data[i]);
+// Q80MatMul's table and scales packed for the kernel (kernels.h: pack_q80) when they are constant initializers of
+// the shapes compute_q80 takes.
+void pack_constant_q80(Kernel* kernel, const OrtKernelInfo* info) {
+  Tensor t[2];
+  for (int i = 0; i < 2; ++i)
+    if (!constant_input(kernel, info, i + 1, &t[i])) return;
+  if (t[0].type != kSlmUint8 || t[1].type != kSlmFloat || t[0].dims.size() < 2) return;
+  const int64_t n = t[0].dims[0], k = elements(t[0]) / n;
+  if (k % kBlock != 0 || elements(t[1]) != n * (k / kBlock)) return;
+  auto* at = static_cast<uint8_t*>(kernel->weights.allocate(slmops::q80_packed_bytes(n, k)));
+  if (at == nullptr) return;
+  slmops::pack_q80(static_cast<const uint8_t*>(t[0].data), static_cast<const float*>(t[1].data), n, k, at);
+  // The table's own pages stay: the embedding (GatherBlockQuantized) reads them.
+  slmops::WeightCopy::drop_source(t[1].data, bytes_of(t[1]));
 }
 
 // A LoRA adapter beside the base weights: Y += (X · A) · B, factors stored in float16 (half the bytes a decode step
@@ -290,7 +285,6 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   const OrtApi* api = static_cast<Kernel*>(kernel)->api;
   Tensor t[3];
   if (OrtStatus* s = read_inputs(api, context, t, 3)) return s;
-  use_weight_copy(static_cast<Kernel*>(kernel), t, 2);
   if (t[0].type != kSlmFloat || t[1].type != kSlmUint8 || t[2].type != kSlmFloat)
     return error(api, "Q80MatMul: expects float A, a uint8 table and float scales");
   if (t[1].dims.size() < 2 || t[0].dims.empty())
@@ -305,11 +299,17 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   if (rows == 0) return nullptr;
   const int64_t seq = t[0].dims.size() >= 2 ? t[0].dims[t[0].dims.size() - 2] : 1;
   const auto* x = static_cast<const float*>(t[0].data);
-  const auto* table = static_cast<const uint8_t*>(t[1].data);
-  const auto* d = static_cast<const float*>(t[2].data);
+  const auto* packed = static_cast<const uint8_t*>(static_cast<Kernel*>(kernel)->weights.data[0]);
+  thread_local std::vector<uint8_t> fed;  // weights given at run time: packed at every call
+  if (packed == nullptr) {
+    fed.resize(slmops::q80_packed_bytes(n, k));
+    slmops::pack_q80(static_cast<const uint8_t*>(t[1].data), static_cast<const float*>(t[2].data), n, k,
+                     fed.data());
+    packed = fed.data();
+  }
   ParallelCtx pc{api, context, nullptr};
   if (!g_last_position_only || seq == 1) {
-    slmops_q80_matmul(x, table, d, y, rows, n, k, parallel_for, &pc);
+    slmops_q80_matmul_packed(x, packed, y, rows, n, k, parallel_for, &pc);
     return pc.status;
   }
   // A prompt's head in generation, where only each sequence's last position is read: those rows alone (the float
@@ -320,7 +320,7 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   std::vector<float> x_last(static_cast<size_t>(seqs * k)), y_last(static_cast<size_t>(seqs * n));
   for (int64_t b = 0; b < seqs; ++b)
     std::copy_n(x + ((b + 1) * seq - 1) * k, k, x_last.data() + b * k);
-  slmops_q80_matmul(x_last.data(), table, d, y_last.data(), seqs, n, k, parallel_for, &pc);
+  slmops_q80_matmul_packed(x_last.data(), packed, y_last.data(), seqs, n, k, parallel_for, &pc);
   for (int64_t b = 0; b < seqs; ++b)
     std::copy_n(y_last.data() + b * n, n, y + ((b + 1) * seq - 1) * n);
   return pc.status;
@@ -358,7 +358,7 @@ OrtCustomOp make_op() {
     if constexpr (kQ41)
       pack_constant_q41(created, info);
     else
-      copy_constant_weights(created, info, 2);
+      pack_constant_q80(created, info);
     *kernel = created;
     return nullptr;
   };

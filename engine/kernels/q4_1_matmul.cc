@@ -32,7 +32,7 @@ struct Work {
   const uint8_t* w;   // packed codes [groups, nb, 4, kGroup, 4]
   const uint16_t* d;  // packed scales [groups, nb, kGroup] float16
   const uint16_t* m;  // [nb, N] float16: block by block, so one block's offsets for a run of columns are adjacent
-  const int8_t* xa;   // [rows, nb, 64]: xh, then xl (prepare_split)
+  const int8_t* xa;   // [rows, nb, 64]: xq, then xr (prepare_split)
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
   float* y;

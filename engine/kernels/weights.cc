@@ -88,20 +88,6 @@ void WeightCopy::drop_source(const void* src, size_t bytes) {
   if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_PAGEOUT);
 }
 
-bool WeightCopy::assign(const void* const* src, const size_t* bytes, int count) {
-  size_t total = 0;
-  for (int i = 0; i < count; ++i) total += round_up(bytes[i], 64);
-  char* at = static_cast<char*>(allocate(total));
-  if (at == nullptr) return false;
-  for (int i = 0; i < count; ++i) {
-    std::memcpy(at, src[i], bytes[i]);
-    data[i] = at;
-    at += round_up(bytes[i], 64);
-    drop_source(src[i], bytes[i]);  // the original pages are no longer read
-  }
-  return true;
-}
-
 WeightCopy::~WeightCopy() {
   if (chunk_ != nullptr) release(chunk_);
 }
