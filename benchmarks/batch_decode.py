@@ -13,7 +13,9 @@ onnxruntime-genai export, four ways, each against the streams run one at a time:
   with paged KV-cache layers, which our exports do not have).
 Decode tokens/s counts the tokens after each stream's first (the prompt's cost is left out, as in the benchmark
 job; for threads and batched, from the first stream's first token to the last stream's last, so later streams'
-prompts count). "identical" counts the streams whose greedy tokens, up to EOS, equal that prompt's solo run.
+prompts count). "steps": the batched run's decode steps alone — the tokens they made over the time they took (the
+prompts, each run alone while the others wait, left out as for the static batch). "same" counts the streams whose
+greedy tokens, up to EOS, equal that prompt's solo run.
 MODEL_DIR: e.g. the default int4 export `workspace/models/smollm2-135m-instruct-onnx-int4`.
 """
 from __future__ import annotations
@@ -139,15 +141,20 @@ def main() -> int:
     single = float(np.median(speeds))
     print(f"model {args.model}, {args.threads} threads, {new} new tokens, greedy")
     print(f"one stream at a time: median {single:.1f} decode tok/s over {len(PROMPTS)} prompts")
-    print(f"{'streams':>8}" + "".join(f"{name + ' tok/s':>15}{'×':>6}{'same':>5}" for name in methods))
+    print(f"{'streams':>8}" + "".join(f"{name + ' tok/s':>15}{'×':>6}{'same':>5}" for name in methods)
+          + f"{'steps tok/s':>13}{'×':>6}")
+    batcher = together.batcher
     for k in (1, 2, 4, 8):
         prompts = PROMPTS[:k]
         row = f"{k:>8}"
-        for run in methods.values():
+        for name, run in methods.items():
+            before = (batcher.step_tokens, batcher.step_seconds)
             outs, speed = run(prompts)
             same = sum(until_eos(o, eos) == solo[p] for o, p in zip(outs, prompts))
             row += f"{speed:>15.1f}{speed / single:>6.2f}{f'{same}/{k}':>5}"
-        print(row, flush=True)
+            if name == "batched":  # its decode steps alone: the tokens they made over their time (no prompts)
+                steps = (batcher.step_tokens - before[0]) / (batcher.step_seconds - before[1])
+        print(row + f"{steps:>13.1f}{steps / single:>6.2f}", flush=True)
     return 0
 
 

@@ -109,6 +109,7 @@ class Batcher:
         self._closed = False
         self._binding = None  # (rows, io binding, logits buffer) for the current rows
         self.widest = 0  # the most sequences one step has decoded (tests and benchmarks read it)
+        self.step_tokens, self.step_seconds = 0, 0.0  # tokens the decode steps made, and their time (benchmarks)
         self._thread = threading.Thread(target=self._loop, name="slmops-batcher", daemon=True)
         self._thread.start()
 
@@ -234,6 +235,7 @@ class Batcher:
         self._emit(seq, logits)
 
     def _step(self) -> None:
+        started = time.perf_counter()
         rows = len(self._active)
         if self._binding is None or self._binding[0] != rows:
             io = self.session.io_binding()
@@ -255,6 +257,8 @@ class Batcher:
             seq.length += 1
             self._emit(seq, row)
         self._drop_finished()
+        self.step_tokens += rows
+        self.step_seconds += time.perf_counter() - started
 
     def _emit(self, seq: _Sequence, logits: np.ndarray) -> None:
         seq.last = self._pick(seq, logits)
