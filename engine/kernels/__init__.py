@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCES = [HERE / name for name in ("activations.cc", "q4_1_matmul.cc", "q4_1_tiles.inc", "q4_1_gemm.inc", "gemm.inc",
                                     "group_simd.inc", "q8_0_matmul.cc", "q8_0_tiles.inc", "weights.cc", "ort_ops.cc",
-                                    "kernels.h", "ort_abi.h")]
+                                    "kernels.h", "ort_abi.h", "per_isa.inc")]
 LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"

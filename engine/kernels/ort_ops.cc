@@ -160,6 +160,17 @@ void pack_constant_q80(Kernel* kernel, const OrtKernelInfo* info) {
   slmops::WeightCopy::drop_source(t[1].data, bytes_of(t[1]));
 }
 
+// The kernel's packed copy of its weights, or (weights given at run time) `pack(out)` into `bytes` of this thread's
+// at every call.
+template <class Pack>
+const uint8_t* packed_weights(const slmops::WeightCopy& copy, size_t bytes, Pack pack) {
+  if (copy.data[0] != nullptr) return static_cast<const uint8_t*>(copy.data[0]);
+  thread_local std::vector<uint8_t> fed;
+  fed.resize(bytes);
+  pack(fed.data());
+  return fed.data();
+}
+
 // A LoRA adapter beside the base weights: Y += (X · A) · B, factors stored in float16 (half the bytes a decode step
 // reads; converted by F16C), sums in fp32. Here t = X · A [rows, r] (A read once per row, eight columns of t in
 // registers); the kernel adds t · B on the columns each of its tasks writes.
@@ -264,15 +275,10 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context, bool swiglu) {
   int64_t rank = 0;
   if (OrtStatus* s = lora_down(api, context, lora, x, rows, k, n, &lora_t, &rank)) return s;
   const slmops::WeightCopy& copy = static_cast<Kernel*>(kernel)->weights;
-  const auto* packed = static_cast<const uint8_t*>(copy.data[0]);
   const auto* mins = static_cast<const uint16_t*>(copy.data[0] ? copy.data[1] : t[3].data);
-  thread_local std::vector<uint8_t> fed;  // weights given at run time: packed at every call
-  if (packed == nullptr) {
-    fed.resize(slmops::q41_packed_bytes(n, k));
-    slmops::pack_q41(static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data), n, k,
-                     fed.data());
-    packed = fed.data();
-  }
+  const uint8_t* packed = packed_weights(copy, slmops::q41_packed_bytes(n, k), [&](uint8_t* out) {
+    slmops::pack_q41(static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data), n, k, out);
+  });
   ParallelCtx pc{api, context, nullptr};
   slmops_q41_matmul_lora(x, packed, mins, y, rows, n, k, lora_t.data(), static_cast<const uint16_t*>(lora[1].data),
                          rank, parallel_for, &pc);
@@ -299,14 +305,10 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   if (rows == 0) return nullptr;
   const int64_t seq = t[0].dims.size() >= 2 ? t[0].dims[t[0].dims.size() - 2] : 1;
   const auto* x = static_cast<const float*>(t[0].data);
-  const auto* packed = static_cast<const uint8_t*>(static_cast<Kernel*>(kernel)->weights.data[0]);
-  thread_local std::vector<uint8_t> fed;  // weights given at run time: packed at every call
-  if (packed == nullptr) {
-    fed.resize(slmops::q80_packed_bytes(n, k));
-    slmops::pack_q80(static_cast<const uint8_t*>(t[1].data), static_cast<const float*>(t[2].data), n, k,
-                     fed.data());
-    packed = fed.data();
-  }
+  const uint8_t* packed = packed_weights(static_cast<Kernel*>(kernel)->weights, slmops::q80_packed_bytes(n, k),
+                                         [&](uint8_t* out) {
+    slmops::pack_q80(static_cast<const uint8_t*>(t[1].data), static_cast<const float*>(t[2].data), n, k, out);
+  });
   ParallelCtx pc{api, context, nullptr};
   if (!g_last_position_only || seq == 1) {
     slmops_q80_matmul_packed(x, packed, y, rows, n, k, parallel_for, &pc);

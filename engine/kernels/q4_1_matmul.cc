@@ -108,35 +108,9 @@ void add_offsets(const Work& t, int64_t c0, int64_t c1) {
 }  // namespace
 }  // namespace slmops
 
-#define SLMOPS_ISA avx2
-#define SLMOPS_DPBUSD 0
-#define SLMOPS_ROWS 2
-#include "q4_1_tiles.inc"
-#undef SLMOPS_ISA
-#undef SLMOPS_DPBUSD
-#undef SLMOPS_ROWS
-
-#pragma GCC push_options
-#pragma GCC target("avxvnni")
-#define SLMOPS_ISA avxvnni
-#define SLMOPS_DPBUSD 1
-#define SLMOPS_ROWS 4
-#include "q4_1_tiles.inc"
-#undef SLMOPS_ISA
-#undef SLMOPS_DPBUSD
-#undef SLMOPS_ROWS
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-#define SLMOPS_ISA avx512vnni
-#define SLMOPS_DPBUSD 2
-#define SLMOPS_ROWS 8
-#include "q4_1_tiles.inc"
-#undef SLMOPS_ISA
-#undef SLMOPS_DPBUSD
-#undef SLMOPS_ROWS
-#pragma GCC pop_options
+#define SLMOPS_BODY "q4_1_tiles.inc"
+#include "per_isa.inc"
+#undef SLMOPS_BODY
 
 using namespace slmops;
 

@@ -69,39 +69,9 @@ void pack_q80(const uint8_t* w, const float* d, int64_t n, int64_t k, uint8_t* o
 }  // namespace slmops
 
 // The tiles (and the GEMM), once per instruction set.
-namespace slmops {
-
-#define SLMOPS_ISA avx2
-#define SLMOPS_DPBUSD 0
-#define SLMOPS_ROWS 2
-#include "q8_0_tiles.inc"
-#undef SLMOPS_ISA
-#undef SLMOPS_DPBUSD
-#undef SLMOPS_ROWS
-
-#pragma GCC push_options
-#pragma GCC target("avxvnni")
-#define SLMOPS_ISA avxvnni
-#define SLMOPS_DPBUSD 1
-#define SLMOPS_ROWS 4
-#include "q8_0_tiles.inc"
-#undef SLMOPS_ISA
-#undef SLMOPS_DPBUSD
-#undef SLMOPS_ROWS
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
-#define SLMOPS_ISA avx512vnni
-#define SLMOPS_DPBUSD 2
-#define SLMOPS_ROWS 8
-#include "q8_0_tiles.inc"
-#undef SLMOPS_ISA
-#undef SLMOPS_DPBUSD
-#undef SLMOPS_ROWS
-#pragma GCC pop_options
-
-}  // namespace slmops
+#define SLMOPS_BODY "q8_0_tiles.inc"
+#include "per_isa.inc"
+#undef SLMOPS_BODY
 
 using namespace slmops;
 
