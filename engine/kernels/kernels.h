@@ -85,9 +85,9 @@ void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64
 // 4c..4c+3, high nibbles 16+4c..16+4c+3) — then all the groups' scales, [groups, K/32, kGroup] float16.
 constexpr int64_t kGroup = 16;
 constexpr int64_t kGroupCodes = kGroup * kBlock / 2;  // bytes of codes a group has in a block
-inline int64_t q41_groups(int64_t n) { return (n + kGroup - 1) / kGroup; }
+inline int64_t column_groups(int64_t n) { return (n + kGroup - 1) / kGroup; }
 inline size_t q41_packed_bytes(int64_t n, int64_t k) {
-  return static_cast<size_t>(q41_groups(n) * (k / kBlock) * (kGroupCodes + 2 * kGroup));
+  return static_cast<size_t>(column_groups(n) * (k / kBlock) * (kGroupCodes + 2 * kGroup));
 }
 void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out);
 
@@ -96,7 +96,7 @@ void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t
 // float.
 constexpr int64_t kGroupCodes8 = kGroup * kBlock;
 inline size_t q80_packed_bytes(int64_t n, int64_t k) {
-  return static_cast<size_t>(q41_groups(n) * (k / kBlock) * (kGroupCodes8 + 4 * kGroup));
+  return static_cast<size_t>(column_groups(n) * (k / kBlock) * (kGroupCodes8 + 4 * kGroup));
 }
 void pack_q80(const uint8_t* w, const float* d, int64_t n, int64_t k, uint8_t* out);
 

@@ -117,7 +117,7 @@ using namespace slmops;
 namespace slmops {
 
 void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out) {
-  const int64_t nb = k / kBlock, groups = q41_groups(n);
+  const int64_t nb = k / kBlock, groups = column_groups(n);
   uint16_t* dout = reinterpret_cast<uint16_t*>(out + groups * nb * kGroupCodes);
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t b = 0; b < nb; ++b) {
@@ -160,7 +160,7 @@ extern "C" void slmops_q41_matmul_lora(
     const float* lora_t, const uint16_t* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
   const int isa = active_isa();
   const Lora lora{lora_t, lora_b, lora_r};
-  const int64_t nb = k / kBlock, groups = q41_groups(n);
+  const int64_t nb = k / kBlock, groups = column_groups(n);
   const auto* d = reinterpret_cast<const uint16_t*>(packed + groups * nb * kGroupCodes);
   int64_t first_group = 0;
   if (rows >= kGemmRows && n >= kGemmCols) {

@@ -51,7 +51,7 @@ inline void dequantize_panel8(const Gemm8Work& t, int64_t c, int n, float* b) {
 }  // namespace
 
 void pack_q80(const uint8_t* w, const float* d, int64_t n, int64_t k, uint8_t* out) {
-  const int64_t nb = k / kBlock, groups = q41_groups(n);
+  const int64_t nb = k / kBlock, groups = column_groups(n);
   float* dout = reinterpret_cast<float*>(out + groups * nb * kGroupCodes8);
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t b = 0; b < nb; ++b) {
@@ -92,7 +92,7 @@ extern "C" void slmops_q80_matmul(const float* x, const uint8_t* w, const float*
 extern "C" void slmops_q80_matmul_packed(const float* x, const uint8_t* packed, float* y, int64_t rows, int64_t n,
                                          int64_t k, Parallel parallel, void* ctx) {
   const int isa = active_isa();
-  const int64_t nb = k / kBlock, groups = q41_groups(n);
+  const int64_t nb = k / kBlock, groups = column_groups(n);
   const auto* d = reinterpret_cast<const float*>(packed + groups * nb * kGroupCodes8);
   if (rows >= kGemmRows && n >= kGemmCols) {
     Gemm8Work gemm{{x, y, rows, n, k, per_task(n / kGemmCols, rows, 1)}, packed, d};
