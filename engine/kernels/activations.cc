@@ -110,7 +110,7 @@ inline void store_int8(const __m256i v[4], int8_t* out) {
 
 }  // namespace
 
-void prepare_split(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
+void prepare_layers(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
                    std::vector<float>* xsum, std::vector<int32_t>* vsum) {
   const int64_t nb = k / kBlock;
   xa->resize(static_cast<size_t>(rows * nb * 2 * kBlock));

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace slmops {
@@ -39,7 +40,7 @@ inline float hsum(__m256 v) {
 // step sx = max|x|/127 and its rounding residual xr at sx/254, both in −127..127 — as [xq | xr] per block (64 bytes):
 // one int8 dot product per layer gives Σ w·v = 254·Σ w·xq + Σ w·xr exactly. xs = sx/254, xsum the exact float block
 // sums and `vsum` (optional) each block's Σ v.
-void prepare_split(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
+void prepare_layers(const float* x, int64_t rows, int64_t k, std::vector<int8_t>* xa, std::vector<float>* xs,
                    std::vector<float>* xsum, std::vector<int32_t>* vsum = nullptr);
 
 using Parallel = void (*)(void* ctx, void (*fn)(void*, size_t), size_t count, void* data);

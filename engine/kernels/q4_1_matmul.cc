@@ -32,7 +32,7 @@ struct Work {
   const uint8_t* w;   // packed codes [groups, nb, 4, kGroup, 4]
   const uint16_t* d;  // packed scales [groups, nb, kGroup] float16
   const uint16_t* m;  // [nb, N] float16: block by block, so one block's offsets for a run of columns are adjacent
-  const int8_t* xa;   // [rows, nb, 64]: xq, then xr (prepare_split)
+  const int8_t* xa;   // [rows, nb, 64]: xq, then xr (prepare_layers)
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
   float* y;
@@ -180,7 +180,7 @@ extern "C" void slmops_q41_matmul_lora(
   }
   thread_local std::vector<int8_t> xa;
   thread_local std::vector<float> xs, xsum;
-  prepare_split(x, rows, k, &xa, &xs, &xsum);
+  prepare_layers(x, rows, k, &xa, &xs, &xsum);
   Work work{packed, d, m, xa.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_group, lora};
   work.groups_per_task = first_group ? groups - first_group : per_task(groups, rows, 1);  // the GEMM's leftover: one task
   static void (*const kTasks[])(void*, size_t) = {avx2::run_task, avxvnni::run_task, avx512vnni::run_task};

@@ -20,7 +20,7 @@ namespace {
 struct Work8 {
   const uint8_t* w;     // packed codes [groups, nb, 8, kGroup, 4] (q + 128)
   const float* d;       // packed scales [groups, nb, kGroup]
-  const int8_t* xa;     // [rows, nb, 64]: xq, then xr (prepare_split)
+  const int8_t* xa;     // [rows, nb, 64]: xq, then xr (prepare_layers)
   const float* xs;      // [rows, nb]
   const int32_t* vsum;  // [rows, nb]: Σ v over the block
   float* y;
@@ -104,7 +104,7 @@ extern "C" void slmops_q80_matmul_packed(const float* x, const uint8_t* packed, 
   thread_local std::vector<int8_t> xa;
   thread_local std::vector<float> xs, xsum;
   thread_local std::vector<int32_t> vsum;
-  prepare_split(x, rows, k, &xa, &xs, &xsum, &vsum);
+  prepare_layers(x, rows, k, &xa, &xs, &xsum, &vsum);
   const int64_t first_group = rows >= kGemmRows && n >= kGemmCols ? n / kGemmCols * kGemmCols / kGroup : 0;
   Work8 work{packed, d, xa.data(), xs.data(), vsum.data(), y, rows, n, k, 0, first_group};
   work.groups_per_task = first_group ? groups - first_group : per_task(groups, rows, 1);  // the GEMM's leftover: one task
