@@ -64,7 +64,7 @@ def main() -> None:
             w = rng.normal(0, 0.05, (n, k)).astype(np.float32)
             if op == "Q41":
                 codes, scales, mins = fused_layout(*quantize_affine_4bit(w, 32)[:3])
-                args_w = [packed_weights(lib, "q41", n, k, codes, scales), mins]
+                args_w = [packed_weights(lib, "q41", n, k, codes, scales, mins)]
                 fn = lib.slmops_q41_matmul_packed
             else:
                 table, d = quantize_symmetric_8bit(w, 32)

@@ -60,12 +60,12 @@ class WeightCopy {
   WeightCopy(const WeightCopy&) = delete;
   WeightCopy& operator=(const WeightCopy&) = delete;
   ~WeightCopy();
-  // Room for `bytes` (64-byte aligned) for the caller to fill, data[0] pointing to it; nullptr when no memory (or
+  // Room for `bytes` (64-byte aligned) for the caller to fill, `data` pointing to it; nullptr when no memory (or
   // when this copy has its room already).
   void* allocate(size_t bytes);
   // Lets the system reclaim a source's pages once its copy is made (they are not read again).
   static void drop_source(const void* src, size_t bytes);
-  const void* data[2] = {};  // where the caller's parts begin
+  const void* data = nullptr;  // the room, once allocated
 
  private:
   WeightChunk* chunk_ = nullptr;
@@ -80,17 +80,19 @@ struct Lora {
 };
 void add_lora_columns(const Lora& lora, float* y, int64_t rows, int64_t n, int64_t c0, int64_t c1);
 
-// Q4_1 weights as the kernel reads them, packed from the column pairs of the export (q4_1_matmul.cc): columns in
+// Q4_1 weights as the kernel reads them, packed from the export's column pairs and mins (q4_1_matmul.cc): columns in
 // groups of kGroup (the last one padded with zeros), each block of a group 256 bytes of codes — four chunks of 64,
 // chunk c holding for each column of the group its 4 bytes 4c..4c+3 of the pair layout (low nibbles the elements
-// 4c..4c+3, high nibbles 16+4c..16+4c+3) — then all the groups' scales, [groups, K/32, kGroup] float16.
+// 4c..4c+3, high nibbles 16+4c..16+4c+3) — then all the groups' scales and mins, [groups, K/32, 2, kGroup] float16
+// (a block's d of the group's columns, then their m: one 64-byte line).
 constexpr int64_t kGroup = 16;
 constexpr int64_t kGroupCodes = kGroup * kBlock / 2;  // bytes of codes a group has in a block
 inline int64_t column_groups(int64_t n) { return (n + kGroup - 1) / kGroup; }
 inline size_t q41_packed_bytes(int64_t n, int64_t k) {
-  return static_cast<size_t>(column_groups(n) * (k / kBlock) * (kGroupCodes + 2 * kGroup));
+  return static_cast<size_t>(column_groups(n) * (k / kBlock) * (kGroupCodes + 4 * kGroup));
 }
-void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out);
+// w [N/2, K/32, 32] and d [N/2, K/32, 2] (column pairs), m [K/32, N], all as the export stores them.
+void pack_q41(const uint8_t* w, const uint16_t* d, const uint16_t* m, int64_t n, int64_t k, uint8_t* out);
 
 // The Q8_0 head's table packed the same way (q8_0_matmul.cc): per group and block 512 bytes of codes (q + 128), eight
 // chunks of 64, chunk c holding each column's elements 4c..4c+3; then the groups' scales, [groups, K/32, kGroup]
@@ -134,19 +136,18 @@ __attribute__((visibility("default"))) const char* slmops_kernel_path();
 __attribute__((visibility("default"))) void slmops_q41_matmul(const float* x, const uint8_t* w, const uint16_t* d,
                                                               const uint16_t* m, float* y, int64_t rows, int64_t n,
                                                               int64_t k, slmops::Parallel parallel, void* ctx);
-// The same on weights packed once by slmops_q41_pack (into slmops_q41_packed_bytes(n, k) bytes): what the custom op
-// does with constant weights; slmops_q41_matmul packs at every call.
+// The same on weights (codes, scales and mins) packed once by slmops_q41_pack (into slmops_q41_packed_bytes(n, k)
+// bytes): what the custom op does with constant weights; slmops_q41_matmul packs at every call.
 __attribute__((visibility("default"))) size_t slmops_q41_packed_bytes(int64_t n, int64_t k);
-__attribute__((visibility("default"))) void slmops_q41_pack(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k,
-                                                            uint8_t* out);
-__attribute__((visibility("default"))) void slmops_q41_matmul_packed(const float* x, const uint8_t* packed,
-                                                                     const uint16_t* m, float* y, int64_t rows,
-                                                                     int64_t n, int64_t k, slmops::Parallel parallel,
-                                                                     void* ctx);
+__attribute__((visibility("default"))) void slmops_q41_pack(const uint8_t* w, const uint16_t* d, const uint16_t* m,
+                                                            int64_t n, int64_t k, uint8_t* out);
+__attribute__((visibility("default"))) void slmops_q41_matmul_packed(const float* x, const uint8_t* packed, float* y,
+                                                                     int64_t rows, int64_t n, int64_t k,
+                                                                     slmops::Parallel parallel, void* ctx);
 // slmops_q41_matmul_packed plus a LoRA adapter: y += t·b with t [rows, r] (= x·A, the caller's) and b [r, N] float16.
 __attribute__((visibility("default"))) void slmops_q41_matmul_lora(
-    const float* x, const uint8_t* packed, const uint16_t* m, float* y, int64_t rows, int64_t n, int64_t k,
-    const float* lora_t, const uint16_t* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
+    const float* x, const uint8_t* packed, float* y, int64_t rows, int64_t n, int64_t k, const float* lora_t,
+    const uint16_t* lora_b, int64_t lora_r, slmops::Parallel parallel, void* ctx);
 // On this thread, until called with 0: Q80MatMul (the LM head) over a sequence of several positions computes the last
 // position's logits only and leaves the others unwritten (generation reads no other; scoring must leave it off).
 __attribute__((visibility("default"))) void slmops_last_position_only(int on);

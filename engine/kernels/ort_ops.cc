@@ -23,8 +23,8 @@ thread_local bool g_last_position_only = false;
 
 struct Kernel {
   const OrtApi* api;
-  // The weights packed for the kernel, in 2 MiB pages (weights.cc): Q41MatMul's codes and scales (data[0]) and
-  // mins (data[1]), Q80MatMul's table and scales (data[0]). Empty unless the weights are constant initializers.
+  // The weights packed for the kernel, in 2 MiB pages (weights.cc): Q41MatMul's codes, scales and mins,
+  // Q80MatMul's table and scales. Empty unless the weights are constant initializers.
   slmops::WeightCopy weights;
 };
 
@@ -134,13 +134,10 @@ void pack_constant_q41(Kernel* kernel, const OrtKernelInfo* info) {
     return;
   const int64_t n = 2 * t[0].dims[0], nb = t[0].dims[1];
   if (elements(t[1]) != n * nb || elements(t[2]) != n * nb) return;
-  const size_t packed = (slmops::q41_packed_bytes(n, nb * kBlock) + 63) / 64 * 64, mins = bytes_of(t[2]);
-  auto* at = static_cast<uint8_t*>(kernel->weights.allocate(packed + mins));
+  auto* at = static_cast<uint8_t*>(kernel->weights.allocate(slmops::q41_packed_bytes(n, nb * kBlock)));
   if (at == nullptr) return;
-  slmops::pack_q41(static_cast<const uint8_t*>(t[0].data), static_cast<const uint16_t*>(t[1].data), n, nb * kBlock,
-                   at);
-  std::copy_n(static_cast<const uint8_t*>(t[2].data), mins, at + packed);
-  kernel->weights.data[1] = at + packed;
+  slmops::pack_q41(static_cast<const uint8_t*>(t[0].data), static_cast<const uint16_t*>(t[1].data),
+                   static_cast<const uint16_t*>(t[2].data), n, nb * kBlock, at);
   for (const Tensor& source : t) slmops::WeightCopy::drop_source(source.data, bytes_of(source));
 }
 
@@ -164,7 +161,7 @@ void pack_constant_q80(Kernel* kernel, const OrtKernelInfo* info) {
 // at every call.
 template <class Pack>
 const uint8_t* packed_weights(const slmops::WeightCopy& copy, size_t bytes, Pack pack) {
-  if (copy.data[0] != nullptr) return static_cast<const uint8_t*>(copy.data[0]);
+  if (copy.data != nullptr) return static_cast<const uint8_t*>(copy.data);
   thread_local std::vector<uint8_t> fed;
   fed.resize(bytes);
   pack(fed.data());
@@ -275,13 +272,13 @@ OrtStatus* compute_q41(void* kernel, OrtKernelContext* context, bool swiglu) {
   int64_t rank = 0;
   if (OrtStatus* s = lora_down(api, context, lora, x, rows, k, n, &lora_t, &rank)) return s;
   const slmops::WeightCopy& copy = static_cast<Kernel*>(kernel)->weights;
-  const auto* mins = static_cast<const uint16_t*>(copy.data[0] ? copy.data[1] : t[3].data);
   const uint8_t* packed = packed_weights(copy, slmops::q41_packed_bytes(n, k), [&](uint8_t* out) {
-    slmops::pack_q41(static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data), n, k, out);
+    slmops::pack_q41(static_cast<const uint8_t*>(t[1].data), static_cast<const uint16_t*>(t[2].data),
+                     static_cast<const uint16_t*>(t[3].data), n, k, out);
   });
   ParallelCtx pc{api, context, nullptr};
-  slmops_q41_matmul_lora(x, packed, mins, y, rows, n, k, lora_t.data(), static_cast<const uint16_t*>(lora[1].data),
-                         rank, parallel_for, &pc);
+  slmops_q41_matmul_lora(x, packed, y, rows, n, k, lora_t.data(), static_cast<const uint16_t*>(lora[1].data), rank,
+                         parallel_for, &pc);
   if (swiglu && pc.status == nullptr) slmops::swiglu(y, out, rows, n / 2, parallel_for, &pc);
   return pc.status;
 }

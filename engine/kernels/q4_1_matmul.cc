@@ -8,8 +8,8 @@
 // residual at sx/254 (xs = sx/254), and the offset term taken on x's exact float block sums. The export stores the
 // codes by column pairs (byte j of a block holds q[j] in its low nibble and q[j+16] in its high nibble) with d and m
 // as float16 (exact for a GGUF Q4_1 source); the kernel packs them once into groups of 16 columns (kernels.h:
-// pack_q41), where one 32-bit lane holds one column: a block's integer sum is complete in its lane before the one
-// float step, with no horizontal sums. Decode streams the packed weights once per token and prefetches ahead; rows
+// pack_q41), where one 32-bit lane holds one column: a block's integer sum is complete in its lane before its float
+// steps (d·xs·Σ, then m·Σx), with no horizontal sums. Decode streams the packed weights once per token and prefetches ahead; rows
 // come in tiles that share each block's unpacked weights (q4_1_tiles.inc). Prompts of kGemmRows rows or more take
 // the integer GEMM of q4_1_gemm.inc (weights unpacked once per panel, v as one int16) — the same arithmetic, so every
 // row gets the same bits whatever else is in its call. Built by engine/kernels/__init__.py with -mavx2 -mfma -mf16c
@@ -30,8 +30,7 @@ namespace {
 
 struct Work {
   const uint8_t* w;   // packed codes [groups, nb, 4, kGroup, 4]
-  const uint16_t* d;  // packed scales [groups, nb, kGroup] float16
-  const uint16_t* m;  // [nb, N] float16: block by block, so one block's offsets for a run of columns are adjacent
+  const uint16_t* d;  // packed scales and mins [groups, nb, 2, kGroup] float16
   const int8_t* xa;   // [rows, nb, 64]: xq, then xr (prepare_layers)
   const float* xs;    // [rows, nb]
   const float* xsum;  // [rows, nb]
@@ -47,63 +46,10 @@ struct IntGemmWork {  // the prompt GEMM (q4_1_gemm.inc)
   const float* xsum;   // [rows, K/32]
   const uint8_t* w;    // packed, as in Work
   const uint16_t* d;
-  const uint16_t* m;
   float* y;
   int64_t rows, n, k, blocks_per_task;
   Lora lora;
 };
-
-// One row's offsets for columns c0..c1: 64 columns at a time in eight registers, the blocks in order (each sum
-// is Σ_b m[b, c]·Σx[b] taken b = 0, 1, … with one rounding per step, as the eight-row tiles below take it).
-void add_row_offsets(const Work& t, int64_t r, int64_t c0, int64_t c1) {
-  const int64_t nb = t.k / kBlock;
-  const float* xsum = t.xsum + r * nb;
-  float* y = t.y + r * t.n;
-  int64_t c = c0;
-  for (; c + 64 <= c1; c += 64) {
-    __m256 acc[8];
-    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      const __m256 s = _mm256_set1_ps(xsum[b]);
-      const uint16_t* m = t.m + b * t.n + c;
-      for (int i = 0; i < 8; ++i)
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + 8 * i))), s,
-                                 acc[i]);
-    }
-    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(y + c + 8 * i, _mm256_add_ps(_mm256_loadu_ps(y + c + 8 * i), acc[i]));
-  }
-  for (; c < c1; ++c) {
-    float off = 0.f;
-    for (int64_t b = 0; b < nb; ++b) off = std::fma(_cvtsh_ss(t.m[b * t.n + c]), xsum[b], off);
-    y[c] += off;
-  }
-}
-
-// y[r, c] += Σ_b m[b, c]·Σx[r, b] for columns c0..c1: eight rows at a time as one vector (their block sums
-// transposed, the offsets converted once), one row at a time (decode) with add_row_offsets. Every path and tile
-// size gives the same bits: the sums run over b in order.
-void add_offsets(const Work& t, int64_t c0, int64_t c1) {
-  const int64_t nb = t.k / kBlock;
-  int64_t r = 0;
-  if (t.rows >= 8) {
-    std::vector<float> mf(static_cast<size_t>((c1 - c0) * nb)), xt(static_cast<size_t>(nb * 8));
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t b = 0; b < nb; ++b) mf[(c - c0) * nb + b] = _cvtsh_ss(t.m[b * t.n + c]);
-    for (; r + 8 <= t.rows; r += 8) {
-      for (int64_t b = 0; b < nb; ++b)
-        for (int i = 0; i < 8; ++i) xt[b * 8 + i] = t.xsum[(r + i) * nb + b];
-      for (int64_t c = c0; c < c1; ++c) {
-        const float* m = mf.data() + (c - c0) * nb;
-        __m256 off = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; ++b) off = _mm256_fmadd_ps(_mm256_set1_ps(m[b]), _mm256_loadu_ps(&xt[b * 8]), off);
-        float rows8[8];
-        _mm256_storeu_ps(rows8, off);
-        for (int i = 0; i < 8; ++i) t.y[(r + i) * t.n + c] += rows8[i];
-      }
-    }
-  }
-  for (; r < t.rows; ++r) add_row_offsets(t, r, c0, c1);
-}
 
 }  // namespace
 }  // namespace slmops
@@ -116,19 +62,20 @@ using namespace slmops;
 
 namespace slmops {
 
-void pack_q41(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out) {
+void pack_q41(const uint8_t* w, const uint16_t* d, const uint16_t* m, int64_t n, int64_t k, uint8_t* out) {
   const int64_t nb = k / kBlock, groups = column_groups(n);
   uint16_t* dout = reinterpret_cast<uint16_t*>(out + groups * nb * kGroupCodes);
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* codes = out + (g * nb + b) * kGroupCodes;
-      uint16_t* scales = dout + (g * nb + b) * kGroup;
+      uint16_t* scales = dout + (g * nb + b) * 2 * kGroup;
       for (int64_t lane = 0; lane < kGroup; ++lane) {
         const int64_t col = g * kGroup + lane;
         const uint8_t* src = col < n ? w + ((col / 2) * nb + b) * 32 + (col % 2) * 16 : nullptr;
         for (int c = 0; c < 4; ++c)
           for (int i = 0; i < 4; ++i) codes[(c * kGroup + lane) * 4 + i] = src ? src[4 * c + i] : 0;
         scales[lane] = src ? d[((col / 2) * nb + b) * 2 + col % 2] : 0;
+        scales[kGroup + lane] = src ? m[b * n + col] : 0;
       }
     }
 }
@@ -140,24 +87,25 @@ extern "C" void slmops_q41_matmul(
     const float* x, const uint8_t* w, const uint16_t* d, const uint16_t* m, float* y, int64_t rows, int64_t n,
     int64_t k, Parallel parallel, void* ctx) {
   std::vector<uint8_t> packed(q41_packed_bytes(n, k));
-  pack_q41(w, d, n, k, packed.data());
-  slmops_q41_matmul_lora(x, packed.data(), m, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
+  pack_q41(w, d, m, n, k, packed.data());
+  slmops_q41_matmul_lora(x, packed.data(), y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
 }
 
 extern "C" size_t slmops_q41_packed_bytes(int64_t n, int64_t k) { return q41_packed_bytes(n, k); }
 
-extern "C" void slmops_q41_pack(const uint8_t* w, const uint16_t* d, int64_t n, int64_t k, uint8_t* out) {
-  pack_q41(w, d, n, k, out);
+extern "C" void slmops_q41_pack(const uint8_t* w, const uint16_t* d, const uint16_t* m, int64_t n, int64_t k,
+                                uint8_t* out) {
+  pack_q41(w, d, m, n, k, out);
 }
 
-extern "C" void slmops_q41_matmul_packed(const float* x, const uint8_t* packed, const uint16_t* m, float* y,
-                                         int64_t rows, int64_t n, int64_t k, Parallel parallel, void* ctx) {
-  slmops_q41_matmul_lora(x, packed, m, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
+extern "C" void slmops_q41_matmul_packed(const float* x, const uint8_t* packed, float* y, int64_t rows, int64_t n,
+                                         int64_t k, Parallel parallel, void* ctx) {
+  slmops_q41_matmul_lora(x, packed, y, rows, n, k, nullptr, nullptr, 0, parallel, ctx);
 }
 
-extern "C" void slmops_q41_matmul_lora(
-    const float* x, const uint8_t* packed, const uint16_t* m, float* y, int64_t rows, int64_t n, int64_t k,
-    const float* lora_t, const uint16_t* lora_b, int64_t lora_r, Parallel parallel, void* ctx) {
+extern "C" void slmops_q41_matmul_lora(const float* x, const uint8_t* packed, float* y, int64_t rows, int64_t n,
+                                       int64_t k, const float* lora_t, const uint16_t* lora_b, int64_t lora_r,
+                                       Parallel parallel, void* ctx) {
   const int isa = active_isa();
   const Lora lora{lora_t, lora_b, lora_r};
   const int64_t nb = k / kBlock, groups = column_groups(n);
@@ -172,7 +120,7 @@ extern "C" void slmops_q41_matmul_lora(
     xs.resize(static_cast<size_t>(rows * nb));
     xsum.resize(static_cast<size_t>(rows * nb));
     prepare_x16(x, rows, k, x16.data(), xs.data(), xsum.data(), parallel, ctx);
-    IntGemmWork gemm{x16.data(), xs.data(), xsum.data(), packed, d, m, y, rows, n, k,
+    IntGemmWork gemm{x16.data(), xs.data(), xsum.data(), packed, d, y, rows, n, k,
                      per_task(n / kGemmCols, rows, 1), lora};
     run_tasks(kGemm[isa], &gemm, n / kGemmCols, gemm.blocks_per_task, parallel, ctx);
     first_group = n / kGemmCols * kGemmCols / kGroup;
@@ -181,7 +129,7 @@ extern "C" void slmops_q41_matmul_lora(
   thread_local std::vector<int8_t> xa;
   thread_local std::vector<float> xs, xsum;
   prepare_layers(x, rows, k, &xa, &xs, &xsum);
-  Work work{packed, d, m, xa.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_group, lora};
+  Work work{packed, d, xa.data(), xs.data(), xsum.data(), y, rows, n, k, 0, first_group, lora};
   work.groups_per_task = first_group ? groups - first_group : per_task(groups, rows, 1);  // the GEMM's leftover: one task
   static void (*const kTasks[])(void*, size_t) = {avx2::run_task, avxvnni::run_task, avx512vnni::run_task};
   run_tasks(kTasks[isa], &work, groups - first_group, work.groups_per_task, parallel, ctx);

@@ -76,7 +76,7 @@ void* WeightCopy::allocate(size_t bytes) {
   char* at = chunk_->base + chunk_->used;
   chunk_->used += total;
   ++chunk_->holders;
-  data[0] = at;
+  data = at;
   return at;
 }
 
