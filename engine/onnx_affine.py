@@ -55,6 +55,26 @@ def check_block_size(widths: list[int], block: int) -> None:
                            f"blocks must tile each weight row exactly. Use one of {good}.")
 
 
+ATTENTION_ATTRIBUTES = ("num_heads", "kv_num_heads", "scale", "do_rotary", "rotary_interleaved")
+
+
+def fits_attention_op(node) -> bool:
+    """Whether a com.microsoft.GroupQueryAttention node is one the library's attention (engine/kernels/attention.cc)
+    computes: packed QKV, nothing past the rotary caches, no sliding window, softcap or smooth softmax (and, checked
+    by the caller, a float32 cache)."""
+    from onnx import helper
+
+    if node.op_type != "GroupQueryAttention" or node.domain != "com.microsoft":
+        return False
+    inputs = list(node.input) + [""] * 9
+    if inputs[1] or inputs[2] or any(inputs[9:]) or not all(inputs[i] for i in (0, 3, 4, 5, 6)):
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return (attrs.get("local_window_size", -1) == -1 and not attrs.get("softcap", 0.0)
+            and not attrs.get("smooth_softmax", 0) and set(attrs) <= set(ATTENTION_ATTRIBUTES) | {
+                "local_window_size", "softcap", "smooth_softmax"})
+
+
 def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int = 4, head_bits: int = 8,
             log=print, check_cancelled=lambda: None, fused_library: Path | None = None,
             parent_dir: Path | None = None, adapter_slots: bool = False) -> AffineReport:
@@ -69,7 +89,7 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
     With `adapter_slots` every 4-bit matrix gets LoRA inputs (engine/onnx_adapters.py): float16 graph inputs
     A [K, r] and B [r, N] whose initializers of the same name are empty (r = 0, the base model) until an adapter
     file supplies them; the slots and the matrices each covers are written to the export's adapter_slots.json."""
-    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_Q8, OP_TYPE_SWIGLU
+    from .kernels import DOMAIN, LIBRARY_NAME, OP_TYPE, OP_TYPE_ATTENTION, OP_TYPE_Q8, OP_TYPE_SWIGLU
     from .onnx_patterns import consumers, swiglu_tail
 
     if fused_library is not None and block != 32:
@@ -264,6 +284,17 @@ def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int =
             log(f"fused kernel: matrices that read the same input share one call ({saved} calls fewer per step)")
         if gated:
             log(f"fused kernel: {gated} SiLU-gated MLPs take silu(gate)·up in the same call (Q41MatMulSwiGLU)")
+    float_cache = all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in graph.input
+                      if i.name.startswith("past_key_values."))
+    if fused_library is not None and float_cache:
+        attention = [n for n in graph.node if fits_attention_op(n)]
+        for node in attention:
+            new_nodes[node.name] = [helper.make_node(OP_TYPE_ATTENTION, list(node.input[:9]), list(node.output),
+                                                     name=node.name, domain=DOMAIN, **{
+                a.name: helper.get_attribute_value(a) for a in node.attribute if a.name in ATTENTION_ATTRIBUTES})]
+        if attention:
+            log(f"attention: {len(attention)} GroupQueryAttention nodes run the library's own (its cost no longer "
+                "grows with each step's copies of the cache)")
 
     # The token embedding: a Gather from the (transposed) head weight when tied, or from its own table.
     tied = False

@@ -200,21 +200,6 @@ int64_t per_task(int64_t units, int64_t rows, int64_t align) {
 
 namespace {
 
-// e^x (float, 8 lanes): x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts, so r is exact to float rounding), e^r by
-// its Taylor series to r^7 (error below 1e-8 relative), 2^n put into the exponent bits; x clamped to
-// [-87.3, 88.3], where 2^n stays a normal float.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723e-6f), r);
-  __m256 e = _mm256_set1_ps(1.f / 5040);
-  for (const float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
-  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(e, _mm256_castsi256_ps(two_n));
-}
-
 struct SwigluWork {
   const float* y;  // [rows, 2·half]: gate | up
   float* out;      // [rows, half]

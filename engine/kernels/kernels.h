@@ -36,6 +36,21 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// e^x (float, 8 lanes): x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts, so r is exact to float rounding), e^r by
+// its Taylor series to r^7 (error below 1e-8 relative), 2^n put into the exponent bits; x clamped to
+// [-87.3, 88.3], where 2^n stays a normal float.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723e-6f), r);
+  __m256 e = _mm256_set1_ps(1.f / 5040);
+  for (const float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(c));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(e, _mm256_castsi256_ps(two_n));
+}
+
 // Activations (rows × k) for the tiles: x per block of 32 at about 16 bits, v = 254·xq + xr — an int8 layer xq at
 // step sx = max|x|/127 and its rounding residual xr at sx/254, both in −127..127 — as [xq | xr] per block (64 bytes):
 // one int8 dot product per layer gives Σ w·v = 254·Σ w·xq + Σ w·xr exactly. xs = sx/254, xsum the exact float block
@@ -119,6 +134,26 @@ int64_t per_task(int64_t units, int64_t rows, int64_t align);
 // out[r, j] = silu(y[r, j]) · y[r, half + j]: a SiLU-gated MLP's gate and up projections, computed side by side
 // (y [rows, 2·half]), joined into its hidden activations (one row alone, rows over the pool).
 void swiglu(const float* y, float* out, int64_t rows, int64_t half, Parallel parallel, void* ctx);
+
+// Grouped-query attention over a KV cache (attention.cc): packed qkv [B, S, (heads + 2·kv_heads)·head_size], past
+// [B, kv_heads, past_len, head_size] (the same memory as present when the caller shares them), present [B, kv_heads,
+// present_len, head_size], seqlens [B] (positions − 1), rotary tables cos/sin [positions, rot_half] → out [B, S,
+// heads·head_size]. head_size a multiple of 8.
+struct AttentionArgs {
+  const float* qkv;
+  const float* past_k;
+  const float* past_v;
+  float* present_k;
+  float* present_v;
+  const int32_t* seqlens;
+  const float* cos;
+  const float* sin;
+  float* out;
+  int64_t batch, seq, heads, kv_heads, head_size, rot_half, past_len, present_len;
+  bool first_prompt, interleaved;
+  float scale;
+};
+void attention(const AttentionArgs& args, Parallel parallel, void* ctx);
 
 // Runs task(work, i) for each slice: on ONNX Runtime's pool through `parallel`, or here when there is none.
 void run_tasks(void (*task)(void*, size_t), void* work, int64_t units, int64_t per, Parallel parallel, void* ctx);

@@ -25,7 +25,7 @@ struct OrtApiBase {
   const char* (*GetVersionString)() noexcept;
 };
 
-enum SlmElementType : int { kSlmFloat = 1, kSlmUint8 = 2, kSlmFloat16 = 10 };
+enum SlmElementType : int { kSlmFloat = 1, kSlmUint8 = 2, kSlmInt32 = 6, kSlmFloat16 = 10 };
 enum SlmErrorCode : int { kSlmFail = 1, kSlmInvalidArgument = 2 };
 
 struct OrtCustomOp {
@@ -73,6 +73,8 @@ enum Slot : int {
   kGetDimensionsCount = 61,
   kGetDimensions = 62,
   kGetTensorTypeAndShape = 65,
+  kKernelInfoGetAttributeFloat = 85,
+  kKernelInfoGetAttributeInt64 = 86,
   kKernelContextGetInput = 90,
   kKernelContextGetOutput = 91,
   kReleaseStatus = 93,
@@ -100,6 +102,9 @@ using KernelContextGetInputFn = OrtStatus* (*)(const OrtKernelContext* ctx, size
 using KernelContextGetOutputFn = OrtStatus* (*)(OrtKernelContext* ctx, size_t index, const int64_t* dims,
                                                 size_t count, OrtValue** out) noexcept;
 using ReleaseStatusFn = void (*)(OrtStatus* status) noexcept;
+using KernelInfoGetAttributeFloatFn = OrtStatus* (*)(const OrtKernelInfo* info, const char* name, float* out) noexcept;
+using KernelInfoGetAttributeInt64Fn = OrtStatus* (*)(const OrtKernelInfo* info, const char* name,
+                                                     int64_t* out) noexcept;
 using ReleaseTensorTypeAndShapeInfoFn = void (*)(OrtTensorTypeAndShapeInfo* info) noexcept;
 using KernelInfoGetConstantInputTensorFn = OrtStatus* (*)(const OrtKernelInfo* info, size_t index, int* is_constant,
                                                            const OrtValue** out) noexcept;
