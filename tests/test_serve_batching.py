@@ -1,6 +1,7 @@
 """Continuous batching (engine/batch_decode.py): generations of one ONNX export decoded together, joining and leaving
 between steps, each greedy reply the one it gets alone; through `engine serve` with the official client."""
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -47,8 +48,18 @@ def test_sequences_join_and_leave_a_batch_with_the_tokens_they_get_alone(engine,
     def run(i: int) -> list[int]:
         return [t for t, _ in together.iter_tokens(prompts[i], lengths[i])]
 
+    # the batch starts once all six wait (else a short one could end before the last of the first four joins)
+    batcher, all_waiting = together.batcher, threading.Event()
+    admit = batcher._admit
+    batcher._admit = lambda: (all_waiting.wait(), admit())
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        got = list(pool.map(run, range(len(PROMPTS))))
+        futures = [pool.submit(run, i) for i in range(len(PROMPTS))]
+        deadline = time.monotonic() + 60
+        while batcher._waiting.qsize() < len(PROMPTS) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        all_waiting.set()
+        got = [f.result() for f in futures]
+    batcher._admit = admit
     assert got == expected
     assert together.batcher.widest == 4  # never more rows than asked, and they did run together
     together.batch(64)
