@@ -243,7 +243,8 @@ void attention(const AttentionArgs& a, Parallel parallel, void* ctx) {
     return;
   }
   int64_t longest = 1;
-  for (int64_t b = 0; b < a.batch; ++b) longest = std::max<int64_t>(longest, std::min<int64_t>(a.seqlens[b] + 1, a.present_len));
+  for (int64_t b = 0; b < a.batch; ++b)
+    longest = std::max<int64_t>(longest, std::min<int64_t>(a.seqlens[b] + 1, a.present_len));
   DecodeWork work{&a, (longest + kKeyChunk - 1) / kKeyChunk, nullptr, nullptr, nullptr};
   thread_local std::vector<float> partial;  // top | sum | acc
   const int64_t heads = a.batch * a.heads * work.chunks;

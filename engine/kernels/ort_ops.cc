@@ -327,6 +327,22 @@ OrtStatus* compute_q80(void* kernel, OrtKernelContext* context) {
   return pc.status;
 }
 
+// What every op of the library shares: the CPU provider, float outputs, inputs and outputs in CPU memory, none
+// variadic; characteristics 0 required, 1 optional (ONNX Runtime's OrtCustomOpInputOutputCharacteristic).
+OrtCustomOp cpu_op() {
+  OrtCustomOp op{};
+  op.version = kApiVersion;
+  op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
+  op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };
+  op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
+  op.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return 0; };
+  op.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
+  op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
+  return op;
+}
+
 // slmops.GroupQueryAttention: com.microsoft.GroupQueryAttention's inputs (query as packed QKV; key and value
 // absent; past_key, past_value, seqlens_k, total_sequence_length, cos_cache, sin_cache) and attributes (num_heads,
 // kv_num_heads, scale, do_rotary, rotary_interleaved) → output, present_key, present_value, computed by attention.cc.
@@ -415,23 +431,16 @@ OrtStatus* compute_attention(void* kernel_data, OrtKernelContext* context) {
 }
 
 OrtCustomOp make_attention_op() {
-  OrtCustomOp op{};
-  op.version = kApiVersion;
+  OrtCustomOp op = cpu_op();
   op.GetName = [](const OrtCustomOp*) { return "GroupQueryAttention"; };
-  op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
-  op.GetInputType = [](const OrtCustomOp*, size_t i) { return static_cast<int>(i == 5 || i == 6 ? kSlmInt32 : kSlmFloat); };
+  op.GetInputType = [](const OrtCustomOp*, size_t i) {
+    return static_cast<int>(i == 5 || i == 6 ? kSlmInt32 : kSlmFloat);
+  };
   op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{9}; };
-  op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };
   op.GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{3}; };
   op.KernelDestroy = [](void* kernel) { delete static_cast<AttentionKernel*>(kernel); };
   // key, value and the rotary caches optional
   op.GetInputCharacteristic = [](const OrtCustomOp*, size_t i) { return i == 1 || i == 2 || i >= 7 ? 1 : 0; };
-  op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
-  op.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return 0; };
-  op.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
-  op.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
-  op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
-  op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
   op.CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
                          void** kernel) -> OrtStatus* {
     auto* created = new AttentionKernel{api};
@@ -452,27 +461,18 @@ enum class Op { kQ41, kQ41SwiGLU, kQ80 };
 template <Op kOp>
 OrtCustomOp make_op() {
   constexpr bool kQ41 = kOp != Op::kQ80;
-  OrtCustomOp op{};
-  op.version = kApiVersion;
+  OrtCustomOp op = cpu_op();
   op.GetName = [](const OrtCustomOp*) {
     return kOp == Op::kQ41 ? "Q41MatMul" : kOp == Op::kQ41SwiGLU ? "Q41MatMulSwiGLU" : "Q80MatMul";
   };
-  op.GetExecutionProviderType = [](const OrtCustomOp*) { return "CPUExecutionProvider"; };
   op.GetInputType = [](const OrtCustomOp*, size_t i) {
     return static_cast<int>(i == 0 ? kSlmFloat : i == 1 ? kSlmUint8 : kQ41 ? kSlmFloat16 : kSlmFloat);
   };
   op.GetInputTypeCount = [](const OrtCustomOp*) { return size_t{kQ41 ? 6u : 3u}; };
-  op.GetOutputType = [](const OrtCustomOp*, size_t) { return static_cast<int>(kSlmFloat); };
   op.GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
   op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
-  // 0 required, 1 optional (ONNX Runtime's OrtCustomOpInputOutputCharacteristic): the adapter factors
+  // the adapter factors optional
   op.GetInputCharacteristic = [](const OrtCustomOp*, size_t i) { return i >= 4 ? 1 : 0; };
-  op.GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return 0; };
-  op.GetInputMemoryType = [](const OrtCustomOp*, size_t) { return 0; };
-  op.GetVariadicInputMinArity = [](const OrtCustomOp*) { return 1; };
-  op.GetVariadicInputHomogeneity = [](const OrtCustomOp*) { return 1; };
-  op.GetVariadicOutputMinArity = [](const OrtCustomOp*) { return 1; };
-  op.GetVariadicOutputHomogeneity = [](const OrtCustomOp*) { return 1; };
   op.CreateKernelV2 = [](const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info,
                          void** kernel) -> OrtStatus* {
     auto* created = new Kernel{api, {}};
