@@ -80,3 +80,11 @@ def app_url(real_home, tmp_path_factory):
         yield wait_for_app(proc, port, tmp_path / "app.log")
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def kernel_lib(tmp_path_factory):
+    """The fused kernels' library, built once per session (tests/test_q41_kernel.py, tests/test_attention_op.py)."""
+    from engine.kernels import library
+
+    return library(tmp_path_factory.mktemp("kernels"))

@@ -5,9 +5,10 @@ The C++ sources here build one onnxruntime custom-op library (domain `slmops`; `
 inputs and picks the path) with three kinds of op: `Q41MatMul`, a Q4_1 matmul that carries each block's float offset
 itself, so an exact Q4_1 export needs one op per weight matrix instead of MatMulNBits plus the offset path,
 `Q80MatMul` for the 8-bit LM head — both on activations at about 16 bits (int8 plus its rounding residual as a
-second int8 layer), for prompts and decode alike — and `GroupQueryAttention` (`attention.cc`), ONNX Runtime's op of
-that name computed straight off the KV cache. The library needs an x86-64 CPU with AVX2 and FMA and a C++ compiler;
-where either is missing, `library()` says why and the quantize job keeps the portable MatMulNBits graph.
+second int8 layer), for prompts and decode alike — and `GroupQueryAttention` (`attention.cc`, its op side in
+`attention_op.cc`), ONNX Runtime's op of that name computed straight off the KV cache. The library needs an x86-64
+CPU with AVX2 and FMA and a C++ compiler; where either is missing, `library()` says why and the quantize job keeps
+the portable MatMulNBits graph.
 
 The integer sums have a path per instruction set (PATHS: AVX2, AVX-VNNI, AVX512-VNNI), chosen when the library
 loads from what the CPU has, or forced with SLMOPS_KERNEL_PATH=NAME (a path the CPU lacks is not taken: the best one
@@ -29,7 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOURCES = [HERE / name for name in ("activations.cc", "attention.cc", "q4_1_matmul.cc", "q4_1_tiles.inc",
                                     "q4_1_gemm.inc", "gemm.inc", "group_simd.inc", "q8_0_matmul.cc", "q8_0_tiles.inc",
-                                    "weights.cc", "ort_ops.cc", "kernels.h", "ort_abi.h", "per_isa.inc")]
+                                    "weights.cc", "ort_ops.cc", "attention_op.cc", "kernels.h", "ort_abi.h",
+                                    "ort_kernel.h", "per_isa.inc")]
 LIBRARY_NAME = "slmops_q41.so"
 DOMAIN = "slmops"
 OP_TYPE = "Q41MatMul"
