@@ -55,7 +55,8 @@ def check_block_size(widths: list[int], block: int) -> None:
                            f"blocks must tile each weight row exactly. Use one of {good}.")
 
 
-ATTENTION_ATTRIBUTES = ("num_heads", "kv_num_heads", "scale", "do_rotary", "rotary_interleaved")
+ATTENTION_ATTRIBUTES = ("num_heads", "kv_num_heads", "scale", "do_rotary", "rotary_interleaved")  # what it reads
+ATTENTION_OFF = {"local_window_size": -1, "softcap": 0.0, "smooth_softmax": 0}  # what it lacks: off values
 
 
 def fits_attention_op(node) -> bool:
@@ -70,9 +71,8 @@ def fits_attention_op(node) -> bool:
     if inputs[1] or inputs[2] or any(inputs[9:]) or not all(inputs[i] for i in (0, 3, 4, 5, 6)):
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    return (attrs.get("local_window_size", -1) == -1 and not attrs.get("softcap", 0.0)
-            and not attrs.get("smooth_softmax", 0) and set(attrs) <= set(ATTENTION_ATTRIBUTES) | {
-                "local_window_size", "softcap", "smooth_softmax"})
+    return (set(attrs) <= set(ATTENTION_ATTRIBUTES) | set(ATTENTION_OFF)
+            and all(attrs.get(name, off) == off for name, off in ATTENTION_OFF.items()))
 
 
 def rewrite(src_dir: Path, out_dir: Path, block: int = 32, accuracy_level: int = 4, head_bits: int = 8,

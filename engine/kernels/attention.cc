@@ -173,8 +173,8 @@ void prompt_task(void* data, size_t task) {
 
 // Decode (one query a sequence): the keys in chunks of kKeyChunk, each task (b, g, chunk) over all the query heads
 // that share kv head g, so a step reads each row's cache once and both threads share even a single sequence's.
-// A chunk leaves per head its largest score, its sum of e^(score − largest) and its unnormalized Σ p·v (`Partial`);
-// `merge` joins a head's chunks. The chunks are fixed by each sequence's own length: a sequence gets the same sums
+// A chunk leaves per head its largest score, its sum of e^(score − largest) and its unnormalized Σ p·v (DecodeWork);
+// merge_task joins a head's chunks. The chunks are fixed by each sequence's own length: a sequence gets the same sums
 // whatever else is in the step.
 constexpr int64_t kKeyChunk = 256;
 

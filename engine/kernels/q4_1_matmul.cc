@@ -9,8 +9,9 @@
 // codes by column pairs (byte j of a block holds q[j] in its low nibble and q[j+16] in its high nibble) with d and m
 // as float16 (exact for a GGUF Q4_1 source); the kernel packs them once into groups of 16 columns (kernels.h:
 // pack_q41), where one 32-bit lane holds one column: a block's integer sum is complete in its lane before its float
-// steps (d·xs·Σ, then m·Σx), with no horizontal sums. Decode streams the packed weights once per token and prefetches ahead; rows
-// come in tiles that share each block's unpacked weights (q4_1_tiles.inc). Prompts of kGemmRows rows or more take
+// steps (d·xs·Σ, then m·Σx), with no horizontal sums. Decode streams the packed weights once per token and prefetches
+// ahead; rows come in tiles that share each block's unpacked weights (q4_1_tiles.inc). Prompts of kGemmRows rows or
+// more take
 // the integer GEMM of q4_1_gemm.inc (weights unpacked once per panel, v as one int16) — the same arithmetic, so every
 // row gets the same bits whatever else is in its call. Built by engine/kernels/__init__.py with -mavx2 -mfma -mf16c
 // (used only on CPUs that have them) plus AVX-VNNI and AVX512-VNNI variants of the tiles and the GEMM, chosen at run
@@ -18,7 +19,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
